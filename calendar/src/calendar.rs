@@ -178,6 +178,11 @@ impl Calendar {
         }
     }
 
+    /// Prefectures with their own online end, in code order.
+    pub fn prefecture_online_ends(&self) -> impl Iterator<Item = (u8, TimeOfDay)> + '_ {
+        self.prefecture_ends.iter().map(|(&p, &end)| (p, end))
+    }
+
     /// The daily window-service hours.
     pub fn daily_window_service(&self) -> DailyWindow {
         self.window_service

@@ -1,0 +1,314 @@
+//! `JukiNode`: one server of the network (national, prefectural or a municipality's CS).
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use juki_calendar::Tier;
+use kube::CustomResource;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+use super::NodeRef;
+
+/// A node of the Basic Resident Registration Network. The operator runs it as a Deployment of the
+/// juki-node service, scaled up inside its tier's online window on open days (once its upstream is
+/// Online) and down again in dependency order, then runs its daily batches.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "jukinet.io",
+    version = "v1alpha1",
+    kind = "JukiNode",
+    doc = "A node of the Basic Resident Registration Network (national, prefectural or a municipality CS), run by the jukinet operator.",
+    namespaced,
+    shortname = "jn",
+    category = "juki",
+    status = "JukiNodeStatus",
+    printcolumn(name = "Tier", type_ = "string", json_path = ".spec.tier"),
+    printcolumn(name = "Pref", type_ = "string", json_path = ".spec.prefecture"),
+    printcolumn(name = "Muni", type_ = "string", json_path = ".spec.municipality"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Next", type_ = "string", json_path = ".status.nextTransition.at"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.tier == oldSelf.tier", "message": "spec.tier is immutable: create a new JukiNode instead"},
+    {"rule": "self.tier != 'CS' || has(self.municipality)", "message": "a CS node needs spec.municipality (its 6-digit local government code)"},
+    {"rule": "self.tier != 'Prefecture' || has(self.prefecture)", "message": "a Prefecture node needs spec.prefecture (01-47)"},
+    {"rule": "self.tier != 'National' || !has(self.prefecture)", "message": "a National node has no spec.prefecture"},
+    {"rule": "!has(self.municipality) || self.tier == 'CS'", "message": "spec.municipality applies only to the CS tier"},
+    {"rule": "!has(self.onlineEnd) || self.tier == 'Prefecture'", "message": "spec.onlineEnd applies only to the Prefecture tier"},
+    {"rule": "!has(self.municipality) || !has(self.prefecture) || self.municipality.startsWith(self.prefecture)", "message": "spec.municipality must lie in spec.prefecture (its first two digits)"}
+]))]
+pub struct JukiNodeSpec {
+    /// Tier of the node: National, Prefecture or CS. Immutable.
+    pub tier: Tier,
+    /// Prefecture code, "01" to "47". Required for Prefecture; optional for CS (taken from the
+    /// municipality code); not allowed for National.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "prefecture_code_schema")]
+    pub prefecture: Option<String>,
+    /// Local government code (地方公共団体コード) of the municipality, 6 digits with its check digit.
+    /// Required for CS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "municipality_code_schema")]
+    pub municipality: Option<String>,
+    /// The node this one sends updates to. Default: a CS's Prefecture node of its prefecture, a
+    /// Prefecture's National node (found by tier, in any namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<NodeRef>,
+    /// Name of the OperatingCalendar to follow. Default "japan".
+    #[serde(default = "default_calendar")]
+    pub calendar: String,
+    /// Replicas while online. Default 1.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 20))]
+    pub replicas: i32,
+    /// Pod template parts of the node service.
+    #[serde(default)]
+    pub template: NodeTemplate,
+    /// Where the node keeps its records. Default: embedded SQLite on a volume.
+    #[serde(default)]
+    pub database: Database,
+    /// This prefecture's own online end, "HH:MM" (up to "29:59"); overrides the calendar's
+    /// prefecture window end. Prefecture tier only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-2][0-9]:[0-5][0-9]$"))]
+    pub online_end: Option<String>,
+    /// Freeze the node: the operator changes nothing until it is set back to false.
+    #[serde(default)]
+    pub suspend: bool,
+    /// Pin the node Online or Offline until a given time (for maintenance); expires by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "override")]
+    pub manual_override: Option<ManualOverride>,
+}
+
+fn default_calendar() -> String {
+    "japan".into()
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+fn prefecture_code_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "pattern": "^(0[1-9]|[1-3][0-9]|4[0-7])$",
+        "maxLength": 2,
+    })
+}
+
+/// The check digit of 地方公共団体コード as a CEL rule: weights 6,5,4,3,2 on the first five digits,
+/// r = Σ mod 11, check digit = (11 − r) mod 10. Kept equal to `juki_codes` by a test.
+pub(crate) const MUNICIPALITY_SUM: &str = "(int(self.substring(0,1))*6 + int(self.substring(1,2))*5 + int(self.substring(2,3))*4 + int(self.substring(3,4))*3 + int(self.substring(4,5))*2)";
+
+fn municipality_code_schema(_: &mut SchemaGenerator) -> Schema {
+    let expected = format!("(11 - {MUNICIPALITY_SUM} % 11) % 10");
+    json_schema!({
+        "type": "string",
+        "pattern": "^(0[1-9]|[1-3][0-9]|4[0-7])[0-9]{4}$",
+        "maxLength": 6,
+        "x-kubernetes-validations": [{
+            "rule": format!("!self.matches('^[0-9]{{6}}$') || int(self.substring(5,6)) == {expected}"),
+            "messageExpression": format!("'municipality code ' + self + ': check digit is ' + self.substring(5,6) + ', expected ' + string({expected}) + ' (weights 6,5,4,3,2; (11 - sum mod 11) mod 10)'"),
+        }],
+    })
+}
+
+/// Pod template parts of the node service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeTemplate {
+    /// Container image of juki-node.
+    #[serde(default = "default_image")]
+    pub image: String,
+    /// Compute resources of the node container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+fn default_image() -> String {
+    "jukinet/juki-node:0.1.0".into()
+}
+
+impl Default for NodeTemplate {
+    fn default() -> Self {
+        NodeTemplate { image: default_image(), resources: None }
+    }
+}
+
+/// Storage of the node's records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.kind != 'Postgres' || has(self.postgres)", "message": "spec.database.postgres is required when kind is Postgres"}
+]))]
+pub struct Database {
+    /// Sqlite (embedded, one file on a volume; the default) or Postgres (production).
+    #[serde(default)]
+    pub kind: DatabaseKind,
+    /// Settings of the embedded SQLite database.
+    #[serde(default)]
+    pub sqlite: SqliteDatabase,
+    /// Settings of a PostgreSQL database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresDatabase>,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database { kind: DatabaseKind::Sqlite, sqlite: SqliteDatabase::default(), postgres: None }
+    }
+}
+
+/// Which database backend a node uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum DatabaseKind {
+    #[default]
+    Sqlite,
+    Postgres,
+}
+
+/// The embedded SQLite database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SqliteDatabase {
+    /// Size of the volume that holds the database file. Default "1Gi".
+    #[serde(default = "default_storage_size")]
+    pub storage_size: String,
+    /// Storage class of that volume; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+fn default_storage_size() -> String {
+    "1Gi".into()
+}
+
+impl Default for SqliteDatabase {
+    fn default() -> Self {
+        SqliteDatabase { storage_size: default_storage_size(), storage_class_name: None }
+    }
+}
+
+/// A PostgreSQL database whose connection URL is kept in a Secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresDatabase {
+    /// The Secret key holding the `postgres://` URL.
+    pub url_secret_ref: SecretKeyRef,
+}
+
+/// A key of a Secret in the node's namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    pub name: String,
+    /// Key in the Secret. Default "url".
+    #[serde(default = "default_url_key")]
+    pub key: String,
+}
+
+fn default_url_key() -> String {
+    "url".into()
+}
+
+/// A manual override, for maintenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManualOverride {
+    /// Online or Offline.
+    pub phase: OverridePhase,
+    /// When the override ends by itself (RFC 3339).
+    pub until: Time,
+    /// Why, shown in status and Events.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// The phase a manual override pins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum OverridePhase {
+    Online,
+    Offline,
+}
+
+/// Where a node is in its operating day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum NodePhase {
+    /// Scaled to zero, outside its window or waiting for its upstream.
+    Offline,
+    /// Window open and upstream Online; Deployment scaled up, waiting for ready replicas.
+    Starting,
+    /// Ready replicas reached; serving.
+    Online,
+    /// Window ended; waiting for every downstream node to be Offline, then the final request /
+    /// final answer exchange.
+    Draining,
+    /// Scaled to zero, waiting for the pods to go.
+    Stopping,
+    /// Running the day's batch Jobs, in order.
+    DailyBatch,
+    /// Readiness timeout, batch failure or invalid spec; see reason. Left by the same rules once
+    /// the cause is gone.
+    Failed,
+}
+
+/// What the operator last observed and decided for a node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JukiNodeStatus {
+    /// Current phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<NodePhase>,
+    /// Why the node is in this phase, one CamelCase word (e.g. OutsideWindow, WaitingForUpstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A sentence for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Ready, UpstreamReady, InWindow, BatchSucceeded, …
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready replicas of the node's Deployment.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// The resolved upstream, "namespace/name".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// The next planned phase change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_transition: Option<NextTransition>,
+    /// The last daily batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_batch: Option<LastBatch>,
+}
+
+/// A planned phase change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NextTransition {
+    /// When (RFC 3339).
+    pub at: Time,
+    /// The phase it leads to.
+    pub phase: NodePhase,
+}
+
+/// The outcome of a day's batches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastBatch {
+    /// Operating date, "YYYY-MM-DD".
+    pub date: String,
+    /// Succeeded or Failed.
+    pub outcome: String,
+    /// The batches run, in order.
+    #[serde(default)]
+    pub batches: Vec<String>,
+}

@@ -1,0 +1,70 @@
+//! kubectl-juki: on PATH it runs as `kubectl juki`. Views of the operating calendar that need no
+//! cluster.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use jiff::civil::Date;
+use juki_operator::preview::{self, Lang};
+
+#[derive(Parser)]
+#[command(name = "kubectl-juki", version, about = "jukinet views for kubectl: holidays and operating calendars")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the Japanese national holidays as `YYYY-MM-DD,name` lines.
+    Holidays {
+        /// First year (1948 or later).
+        from_year: i16,
+        /// Last year, inclusive; defaults to FROM_YEAR.
+        to_year: Option<i16>,
+        /// Language of the names.
+        #[arg(long, value_enum, default_value = "ja")]
+        lang: Lang,
+    },
+    /// Print the open and closed days and each tier's windows of an OperatingCalendar manifest.
+    Calendar {
+        /// A YAML file holding an OperatingCalendar (other documents are skipped).
+        file: std::path::PathBuf,
+        /// First date, YYYY-MM-DD.
+        #[arg(long)]
+        from: Date,
+        /// Number of days.
+        #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(i32).range(1..=3660))]
+        days: i32,
+    },
+}
+
+fn run(cli: Cli) -> Result<String, String> {
+    match cli.command {
+        Command::Holidays { from_year, to_year, lang } => {
+            let to_year = to_year.unwrap_or(from_year);
+            if !(1948..=9999).contains(&from_year) || to_year < from_year || to_year > 9999 {
+                return Err(format!("years must satisfy 1948 <= FROM_YEAR <= TO_YEAR <= 9999, got {from_year}..{to_year}"));
+            }
+            Ok(preview::holiday_lines(from_year, to_year, lang))
+        }
+        Command::Calendar { file, from, days } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let (_, calendar) = preview::calendar_from_manifest(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+            Ok(preview::calendar_lines(&calendar, from, days))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("kubectl juki: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
