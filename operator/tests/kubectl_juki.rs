@@ -1,0 +1,60 @@
+//! The kubectl-juki binary as a user runs it: output on stdout, clear errors and exit codes.
+
+use std::process::{Command, Output};
+
+fn juki(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kubectl-juki")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn holidays_prints_one_line_per_holiday() {
+    let out = juki(&["holidays", "2019"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 22, "{text}");
+    assert!(text.contains("2019-05-01,天皇の即位の日\n"));
+    let en = stdout(&juki(&["holidays", "2020", "2021", "--lang", "en"]));
+    assert!(en.contains("2020-07-24,Sports Day\n") && en.contains("2021-08-09,Substitute Holiday\n"), "{en}");
+}
+
+#[test]
+fn holidays_refuses_years_before_the_law() {
+    let out = juki(&["holidays", "1900"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1948 <= FROM_YEAR <= TO_YEAR"));
+}
+
+#[test]
+fn calendar_previews_the_example_manifest() {
+    let out = juki(&["calendar", "../examples/calendar.yaml", "--from", "2026-12-28", "--days", "8"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = stdout(&out);
+    let first_words: Vec<String> = text.lines().map(|l| l.split("  ").next().unwrap().to_string()).collect();
+    assert_eq!(
+        first_words,
+        [
+            "2026-12-28 Mon open",
+            "2026-12-29 Tue closed: year-end closure",
+            "2026-12-30 Wed closed: year-end closure",
+            "2026-12-31 Thu closed: year-end closure",
+            "2027-01-01 Fri closed: 元日 (New Year's Day), year-end closure",
+            "2027-01-02 Sat closed: Saturday, year-end closure",
+            "2027-01-03 Sun closed: Sunday, year-end closure",
+            "2027-01-04 Mon open",
+        ]
+    );
+}
+
+#[test]
+fn calendar_names_a_missing_file_and_a_bad_date() {
+    let out = juki(&["calendar", "no-such.yaml", "--from", "2026-01-01"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such.yaml: No such file"));
+    let out = juki(&["calendar", "../examples/calendar.yaml", "--from", "2026-02-30"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--from"));
+}
