@@ -9,7 +9,8 @@ use juki_calendar::{Calendar, Tier, holidays};
 
 use serde::Deserialize;
 
-use crate::api::OperatingCalendar;
+use crate::api::{JukiNode, OperatingCalendar};
+use crate::forecast::ForecastNode;
 
 /// Language of holiday names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -23,7 +24,11 @@ pub fn holiday_lines(from_year: i16, to_year: i16, lang: Lang) -> String {
     let mut out = String::new();
     for year in from_year..=to_year {
         for (date, h) in holidays::holidays_in_year(year) {
-            let name = if lang == Lang::Ja { h.name_ja } else { h.name_en };
+            let name = if lang == Lang::Ja {
+                h.name_ja
+            } else {
+                h.name_en
+            };
             writeln!(out, "{date},{name}").unwrap();
         }
     }
@@ -37,8 +42,15 @@ pub enum ManifestError {
     Yaml(#[from] serde_yaml::Error),
     #[error("no document of kind OperatingCalendar (apiVersion jukinet.io/v1alpha1) found")]
     NoCalendar,
+    #[error("no document of kind JukiNode found")]
+    NoNodes,
+    #[error("JukiNode {name:?}: {message}")]
+    InvalidNode { name: String, message: String },
     #[error("invalid OperatingCalendar {name:?}: {errors}")]
-    Invalid { name: String, errors: juki_calendar::ValidationErrors },
+    Invalid {
+        name: String,
+        errors: juki_calendar::ValidationErrors,
+    },
 }
 
 /// Finds the first OperatingCalendar in a (possibly multi-document) manifest and validates it.
@@ -50,10 +62,42 @@ pub fn calendar_from_manifest(text: &str) -> Result<(String, Calendar), Manifest
         }
         let resource: OperatingCalendar = serde_yaml::from_value(value)?;
         let name = resource.metadata.name.clone().unwrap_or_default();
-        let calendar = Calendar::new(&resource.spec.calendar).map_err(|errors| ManifestError::Invalid { name: name.clone(), errors })?;
+        let calendar =
+            Calendar::new(&resource.spec.calendar).map_err(|errors| ManifestError::Invalid {
+                name: name.clone(),
+                errors,
+            })?;
         return Ok((name, calendar));
     }
     Err(ManifestError::NoCalendar)
+}
+
+/// Every JukiNode of a (possibly multi-document) manifest, as forecast nodes.
+pub fn nodes_from_manifest(text: &str) -> Result<Vec<ForecastNode>, ManifestError> {
+    let mut nodes = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value = serde_yaml::Value::deserialize(doc)?;
+        if value.get("kind").and_then(|k| k.as_str()) != Some("JukiNode") {
+            continue;
+        }
+        let node: JukiNode = serde_yaml::from_value(value)?;
+        let invalid = |message| ManifestError::InvalidNode {
+            name: node.metadata.name.clone().unwrap_or_default(),
+            message,
+        };
+        let (topology, online_end) =
+            crate::topology::from_jukinode(&node, "default").map_err(invalid)?;
+        nodes.push(ForecastNode {
+            topology,
+            online_end,
+            replicas: node.spec.replicas,
+        });
+    }
+    if nodes.is_empty() {
+        Err(ManifestError::NoNodes)
+    } else {
+        Ok(nodes)
+    }
 }
 
 /// One line per day: open or closed (and why), each tier's online window, the window-service
@@ -61,7 +105,9 @@ pub fn calendar_from_manifest(text: &str) -> Result<(String, Calendar), Manifest
 pub fn calendar_lines(calendar: &Calendar, from: Date, days: i32) -> String {
     let mut out = String::new();
     for i in 0..days {
-        let Ok(date) = from.checked_add(i.days()) else { break };
+        let Ok(date) = from.checked_add(i.days()) else {
+            break;
+        };
         let weekday = date.strftime("%a");
         let status = calendar.day_status(date);
         if !status.is_open() {
@@ -70,7 +116,13 @@ pub fn calendar_lines(calendar: &Calendar, from: Date, days: i32) -> String {
         }
         let mut line = format!("{date} {weekday} open");
         for tier in Tier::ALL {
-            write!(line, "  {} {}", tier.field(), calendar.daily_window(tier, None)).unwrap();
+            write!(
+                line,
+                "  {} {}",
+                tier.field(),
+                calendar.daily_window(tier, None)
+            )
+            .unwrap();
             if tier == Tier::Prefecture {
                 for (p, end) in calendar.prefecture_online_ends() {
                     write!(line, " [{p:02}: –{end}]").unwrap();
@@ -78,7 +130,11 @@ pub fn calendar_lines(calendar: &Calendar, from: Date, days: i32) -> String {
             }
         }
         write!(line, "  window-service {}", calendar.daily_window_service()).unwrap();
-        let batches: Vec<&str> = calendar.batch_runs(date).iter().map(|r| r.batch.name.as_str()).collect();
+        let batches: Vec<&str> = calendar
+            .batch_runs(date)
+            .iter()
+            .map(|r| r.batch.name.as_str())
+            .collect();
         if !batches.is_empty() {
             write!(line, "  batches {}", batches.join(",")).unwrap();
         }
@@ -95,7 +151,10 @@ mod tests {
     #[test]
     fn holiday_lines_are_date_comma_name() {
         let ja = holiday_lines(2026, 2026, Lang::Ja);
-        assert!(ja.starts_with("2026-01-01,元日\n2026-01-12,成人の日\n"), "{ja}");
+        assert!(
+            ja.starts_with("2026-01-01,元日\n2026-01-12,成人の日\n"),
+            "{ja}"
+        );
         assert!(ja.contains("2026-09-22,国民の休日\n"));
         let en = holiday_lines(2026, 2026, Lang::En);
         assert!(en.contains("2026-05-06,Substitute Holiday\n"), "{en}");
@@ -103,16 +162,47 @@ mod tests {
     }
 
     #[test]
+    fn the_example_topology_has_seven_nodes_in_three_namespaces() {
+        let nodes = nodes_from_manifest(include_str!("../../examples/topology.yaml")).unwrap();
+        let names: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("{}/{}", n.topology.namespace, n.topology.name))
+            .collect();
+        assert_eq!(names.len(), 7);
+        assert_eq!(names[0], "juki-national/national");
+        assert_eq!(
+            nodes[1].online_end.map(|t| t.to_string()).as_deref(),
+            Some("21:45")
+        );
+        assert_eq!(nodes[2].topology.prefecture, Some(13));
+        let err = nodes_from_manifest(
+            "kind: JukiNode\nmetadata: {name: x}\nspec: {tier: CS, municipality: \"131017\"}\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"JukiNode "x": spec.municipality "131017": check digit is 7, expected 6"#
+        );
+    }
+
+    #[test]
     fn a_manifest_without_a_calendar_is_refused() {
-        let err = calendar_from_manifest("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n").unwrap_err();
-        assert_eq!(err.to_string(), "no document of kind OperatingCalendar (apiVersion jukinet.io/v1alpha1) found");
+        let err = calendar_from_manifest("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no document of kind OperatingCalendar (apiVersion jukinet.io/v1alpha1) found"
+        );
     }
 
     #[test]
     fn an_invalid_calendar_names_the_field() {
         let text = "apiVersion: jukinet.io/v1alpha1\nkind: OperatingCalendar\nmetadata: {name: bad}\nspec:\n  timeZone: Mars/Olympus\n";
         let err = calendar_from_manifest(text).unwrap_err();
-        assert_eq!(err.to_string(), r#"invalid OperatingCalendar "bad": timeZone: "Mars/Olympus" is not a known IANA time zone"#);
+        assert_eq!(
+            err.to_string(),
+            r#"invalid OperatingCalendar "bad": timeZone: "Mars/Olympus" is not a known IANA time zone"#
+        );
     }
 
     #[test]
@@ -129,4 +219,17 @@ mod tests {
              2026-11-23 Mon closed: 勤労感謝の日 (Labor Thanksgiving Day)\n"
         );
     }
+}
+
+/// An instant from the command line: RFC 3339 (`2026-11-30T06:00:00+09:00`), or a date-time or a
+/// date (midnight) in the given time zone.
+pub fn parse_instant(text: &str, tz: &jiff::tz::TimeZone) -> Result<jiff::Timestamp, String> {
+    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
+        return Ok(ts);
+    }
+    let civil = text
+        .parse::<jiff::civil::DateTime>()
+        .or_else(|_| text.parse::<Date>().map(|d| d.to_datetime(jiff::civil::Time::midnight())))
+        .map_err(|_| format!("{text:?} is not an RFC 3339 instant, a YYYY-MM-DDTHH:MM date-time or a YYYY-MM-DD date"))?;
+    tz.to_timestamp(civil).map_err(|e| e.to_string())
 }

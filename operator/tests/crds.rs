@@ -14,9 +14,16 @@ fn crds_in_the_repo_match_the_rust_types() {
             stale.push(path.display().to_string());
         }
     }
-    assert!(stale.is_empty(), "stale CRDs {stale:?}: run `cargo run -p juki-operator --bin crdgen`");
+    assert!(
+        stale.is_empty(),
+        "stale CRDs {stale:?}: run `cargo run -p juki-operator --bin crdgen`"
+    );
     let files = std::fs::read_dir(&dir).unwrap().count();
-    assert_eq!(files, crds().len(), "crds/ holds a file that no Rust type generates");
+    assert_eq!(
+        files,
+        crds().len(),
+        "crds/ holds a file that no Rust type generates"
+    );
 }
 
 #[test]
@@ -24,10 +31,21 @@ fn every_crd_is_in_the_juki_category_with_a_status_subresource() {
     for crd in crds() {
         let name = crd.metadata.name.clone().unwrap();
         assert!(name.ends_with(".jukinet.io"), "{name}");
-        assert_eq!(crd.spec.names.categories.as_deref(), Some(&["juki".to_string()][..]), "{name}");
+        assert_eq!(
+            crd.spec.names.categories.as_deref(),
+            Some(&["juki".to_string()][..]),
+            "{name}"
+        );
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
-        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{name}");
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some(),
+            "{name}"
+        );
     }
 }
 
@@ -35,7 +53,10 @@ fn every_crd_is_in_the_juki_category_with_a_status_subresource() {
 fn the_municipality_cel_rule_matches_the_check_digit_function() {
     // Evaluate the CEL arithmetic with Rust for every official code, so the rule the API server
     // runs and juki_codes cannot drift apart.
-    let crd = crds().into_iter().find(|c| c.spec.names.kind == "JukiNode").unwrap();
+    let crd = crds()
+        .into_iter()
+        .find(|c| c.spec.names.kind == "JukiNode")
+        .unwrap();
     let json = serde_json::to_string(&crd).unwrap();
     assert!(json.contains("int(self.substring(0,1))*6 + int(self.substring(1,2))*5 + int(self.substring(2,3))*4 + int(self.substring(3,4))*3 + int(self.substring(4,5))*2"));
     assert!(json.contains("(11 - "));

@@ -3,7 +3,11 @@
 use std::process::{Command, Output};
 
 fn juki(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kubectl-juki")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_kubectl-juki"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
 }
 
 fn stdout(out: &Output) -> String {
@@ -18,7 +22,10 @@ fn holidays_prints_one_line_per_holiday() {
     assert_eq!(text.lines().count(), 22, "{text}");
     assert!(text.contains("2019-05-01,天皇の即位の日\n"));
     let en = stdout(&juki(&["holidays", "2020", "2021", "--lang", "en"]));
-    assert!(en.contains("2020-07-24,Sports Day\n") && en.contains("2021-08-09,Substitute Holiday\n"), "{en}");
+    assert!(
+        en.contains("2020-07-24,Sports Day\n") && en.contains("2021-08-09,Substitute Holiday\n"),
+        "{en}"
+    );
 }
 
 #[test]
@@ -30,10 +37,24 @@ fn holidays_refuses_years_before_the_law() {
 
 #[test]
 fn calendar_previews_the_example_manifest() {
-    let out = juki(&["calendar", "../examples/calendar.yaml", "--from", "2026-12-28", "--days", "8"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = juki(&[
+        "calendar",
+        "../examples/calendar.yaml",
+        "--from",
+        "2026-12-28",
+        "--days",
+        "8",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = stdout(&out);
-    let first_words: Vec<String> = text.lines().map(|l| l.split("  ").next().unwrap().to_string()).collect();
+    let first_words: Vec<String> = text
+        .lines()
+        .map(|l| l.split("  ").next().unwrap().to_string())
+        .collect();
     assert_eq!(
         first_words,
         [
@@ -54,7 +75,77 @@ fn calendar_names_a_missing_file_and_a_bad_date() {
     let out = juki(&["calendar", "no-such.yaml", "--from", "2026-01-01"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such.yaml: No such file"));
-    let out = juki(&["calendar", "../examples/calendar.yaml", "--from", "2026-02-30"]);
+    let out = juki(&[
+        "calendar",
+        "../examples/calendar.yaml",
+        "--from",
+        "2026-02-30",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--from"));
+}
+
+#[test]
+fn plan_forecasts_a_weekday_in_dependency_order() {
+    let out = juki(&[
+        "plan",
+        "--calendar",
+        "../examples/calendar.yaml",
+        "--topology",
+        "../examples/topology.yaml",
+        "--from",
+        "2026-11-30",
+        "--days",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    let first = text.lines().next().unwrap();
+    assert_eq!(
+        first,
+        "2026-11-30 Mon 07:00  juki-national/national       Offline → Starting (WindowOpen)"
+    );
+    let last = text.lines().last().unwrap();
+    assert!(
+        last.starts_with("2026-11-30 Mon 22:00  juki-national/national")
+            && last.ends_with("DailyBatch → Offline (BatchSucceeded)"),
+        "{last}"
+    );
+    // 7 nodes × 6 phase changes (Starting … Offline) and 7 × 2 batch lines.
+    assert_eq!(text.lines().count(), 7 * 6 + 7 * 2, "{text}");
+}
+
+#[test]
+fn plan_over_a_weekend_is_empty_and_a_bad_instant_is_named() {
+    let out = juki(&[
+        "plan",
+        "--calendar",
+        "../examples/calendar.yaml",
+        "--topology",
+        "../examples/topology.yaml",
+        "--from",
+        "2026-11-28T00:00",
+        "--days",
+        "2",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), "");
+    let out = juki(&[
+        "plan",
+        "--calendar",
+        "../examples/calendar.yaml",
+        "--topology",
+        "../examples/topology.yaml",
+        "--from",
+        "monday",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--from: \"monday\" is not an RFC 3339 instant")
+    );
 }

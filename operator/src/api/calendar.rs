@@ -20,9 +20,21 @@ use serde::{Deserialize, Serialize};
     status = "OperatingCalendarStatus",
     printcolumn(name = "TZ", type_ = "string", json_path = ".spec.timeZone"),
     printcolumn(name = "Today", type_ = "string", json_path = ".status.today.state"),
-    printcolumn(name = "Next-Open", type_ = "string", json_path = ".status.nextOpenDay"),
-    printcolumn(name = "Valid", type_ = "string", json_path = ".status.conditions[?(@.type==\"Valid\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Next-Open",
+        type_ = "string",
+        json_path = ".status.nextOpenDay"
+    ),
+    printcolumn(
+        name = "Valid",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Valid\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 pub struct OperatingCalendarSpec {
     #[serde(flatten)]

@@ -19,11 +19,20 @@ use serde::{Deserialize, Serialize};
     shortname = "fd",
     category = "juki",
     status = "FileDeliveryStatus",
-    printcolumn(name = "SHA256", type_ = "string", json_path = ".spec.sha256", priority = 1),
+    printcolumn(
+        name = "SHA256",
+        type_ = "string",
+        json_path = ".spec.sha256",
+        priority = 1
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Delivered", type_ = "integer", json_path = ".status.delivered"),
     printcolumn(name = "Targets", type_ = "integer", json_path = ".status.targets"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FileDeliverySpec {

@@ -7,15 +7,20 @@ mod delivery;
 mod extension;
 mod node;
 
-pub use calendar::{CalendarDay, OperatingCalendar, OperatingCalendarSpec, OperatingCalendarStatus};
-pub use delivery::{
-    ConfigMapSource, DeliverySource, DeliveryTargets, FileDelivery, FileDeliverySpec, FileDeliveryStatus,
-    NodeDelivery,
+pub use calendar::{
+    CalendarDay, OperatingCalendar, OperatingCalendarSpec, OperatingCalendarStatus,
 };
-pub use extension::{ExtensionKind, ExtensionPhase, ServiceExtension, ServiceExtensionSpec, ServiceExtensionStatus};
+pub use delivery::{
+    ConfigMapSource, DeliverySource, DeliveryTargets, FileDelivery, FileDeliverySpec,
+    FileDeliveryStatus, NodeDelivery,
+};
+pub use extension::{
+    ExtensionKind, ExtensionPhase, ServiceExtension, ServiceExtensionSpec, ServiceExtensionStatus,
+};
 pub use node::{
-    Database, DatabaseKind, JukiNode, JukiNodeSpec, JukiNodeStatus, LastBatch, ManualOverride, NextTransition,
-    NodePhase, NodeTemplate, OverridePhase, PostgresDatabase, SecretKeyRef, SqliteDatabase,
+    Database, DatabaseKind, JukiNode, JukiNodeSpec, JukiNodeStatus, LastBatch, ManualOverride,
+    NextTransition, NodePhase, NodeTemplate, OverridePhase, PostgresDatabase, SecretKeyRef,
+    SqliteDatabase,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -39,7 +44,12 @@ pub struct NodeRef {
 
 /// Every CRD of the project, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![OperatingCalendar::crd(), JukiNode::crd(), ServiceExtension::crd(), FileDelivery::crd()]
+    vec![
+        OperatingCalendar::crd(),
+        JukiNode::crd(),
+        ServiceExtension::crd(),
+        FileDelivery::crd(),
+    ]
 }
 
 /// The file name a CRD is kept under in `crds/`.

@@ -1,8 +1,8 @@
 //! `JukiNode`: one server of the network (national, prefectural or a municipality's CS).
 
+use juki_calendar::Tier;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use juki_calendar::Tier;
 use kube::CustomResource;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
@@ -28,8 +28,16 @@ use super::NodeRef;
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
-    printcolumn(name = "Next", type_ = "string", json_path = ".status.nextTransition.at"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Next",
+        type_ = "string",
+        json_path = ".status.nextTransition.at"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
@@ -135,7 +143,10 @@ fn default_image() -> String {
 
 impl Default for NodeTemplate {
     fn default() -> Self {
-        NodeTemplate { image: default_image(), resources: None }
+        NodeTemplate {
+            image: default_image(),
+            resources: None,
+        }
     }
 }
 
@@ -159,7 +170,11 @@ pub struct Database {
 
 impl Default for Database {
     fn default() -> Self {
-        Database { kind: DatabaseKind::Sqlite, sqlite: SqliteDatabase::default(), postgres: None }
+        Database {
+            kind: DatabaseKind::Sqlite,
+            sqlite: SqliteDatabase::default(),
+            postgres: None,
+        }
     }
 }
 
@@ -189,7 +204,10 @@ fn default_storage_size() -> String {
 
 impl Default for SqliteDatabase {
     fn default() -> Self {
-        SqliteDatabase { storage_size: default_storage_size(), storage_class_name: None }
+        SqliteDatabase {
+            storage_size: default_storage_size(),
+            storage_class_name: None,
+        }
     }
 }
 

@@ -8,7 +8,11 @@ use jiff::civil::Date;
 use juki_operator::preview::{self, Lang};
 
 #[derive(Parser)]
-#[command(name = "kubectl-juki", version, about = "jukinet views for kubectl: holidays and operating calendars")]
+#[command(
+    name = "kubectl-juki",
+    version,
+    about = "jukinet views for kubectl: holidays and operating calendars"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,21 +41,65 @@ enum Command {
         #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(i32).range(1..=3660))]
         days: i32,
     },
+    /// Forecast the operator's transitions for a calendar and a topology, without a cluster.
+    Plan {
+        /// A YAML file holding an OperatingCalendar.
+        #[arg(long)]
+        calendar: std::path::PathBuf,
+        /// A YAML file holding JukiNodes (other documents are skipped).
+        #[arg(long)]
+        topology: std::path::PathBuf,
+        /// Start: an RFC 3339 instant, or a date or date-time in the calendar's time zone.
+        #[arg(long)]
+        from: String,
+        /// Number of days.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=366))]
+        days: i32,
+    },
+}
+
+fn read(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn run(cli: Cli) -> Result<String, String> {
     match cli.command {
-        Command::Holidays { from_year, to_year, lang } => {
+        Command::Holidays {
+            from_year,
+            to_year,
+            lang,
+        } => {
             let to_year = to_year.unwrap_or(from_year);
             if !(1948..=9999).contains(&from_year) || to_year < from_year || to_year > 9999 {
-                return Err(format!("years must satisfy 1948 <= FROM_YEAR <= TO_YEAR <= 9999, got {from_year}..{to_year}"));
+                return Err(format!(
+                    "years must satisfy 1948 <= FROM_YEAR <= TO_YEAR <= 9999, got {from_year}..{to_year}"
+                ));
             }
             Ok(preview::holiday_lines(from_year, to_year, lang))
         }
         Command::Calendar { file, from, days } => {
-            let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-            let (_, calendar) = preview::calendar_from_manifest(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+            let text = read(&file)?;
+            let (_, calendar) = preview::calendar_from_manifest(&text)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
             Ok(preview::calendar_lines(&calendar, from, days))
+        }
+        Command::Plan {
+            calendar,
+            topology,
+            from,
+            days,
+        } => {
+            let (_, cal) = preview::calendar_from_manifest(&read(&calendar)?)
+                .map_err(|e| format!("{}: {e}", calendar.display()))?;
+            let nodes = preview::nodes_from_manifest(&read(&topology)?)
+                .map_err(|e| format!("{}: {e}", topology.display()))?;
+            let start = preview::parse_instant(&from, cal.time_zone())
+                .map_err(|e| format!("--from: {e}"))?;
+            let end = start
+                .checked_add(jiff::SignedDuration::from_hours(24 * i64::from(days)))
+                .map_err(|e| format!("--days: {e}"))?;
+            let forecast = juki_operator::forecast::simulate(&cal, &nodes, start, end);
+            Ok(juki_operator::forecast::render(&cal, &nodes, &forecast))
         }
     }
 }

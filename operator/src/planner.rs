@@ -1,0 +1,499 @@
+//! The planner: what one JukiNode should be doing now, as a pure function of the clock, the
+//! calendar, the node's spec and what was observed of it and its neighbours. Controllers only
+//! gather a [`NodeView`], call [`plan`], and apply the [`Plan`].
+//!
+//! Phases follow DESIGN.md: Offline → Starting → Online → Draining → Stopping → DailyBatch →
+//! Offline, plus Failed with a reason. The dependency order comes from two rules: a node starts
+//! only when its upstream is Online, and a node stops (Draining → Stopping) only when every node
+//! below it is Offline.
+
+use jiff::civil::Date;
+use jiff::{SignedDuration, Timestamp, ToSpan};
+use juki_calendar::{Calendar, Tier, TimeOfDay, Window};
+
+use crate::api::{NodePhase, OverridePhase};
+
+/// How far back the planner looks for the operating date of a stop or a batch (a long weekend,
+/// the year-end closure).
+const LOOKBACK_DAYS: i32 = 10;
+
+/// The state of a node's upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    /// National nodes have none.
+    NotNeeded,
+    /// Resolved, in this phase.
+    Phase(NodePhase),
+    /// No node matches.
+    Missing,
+    /// More than one node matches.
+    Ambiguous,
+}
+
+/// A batch Job of the operating date, as observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Absent,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// The final request / final answer exchange of the operating date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinalAnswer {
+    NotRequested,
+    Done,
+    /// The node could not be reached or did not answer in time; the stop goes on and the reason
+    /// is reported.
+    Failed(String),
+}
+
+/// Everything the planner needs about one node.
+#[derive(Debug, Clone)]
+pub struct NodeView<'a> {
+    pub tier: Tier,
+    pub prefecture: Option<u8>,
+    /// The node's own online end (Prefecture tier), overriding the calendar's.
+    pub online_end: Option<TimeOfDay>,
+    pub replicas: i32,
+    pub suspend: bool,
+    pub manual_override: Option<(OverridePhase, Timestamp)>,
+    /// The latest end of the active service extensions that keep this node up, by operating date.
+    pub extensions: &'a [(Date, Timestamp)],
+    /// The phase in status (Offline when new) and when it was entered.
+    pub phase: NodePhase,
+    pub phase_since: Option<Timestamp>,
+    pub reason: Option<&'a str>,
+    pub ready_replicas: i32,
+    /// Pods of the node's Deployment that still exist.
+    pub pods: i32,
+    pub upstream: Upstream,
+    /// Whether every node whose upstream is this one is Offline (true when there are none).
+    pub downstream_offline: bool,
+    pub final_answer: FinalAnswer,
+    /// Batch Jobs of the operating date being batched, by batch name.
+    pub jobs: &'a [(String, JobState)],
+    /// The operating date of the last finished batch run.
+    pub last_batch_date: Option<Date>,
+    /// Starting longer than this (in clock time) makes the node Failed.
+    pub readiness_timeout: SignedDuration,
+}
+
+/// Something the controller does besides scaling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    None,
+    /// Call the node's admin API: stop taking relays, flush, wait for the final answer.
+    FinalRequest,
+    /// Create the Job of this batch for the operating date.
+    CreateJob {
+        batch: String,
+        date: Date,
+    },
+}
+
+/// What the node should be doing now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub phase: NodePhase,
+    /// One CamelCase word.
+    pub reason: &'static str,
+    pub message: String,
+    /// Replicas of the Deployment; `None` leaves them as they are (suspended, invalid).
+    pub replicas: Option<i32>,
+    pub action: Action,
+    /// The operating date the phase belongs to (the window's start date).
+    pub operating_date: Option<Date>,
+    /// When to look again even if nothing changes (a window edge, an override's expiry).
+    pub wake_at: Option<Timestamp>,
+    /// The next phase change the calendar foresees, for status.
+    pub next: Option<(Timestamp, NodePhase)>,
+}
+
+impl Plan {
+    fn new(phase: NodePhase, reason: &'static str, message: impl Into<String>) -> Plan {
+        Plan {
+            phase,
+            reason,
+            message: message.into(),
+            replicas: None,
+            action: Action::None,
+            operating_date: None,
+            wake_at: None,
+            next: None,
+        }
+    }
+
+    fn replicas(mut self, n: i32) -> Plan {
+        self.replicas = Some(n);
+        self
+    }
+
+    fn action(mut self, action: Action) -> Plan {
+        self.action = action;
+        self
+    }
+
+    fn date(mut self, date: Option<Date>) -> Plan {
+        self.operating_date = date;
+        self
+    }
+}
+
+/// The node's online window containing `at`, extended by an active service extension.
+fn window_at(calendar: &Calendar, node: &NodeView<'_>, at: Timestamp) -> Option<Window> {
+    let today = calendar.date_of(at);
+    [today.yesterday().ok(), Some(today)]
+        .into_iter()
+        .flatten()
+        .filter_map(|d| window_on(calendar, node, d))
+        .find(|w| w.contains(at))
+}
+
+/// The node's own window on an operating date: the calendar's tier window, the node's own end,
+/// then any extension of that date.
+pub fn window_on(calendar: &Calendar, node: &NodeView<'_>, date: Date) -> Option<Window> {
+    let mut w = calendar.online_window(node.tier, node.prefecture, date)?;
+    if let Some(end) = node.online_end {
+        w.end = calendar.instant(date, end);
+    }
+    for (d, end) in node.extensions {
+        if *d == date && *end > w.end {
+            w.end = *end;
+        }
+    }
+    Some(w)
+}
+
+/// The most recent window of the node that has ended by `at`.
+fn last_ended_window(calendar: &Calendar, node: &NodeView<'_>, at: Timestamp) -> Option<Window> {
+    let today = calendar.date_of(at);
+    (0..=LOOKBACK_DAYS)
+        .filter_map(|i| today.checked_sub(i.days()).ok())
+        .filter_map(|d| window_on(calendar, node, d))
+        .find(|w| w.end <= at)
+}
+
+/// The next window of the node that starts after `at`.
+fn next_window(calendar: &Calendar, node: &NodeView<'_>, at: Timestamp) -> Option<Window> {
+    let today = calendar.date_of(at);
+    (0..=3 * 366)
+        .filter_map(|i| today.checked_add(i.days()).ok())
+        .filter_map(|d| window_on(calendar, node, d))
+        .find(|w| w.start > at)
+}
+
+/// Decides what one node should be doing at `now`.
+pub fn plan(calendar: &Calendar, node: &NodeView<'_>, now: Timestamp) -> Plan {
+    if node.suspend {
+        return Plan::new(
+            node.phase,
+            "Suspended",
+            "spec.suspend is true: the operator changes nothing",
+        );
+    }
+    let window = window_at(calendar, node, now);
+    let override_active = node.manual_override.filter(|(_, until)| *until > now);
+    let want_online = match override_active {
+        Some((OverridePhase::Online, _)) => true,
+        Some((OverridePhase::Offline, _)) => false,
+        None => window.is_some(),
+    };
+    let upstream_online = matches!(
+        node.upstream,
+        Upstream::NotNeeded | Upstream::Phase(NodePhase::Online)
+    );
+    let mut plan = step(calendar, node, now, want_online, upstream_online, window);
+
+    // Wake at the next edge that can change the decision: the window's end or the next start,
+    // an override's expiry.
+    let mut wake = match window {
+        Some(w) => Some(w.end),
+        None => next_window(calendar, node, now).map(|w| w.start),
+    };
+    if let Some((_, until)) = override_active {
+        wake = Some(wake.map_or(until, |w| w.min(until)));
+    }
+    if plan.phase == NodePhase::Starting
+        && let Some(since) = node.phase_since
+        && let Ok(deadline) = since.checked_add(node.readiness_timeout)
+    {
+        wake = Some(wake.map_or(deadline, |w| w.min(deadline)));
+    }
+    plan.wake_at = wake;
+    plan.next = match (plan.phase, window) {
+        (NodePhase::Online | NodePhase::Starting, Some(w)) if override_active.is_none() => {
+            Some((w.end, NodePhase::Draining))
+        }
+        (NodePhase::Offline, _) if override_active.is_none() => {
+            next_window(calendar, node, now).map(|w| (w.start, NodePhase::Starting))
+        }
+        _ => None,
+    };
+    if let Some((phase, until)) = override_active {
+        plan.message = format!("{} (manual override {phase:?} until {until})", plan.message);
+    }
+    plan
+}
+
+fn step(
+    calendar: &Calendar,
+    node: &NodeView<'_>,
+    now: Timestamp,
+    want_online: bool,
+    upstream_online: bool,
+    window: Option<Window>,
+) -> Plan {
+    use NodePhase::*;
+    let current_date = window.map(|w| w.date);
+    let ended_date = || last_ended_window(calendar, node, now).map(|w| w.date);
+    match node.phase {
+        // Replicas that time out starting may still come up: keep them and wait, Failed.
+        Failed if want_online && node.reason == Some("ReadinessTimeout") => {
+            if node.ready_replicas >= node.replicas {
+                Plan::new(
+                    Online,
+                    "Ready",
+                    format!(
+                        "{} of {} replicas ready",
+                        node.ready_replicas, node.replicas
+                    ),
+                )
+                .replicas(node.replicas)
+                .date(current_date)
+            } else {
+                Plan::new(
+                    Failed,
+                    "ReadinessTimeout",
+                    format!(
+                        "only {} of {} replicas ready",
+                        node.ready_replicas, node.replicas
+                    ),
+                )
+                .replicas(node.replicas)
+                .date(current_date)
+            }
+        }
+        Offline | Failed if want_online => start_or_wait(node, upstream_online, current_date),
+        Offline => offline(calendar, node, now),
+        Failed => match node.reason {
+            // A failed batch is left behind by the next online start (above) or stays visible.
+            Some("BatchFailed") => Plan::new(
+                Failed,
+                "BatchFailed",
+                "a batch Job failed; see the Job's logs",
+            )
+            .replicas(0),
+            _ => offline(calendar, node, now),
+        },
+        Starting if !want_online => drain(node, ended_date()),
+        Starting if node.ready_replicas >= node.replicas => Plan::new(
+            Online,
+            "Ready",
+            format!(
+                "{} of {} replicas ready",
+                node.ready_replicas, node.replicas
+            ),
+        )
+        .replicas(node.replicas)
+        .date(current_date),
+        Starting => {
+            let timed_out = node
+                .phase_since
+                .and_then(|s| s.checked_add(node.readiness_timeout).ok())
+                .is_some_and(|deadline| now >= deadline);
+            if timed_out {
+                Plan::new(
+                    Failed,
+                    "ReadinessTimeout",
+                    format!(
+                        "only {} of {} replicas ready after {:#}",
+                        node.ready_replicas, node.replicas, node.readiness_timeout
+                    ),
+                )
+                .replicas(node.replicas)
+                .date(current_date)
+            } else {
+                Plan::new(
+                    Starting,
+                    "WaitingForReplicas",
+                    format!(
+                        "{} of {} replicas ready",
+                        node.ready_replicas, node.replicas
+                    ),
+                )
+                .replicas(node.replicas)
+                .date(current_date)
+            }
+        }
+        Online if !want_online => drain(node, ended_date()),
+        // The node above is going down: a node never stays up without its upstream.
+        Online if !upstream_online => drain(node, current_date),
+        Online => Plan::new(Online, "InWindow", "online")
+            .replicas(node.replicas)
+            .date(current_date),
+        Draining if want_online && upstream_online => {
+            Plan::new(Online, "InWindow", "back online: the window reopened")
+                .replicas(node.replicas)
+                .date(current_date)
+        }
+        Draining => drain(node, ended_date().or(current_date)),
+        Stopping if node.pods > 0 => Plan::new(
+            Stopping,
+            "WaitingForPods",
+            format!("{} pods still running", node.pods),
+        )
+        .replicas(0)
+        .date(ended_date()),
+        Stopping => batch_or_offline(calendar, node, ended_date()),
+        DailyBatch => batch_or_offline(calendar, node, ended_date()),
+    }
+}
+
+fn start_or_wait(node: &NodeView<'_>, upstream_online: bool, date: Option<Date>) -> Plan {
+    let waiting = |reason, message: &str| {
+        Plan::new(NodePhase::Offline, reason, message)
+            .replicas(0)
+            .date(date)
+    };
+    match node.upstream {
+        Upstream::Missing => waiting(
+            "UpstreamMissing",
+            "no upstream node found: set spec.upstream or create the node above",
+        ),
+        Upstream::Ambiguous => waiting(
+            "UpstreamAmbiguous",
+            "more than one upstream node matches: set spec.upstream",
+        ),
+        _ if !upstream_online => waiting(
+            "WaitingForUpstream",
+            "the window is open; waiting for the upstream node to be Online",
+        ),
+        _ => Plan::new(
+            NodePhase::Starting,
+            "WindowOpen",
+            format!("scaling to {} replicas", node.replicas),
+        )
+        .replicas(node.replicas)
+        .date(date),
+    }
+}
+
+fn offline(calendar: &Calendar, node: &NodeView<'_>, now: Timestamp) -> Plan {
+    // A batch missed while the operator was away runs once on catch-up.
+    if let Some(w) = last_ended_window(calendar, node, now)
+        && node.last_batch_date.is_some_and(|d| d < w.date)
+        && !calendar.batch_runs_for(node.tier, w.date).is_empty()
+    {
+        return batch_or_offline(calendar, node, Some(w.date));
+    }
+    let today = calendar.date_of(now);
+    let status = calendar.day_status(today);
+    if status.is_open() {
+        Plan::new(
+            NodePhase::Offline,
+            "OutsideWindow",
+            "outside the online window",
+        )
+        .replicas(0)
+    } else {
+        Plan::new(NodePhase::Offline, "ClosedDay", status.to_string()).replicas(0)
+    }
+}
+
+fn drain(node: &NodeView<'_>, date: Option<Date>) -> Plan {
+    use NodePhase::*;
+    if !node.downstream_offline {
+        return Plan::new(
+            Draining,
+            "WaitingForDownstream",
+            "window ended; waiting for every node below to be Offline",
+        )
+        .replicas(node.replicas)
+        .date(date);
+    }
+    match &node.final_answer {
+        FinalAnswer::NotRequested => Plan::new(
+            Draining,
+            "FinalRequest",
+            "final request sent; waiting for the final answer",
+        )
+        .replicas(node.replicas)
+        .action(Action::FinalRequest)
+        .date(date),
+        FinalAnswer::Done => Plan::new(
+            Stopping,
+            "FinalAnswerReceived",
+            "final answer received; scaling to 0",
+        )
+        .replicas(0)
+        .date(date),
+        FinalAnswer::Failed(why) => Plan::new(
+            Stopping,
+            "FinalAnswerFailed",
+            format!(
+                "final request failed ({why}); stopping anyway, held updates stay in the outbox"
+            ),
+        )
+        .replicas(0)
+        .date(date),
+    }
+}
+
+fn batch_or_offline(calendar: &Calendar, node: &NodeView<'_>, date: Option<Date>) -> Plan {
+    use NodePhase::*;
+    let Some(date) = date else {
+        return Plan::new(Offline, "Stopped", "stopped").replicas(0);
+    };
+    if node.last_batch_date.is_some_and(|d| d >= date) {
+        return Plan::new(Offline, "BatchSucceeded", format!("batches of {date} done"))
+            .replicas(0)
+            .date(Some(date));
+    }
+    for run in calendar.batch_runs_for(node.tier, date) {
+        let name = &run.batch.name;
+        let state = node
+            .jobs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(JobState::Absent, |(_, s)| *s);
+        match state {
+            JobState::Succeeded => continue,
+            JobState::Absent => {
+                return Plan::new(
+                    DailyBatch,
+                    "BatchRunning",
+                    format!("starting batch {name} of {date}"),
+                )
+                .replicas(0)
+                .action(Action::CreateJob {
+                    batch: name.clone(),
+                    date,
+                })
+                .date(Some(date));
+            }
+            JobState::Running => {
+                return Plan::new(
+                    DailyBatch,
+                    "BatchRunning",
+                    format!("batch {name} of {date} running"),
+                )
+                .replicas(0)
+                .date(Some(date));
+            }
+            JobState::Failed => {
+                return Plan::new(
+                    Failed,
+                    "BatchFailed",
+                    format!("batch {name} of {date} failed"),
+                )
+                .replicas(0)
+                .date(Some(date));
+            }
+        }
+    }
+    Plan::new(Offline, "BatchSucceeded", format!("batches of {date} done"))
+        .replicas(0)
+        .date(Some(date))
+}
