@@ -24,15 +24,25 @@ impl Calendar {
         self.batches
             .iter()
             .filter_map(|b| {
-                let nominal = self.nominal_dates_near(b, date).into_iter().find(|&n| self.effective_date(b, n) == Some(date))?;
-                Some(BatchRun { batch: b, nominal, date })
+                let nominal = self
+                    .nominal_dates_near(b, date)
+                    .into_iter()
+                    .find(|&n| self.effective_date(b, n) == Some(date))?;
+                Some(BatchRun {
+                    batch: b,
+                    nominal,
+                    date,
+                })
             })
             .collect()
     }
 
     /// Batches a node of `tier` runs on `date`.
     pub fn batch_runs_for(&self, tier: Tier, date: Date) -> Vec<BatchRun<'_>> {
-        self.batch_runs(date).into_iter().filter(|r| r.batch.tiers.contains(&tier)).collect()
+        self.batch_runs(date)
+            .into_iter()
+            .filter(|r| r.batch.tiers.contains(&tier))
+            .collect()
     }
 
     fn nominal_dates_near(&self, batch: &BatchConfig, date: Date) -> Vec<Date> {
@@ -40,13 +50,22 @@ impl Calendar {
             BatchSchedule::Daily => vec![date],
             BatchSchedule::Weekly => {
                 let weekday: Weekday = batch.weekday.map_or(Weekday::Monday, Into::into);
-                (-7..=7).filter_map(|i| date.checked_add(i.days()).ok()).filter(|d| d.weekday() == weekday).collect()
+                (-7..=7)
+                    .filter_map(|i| date.checked_add(i.days()).ok())
+                    .filter(|d| d.weekday() == weekday)
+                    .collect()
             }
             BatchSchedule::Monthly => {
                 let day = batch.day_of_month.unwrap_or(1) as i8;
                 (-1..=1)
                     .filter_map(|m| date.first_of_month().checked_add(m.months()).ok())
-                    .map(|first| first.with().day(day.min(first.days_in_month())).build().unwrap_or(first))
+                    .map(|first| {
+                        first
+                            .with()
+                            .day(day.min(first.days_in_month()))
+                            .build()
+                            .unwrap_or(first)
+                    })
                     .collect()
             }
         }
@@ -66,7 +85,9 @@ impl Calendar {
             ClosedDayPolicy::PreviousOpenDay => -1,
             ClosedDayPolicy::NextOpenDay => 1,
         };
-        (1..=reach).filter_map(|i| nominal.checked_add((i * step).days()).ok()).find(|d| self.is_open(*d))
+        (1..=reach)
+            .filter_map(|i| nominal.checked_add((i * step).days()).ok())
+            .find(|d| self.is_open(*d))
     }
 }
 
@@ -77,22 +98,35 @@ mod tests {
     use jiff::civil::date;
 
     fn calendar_with(batch: BatchConfig) -> Calendar {
-        let config = CalendarConfig { batches: vec![BatchConfig::daily("statistics"), batch], ..CalendarConfig::default() };
+        let config = CalendarConfig {
+            batches: vec![BatchConfig::daily("statistics"), batch],
+            ..CalendarConfig::default()
+        };
         Calendar::new(&config).unwrap()
     }
 
     fn weekly(policy: ClosedDayPolicy) -> BatchConfig {
-        BatchConfig { schedule: BatchSchedule::Weekly, weekday: Some(WeekdayName::Monday), closed_day_policy: policy, ..BatchConfig::daily("weekly") }
+        BatchConfig {
+            schedule: BatchSchedule::Weekly,
+            weekday: Some(WeekdayName::Monday),
+            closed_day_policy: policy,
+            ..BatchConfig::daily("weekly")
+        }
     }
 
     fn names(runs: &[BatchRun<'_>]) -> Vec<String> {
-        runs.iter().map(|r| format!("{}@{}", r.batch.name, r.nominal)).collect()
+        runs.iter()
+            .map(|r| format!("{}@{}", r.batch.name, r.nominal))
+            .collect()
     }
 
     #[test]
     fn daily_batches_run_on_open_days_only() {
         let cal = calendar_with(weekly(ClosedDayPolicy::Skip));
-        assert_eq!(names(&cal.batch_runs(date(2026, 11, 27))), ["statistics@2026-11-27"]);
+        assert_eq!(
+            names(&cal.batch_runs(date(2026, 11, 27))),
+            ["statistics@2026-11-27"]
+        );
         assert!(cal.batch_runs(date(2026, 11, 28)).is_empty());
     }
 
@@ -100,12 +134,25 @@ mod tests {
     fn a_weekly_batch_on_a_holiday_follows_its_policy() {
         // Monday 2026-11-23 is 勤労感謝の日.
         let skip = calendar_with(weekly(ClosedDayPolicy::Skip));
-        assert!((17..=27).all(|d| skip.batch_runs(date(2026, 11, d)).iter().all(|r| r.batch.name != "weekly" || r.nominal != date(2026, 11, 23))));
+        assert!((17..=27).all(|d| {
+            skip.batch_runs(date(2026, 11, d))
+                .iter()
+                .all(|r| r.batch.name != "weekly" || r.nominal != date(2026, 11, 23))
+        }));
         let next = calendar_with(weekly(ClosedDayPolicy::NextOpenDay));
-        assert_eq!(names(&next.batch_runs(date(2026, 11, 24))), ["statistics@2026-11-24", "weekly@2026-11-23"]);
+        assert_eq!(
+            names(&next.batch_runs(date(2026, 11, 24))),
+            ["statistics@2026-11-24", "weekly@2026-11-23"]
+        );
         let previous = calendar_with(weekly(ClosedDayPolicy::PreviousOpenDay));
-        assert_eq!(names(&previous.batch_runs(date(2026, 11, 20))), ["statistics@2026-11-20", "weekly@2026-11-23"]);
-        assert_eq!(names(&previous.batch_runs(date(2026, 11, 30))), ["statistics@2026-11-30", "weekly@2026-11-30"]);
+        assert_eq!(
+            names(&previous.batch_runs(date(2026, 11, 20))),
+            ["statistics@2026-11-20", "weekly@2026-11-23"]
+        );
+        assert_eq!(
+            names(&previous.batch_runs(date(2026, 11, 30))),
+            ["statistics@2026-11-30", "weekly@2026-11-30"]
+        );
     }
 
     #[test]
@@ -118,15 +165,27 @@ mod tests {
         };
         let cal = calendar_with(monthly);
         // 2026-02-28 is a Saturday: the run moves to Friday the 27th.
-        assert_eq!(names(&cal.batch_runs(date(2026, 2, 27))), ["statistics@2026-02-27", "monthly@2026-02-28"]);
-        assert_eq!(names(&cal.batch_runs(date(2026, 3, 31))), ["statistics@2026-03-31", "monthly@2026-03-31"]);
+        assert_eq!(
+            names(&cal.batch_runs(date(2026, 2, 27))),
+            ["statistics@2026-02-27", "monthly@2026-02-28"]
+        );
+        assert_eq!(
+            names(&cal.batch_runs(date(2026, 3, 31))),
+            ["statistics@2026-03-31", "monthly@2026-03-31"]
+        );
     }
 
     #[test]
     fn batches_can_be_limited_to_tiers() {
-        let national_only = BatchConfig { tiers: vec![Tier::National], ..BatchConfig::daily("audit") };
+        let national_only = BatchConfig {
+            tiers: vec![Tier::National],
+            ..BatchConfig::daily("audit")
+        };
         let cal = calendar_with(national_only);
-        assert_eq!(cal.batch_runs_for(Tier::National, date(2026, 11, 27)).len(), 2);
+        assert_eq!(
+            cal.batch_runs_for(Tier::National, date(2026, 11, 27)).len(),
+            2
+        );
         assert_eq!(cal.batch_runs_for(Tier::Cs, date(2026, 11, 27)).len(), 1);
     }
 }

@@ -67,7 +67,9 @@ impl fmt::Display for ClosedReason {
             ClosedReason::Weekday(w) => write!(f, "{w:?}"),
             ClosedReason::Holiday(h) => write!(f, "{} ({})", h.name_ja, h.name_en),
             ClosedReason::Period(name) => f.write_str(name),
-            ClosedReason::ExtraClosed(reason) if reason.is_empty() => f.write_str("extra closed date"),
+            ClosedReason::ExtraClosed(reason) if reason.is_empty() => {
+                f.write_str("extra closed date")
+            }
             ClosedReason::ExtraClosed(reason) => write!(f, "extra closed date: {reason}"),
         }
     }
@@ -145,9 +147,16 @@ impl Calendar {
         {
             reasons.push(ClosedReason::Holiday(h));
         }
-        let md = MonthDay { month: date.month(), day: date.day() };
+        let md = MonthDay {
+            month: date.month(),
+            day: date.day(),
+        };
         for (from, to, name) in &self.closed_periods {
-            let inside = if from <= to { *from <= md && md <= *to } else { *from <= md || md <= *to };
+            let inside = if from <= to {
+                *from <= md && md <= *to
+            } else {
+                *from <= md || md <= *to
+            };
             if inside {
                 reasons.push(ClosedReason::Period(name.clone()));
             }
@@ -155,7 +164,11 @@ impl Calendar {
         if let Some(reason) = self.extra_closed.get(&date) {
             reasons.push(ClosedReason::ExtraClosed(reason.clone()));
         }
-        if reasons.is_empty() { DayStatus::Open } else { DayStatus::Closed(reasons) }
+        if reasons.is_empty() {
+            DayStatus::Open
+        } else {
+            DayStatus::Closed(reasons)
+        }
     }
 
     /// Whether a date is an operating day.
@@ -165,7 +178,9 @@ impl Calendar {
 
     /// The first open day on or after `date`, looking at most `limit_days` ahead.
     pub fn next_open_day(&self, date: Date, limit_days: i32) -> Option<Date> {
-        (0..=limit_days).filter_map(|i| date.checked_add(i.days()).ok()).find(|d| self.is_open(*d))
+        (0..=limit_days)
+            .filter_map(|i| date.checked_add(i.days()).ok())
+            .find(|d| self.is_open(*d))
     }
 
     /// The daily online window of a tier, in operating-day times. For the Prefecture tier, the
@@ -173,7 +188,10 @@ impl Calendar {
     pub fn daily_window(&self, tier: Tier, prefecture: Option<u8>) -> DailyWindow {
         let base = self.windows[tier as usize];
         match (tier, prefecture.and_then(|p| self.prefecture_ends.get(&p))) {
-            (Tier::Prefecture, Some(end)) => DailyWindow { start: base.start, end: *end },
+            (Tier::Prefecture, Some(end)) => DailyWindow {
+                start: base.start,
+                end: *end,
+            },
             _ => base,
         }
     }
@@ -192,8 +210,12 @@ impl Calendar {
     /// on the next calendar day; a time skipped by a DST gap moves forward (RFC 5545 rules).
     pub fn instant(&self, date: Date, time: TimeOfDay) -> Timestamp {
         let (days, hour, minute) = time.split();
-        let day = date.checked_add(i32::from(days).days()).expect("operating dates stay far inside jiff's range");
-        self.tz.to_timestamp(day.at(hour, minute, 0, 0)).expect("operating dates stay far inside jiff's range")
+        let day = date
+            .checked_add(i32::from(days).days())
+            .expect("operating dates stay far inside jiff's range");
+        self.tz
+            .to_timestamp(day.at(hour, minute, 0, 0))
+            .expect("operating dates stay far inside jiff's range")
     }
 
     /// The calendar date an instant falls on, in the calendar's zone.
@@ -202,7 +224,11 @@ impl Calendar {
     }
 
     fn window_on(&self, date: Date, daily: DailyWindow) -> Option<Window> {
-        self.is_open(date).then(|| Window { date, start: self.instant(date, daily.start), end: self.instant(date, daily.end) })
+        self.is_open(date).then(|| Window {
+            date,
+            start: self.instant(date, daily.start),
+            end: self.instant(date, daily.end),
+        })
     }
 
     /// The online window of a tier (and prefecture) on a date; `None` on a closed day.
@@ -217,7 +243,12 @@ impl Calendar {
 
     /// The online window of a tier that contains the instant, if any. A window can pass
     /// midnight, so the previous operating date is checked too.
-    pub fn online_window_at(&self, tier: Tier, prefecture: Option<u8>, at: Timestamp) -> Option<Window> {
+    pub fn online_window_at(
+        &self,
+        tier: Tier,
+        prefecture: Option<u8>,
+        at: Timestamp,
+    ) -> Option<Window> {
         self.window_containing(at, self.daily_window(tier, prefecture))
     }
 
@@ -252,45 +283,74 @@ mod tests {
     }
 
     fn tokyo(text: &str) -> Timestamp {
-        format!("{text}[Asia/Tokyo]").parse::<jiff::Zoned>().unwrap().timestamp()
+        format!("{text}[Asia/Tokyo]")
+            .parse::<jiff::Zoned>()
+            .unwrap()
+            .timestamp()
     }
 
     #[test]
     fn closed_days_say_why() {
         let cal = japan();
         assert_eq!(cal.day_status(date(2026, 11, 27)), DayStatus::Open);
-        assert_eq!(cal.day_status(date(2026, 11, 28)).to_string(), "closed: Saturday");
-        assert_eq!(cal.day_status(date(2026, 11, 3)).to_string(), "closed: 文化の日 (Culture Day)");
-        assert_eq!(cal.day_status(date(2026, 12, 29)).to_string(), "closed: year-end closure");
+        assert_eq!(
+            cal.day_status(date(2026, 11, 28)).to_string(),
+            "closed: Saturday"
+        );
+        assert_eq!(
+            cal.day_status(date(2026, 11, 3)).to_string(),
+            "closed: 文化の日 (Culture Day)"
+        );
+        assert_eq!(
+            cal.day_status(date(2026, 12, 29)).to_string(),
+            "closed: year-end closure"
+        );
         // Jan 1 2027 is a Friday: both the holiday and the year-end closure apply.
-        assert_eq!(cal.day_status(date(2027, 1, 1)).to_string(), "closed: 元日 (New Year's Day), year-end closure");
+        assert_eq!(
+            cal.day_status(date(2027, 1, 1)).to_string(),
+            "closed: 元日 (New Year's Day), year-end closure"
+        );
         assert!(cal.is_open(date(2027, 1, 4)));
     }
 
     #[test]
     fn extra_open_dates_override_every_closing_rule() {
         let config = CalendarConfig {
-            extra_open_dates: vec![DatedReason { date: "2026-12-29".into(), reason: "system migration".into() }],
-            extra_closed_dates: vec![DatedReason { date: "2026-11-27".into(), reason: "maintenance".into() }],
+            extra_open_dates: vec![DatedReason {
+                date: "2026-12-29".into(),
+                reason: "system migration".into(),
+            }],
+            extra_closed_dates: vec![DatedReason {
+                date: "2026-11-27".into(),
+                reason: "maintenance".into(),
+            }],
             ..CalendarConfig::default()
         };
         let cal = Calendar::new(&config).unwrap();
         assert!(cal.is_open(date(2026, 12, 29)));
-        assert_eq!(cal.day_status(date(2026, 11, 27)).to_string(), "closed: extra closed date: maintenance");
+        assert_eq!(
+            cal.day_status(date(2026, 11, 27)).to_string(),
+            "closed: extra closed date: maintenance"
+        );
     }
 
     #[test]
     fn windows_passing_midnight_belong_to_the_day_they_start() {
         let config = CalendarConfig {
             online_windows: crate::config::TierWindows {
-                national: crate::config::WindowConfig { start: "06:00".into(), end: "26:30".into() },
+                national: crate::config::WindowConfig {
+                    start: "06:00".into(),
+                    end: "26:30".into(),
+                },
                 ..Default::default()
             },
             ..CalendarConfig::default()
         };
         let cal = Calendar::new(&config).unwrap();
         // Friday's national window runs into Saturday morning.
-        let w = cal.online_window_at(Tier::National, None, tokyo("2026-11-28T01:00")).unwrap();
+        let w = cal
+            .online_window_at(Tier::National, None, tokyo("2026-11-28T01:00"))
+            .unwrap();
         assert_eq!(w.date, date(2026, 11, 27));
         assert_eq!(w.end, tokyo("2026-11-28T02:30"));
         assert!(!cal.in_online_window(Tier::National, None, tokyo("2026-11-28T02:30")));
@@ -300,7 +360,10 @@ mod tests {
     #[test]
     fn a_prefecture_end_applies_only_to_that_prefecture() {
         let config = CalendarConfig {
-            prefecture_online_ends: vec![PrefectureOnlineEnd { prefecture: "13".into(), online_end: "21:45".into() }],
+            prefecture_online_ends: vec![PrefectureOnlineEnd {
+                prefecture: "13".into(),
+                online_end: "21:45".into(),
+            }],
             ..CalendarConfig::default()
         };
         let cal = Calendar::new(&config).unwrap();

@@ -122,10 +122,16 @@ pub struct ClosedPeriod {
     /// What the period is, shown as the reason a day is closed.
     pub name: String,
     /// First closed day, "MM-DD".
-    #[cfg_attr(feature = "schema", schemars(pattern(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")))]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(pattern(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"))
+    )]
     pub from: String,
     /// Last closed day, "MM-DD"; earlier than `from` when the period wraps the year end.
-    #[cfg_attr(feature = "schema", schemars(pattern(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")))]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(pattern(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"))
+    )]
     pub to: String,
 }
 
@@ -157,7 +163,10 @@ pub struct WindowConfig {
 
 impl WindowConfig {
     fn new(start: &str, end: &str) -> Self {
-        WindowConfig { start: start.into(), end: end.into() }
+        WindowConfig {
+            start: start.into(),
+            end: end.into(),
+        }
     }
 }
 
@@ -244,7 +253,10 @@ pub enum ClosedDayPolicy {
 pub struct BatchConfig {
     /// Batch name: lowercase letters, digits and '-', at most 20 characters. The node service runs
     /// `juki-node batch NAME`.
-    #[cfg_attr(feature = "schema", schemars(pattern(r"^[a-z]([a-z0-9-]{0,18}[a-z0-9])?$")))]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(pattern(r"^[a-z]([a-z0-9-]{0,18}[a-z0-9])?$"))
+    )]
     pub name: String,
     /// Daily, Weekly or Monthly.
     pub schedule: BatchSchedule,
@@ -303,7 +315,11 @@ fn yes() -> bool {
     true
 }
 fn default_closed_periods() -> Vec<ClosedPeriod> {
-    vec![ClosedPeriod { name: "year-end closure".into(), from: "12-29".into(), to: "01-03".into() }]
+    vec![ClosedPeriod {
+        name: "year-end closure".into(),
+        from: "12-29".into(),
+        to: "01-03".into(),
+    }]
 }
 fn default_national_window() -> WindowConfig {
     WindowConfig::new("07:00", "22:00")
@@ -318,7 +334,10 @@ fn default_window_service() -> WindowConfig {
     WindowConfig::new("09:00", "17:00")
 }
 fn default_batches() -> Vec<BatchConfig> {
-    vec![BatchConfig::daily("statistics"), BatchConfig::daily("backup")]
+    vec![
+        BatchConfig::daily("statistics"),
+        BatchConfig::daily("backup"),
+    ]
 }
 fn all_tiers() -> Vec<Tier> {
     Tier::ALL.to_vec()
@@ -333,12 +352,22 @@ mod tests {
         let parsed: CalendarConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(parsed, CalendarConfig::default());
         assert_eq!(parsed.closed_periods[0].from, "12-29");
-        assert_eq!(parsed.batches.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), ["statistics", "backup"]);
+        assert_eq!(
+            parsed
+                .batches
+                .iter()
+                .map(|b| b.name.as_str())
+                .collect::<Vec<_>>(),
+            ["statistics", "backup"]
+        );
     }
 
     #[test]
     fn tiers_use_the_manifest_names() {
         assert_eq!(serde_json::to_string(&Tier::Cs).unwrap(), "\"CS\"");
-        assert_eq!(serde_json::from_str::<Tier>("\"Prefecture\"").unwrap(), Tier::Prefecture);
+        assert_eq!(
+            serde_json::from_str::<Tier>("\"Prefecture\"").unwrap(),
+            Tier::Prefecture
+        );
     }
 }

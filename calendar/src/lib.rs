@@ -15,8 +15,8 @@ pub mod validate;
 pub use batch::BatchRun;
 pub use calendar::{Calendar, ClosedReason, DayStatus, Window};
 pub use config::{
-    BatchConfig, BatchSchedule, CalendarConfig, ClosedDayPolicy, ClosedPeriod, DatedReason,
-    Tier, TierWindows, WindowConfig,
+    BatchConfig, BatchSchedule, CalendarConfig, ClosedDayPolicy, ClosedPeriod, DatedReason, Tier,
+    TierWindows, WindowConfig,
 };
 pub use holidays::{Holiday, HolidayKind};
 pub use time_of_day::TimeOfDay;

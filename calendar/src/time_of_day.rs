@@ -14,7 +14,11 @@ pub const MAX_HOUR: u16 = 29;
 impl TimeOfDay {
     /// Builds a time from hours (0–29) and minutes (0–59).
     pub const fn hm(hours: u16, minutes: u16) -> Option<TimeOfDay> {
-        if hours <= MAX_HOUR && minutes < 60 { Some(TimeOfDay(hours * 60 + minutes)) } else { None }
+        if hours <= MAX_HOUR && minutes < 60 {
+            Some(TimeOfDay(hours * 60 + minutes))
+        } else {
+            None
+        }
     }
 
     /// Parses "HH:MM" (two digits each; hours 00–29, minutes 00–59).
@@ -22,9 +26,14 @@ impl TimeOfDay {
         let b = text.as_bytes();
         let two = |i: usize| -> Option<u16> {
             let (h, l) = (b[i], b[i + 1]);
-            (h.is_ascii_digit() && l.is_ascii_digit()).then(|| u16::from(h - b'0') * 10 + u16::from(l - b'0'))
+            (h.is_ascii_digit() && l.is_ascii_digit())
+                .then(|| u16::from(h - b'0') * 10 + u16::from(l - b'0'))
         };
-        let parsed = if b.len() == 5 && b[2] == b':' { two(0).zip(two(3)) } else { None };
+        let parsed = if b.len() == 5 && b[2] == b':' {
+            two(0).zip(two(3))
+        } else {
+            None
+        };
         let (h, m) = parsed.ok_or_else(|| format!("{text:?} is not a time of the form HH:MM"))?;
         TimeOfDay::hm(h, m).ok_or_else(|| format!("{text:?} is out of range (00:00 to 29:59)"))
     }
@@ -61,10 +70,16 @@ mod tests {
 
     #[test]
     fn rejects_malformed_and_out_of_range_times() {
-        for bad in ["8:30", "08:3", "08-30", "30:00", "12:60", "", "ab:cd", "08:30:00"] {
+        for bad in [
+            "8:30", "08:3", "08-30", "30:00", "12:60", "", "ab:cd", "08:30:00",
+        ] {
             assert!(TimeOfDay::parse(bad).is_err(), "{bad}");
         }
-        assert!(TimeOfDay::parse("30:00").unwrap_err().contains("out of range"));
+        assert!(
+            TimeOfDay::parse("30:00")
+                .unwrap_err()
+                .contains("out of range")
+        );
         assert!(TimeOfDay::parse("8:30").unwrap_err().contains("HH:MM"));
     }
 }

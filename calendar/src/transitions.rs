@@ -66,17 +66,40 @@ impl Calendar {
         let mut out = Vec::with_capacity(scopes.len() * 2);
         for &scope in scopes {
             let w = self.scope_window(scope);
-            out.push(Transition { at: self.instant(date, w.start), date, scope, kind: TransitionKind::Open });
-            out.push(Transition { at: self.instant(date, w.end), date, scope, kind: TransitionKind::Close });
+            out.push(Transition {
+                at: self.instant(date, w.start),
+                date,
+                scope,
+                kind: TransitionKind::Open,
+            });
+            out.push(Transition {
+                at: self.instant(date, w.end),
+                date,
+                scope,
+                kind: TransitionKind::Close,
+            });
         }
         out
     }
 
     /// Every transition of the scopes with `from <= at < to`, in order (see [`Transition`]).
-    pub fn transitions<'a>(&'a self, from: Timestamp, to: Timestamp, scopes: &'a [Scope]) -> Transitions<'a> {
+    pub fn transitions<'a>(
+        &'a self,
+        from: Timestamp,
+        to: Timestamp,
+        scopes: &'a [Scope],
+    ) -> Transitions<'a> {
         // A window that passes midnight can close on the day after its operating date.
         let first = self.date_of(from).yesterday().unwrap_or(self.date_of(from));
-        Transitions { calendar: self, scopes, next_date: Some(first), last_date: self.date_of(to), from, to, ready: Vec::new() }
+        Transitions {
+            calendar: self,
+            scopes,
+            next_date: Some(first),
+            last_date: self.date_of(to),
+            from,
+            to,
+            ready: Vec::new(),
+        }
     }
 
     /// The first transition of the scopes strictly after `at`, within about three years.
@@ -107,16 +130,28 @@ impl Iterator for Transitions<'_> {
         loop {
             // Transitions of later dates are all at or after that date's midnight; whatever is
             // buffered before it is final.
-            let horizon = self.next_date.map(|d| self.calendar.instant(d, crate::TimeOfDay::hm(0, 0).unwrap()));
+            let horizon = self.next_date.map(|d| {
+                self.calendar
+                    .instant(d, crate::TimeOfDay::hm(0, 0).unwrap())
+            });
             if let Some(t) = self.ready.last()
                 && horizon.is_none_or(|h| t.at < h)
             {
                 return self.ready.pop();
             }
             let date = self.next_date?;
-            self.next_date = if date < self.last_date { date.checked_add(1.day()).ok() } else { None };
+            self.next_date = if date < self.last_date {
+                date.checked_add(1.day()).ok()
+            } else {
+                None
+            };
             let (from, to) = (self.from, self.to);
-            self.ready.extend(self.calendar.transitions_of(date, self.scopes).into_iter().filter(|t| from <= t.at && t.at < to));
+            self.ready.extend(
+                self.calendar
+                    .transitions_of(date, self.scopes)
+                    .into_iter()
+                    .filter(|t| from <= t.at && t.at < to),
+            );
             self.ready.sort_by_key(|t| std::cmp::Reverse(t.rank()));
         }
     }
@@ -128,17 +163,32 @@ mod tests {
     use crate::config::CalendarConfig;
 
     fn tokyo(text: &str) -> Timestamp {
-        format!("{text}[Asia/Tokyo]").parse::<jiff::Zoned>().unwrap().timestamp()
+        format!("{text}[Asia/Tokyo]")
+            .parse::<jiff::Zoned>()
+            .unwrap()
+            .timestamp()
     }
 
-    const TIERS: [Scope; 3] = [Scope::Online(Tier::National, None), Scope::Online(Tier::Prefecture, None), Scope::Online(Tier::Cs, None)];
+    const TIERS: [Scope; 3] = [
+        Scope::Online(Tier::National, None),
+        Scope::Online(Tier::Prefecture, None),
+        Scope::Online(Tier::Cs, None),
+    ];
 
     #[test]
     fn a_weekday_opens_top_down_and_closes_bottom_up() {
         let cal = Calendar::new(&CalendarConfig::default()).unwrap();
         let day: Vec<(String, Scope, TransitionKind)> = cal
             .transitions(tokyo("2026-11-27T00:00"), tokyo("2026-11-28T00:00"), &TIERS)
-            .map(|t| (t.at.to_zoned(cal.time_zone().clone()).strftime("%H:%M").to_string(), t.scope, t.kind))
+            .map(|t| {
+                (
+                    t.at.to_zoned(cal.time_zone().clone())
+                        .strftime("%H:%M")
+                        .to_string(),
+                    t.scope,
+                    t.kind,
+                )
+            })
             .collect();
         use TransitionKind::*;
         assert_eq!(
@@ -157,11 +207,16 @@ mod tests {
     #[test]
     fn the_next_transition_skips_weekends_and_the_year_end() {
         let cal = Calendar::new(&CalendarConfig::default()).unwrap();
-        let next = cal.next_transition(tokyo("2026-12-28T22:00"), &TIERS).unwrap();
+        let next = cal
+            .next_transition(tokyo("2026-12-28T22:00"), &TIERS)
+            .unwrap();
         assert_eq!(next.at, tokyo("2027-01-04T07:00"));
         assert_eq!((next.scope, next.kind), (TIERS[0], TransitionKind::Open));
         // Strictly after: asking at the instant itself gives the following one.
-        assert_eq!(cal.next_transition(next.at, &TIERS).unwrap().at, tokyo("2027-01-04T07:30"));
+        assert_eq!(
+            cal.next_transition(next.at, &TIERS).unwrap().at,
+            tokyo("2027-01-04T07:30")
+        );
     }
 
     #[test]
@@ -169,7 +224,16 @@ mod tests {
         let mut config = CalendarConfig::default();
         config.online_windows.national.end = "25:00".into();
         let cal = Calendar::new(&config).unwrap();
-        let next = cal.next_transition(tokyo("2026-11-28T00:30"), &TIERS[..1]).unwrap();
-        assert_eq!((next.at, next.date, next.kind), (tokyo("2026-11-28T01:00"), jiff::civil::date(2026, 11, 27), TransitionKind::Close));
+        let next = cal
+            .next_transition(tokyo("2026-11-28T00:30"), &TIERS[..1])
+            .unwrap();
+        assert_eq!(
+            (next.at, next.date, next.kind),
+            (
+                tokyo("2026-11-28T01:00"),
+                jiff::civil::date(2026, 11, 27),
+                TransitionKind::Close
+            )
+        );
     }
 }

@@ -47,7 +47,10 @@ struct Errors(Vec<ValidationError>);
 
 impl Errors {
     fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ValidationError { field: field.into(), message: message.into() });
+        self.0.push(ValidationError {
+            field: field.into(),
+            message: message.into(),
+        });
     }
 
     fn time(&mut self, field: String, text: &str) -> Option<TimeOfDay> {
@@ -58,7 +61,10 @@ impl Errors {
         match text.parse::<Date>() {
             Ok(d) if text.len() == 10 => Some(d),
             _ => {
-                self.push(field, format!("{text:?} is not a real date of the form YYYY-MM-DD"));
+                self.push(
+                    field,
+                    format!("{text:?} is not a real date of the form YYYY-MM-DD"),
+                );
                 None
             }
         }
@@ -69,15 +75,24 @@ impl Errors {
         let end = self.time(format!("{field}.end"), &w.end);
         let (start, end) = (start?, end?);
         if start.minutes() >= 24 * 60 {
-            self.push(format!("{field}.start"), format!("{start} must be before 24:00"));
+            self.push(
+                format!("{field}.start"),
+                format!("{start} must be before 24:00"),
+            );
             return None;
         }
         if end <= start {
-            self.push(format!("{field}.end"), format!("{end} is not after start {start}"));
+            self.push(
+                format!("{field}.end"),
+                format!("{end} is not after start {start}"),
+            );
             return None;
         }
         if end.minutes() - start.minutes() > 24 * 60 {
-            self.push(format!("{field}.end"), format!("{end} is more than 24 hours after start {start}"));
+            self.push(
+                format!("{field}.end"),
+                format!("{end} is more than 24 hours after start {start}"),
+            );
             return None;
         }
         Some(DailyWindow { start, end })
@@ -93,7 +108,10 @@ fn month_day(errors: &mut Errors, field: String, text: &str) -> Option<MonthDay>
     match parsed.filter(|&(m, d)| Date::new(2000, m, d).is_ok()) {
         Some((month, day)) => Some(MonthDay { month, day }),
         None => {
-            errors.push(field, format!("{text:?} is not a real month-day of the form MM-DD"));
+            errors.push(
+                field,
+                format!("{text:?} is not a real month-day of the form MM-DD"),
+            );
             None
         }
     }
@@ -105,7 +123,10 @@ fn dated(errors: &mut Errors, field: &str, list: &[DatedReason]) -> BTreeMap<Dat
         if let Some(date) = errors.date(format!("{field}[{i}].date"), &item.date)
             && out.insert(date, item.reason.clone()).is_some()
         {
-            errors.push(format!("{field}[{i}].date"), format!("{date} is listed twice"));
+            errors.push(
+                format!("{field}[{i}].date"),
+                format!("{date} is listed twice"),
+            );
         }
     }
     out
@@ -131,7 +152,12 @@ pub(crate) fn compile(config: &CalendarConfig) -> Result<Calendar, ValidationErr
     let mut errors = Errors::default();
 
     let tz = TimeZone::get(&config.time_zone)
-        .map_err(|_| errors.push("timeZone", format!("{:?} is not a known IANA time zone", config.time_zone)))
+        .map_err(|_| {
+            errors.push(
+                "timeZone",
+                format!("{:?} is not a known IANA time zone", config.time_zone),
+            )
+        })
         .ok();
 
     let mut closed_weekdays = [false; 7];
@@ -147,9 +173,17 @@ pub(crate) fn compile(config: &CalendarConfig) -> Result<Calendar, ValidationErr
     for (i, p) in config.closed_periods.iter().enumerate() {
         let from = month_day(&mut errors, format!("closedPeriods[{i}].from"), &p.from);
         let to = month_day(&mut errors, format!("closedPeriods[{i}].to"), &p.to);
-        let (Some(from), Some(to)) = (from, to) else { continue };
-        if let Some(other) = covered_days(from, to).into_iter().find_map(|d| seen_days.insert(d, i)) {
-            errors.push(format!("closedPeriods[{i}]"), format!("overlaps closedPeriods[{other}]"));
+        let (Some(from), Some(to)) = (from, to) else {
+            continue;
+        };
+        if let Some(other) = covered_days(from, to)
+            .into_iter()
+            .find_map(|d| seen_days.insert(d, i))
+        {
+            errors.push(
+                format!("closedPeriods[{i}]"),
+                format!("overlaps closedPeriods[{other}]"),
+            );
         }
         closed_periods.push((from, to, p.name.clone()));
     }
@@ -160,37 +194,74 @@ pub(crate) fn compile(config: &CalendarConfig) -> Result<Calendar, ValidationErr
         if let Ok(date) = item.date.parse::<Date>()
             && extra_closed.contains_key(&date)
         {
-            errors.push(format!("extraOpenDates[{i}].date"), format!("{date} is also in extraClosedDates"));
+            errors.push(
+                format!("extraOpenDates[{i}].date"),
+                format!("{date} is also in extraClosedDates"),
+            );
         }
     }
 
-    let windows = Tier::ALL.map(|t| errors.window(&format!("onlineWindows.{}", t.field()), config.online_windows.of(t)));
+    let windows = Tier::ALL.map(|t| {
+        errors.window(
+            &format!("onlineWindows.{}", t.field()),
+            config.online_windows.of(t),
+        )
+    });
 
     let mut prefecture_ends = BTreeMap::new();
     for (i, o) in config.prefecture_online_ends.iter().enumerate() {
         let field = format!("prefectureOnlineEnds[{i}]");
         let code = juki_codes::validate_prefecture_code(&o.prefecture)
-            .map_err(|e| errors.push(format!("{field}.prefecture"), format!("{:?}: {e}", o.prefecture)))
+            .map_err(|e| {
+                errors.push(
+                    format!("{field}.prefecture"),
+                    format!("{:?}: {e}", o.prefecture),
+                )
+            })
             .ok();
         let end = errors.time(format!("{field}.onlineEnd"), &o.online_end);
         if let (Some(code), Some(end)) = (code, end)
             && prefecture_ends.insert(code, (end, field.clone())).is_some()
         {
-            errors.push(format!("{field}.prefecture"), format!("prefecture {code:02} is listed twice"));
+            errors.push(
+                format!("{field}.prefecture"),
+                format!("prefecture {code:02} is listed twice"),
+            );
         }
     }
 
     // Dependency order: a tier above opens no later and closes no earlier than the tiers below.
     if let [Some(national), Some(prefecture), Some(cs)] = windows {
-        nest(&mut errors, ("onlineWindows.national", national), ("onlineWindows.prefecture", prefecture));
-        nest(&mut errors, ("onlineWindows.prefecture", prefecture), ("onlineWindows.cs", cs));
+        nest(
+            &mut errors,
+            ("onlineWindows.national", national),
+            ("onlineWindows.prefecture", prefecture),
+        );
+        nest(
+            &mut errors,
+            ("onlineWindows.prefecture", prefecture),
+            ("onlineWindows.cs", cs),
+        );
         for (end, field) in prefecture_ends.values() {
-            let own = DailyWindow { start: prefecture.start, end: *end };
+            let own = DailyWindow {
+                start: prefecture.start,
+                end: *end,
+            };
             if *end <= prefecture.start {
-                errors.push(format!("{field}.onlineEnd"), format!("{end} is not after the prefecture start {}", prefecture.start));
+                errors.push(
+                    format!("{field}.onlineEnd"),
+                    format!(
+                        "{end} is not after the prefecture start {}",
+                        prefecture.start
+                    ),
+                );
                 continue;
             }
-            nest(&mut errors, ("onlineWindows.national", national), (field, own));
+            nest(
+                &mut errors,
+                ("onlineWindows.national", national),
+                (field, own),
+            );
             nest(&mut errors, (field, own), ("onlineWindows.cs", cs));
         }
     }
@@ -199,7 +270,10 @@ pub(crate) fn compile(config: &CalendarConfig) -> Result<Calendar, ValidationErr
     if let (Some(ws), Some(cs)) = (window_service, windows[2])
         && (ws.start < cs.start || ws.end > cs.end)
     {
-        errors.push("windowService", format!("{ws} must lie inside the CS online window {cs}"));
+        errors.push(
+            "windowService",
+            format!("{ws} must lie inside the CS online window {cs}"),
+        );
     }
 
     let mut names = BTreeSet::new();
@@ -209,20 +283,44 @@ pub(crate) fn compile(config: &CalendarConfig) -> Result<Calendar, ValidationErr
             && b.name.len() <= 20
             && b.name.starts_with(|c: char| c.is_ascii_lowercase())
             && !b.name.ends_with('-')
-            && b.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            && b.name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !name_ok {
-            errors.push(format!("{field}.name"), format!("{:?} must be 1–20 lowercase letters, digits or '-', starting with a letter", b.name));
+            errors.push(
+                format!("{field}.name"),
+                format!(
+                    "{:?} must be 1–20 lowercase letters, digits or '-', starting with a letter",
+                    b.name
+                ),
+            );
         } else if !names.insert(b.name.clone()) {
-            errors.push(format!("{field}.name"), format!("{:?} is used by an earlier batch", b.name));
+            errors.push(
+                format!("{field}.name"),
+                format!("{:?} is used by an earlier batch", b.name),
+            );
         }
         match (b.schedule, b.weekday, b.day_of_month) {
-            (BatchSchedule::Weekly, None, _) => errors.push(format!("{field}.weekday"), "required when schedule is Weekly"),
-            (BatchSchedule::Monthly, _, None) => errors.push(format!("{field}.dayOfMonth"), "required when schedule is Monthly"),
-            (BatchSchedule::Monthly, _, Some(d)) if !(1..=31).contains(&d) => {
-                errors.push(format!("{field}.dayOfMonth"), format!("{d} is outside 1–31"))
-            }
-            (s, Some(_), _) if s != BatchSchedule::Weekly => errors.push(format!("{field}.weekday"), "only applies when schedule is Weekly"),
-            (s, _, Some(_)) if s != BatchSchedule::Monthly => errors.push(format!("{field}.dayOfMonth"), "only applies when schedule is Monthly"),
+            (BatchSchedule::Weekly, None, _) => errors.push(
+                format!("{field}.weekday"),
+                "required when schedule is Weekly",
+            ),
+            (BatchSchedule::Monthly, _, None) => errors.push(
+                format!("{field}.dayOfMonth"),
+                "required when schedule is Monthly",
+            ),
+            (BatchSchedule::Monthly, _, Some(d)) if !(1..=31).contains(&d) => errors.push(
+                format!("{field}.dayOfMonth"),
+                format!("{d} is outside 1–31"),
+            ),
+            (s, Some(_), _) if s != BatchSchedule::Weekly => errors.push(
+                format!("{field}.weekday"),
+                "only applies when schedule is Weekly",
+            ),
+            (s, _, Some(_)) if s != BatchSchedule::Monthly => errors.push(
+                format!("{field}.dayOfMonth"),
+                "only applies when schedule is Monthly",
+            ),
             _ => {}
         }
         if b.tiers.is_empty() {
@@ -239,7 +337,10 @@ pub(crate) fn compile(config: &CalendarConfig) -> Result<Calendar, ValidationErr
             extra_closed,
             extra_open,
             windows: [n, p, c],
-            prefecture_ends: prefecture_ends.into_iter().map(|(k, (end, _))| (k, end)).collect(),
+            prefecture_ends: prefecture_ends
+                .into_iter()
+                .map(|(k, (end, _))| (k, end))
+                .collect(),
             window_service: ws,
             batches: config.batches.clone(),
         }),
@@ -247,7 +348,11 @@ pub(crate) fn compile(config: &CalendarConfig) -> Result<Calendar, ValidationErr
     }
 }
 
-fn nest(errors: &mut Errors, (outer_field, outer): (&str, DailyWindow), (inner_field, inner): (&str, DailyWindow)) {
+fn nest(
+    errors: &mut Errors,
+    (outer_field, outer): (&str, DailyWindow),
+    (inner_field, inner): (&str, DailyWindow),
+) {
     if outer.start > inner.start {
         errors.push(format!("{outer_field}.start"), format!("{} opens after {inner_field} ({}); a tier must open no later than the tiers below it", outer.start, inner.start));
     }

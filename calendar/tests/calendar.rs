@@ -3,23 +3,37 @@
 use jiff::civil::{Date, date};
 use jiff::{Timestamp, ToSpan};
 use juki_calendar::{
-    BatchConfig, BatchSchedule, Calendar, CalendarConfig, ClosedPeriod, DatedReason, Scope, Tier, TransitionKind,
-    WindowConfig, config::PrefectureOnlineEnd,
+    BatchConfig, BatchSchedule, Calendar, CalendarConfig, ClosedPeriod, DatedReason, Scope, Tier,
+    TransitionKind, WindowConfig, config::PrefectureOnlineEnd,
 };
 use proptest::prelude::*;
 
 fn errors_of(config: &CalendarConfig) -> Vec<String> {
-    Calendar::new(config).unwrap_err().0.iter().map(ToString::to_string).collect()
+    Calendar::new(config)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 fn window(start: &str, end: &str) -> WindowConfig {
-    WindowConfig { start: start.into(), end: end.into() }
+    WindowConfig {
+        start: start.into(),
+        end: end.into(),
+    }
 }
 
 #[test]
 fn an_unknown_time_zone_is_named() {
-    let config = CalendarConfig { time_zone: "Asia/Tokio".into(), ..CalendarConfig::default() };
-    assert_eq!(errors_of(&config), [r#"timeZone: "Asia/Tokio" is not a known IANA time zone"#]);
+    let config = CalendarConfig {
+        time_zone: "Asia/Tokio".into(),
+        ..CalendarConfig::default()
+    };
+    assert_eq!(
+        errors_of(&config),
+        [r#"timeZone: "Asia/Tokio" is not a known IANA time zone"#]
+    );
 }
 
 #[test]
@@ -27,8 +41,15 @@ fn malformed_times_and_dates_name_their_field() {
     let mut config = CalendarConfig::default();
     config.online_windows.cs = window("8:00", "21:00");
     config.window_service = window("09:00", "30:00");
-    config.extra_closed_dates = vec![DatedReason { date: "2026-02-30".into(), reason: String::new() }];
-    config.closed_periods.push(ClosedPeriod { name: "obon".into(), from: "08-13".into(), to: "8-15".into() });
+    config.extra_closed_dates = vec![DatedReason {
+        date: "2026-02-30".into(),
+        reason: String::new(),
+    }];
+    config.closed_periods.push(ClosedPeriod {
+        name: "obon".into(),
+        from: "08-13".into(),
+        to: "8-15".into(),
+    });
     assert_eq!(
         errors_of(&config),
         [
@@ -44,9 +65,19 @@ fn malformed_times_and_dates_name_their_field() {
 fn reversed_and_overlapping_ranges_are_refused() {
     let mut config = CalendarConfig::default();
     config.online_windows.national = window("22:00", "07:00");
-    config.closed_periods.push(ClosedPeriod { name: "new year".into(), from: "01-02".into(), to: "01-05".into() });
-    config.extra_open_dates = vec![DatedReason { date: "2026-11-30".into(), reason: "catch-up".into() }];
-    config.extra_closed_dates = vec![DatedReason { date: "2026-11-30".into(), reason: "power work".into() }];
+    config.closed_periods.push(ClosedPeriod {
+        name: "new year".into(),
+        from: "01-02".into(),
+        to: "01-05".into(),
+    });
+    config.extra_open_dates = vec![DatedReason {
+        date: "2026-11-30".into(),
+        reason: "catch-up".into(),
+    }];
+    config.extra_closed_dates = vec![DatedReason {
+        date: "2026-11-30".into(),
+        reason: "power work".into(),
+    }];
     assert_eq!(
         errors_of(&config),
         [
@@ -61,8 +92,10 @@ fn reversed_and_overlapping_ranges_are_refused() {
 fn windows_that_break_the_dependency_order_are_refused() {
     let mut config = CalendarConfig::default();
     config.online_windows.prefecture = window("08:30", "21:30"); // opens after the CSs (08:00)
-    config.prefecture_online_ends =
-        vec![PrefectureOnlineEnd { prefecture: "13".into(), online_end: "23:00".into() }]; // after national 22:00
+    config.prefecture_online_ends = vec![PrefectureOnlineEnd {
+        prefecture: "13".into(),
+        online_end: "23:00".into(),
+    }]; // after national 22:00
     let errors = errors_of(&config);
     assert!(errors.contains(&"onlineWindows.prefecture.start: 08:30 opens after onlineWindows.cs (08:00); a tier must open no later than the tiers below it".to_string()), "{errors:?}");
     assert!(errors.contains(&"onlineWindows.national.end: 22:00 closes before prefectureOnlineEnds[0] (23:00); a tier must close no earlier than the tiers below it".to_string()), "{errors:?}");
@@ -74,8 +107,15 @@ fn batch_definitions_are_checked() {
         batches: vec![
             BatchConfig::daily("statistics"),
             BatchConfig::daily("statistics"),
-            BatchConfig { schedule: BatchSchedule::Weekly, ..BatchConfig::daily("weekly") },
-            BatchConfig { schedule: BatchSchedule::Monthly, day_of_month: Some(32), ..BatchConfig::daily("monthly") },
+            BatchConfig {
+                schedule: BatchSchedule::Weekly,
+                ..BatchConfig::daily("weekly")
+            },
+            BatchConfig {
+                schedule: BatchSchedule::Monthly,
+                day_of_month: Some(32),
+                ..BatchConfig::daily("monthly")
+            },
             BatchConfig::daily("Bad_Name"),
         ],
         ..CalendarConfig::default()
@@ -145,7 +185,8 @@ prop_compose! {
 
 fn any_instant() -> impl Strategy<Value = Timestamp> {
     // 2020-01-01 to 2030-01-01, at minute resolution.
-    (0i64..(10 * 366 * 24 * 60)).prop_map(|m| Timestamp::from_second(1_577_804_400 + m * 60).unwrap())
+    (0i64..(10 * 366 * 24 * 60))
+        .prop_map(|m| Timestamp::from_second(1_577_804_400 + m * 60).unwrap())
 }
 
 proptest! {

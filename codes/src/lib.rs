@@ -26,7 +26,10 @@ pub enum CodeError {
 fn digits<const N: usize>(code: &str) -> Result<[u8; N], CodeError> {
     let bytes = code.as_bytes();
     if bytes.len() != N || !bytes.iter().all(u8::is_ascii_digit) {
-        return Err(CodeError::Format { expected: N, got: code.to_owned() });
+        return Err(CodeError::Format {
+            expected: N,
+            got: code.to_owned(),
+        });
     }
     let mut out = [0u8; N];
     for (o, b) in out.iter_mut().zip(bytes) {
@@ -36,11 +39,19 @@ fn digits<const N: usize>(code: &str) -> Result<[u8; N], CodeError> {
 }
 
 fn weighted_sum(digits: &[u8], weights: &[u32]) -> u32 {
-    digits.iter().zip(weights).map(|(&d, &w)| u32::from(d) * w).sum()
+    digits
+        .iter()
+        .zip(weights)
+        .map(|(&d, &w)| u32::from(d) * w)
+        .sum()
 }
 
 fn check(expected: u8, got: u8) -> Result<(), CodeError> {
-    if expected == got { Ok(()) } else { Err(CodeError::CheckDigit { expected, got }) }
+    if expected == got {
+        Ok(())
+    } else {
+        Err(CodeError::CheckDigit { expected, got })
+    }
 }
 
 /// Check digit of a 12-digit individual number (個人番号) from its first 11 digits.
@@ -65,13 +76,19 @@ pub fn resident_record_check_digit(first10: &[u8; 10]) -> u8 {
 /// Validates a 12-digit individual number.
 pub fn validate_individual_number(code: &str) -> Result<(), CodeError> {
     let d = digits::<12>(code)?;
-    check(individual_number_check_digit(d[..11].try_into().unwrap()), d[11])
+    check(
+        individual_number_check_digit(d[..11].try_into().unwrap()),
+        d[11],
+    )
 }
 
 /// Validates an 11-digit resident-record code.
 pub fn validate_resident_record_code(code: &str) -> Result<(), CodeError> {
     let d = digits::<11>(code)?;
-    check(resident_record_check_digit(d[..10].try_into().unwrap()), d[10])
+    check(
+        resident_record_check_digit(d[..10].try_into().unwrap()),
+        d[10],
+    )
 }
 
 /// Validates a 6-digit local government code and returns its prefecture code.
@@ -89,7 +106,11 @@ pub fn validate_municipality_code(code: &str) -> Result<u8, CodeError> {
 pub fn validate_prefecture_code(code: &str) -> Result<u8, CodeError> {
     let d = digits::<2>(code)?;
     let prefecture = d[0] * 10 + d[1];
-    if (1..=47).contains(&prefecture) { Ok(prefecture) } else { Err(CodeError::Prefecture(prefecture)) }
+    if (1..=47).contains(&prefecture) {
+        Ok(prefecture)
+    } else {
+        Err(CodeError::Prefecture(prefecture))
+    }
 }
 
 #[cfg(test)]
@@ -103,7 +124,10 @@ mod tests {
         assert_eq!(validate_individual_number("983205673214"), Ok(()));
         assert_eq!(
             validate_individual_number("123456789012"),
-            Err(CodeError::CheckDigit { expected: 8, got: 2 })
+            Err(CodeError::CheckDigit {
+                expected: 8,
+                got: 2
+            })
         );
     }
 
@@ -113,19 +137,31 @@ mod tests {
         assert_eq!(validate_municipality_code("011002"), Ok(1)); // Sapporo
         assert_eq!(
             validate_municipality_code("131017"),
-            Err(CodeError::CheckDigit { expected: 6, got: 7 })
+            Err(CodeError::CheckDigit {
+                expected: 6,
+                got: 7
+            })
         );
-        assert_eq!(validate_municipality_code("481009"), Err(CodeError::Prefecture(48)));
+        assert_eq!(
+            validate_municipality_code("481009"),
+            Err(CodeError::Prefecture(48))
+        );
     }
 
     #[test]
     fn malformed_codes_name_the_length_rule() {
         for bad in ["", "12345", "1310166", "13101a", "１３１０１６"] {
             let err = validate_municipality_code(bad).unwrap_err();
-            assert!(matches!(err, CodeError::Format { expected: 6, .. }), "{bad:?}: {err}");
+            assert!(
+                matches!(err, CodeError::Format { expected: 6, .. }),
+                "{bad:?}: {err}"
+            );
             assert!(err.to_string().contains("6 ASCII digits"));
         }
-        assert!(matches!(validate_resident_record_code("1234"), Err(CodeError::Format { expected: 11, .. })));
+        assert!(matches!(
+            validate_resident_record_code("1234"),
+            Err(CodeError::Format { expected: 11, .. })
+        ));
     }
 
     #[test]

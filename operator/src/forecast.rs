@@ -58,7 +58,7 @@ struct State {
     reason: &'static str,
     ready: i32,
     final_answer: FinalAnswer,
-    jobs: Vec<(String, JobState)>,
+    jobs: Vec<(String, Date, JobState)>,
     last_batch_date: Option<Date>,
 }
 
@@ -162,7 +162,7 @@ fn step_node(
             changed = true;
         }
         Action::CreateJob { batch, date } => {
-            s.jobs.push((batch.clone(), JobState::Succeeded));
+            s.jobs.push((batch.clone(), *date, JobState::Succeeded));
             let seq = out.changes.len() + out.jobs.len();
             out.jobs.push(JobRun {
                 seq,

@@ -1,8 +1,15 @@
 //! juki-operator: the custom resources of jukinet, the pure planner that decides each node's
-//! phase, and the command-line views of kubectl-juki.
+//! phase, the controllers that apply it, and the command-line views of kubectl-juki.
 
 pub mod api;
+pub mod clock;
+pub mod controller;
 pub mod forecast;
+pub mod http;
+pub mod leader;
 pub mod planner;
 pub mod preview;
+pub mod resources;
+pub mod service_extension;
+pub mod telemetry;
 pub mod topology;

@@ -72,12 +72,38 @@ pub struct NodeView<'a> {
     /// Whether every node whose upstream is this one is Offline (true when there are none).
     pub downstream_offline: bool,
     pub final_answer: FinalAnswer,
-    /// Batch Jobs of the operating date being batched, by batch name.
-    pub jobs: &'a [(String, JobState)],
+    /// The node's batch Jobs: batch name, operating date, state.
+    pub jobs: &'a [(String, Date, JobState)],
     /// The operating date of the last finished batch run.
     pub last_batch_date: Option<Date>,
     /// Starting longer than this (in clock time) makes the node Failed.
     pub readiness_timeout: SignedDuration,
+}
+
+impl<'a> NodeView<'a> {
+    /// A view with only the window-shaping facts, for window queries.
+    pub fn bare(tier: Tier, prefecture: Option<u8>, online_end: Option<TimeOfDay>) -> NodeView<'a> {
+        NodeView {
+            tier,
+            prefecture,
+            online_end,
+            replicas: 1,
+            suspend: false,
+            manual_override: None,
+            extensions: &[],
+            phase: NodePhase::Offline,
+            phase_since: None,
+            reason: None,
+            ready_replicas: 0,
+            pods: 0,
+            upstream: Upstream::NotNeeded,
+            downstream_offline: true,
+            final_answer: FinalAnswer::NotRequested,
+            jobs: &[],
+            last_batch_date: None,
+            readiness_timeout: SignedDuration::from_mins(30),
+        }
+    }
 }
 
 /// Something the controller does besides scaling.
@@ -456,8 +482,8 @@ fn batch_or_offline(calendar: &Calendar, node: &NodeView<'_>, date: Option<Date>
         let state = node
             .jobs
             .iter()
-            .find(|(n, _)| n == name)
-            .map_or(JobState::Absent, |(_, s)| *s);
+            .find(|(n, d, _)| n == name && *d == date)
+            .map_or(JobState::Absent, |(_, _, s)| *s);
         match state {
             JobState::Succeeded => continue,
             JobState::Absent => {
@@ -496,4 +522,205 @@ fn batch_or_offline(calendar: &Calendar, node: &NodeView<'_>, date: Option<Date>
     Plan::new(Offline, "BatchSucceeded", format!("batches of {date} done"))
         .replicas(0)
         .date(Some(date))
+}
+
+/// Checks a node's own online end against the calendar's dependency order: after the prefecture
+/// start, no earlier than the CS end, no later than the national end.
+pub fn check_online_end(
+    calendar: &Calendar,
+    tier: Tier,
+    online_end: Option<TimeOfDay>,
+) -> Result<(), String> {
+    let Some(end) = online_end else { return Ok(()) };
+    if tier != Tier::Prefecture {
+        return Err("spec.onlineEnd applies only to the Prefecture tier".into());
+    }
+    let prefecture = calendar.daily_window(Tier::Prefecture, None);
+    let national = calendar.daily_window(Tier::National, None);
+    let cs = calendar.daily_window(Tier::Cs, None);
+    if end <= prefecture.start {
+        return Err(format!(
+            "spec.onlineEnd {end} is not after the prefecture start {}",
+            prefecture.start
+        ));
+    }
+    if end < cs.end {
+        return Err(format!(
+            "spec.onlineEnd {end} closes before the CS window ends ({}); a tier must close no earlier than the tiers below it",
+            cs.end
+        ));
+    }
+    if end > national.end {
+        return Err(format!(
+            "spec.onlineEnd {end} closes after the national window ends ({}); a tier must close no later than the tier above it",
+            national.end
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use juki_calendar::CalendarConfig;
+
+    fn tokyo(text: &str) -> Timestamp {
+        format!("{text}[Asia/Tokyo]")
+            .parse::<jiff::Zoned>()
+            .unwrap()
+            .timestamp()
+    }
+
+    fn view(tier: Tier, phase: NodePhase) -> NodeView<'static> {
+        NodeView {
+            phase,
+            upstream: Upstream::Phase(NodePhase::Online),
+            ..NodeView::bare(tier, Some(13), None)
+        }
+    }
+
+    #[test]
+    fn a_node_waits_for_its_upstream_inside_the_window() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        let mut v = view(Tier::Cs, NodePhase::Offline);
+        v.upstream = Upstream::Phase(NodePhase::Starting);
+        let p = plan(&cal, &v, tokyo("2026-11-30T08:05"));
+        assert_eq!(
+            (p.phase, p.reason, p.replicas),
+            (NodePhase::Offline, "WaitingForUpstream", Some(0))
+        );
+        v.upstream = Upstream::Phase(NodePhase::Online);
+        let p = plan(&cal, &v, tokyo("2026-11-30T08:05"));
+        assert_eq!((p.phase, p.replicas), (NodePhase::Starting, Some(1)));
+        assert_eq!(
+            p.next,
+            Some((tokyo("2026-11-30T21:00"), NodePhase::Draining))
+        );
+        v.upstream = Upstream::Missing;
+        assert_eq!(
+            plan(&cal, &v, tokyo("2026-11-30T08:05")).reason,
+            "UpstreamMissing"
+        );
+    }
+
+    #[test]
+    fn starting_too_long_fails_and_recovers_when_ready() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        let mut v = view(Tier::Cs, NodePhase::Starting);
+        v.phase_since = Some(tokyo("2026-11-30T08:00"));
+        let p = plan(&cal, &v, tokyo("2026-11-30T08:31"));
+        assert_eq!((p.phase, p.reason), (NodePhase::Failed, "ReadinessTimeout"));
+        v.phase = NodePhase::Failed;
+        v.reason = Some("ReadinessTimeout");
+        v.ready_replicas = 1;
+        assert_eq!(
+            plan(&cal, &v, tokyo("2026-11-30T08:40")).phase,
+            NodePhase::Online
+        );
+    }
+
+    #[test]
+    fn draining_waits_for_the_nodes_below_then_asks_for_the_final_answer() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        let mut v = view(Tier::Prefecture, NodePhase::Online);
+        v.downstream_offline = false;
+        let at = tokyo("2026-11-30T21:31");
+        assert_eq!(plan(&cal, &v, at).reason, "WaitingForDownstream");
+        v.phase = NodePhase::Draining;
+        v.downstream_offline = true;
+        let p = plan(&cal, &v, at);
+        assert_eq!(
+            (p.phase, p.action.clone()),
+            (NodePhase::Draining, Action::FinalRequest)
+        );
+        v.final_answer = FinalAnswer::Failed("connection refused".into());
+        let p = plan(&cal, &v, at);
+        assert_eq!(
+            (p.phase, p.reason, p.replicas),
+            (NodePhase::Stopping, "FinalAnswerFailed", Some(0))
+        );
+    }
+
+    #[test]
+    fn batches_run_in_order_once_per_operating_date() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        let date = jiff::civil::date(2026, 11, 30);
+        let mut v = view(Tier::Cs, NodePhase::Stopping);
+        let at = tokyo("2026-11-30T21:10");
+        assert_eq!(
+            plan(&cal, &v, at).action,
+            Action::CreateJob {
+                batch: "statistics".into(),
+                date
+            }
+        );
+        let jobs = [("statistics".to_string(), date, JobState::Succeeded)];
+        v.phase = NodePhase::DailyBatch;
+        v.jobs = &jobs;
+        assert_eq!(
+            plan(&cal, &v, at).action,
+            Action::CreateJob {
+                batch: "backup".into(),
+                date
+            }
+        );
+        let failed = [
+            ("statistics".to_string(), date, JobState::Succeeded),
+            ("backup".to_string(), date, JobState::Failed),
+        ];
+        v.jobs = &failed;
+        assert_eq!(plan(&cal, &v, at).reason, "BatchFailed");
+        v.last_batch_date = Some(date);
+        v.phase = NodePhase::Offline;
+        v.jobs = &[];
+        assert_eq!(
+            plan(&cal, &v, tokyo("2026-11-30T23:00")).action,
+            Action::None
+        );
+    }
+
+    #[test]
+    fn a_missed_batch_runs_once_on_catch_up() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        let mut v = view(Tier::National, NodePhase::Offline);
+        v.last_batch_date = Some(jiff::civil::date(2026, 11, 26));
+        // Saturday morning: Friday's batches were missed.
+        let p = plan(&cal, &v, tokyo("2026-11-28T09:00"));
+        assert_eq!(
+            p.action,
+            Action::CreateJob {
+                batch: "statistics".into(),
+                date: jiff::civil::date(2026, 11, 27)
+            }
+        );
+    }
+
+    #[test]
+    fn overrides_and_suspend_win_over_the_calendar() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        let mut v = view(Tier::National, NodePhase::Offline);
+        v.manual_override = Some((OverridePhase::Online, tokyo("2026-11-28T12:00")));
+        let p = plan(&cal, &v, tokyo("2026-11-28T10:00"));
+        assert_eq!(p.phase, NodePhase::Starting);
+        assert_eq!(p.wake_at, Some(tokyo("2026-11-28T12:00")));
+        v.suspend = true;
+        assert_eq!(plan(&cal, &v, tokyo("2026-11-28T10:00")).replicas, None);
+    }
+
+    #[test]
+    fn an_own_online_end_must_nest() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        let t = |s| Some(TimeOfDay::parse(s).unwrap());
+        assert!(check_online_end(&cal, Tier::Prefecture, t("21:45")).is_ok());
+        assert!(
+            check_online_end(&cal, Tier::Prefecture, t("22:30"))
+                .unwrap_err()
+                .contains("after the national window ends")
+        );
+        assert!(
+            check_online_end(&cal, Tier::Prefecture, t("20:00"))
+                .unwrap_err()
+                .contains("before the CS window ends")
+        );
+    }
 }

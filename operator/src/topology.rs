@@ -38,33 +38,52 @@ impl Resolved {
     }
 }
 
-/// Resolves the upstream of every node, in list order.
+/// Resolves the upstream of every node, in list order. Linear in the number of nodes, so the
+/// whole country (1,789 nodes) resolves in microseconds on every reconcile.
 pub fn resolve(nodes: &[TopologyNode]) -> Vec<Resolved> {
-    nodes.iter().map(|n| resolve_one(nodes, n)).collect()
+    use std::collections::HashMap;
+    let mut by_name: HashMap<(&str, &str), usize> = HashMap::with_capacity(nodes.len());
+    let mut national = Vec::new();
+    let mut prefectures: HashMap<u8, Vec<usize>> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        by_name.insert((n.namespace.as_str(), n.name.as_str()), i);
+        match (n.tier, n.prefecture) {
+            (Tier::National, _) => national.push(i),
+            (Tier::Prefecture, Some(p)) => prefectures.entry(p).or_default().push(i),
+            _ => {}
+        }
+    }
+    let one_of = |candidates: Option<&Vec<usize>>| match candidates.map(Vec::as_slice) {
+        None | Some([]) => Resolved::Missing,
+        Some([i]) => Resolved::Node(*i),
+        Some(_) => Resolved::Ambiguous,
+    };
+    nodes
+        .iter()
+        .map(|n| match (&n.upstream, n.tier) {
+            (Some((ns, name)), _) => by_name
+                .get(&(ns.as_str(), name.as_str()))
+                .map_or(Resolved::Missing, |i| Resolved::Node(*i)),
+            (None, Tier::National) => Resolved::None,
+            (None, Tier::Prefecture) => one_of(Some(&national)),
+            (None, Tier::Cs) => one_of(n.prefecture.and_then(|p| prefectures.get(&p))),
+        })
+        .collect()
 }
 
-fn resolve_one(nodes: &[TopologyNode], node: &TopologyNode) -> Resolved {
-    if let Some((ns, name)) = &node.upstream {
-        return nodes
-            .iter()
-            .position(|n| &n.namespace == ns && &n.name == name)
-            .map_or(Resolved::Missing, Resolved::Node);
+/// Whether a change of `changed` can matter to `other`: `other` may be its upstream or one of its
+/// downstream nodes (by tier and prefecture, or by an explicit reference). An over-approximation
+/// of [`resolve`] that needs no other node, for mapping watch events.
+pub fn may_be_neighbours(other: &TopologyNode, changed: &TopologyNode) -> bool {
+    let names = |n: &TopologyNode| Some((n.namespace.clone(), n.name.clone()));
+    if other.upstream == names(changed) || changed.upstream == names(other) {
+        return other != changed;
     }
-    let wanted = match node.tier {
-        Tier::National => return Resolved::None,
-        Tier::Prefecture => |n: &TopologyNode, _: Option<u8>| n.tier == Tier::National,
-        Tier::Cs => |n: &TopologyNode, p: Option<u8>| {
-            n.tier == Tier::Prefecture && n.prefecture == p && p.is_some()
-        },
-    };
-    let mut matches = nodes
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| wanted(n, node.prefecture));
-    match (matches.next(), matches.next()) {
-        (None, _) => Resolved::Missing,
-        (Some((i, _)), None) => Resolved::Node(i),
-        _ => Resolved::Ambiguous,
+    let same_prefecture = other.prefecture.is_some() && other.prefecture == changed.prefecture;
+    match (changed.tier, other.tier) {
+        (Tier::National, Tier::Prefecture) | (Tier::Prefecture, Tier::National) => true,
+        (Tier::Prefecture, Tier::Cs) | (Tier::Cs, Tier::Prefecture) => same_prefecture,
+        _ => false,
     }
 }
 
@@ -109,6 +128,20 @@ mod tests {
             ]
         );
         assert_eq!(downstream_of(&resolve(&nodes), 1).collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
+    fn neighbours_are_the_tiers_next_door_in_the_same_prefecture() {
+        let national = node("nat", "national", Tier::National, None);
+        let p13 = node("p13", "pref-13", Tier::Prefecture, Some(13));
+        let p27 = node("p27", "pref-27", Tier::Prefecture, Some(27));
+        let cs13 = node("p13", "cs-131016", Tier::Cs, Some(13));
+        assert!(may_be_neighbours(&p13, &cs13) && may_be_neighbours(&cs13, &p13));
+        assert!(!may_be_neighbours(&p27, &cs13) && !may_be_neighbours(&national, &cs13));
+        assert!(may_be_neighbours(&national, &p27) && !may_be_neighbours(&p13, &p27));
+        let mut explicit = node("x", "cs-x", Tier::Cs, Some(1));
+        explicit.upstream = Some(("p27".into(), "pref-27".into()));
+        assert!(may_be_neighbours(&p27, &explicit) && may_be_neighbours(&explicit, &p27));
     }
 
     #[test]

@@ -18,9 +18,9 @@ pub use extension::{
     ExtensionKind, ExtensionPhase, ServiceExtension, ServiceExtensionSpec, ServiceExtensionStatus,
 };
 pub use node::{
-    Database, DatabaseKind, JukiNode, JukiNodeSpec, JukiNodeStatus, LastBatch, ManualOverride,
-    NextTransition, NodePhase, NodeTemplate, OverridePhase, PostgresDatabase, SecretKeyRef,
-    SqliteDatabase,
+    Database, DatabaseKind, FinalAnswerStatus, JukiNode, JukiNodeSpec, JukiNodeStatus, LastBatch,
+    ManualOverride, NextTransition, NodePhase, NodeTemplate, OverridePhase, PostgresDatabase,
+    SecretKeyRef, SqliteDatabase,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

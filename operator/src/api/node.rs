@@ -120,7 +120,7 @@ fn municipality_code_schema(_: &mut SchemaGenerator) -> Schema {
         "maxLength": 6,
         "x-kubernetes-validations": [{
             "rule": format!("!self.matches('^[0-9]{{6}}$') || int(self.substring(5,6)) == {expected}"),
-            "messageExpression": format!("'municipality code ' + self + ': check digit is ' + self.substring(5,6) + ', expected ' + string({expected}) + ' (weights 6,5,4,3,2; (11 - sum mod 11) mod 10)'"),
+            "messageExpression": format!("'municipality code ' + self + ': check digit is ' + self.substring(5,6) + ', expected ' + ['0','1','2','3','4','5','6','7','8','9'][{expected}] + ' (weights 6,5,4,3,2; (11 - sum mod 11) mod 10)'"),
         }],
     })
 }
@@ -306,6 +306,28 @@ pub struct JukiNodeStatus {
     /// The last daily batch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_batch: Option<LastBatch>,
+    /// When the current phase was entered, on the operator's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_since: Option<Time>,
+    /// The operating date the current phase belongs to, "YYYY-MM-DD".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operating_date: Option<String>,
+    /// The final request / final answer exchange of the last stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_answer: Option<FinalAnswerStatus>,
+}
+
+/// The outcome of a final request / final answer exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FinalAnswerStatus {
+    /// Operating date, "YYYY-MM-DD".
+    pub date: String,
+    /// Received, Skipped or Failed.
+    pub outcome: String,
+    /// What the node reported (updates held for the next online start), or why it failed.
+    #[serde(default)]
+    pub message: String,
 }
 
 /// A planned phase change.

@@ -1,0 +1,111 @@
+//! juki-operator: starts and stops the tiers of the network on the operating calendar.
+//! Thin: parses flags, wires telemetry, leader election and the controllers together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use juki_operator::clock::parse_clock;
+use juki_operator::controller::{self, FinalExchange, Settings};
+use juki_operator::leader::LeaderElector;
+use juki_operator::resources::SqliteVolume;
+use juki_operator::telemetry::{Metrics, init_logging};
+
+#[derive(Parser)]
+#[command(name = "juki-operator", version, about = "The jukinet operator")]
+struct Args {
+    /// Time source: real, fixed:INSTANT or fast:INSTANT,xFACTOR (RFC 3339 instants).
+    #[arg(long, env = "JUKI_CLOCK", default_value = "real")]
+    clock: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "JUKI_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    metrics_addr: SocketAddr,
+    /// Log as JSON lines.
+    #[arg(long, env = "JUKI_LOG_JSON")]
+    log_json: bool,
+    /// Seconds (real time) a node may stay Starting before it is Failed.
+    #[arg(long, default_value_t = 300)]
+    readiness_timeout: u64,
+    /// Seconds (real time) the final request may take.
+    #[arg(long, default_value_t = 30)]
+    final_timeout: u64,
+    /// How the final request / final answer exchange is done.
+    #[arg(long, value_enum, default_value = "call")]
+    final_exchange: FinalExchange,
+    /// Where the embedded SQLite database of a node lives.
+    #[arg(long, value_enum, default_value = "pvc")]
+    sqlite_volume: SqliteVolume,
+    /// Longest real wait between two looks at an object.
+    #[arg(long, default_value_t = 60)]
+    max_requeue: u64,
+    /// Run leader election on this Lease (namespace/name); without it, this replica leads alone.
+    #[arg(long, env = "JUKI_LEADER_LEASE")]
+    leader_lease: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(args.log_json);
+    let clock = parse_clock(&args.clock)?;
+    let client = kube::Client::try_default().await?;
+    let metrics = Metrics::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    tokio::spawn(juki_operator::http::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        ready.clone(),
+    ));
+
+    let elector = match &args.leader_lease {
+        Some(lease) => {
+            let (ns, name) = lease.split_once('/').ok_or_else(|| {
+                anyhow::anyhow!("--leader-lease {lease:?}: expected NAMESPACE/NAME")
+            })?;
+            let identity = std::env::var("POD_NAME")
+                .unwrap_or_else(|_| format!("juki-operator-{}", std::process::id()));
+            let elector = LeaderElector::new(client.clone(), ns, name, &identity);
+            tracing::info!(%identity, lease, "waiting to lead");
+            elector.acquire().await?;
+            tracing::info!(%identity, "leading");
+            Some(elector)
+        }
+        None => None,
+    };
+    ready.store(true, Ordering::SeqCst);
+    tracing::info!(clock = ?clock, "juki-operator running");
+
+    let settings = Settings {
+        readiness_timeout: Duration::from_secs(args.readiness_timeout),
+        final_timeout: Duration::from_secs(args.final_timeout),
+        final_exchange: args.final_exchange,
+        sqlite_volume: args.sqlite_volume,
+        max_requeue: Duration::from_secs(args.max_requeue.max(1)),
+        transition_poll: Duration::from_millis(500),
+    };
+    let controllers = controller::run(client, clock, metrics, settings);
+    match elector {
+        Some(elector) => {
+            tokio::select! {
+                _ = controllers => {}
+                lost = elector.keep() => {
+                    // Another replica may already be acting: stop at once, let the Deployment restart us.
+                    if let Err(e) = lost {
+                        tracing::error!(error = %e, "lost leadership; exiting");
+                        std::process::exit(1);
+                    }
+                }
+                _ = tokio::signal::ctrl_c() => elector.release().await,
+            }
+        }
+        None => {
+            tokio::select! {
+                _ = controllers => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+    }
+    Ok(())
+}

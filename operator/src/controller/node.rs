@@ -1,0 +1,686 @@
+//! The JukiNode controller: read → plan → apply → write status.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use jiff::civil::Date;
+use juki_calendar::Calendar;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::view::{Topology, calendar_of, extensions, extensions_covering, jobs_of, pods_of};
+use super::{Context, Error, FinalExchange};
+use crate::api::{
+    FinalAnswerStatus, JukiNode, JukiNodeStatus, LastBatch, NextTransition, NodePhase,
+    ServiceExtension,
+};
+use crate::planner::{Action, FinalAnswer, NodeView, Plan, check_online_end, plan};
+use crate::resources::{self, MANAGER, SqliteVolume};
+use crate::topology::{Resolved, downstream_of, from_jukinode, may_be_neighbours};
+
+pub(super) async fn run(controller: Controller<JukiNode>, ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let store = controller.store();
+    // A node's neighbours react to its phase changes: its downstream may start, its upstream may stop.
+    let neighbours = move |changed: JukiNode| {
+        let Ok((changed, _)) = from_jukinode(&changed, "default") else {
+            return Vec::new();
+        };
+        store
+            .state()
+            .iter()
+            .filter(|o| {
+                from_jukinode(o, "default").is_ok_and(|(t, _)| may_be_neighbours(&t, &changed))
+            })
+            .map(|o| ObjectRef::from_obj(o.as_ref()))
+            .collect::<Vec<_>>()
+    };
+    let all_nodes = ctx.nodes.clone();
+    let for_extension = move |_: ServiceExtension| {
+        all_nodes
+            .state()
+            .iter()
+            .map(|n| ObjectRef::from_obj(n.as_ref()))
+            .collect::<Vec<_>>()
+    };
+    let config = watcher::Config::default();
+    controller
+        .owns(Api::<Deployment>::all(client.clone()), config.clone())
+        .owns(Api::<Job>::all(client.clone()), config.clone())
+        .watches(
+            Api::<JukiNode>::all(client.clone()),
+            config.clone(),
+            neighbours,
+        )
+        .watches(
+            Api::<ServiceExtension>::all(client.clone()),
+            config.clone(),
+            for_extension,
+        )
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile error");
+            }
+        })
+        .await;
+}
+
+fn error_policy(_node: Arc<JukiNode>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    tracing::warn!(%error, "JukiNode reconcile failed; retrying");
+    ctx.metrics.reconcile("JukiNode", 0.0, false);
+    Requeue::requeue(Duration::from_secs(2))
+}
+
+async fn reconcile(node: Arc<JukiNode>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&node, &ctx).await;
+    if result.is_ok() {
+        ctx.metrics
+            .reconcile("JukiNode", started.elapsed().as_secs_f64(), true);
+    }
+    result
+}
+
+async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Error> {
+    if node.metadata.deletion_timestamp.is_some() {
+        return Ok(Requeue::await_change());
+    }
+    let now = ctx.clock.now();
+    let ns = node.namespace().unwrap_or_default();
+    let name = node.name_any();
+    let status = node.status.clone().unwrap_or_default();
+
+    let (calendar, calendar_json) = match calendar_of(ctx, &node.spec.calendar) {
+        Ok(c) => c,
+        Err(message) => {
+            return invalid(node, ctx, &status, "CalendarUnavailable", message, now).await;
+        }
+    };
+    let topology = Topology::read(ctx);
+    let Some(me) = topology.index_of(&ns, &name) else {
+        let message = crate::topology::from_jukinode(node, "default")
+            .err()
+            .unwrap_or_else(|| "not in the node cache yet".into());
+        return invalid(node, ctx, &status, "InvalidSpec", message, now).await;
+    };
+    if let Err(message) = check_online_end(&calendar, node.spec.tier, topology.online_ends[me]) {
+        return invalid(node, ctx, &status, "InvalidSpec", message, now).await;
+    }
+
+    let evaluations = extensions(ctx, &calendar, &topology, now);
+    let covering = extensions_covering(&evaluations, me);
+    let jobs = jobs_of(ctx, &ns, &name);
+    let deployment = ctx.deployments.get(&ObjectRef::new(&name).within(&ns));
+    let ready = deployment
+        .as_ref()
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let phase = status.phase.unwrap_or(NodePhase::Offline);
+    let operating_date = status
+        .operating_date
+        .as_deref()
+        .and_then(|d| d.parse::<Date>().ok());
+    let final_answer = match &status.final_answer {
+        Some(f)
+            if phase == NodePhase::Draining
+                && Some(f.date.as_str()) == status.operating_date.as_deref() =>
+        {
+            if f.outcome == "Failed" {
+                FinalAnswer::Failed(f.message.clone())
+            } else {
+                FinalAnswer::Done
+            }
+        }
+        _ => FinalAnswer::NotRequested,
+    };
+    let view = NodeView {
+        tier: node.spec.tier,
+        prefecture: topology.nodes[me].prefecture,
+        online_end: topology.online_ends[me],
+        replicas: node.spec.replicas,
+        suspend: node.spec.suspend,
+        manual_override: node
+            .spec
+            .manual_override
+            .as_ref()
+            .map(|o| (o.phase, o.until.0)),
+        extensions: &covering,
+        phase,
+        phase_since: status.phase_since.as_ref().map(|t| t.0),
+        reason: status.reason.as_deref(),
+        ready_replicas: ready,
+        pods: pods_of(ctx, &ns, &name),
+        upstream: topology.resolved[me].state(|i| topology.phase(i)),
+        downstream_offline: downstream_of(&topology.resolved, me)
+            .all(|i| topology.phase(i) == NodePhase::Offline),
+        final_answer,
+        jobs: &jobs,
+        last_batch_date: status.last_batch.as_ref().and_then(|b| b.date.parse().ok()),
+        readiness_timeout: ctx.clock.clock_duration(ctx.settings.readiness_timeout),
+    };
+    let plan = plan(&calendar, &view, now);
+
+    let upstream_name = match topology.resolved[me] {
+        Resolved::Node(i) => Some(format!(
+            "{}/{}",
+            topology.nodes[i].namespace, topology.nodes[i].name
+        )),
+        _ => None,
+    };
+    let upstream_url = match topology.resolved[me] {
+        Resolved::Node(i) => Some(format!(
+            "http://{}.{}.svc:{}",
+            topology.nodes[i].name,
+            topology.nodes[i].namespace,
+            resources::PORT
+        )),
+        _ => None,
+    };
+    let rctx = resources::Context {
+        calendar_json: &calendar_json,
+        upstream_url,
+        sqlite_volume: ctx.settings.sqlite_volume,
+    };
+    if let Some(replicas) = plan.replicas {
+        ensure_owned(node, ctx, &rctx, deployment.as_deref(), replicas).await?;
+    }
+
+    let mut final_answer = status.final_answer.clone();
+    match &plan.action {
+        Action::None => {}
+        Action::FinalRequest => {
+            let date = plan
+                .operating_date
+                .or(operating_date)
+                .map(|d| d.to_string())
+                .unwrap_or_default();
+            final_answer = Some(final_exchange(ctx, &ns, &name, date).await);
+        }
+        Action::CreateJob { batch, date } => create_job(node, ctx, &rctx, batch, *date).await?,
+    }
+
+    let new_status = next_status(
+        node,
+        &status,
+        &plan,
+        &calendar,
+        now,
+        ready,
+        upstream_name,
+        final_answer,
+    );
+    if Some(&new_status) != node.status.as_ref() {
+        write_status(node, ctx, &new_status).await?;
+    }
+    if new_status.phase != status.phase
+        && let Some(from) = status.phase
+    {
+        ctx.metrics.transition(
+            node.spec.tier.as_str(),
+            &format!("{from:?}"),
+            &format!("{:?}", plan.phase),
+        );
+        if plan.reason == "BatchSucceeded" || plan.reason == "BatchFailed" {
+            ctx.metrics.batch(
+                node.spec.tier.as_str(),
+                "daily",
+                if plan.reason == "BatchSucceeded" {
+                    "Succeeded"
+                } else {
+                    "Failed"
+                },
+            );
+        }
+        let warning =
+            matches!(plan.phase, NodePhase::Failed) || plan.reason.starts_with("Upstream");
+        publish(
+            node,
+            ctx,
+            warning,
+            plan.reason,
+            format!("{from:?} → {:?}: {}", plan.phase, plan.message),
+        )
+        .await;
+    }
+    // Catch-up batches (a day missed while the operator was away) are worth their own Event.
+    if let (Action::CreateJob { batch, date }, Some(last)) = (&plan.action, &status.last_batch)
+        && last
+            .date
+            .parse::<Date>()
+            .is_ok_and(|d| calendar.is_open(d) && d < *date)
+        && calendar.date_of(now) > *date
+        && phase == NodePhase::Offline
+    {
+        publish(
+            node,
+            ctx,
+            false,
+            "CatchUpBatch",
+            format!("running missed batch {batch} of {date}"),
+        )
+        .await;
+    }
+
+    let mut wait = plan
+        .wake_at
+        .map_or(ctx.settings.max_requeue, |at| ctx.clock.real_until(at))
+        .min(ctx.settings.max_requeue);
+    // Phases that wait on something observed (replicas, pods, Jobs, neighbours) look again soon:
+    // the caches may have been a step behind the event that woke this reconcile.
+    if matches!(
+        plan.phase,
+        NodePhase::Starting | NodePhase::Draining | NodePhase::Stopping | NodePhase::DailyBatch
+    ) {
+        wait = wait.min(ctx.settings.transition_poll);
+    }
+    Ok(Requeue::requeue(wait.max(Duration::from_millis(20))))
+}
+
+/// An unusable spec: say why in status and an Event, touch nothing else, wait for a change.
+async fn invalid(
+    node: &JukiNode,
+    ctx: &Context,
+    status: &JukiNodeStatus,
+    reason: &'static str,
+    message: String,
+    now: Timestamp,
+) -> Result<Requeue, Error> {
+    let mut new_status = status.clone();
+    new_status.phase = Some(NodePhase::Failed);
+    new_status.reason = Some(reason.into());
+    new_status.message = Some(message.clone());
+    new_status.observed_generation = node.metadata.generation;
+    set_condition(
+        &mut new_status.conditions,
+        "Ready",
+        false,
+        reason,
+        &message,
+        now,
+    );
+    if status.phase != Some(NodePhase::Failed) {
+        new_status.phase_since = Some(Time(now));
+    }
+    if Some(&new_status) != node.status.as_ref() {
+        write_status(node, ctx, &new_status).await?;
+        publish(node, ctx, true, reason, message).await;
+    }
+    Ok(Requeue::requeue(ctx.settings.max_requeue))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn next_status(
+    node: &JukiNode,
+    old: &JukiNodeStatus,
+    plan: &Plan,
+    calendar: &Calendar,
+    now: Timestamp,
+    ready: i32,
+    upstream: Option<String>,
+    final_answer: Option<FinalAnswerStatus>,
+) -> JukiNodeStatus {
+    let mut s = old.clone();
+    let changed = s.phase != Some(plan.phase);
+    s.phase = Some(plan.phase);
+    s.reason = Some(plan.reason.into());
+    s.message = Some(plan.message.clone());
+    s.observed_generation = node.metadata.generation;
+    s.ready_replicas = ready;
+    s.upstream = upstream;
+    s.next_transition = plan.next.map(|(at, phase)| NextTransition {
+        at: Time(at),
+        phase,
+    });
+    if changed {
+        s.phase_since = Some(Time(now));
+    }
+    if plan.operating_date.is_some() {
+        s.operating_date = plan.operating_date.map(|d| d.to_string());
+    }
+    s.final_answer = final_answer;
+    if let (Some(date), "BatchSucceeded" | "BatchFailed") = (plan.operating_date, plan.reason) {
+        let batches = calendar
+            .batch_runs_for(node.spec.tier, date)
+            .iter()
+            .map(|r| r.batch.name.clone())
+            .collect();
+        let outcome = if plan.reason == "BatchSucceeded" {
+            "Succeeded"
+        } else {
+            "Failed"
+        };
+        s.last_batch = Some(LastBatch {
+            date: date.to_string(),
+            outcome: outcome.into(),
+            batches,
+        });
+    }
+    let online = plan.phase == NodePhase::Online;
+    set_condition(
+        &mut s.conditions,
+        "Ready",
+        online,
+        plan.reason,
+        &plan.message,
+        now,
+    );
+    let in_window = matches!(plan.phase, NodePhase::Starting | NodePhase::Online)
+        || plan.reason == "WaitingForUpstream";
+    set_condition(
+        &mut s.conditions,
+        "InWindow",
+        in_window,
+        if in_window {
+            "WindowOpen"
+        } else {
+            "OutsideWindow"
+        },
+        "",
+        now,
+    );
+    let upstream_ok = !matches!(
+        plan.reason,
+        "UpstreamMissing" | "UpstreamAmbiguous" | "WaitingForUpstream"
+    );
+    let up_reason = if upstream_ok {
+        "UpstreamResolved"
+    } else {
+        plan.reason
+    };
+    set_condition(
+        &mut s.conditions,
+        "UpstreamReady",
+        upstream_ok,
+        up_reason,
+        if upstream_ok { "" } else { &plan.message },
+        now,
+    );
+    if let Some(last) = &s.last_batch {
+        let ok = last.outcome == "Succeeded";
+        set_condition(
+            &mut s.conditions,
+            "BatchSucceeded",
+            ok,
+            if ok { "BatchSucceeded" } else { "BatchFailed" },
+            &format!("batches of {}", last.date),
+            now,
+        );
+    }
+    s
+}
+
+/// Sets a condition; lastTransitionTime changes only when the status does.
+fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) {
+    let status = if ok { "True" } else { "False" }.to_string();
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = Time(now);
+            }
+            c.status = status;
+            c.reason = reason.into();
+            c.message = message.into();
+        }
+        None => conditions.push(Condition {
+            type_: type_.into(),
+            status,
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: Time(now),
+            observed_generation: None,
+        }),
+    }
+}
+
+async fn write_status(
+    node: &JukiNode,
+    ctx: &Context,
+    status: &JukiNodeStatus,
+) -> Result<(), Error> {
+    let api: Api<JukiNode> =
+        Api::namespaced(ctx.client.clone(), &node.namespace().unwrap_or_default());
+    ctx.metrics.api_write("JukiNodeStatus");
+    api.patch_status(
+        &node.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .map_err(Error::api(format!(
+        "status of JukiNode {}",
+        node.name_any()
+    )))?;
+    Ok(())
+}
+
+async fn publish(node: &JukiNode, ctx: &Context, warning: bool, reason: &str, note: String) {
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    ctx.metrics.api_write("Event");
+    if let Err(e) = ctx.recorder.publish(&event, &node.object_ref(&())).await {
+        tracing::debug!(error = %e, "could not publish an Event");
+    }
+}
+
+/// Server-side applies an object when it is missing or its content hash changed.
+async fn apply_if_changed<K>(
+    api: &Api<K>,
+    object: &mut K,
+    observed_hash: Option<&str>,
+    kind: &str,
+    ctx: &Context,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let hash = content_hash(object);
+    if observed_hash == Some(hash.as_str()) {
+        return Ok(());
+    }
+    object
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(HASH_ANNOTATION.into(), hash);
+    let name = object.meta().name.clone().unwrap_or_default();
+    let mut value = serde_json::to_value(&*object).unwrap_or_default();
+    value["apiVersion"] = json!(K::api_version(&()));
+    value["kind"] = json!(K::kind(&()));
+    ctx.metrics.api_write(kind);
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(value),
+    )
+    .await
+    .map_err(Error::api(format!("{kind} {name}")))?;
+    Ok(())
+}
+
+const HASH_ANNOTATION: &str = "jukinet.io/content-hash";
+
+fn content_hash<K: serde::Serialize>(object: &K) -> String {
+    let text = serde_json::to_string(object).unwrap_or_default();
+    let hash = text.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
+    format!("{hash:016x}")
+}
+
+fn observed_hash<K: Resource>(object: Option<&K>) -> Option<String> {
+    object
+        .and_then(|o| o.meta().annotations.as_ref())
+        .and_then(|a| a.get(HASH_ANNOTATION).cloned())
+}
+
+/// The ConfigMap, Service (and data claim) exist and are current; the Deployment has `replicas`.
+async fn ensure_owned(
+    node: &JukiNode,
+    ctx: &Context,
+    rctx: &resources::Context<'_>,
+    deployment: Option<&Deployment>,
+    replicas: i32,
+) -> Result<(), Error> {
+    let ns = node.namespace().unwrap_or_default();
+    // The config and the Service change rarely: their hash rides on the Deployment so that a
+    // steady-state reconcile writes nothing.
+    let mut config = resources::config_map(node, rctx);
+    let mut service = resources::service(node);
+    let support_hash = content_hash(&(&config, &service, rctx.sqlite_volume == SqliteVolume::Pvc));
+    let observed_support = deployment
+        .and_then(|d| d.spec.as_ref())
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(SUPPORT_ANNOTATION).cloned());
+    if observed_support.as_deref() != Some(support_hash.as_str()) {
+        apply_if_changed(
+            &Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns),
+            &mut config,
+            None,
+            "ConfigMap",
+            ctx,
+        )
+        .await?;
+        apply_if_changed(
+            &Api::<Service>::namespaced(ctx.client.clone(), &ns),
+            &mut service,
+            None,
+            "Service",
+            ctx,
+        )
+        .await?;
+        if rctx.sqlite_volume == SqliteVolume::Pvc
+            && node.spec.database.kind == crate::api::DatabaseKind::Sqlite
+        {
+            let mut claim = resources::data_claim(node);
+            apply_if_changed(
+                &Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns),
+                &mut claim,
+                None,
+                "PersistentVolumeClaim",
+                ctx,
+            )
+            .await?;
+        }
+    }
+    let mut desired = resources::deployment(node, rctx, replicas);
+    if let Some(template) = desired.spec.as_mut().map(|s| &mut s.template) {
+        template
+            .metadata
+            .get_or_insert_with(Default::default)
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(SUPPORT_ANNOTATION.into(), support_hash);
+    }
+    apply_if_changed(
+        &Api::<Deployment>::namespaced(ctx.client.clone(), &ns),
+        &mut desired,
+        observed_hash(deployment).as_deref(),
+        "Deployment",
+        ctx,
+    )
+    .await
+}
+
+const SUPPORT_ANNOTATION: &str = "jukinet.io/support-hash";
+
+async fn create_job(
+    node: &JukiNode,
+    ctx: &Context,
+    rctx: &resources::Context<'_>,
+    batch: &str,
+    date: Date,
+) -> Result<(), Error> {
+    let job = resources::batch_job(node, rctx, batch, date);
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &node.namespace().unwrap_or_default());
+    ctx.metrics.api_write("Job");
+    match api.create(&PostParams::default(), &job).await {
+        // Named after node, batch and date: it already ran (or runs) today.
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(e) => Err(Error::Api {
+            what: format!("Job {}", job.metadata.name.unwrap_or_default()),
+            source: e,
+        }),
+    }
+}
+
+/// The final request / final answer exchange with the node service's admin API.
+async fn final_exchange(ctx: &Context, ns: &str, name: &str, date: String) -> FinalAnswerStatus {
+    if ctx.settings.final_exchange == FinalExchange::Skip {
+        return FinalAnswerStatus {
+            date,
+            outcome: "Skipped".into(),
+            message: "final exchange skipped (--final-exchange=skip)".into(),
+        };
+    }
+    let path = format!(
+        "/api/v1/namespaces/{ns}/services/{name}:{}/proxy/admin/v1/final-request",
+        resources::PORT
+    );
+    let request = ::http::Request::post(path)
+        .header("content-type", "application/json")
+        .body(b"{}".to_vec());
+    let outcome = match request {
+        Ok(req) => {
+            tokio::time::timeout(ctx.settings.final_timeout, ctx.client.request_text(req)).await
+        }
+        Err(e) => {
+            return FinalAnswerStatus {
+                date,
+                outcome: "Failed".into(),
+                message: e.to_string(),
+            };
+        }
+    };
+    match outcome {
+        Ok(Ok(body)) => FinalAnswerStatus {
+            date,
+            outcome: "Received".into(),
+            message: body.chars().take(500).collect(),
+        },
+        Ok(Err(e)) => FinalAnswerStatus {
+            date,
+            outcome: "Failed".into(),
+            message: format!("node unreachable: {e}"),
+        },
+        Err(_) => FinalAnswerStatus {
+            date,
+            outcome: "Failed".into(),
+            message: format!("no final answer within {:?}", ctx.settings.final_timeout),
+        },
+    }
+}

@@ -1,0 +1,411 @@
+//! The Kubernetes objects the operator owns for a JukiNode, built as pure functions: a ConfigMap
+//! with the rendered calendar and node configuration, a Service, a Deployment of the node service,
+//! and the daily batch Jobs.
+
+use std::collections::BTreeMap;
+
+use jiff::civil::Date;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, SecretKeySelector, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+use serde_json::json;
+
+use crate::api::{DatabaseKind, JukiNode};
+
+/// The node service's HTTP port.
+pub const PORT: i32 = 8080;
+/// Label carrying the JukiNode name on everything the operator creates.
+pub const NODE_LABEL: &str = "jukinet.io/node";
+/// Label naming the batch of a Job.
+pub const BATCH_LABEL: &str = "jukinet.io/batch";
+/// Label carrying the operating date of a Job (YYYYMMDD).
+pub const DATE_LABEL: &str = "jukinet.io/operating-date";
+/// The field manager of every server-side apply.
+pub const MANAGER: &str = "juki-operator";
+
+/// Where the embedded SQLite database lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SqliteVolume {
+    /// A PersistentVolumeClaim per node (production).
+    Pvc,
+    /// An emptyDir (clusters without storage, e.g. the local kwok control plane).
+    EmptyDir,
+}
+
+/// What the builders need besides the node itself.
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    /// The OperatingCalendar spec, as JSON, rendered into the ConfigMap.
+    pub calendar_json: &'a serde_json::Value,
+    /// The upstream's Service URL, if any.
+    pub upstream_url: Option<String>,
+    pub sqlite_volume: SqliteVolume,
+}
+
+fn name(node: &JukiNode) -> String {
+    node.metadata.name.clone().unwrap_or_default()
+}
+
+/// Labels of everything owned by the node (and the selector of its pods).
+pub fn labels(node: &JukiNode) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "juki-node".to_string(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            MANAGER.to_string(),
+        ),
+        (NODE_LABEL.to_string(), name(node)),
+        (
+            "jukinet.io/tier".to_string(),
+            node.spec.tier.as_str().to_string(),
+        ),
+    ])
+}
+
+fn meta(node: &JukiNode, name: String) -> ObjectMeta {
+    let owner: Option<OwnerReference> = node.controller_owner_ref(&());
+    ObjectMeta {
+        name: Some(name),
+        namespace: node.metadata.namespace.clone(),
+        labels: Some(labels(node)),
+        owner_references: owner.map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The ConfigMap with the calendar and the node's configuration, read by the node service.
+pub fn config_map(node: &JukiNode, ctx: &Context<'_>) -> ConfigMap {
+    let spec = &node.spec;
+    let node_config = json!({
+        "name": name(node),
+        "role": spec.tier.as_str(),
+        "prefecture": spec.prefecture.clone().or_else(|| spec.municipality.as_ref().map(|m| m[..2].to_string())),
+        "municipality": spec.municipality,
+        "onlineEnd": spec.online_end,
+        "upstreamUrl": ctx.upstream_url,
+        "listen": format!("0.0.0.0:{PORT}"),
+    });
+    ConfigMap {
+        metadata: meta(node, format!("{}-config", name(node))),
+        data: Some(BTreeMap::from([
+            (
+                "calendar.json".to_string(),
+                serde_json::to_string_pretty(ctx.calendar_json).unwrap_or_default(),
+            ),
+            (
+                "node.json".to_string(),
+                serde_json::to_string_pretty(&node_config).unwrap_or_default(),
+            ),
+        ])),
+        ..ConfigMap::default()
+    }
+}
+
+/// The node's Service: how the tier below and the operator reach it.
+pub fn service(node: &JukiNode) -> Service {
+    Service {
+        metadata: meta(node, name(node)),
+        spec: Some(ServiceSpec {
+            selector: Some(BTreeMap::from([(NODE_LABEL.to_string(), name(node))])),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: PORT,
+                target_port: Some(IntOrString::Int(PORT)),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The PersistentVolumeClaim of the embedded database (only with [`SqliteVolume::Pvc`]).
+pub fn data_claim(node: &JukiNode) -> PersistentVolumeClaim {
+    let sqlite = &node.spec.database.sqlite;
+    PersistentVolumeClaim {
+        metadata: meta(node, format!("{}-data", name(node))),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: sqlite.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(sqlite.storage_size.clone()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+/// Volumes, mounts and environment shared by the service and its batch Jobs.
+fn pod_parts(node: &JukiNode, ctx: &Context<'_>) -> (Vec<Volume>, Vec<VolumeMount>, Vec<EnvVar>) {
+    let mut volumes = vec![Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: format!("{}-config", name(node)),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "config".into(),
+        mount_path: "/etc/juki".into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }];
+    let mut env = vec![EnvVar {
+        name: "JUKI_CONFIG".into(),
+        value: Some("/etc/juki/node.json".into()),
+        ..EnvVar::default()
+    }];
+    match (node.spec.database.kind, &node.spec.database.postgres) {
+        (DatabaseKind::Postgres, Some(pg)) => env.push(EnvVar {
+            name: "DATABASE_URL".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: pg.url_secret_ref.name.clone(),
+                    key: pg.url_secret_ref.key.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        }),
+        _ => {
+            let data = match ctx.sqlite_volume {
+                SqliteVolume::Pvc => Volume {
+                    name: "data".into(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: format!("{}-data", name(node)),
+                        read_only: None,
+                    }),
+                    ..Volume::default()
+                },
+                SqliteVolume::EmptyDir => Volume {
+                    name: "data".into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Volume::default()
+                },
+            };
+            volumes.push(data);
+            mounts.push(VolumeMount {
+                name: "data".into(),
+                mount_path: "/var/lib/juki".into(),
+                ..VolumeMount::default()
+            });
+            env.push(EnvVar {
+                name: "DATABASE_URL".into(),
+                value: Some("sqlite:///var/lib/juki/juki.db".into()),
+                ..EnvVar::default()
+            });
+        }
+    }
+    (volumes, mounts, env)
+}
+
+fn probe(path: &str) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(5),
+        ..Probe::default()
+    }
+}
+
+/// The Deployment of the node service, with the given replicas.
+pub fn deployment(node: &JukiNode, ctx: &Context<'_>, replicas: i32) -> Deployment {
+    let (volumes, mounts, env) = pod_parts(node, ctx);
+    let selector = BTreeMap::from([(NODE_LABEL.to_string(), name(node))]);
+    Deployment {
+        metadata: meta(node, name(node)),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            // One database file: never two writers at once.
+            strategy: Some(k8s_openapi::api::apps::v1::DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                rolling_update: None,
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(node)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "juki-node".into(),
+                        image: Some(node.spec.template.image.clone()),
+                        args: Some(vec!["serve".into()]),
+                        env: Some(env),
+                        ports: Some(vec![ContainerPort {
+                            name: Some("http".into()),
+                            container_port: PORT,
+                            ..ContainerPort::default()
+                        }]),
+                        readiness_probe: Some(probe("/readyz")),
+                        liveness_probe: Some(probe("/healthz")),
+                        resources: node.spec.template.resources.clone(),
+                        volume_mounts: Some(mounts),
+                        ..Container::default()
+                    }],
+                    volumes: Some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+/// The Job name of a batch: node, batch and operating date, so it runs once per day even across
+/// operator restarts. Long node names are shortened with a hash to stay within 63 characters.
+pub fn job_name(node: &str, batch: &str, date: Date) -> String {
+    let suffix = format!("-{batch}-{}", date.strftime("%Y%m%d"));
+    if node.len() + suffix.len() <= 63 {
+        return format!("{node}{suffix}");
+    }
+    // FNV-1a: stable across releases, unlike std's hasher.
+    let hash = node.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
+    let keep = 63 - suffix.len() - 9;
+    format!(
+        "{}-{:08x}{suffix}",
+        node[..keep].trim_end_matches('-'),
+        hash as u32
+    )
+}
+
+/// A daily batch Job: `juki-node batch NAME --date DATE` with the node's image and database.
+pub fn batch_job(node: &JukiNode, ctx: &Context<'_>, batch: &str, date: Date) -> Job {
+    let (volumes, mounts, env) = pod_parts(node, ctx);
+    let mut metadata = meta(node, job_name(&name(node), batch, date));
+    let labels = metadata.labels.get_or_insert_with(BTreeMap::new);
+    labels.insert(BATCH_LABEL.into(), batch.into());
+    labels.insert(DATE_LABEL.into(), date.strftime("%Y%m%d").to_string());
+    let pod_labels = labels.clone();
+    Job {
+        metadata,
+        spec: Some(JobSpec {
+            backoff_limit: Some(2),
+            ttl_seconds_after_finished: Some(3 * 24 * 3600),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    containers: vec![Container {
+                        name: "batch".into(),
+                        image: Some(node.spec.template.image.clone()),
+                        args: Some(vec![
+                            "batch".into(),
+                            batch.into(),
+                            "--date".into(),
+                            date.to_string(),
+                        ]),
+                        env: Some(env),
+                        resources: node.spec.template.resources.clone(),
+                        volume_mounts: Some(mounts),
+                        ..Container::default()
+                    }],
+                    volumes: Some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::JukiNodeSpec;
+    use jiff::civil::date;
+
+    fn cs() -> JukiNode {
+        let spec: JukiNodeSpec =
+            serde_json::from_value(json!({"tier": "CS", "municipality": "131016"})).unwrap();
+        let mut node = JukiNode::new("cs-131016", spec);
+        node.metadata.namespace = Some("juki-pref-13".into());
+        node.metadata.uid = Some("uid-1".into());
+        node
+    }
+
+    #[test]
+    fn job_names_carry_node_batch_and_date_within_63_characters() {
+        assert_eq!(
+            job_name("cs-131016", "statistics", date(2026, 11, 30)),
+            "cs-131016-statistics-20261130"
+        );
+        let long = "a-very-long-node-name-that-goes-on-and-on-and-on-for-ever";
+        let n = job_name(long, "statistics", date(2026, 11, 30));
+        assert!(
+            n.len() <= 63 && n.ends_with("-statistics-20261130") && n.starts_with("a-very-long"),
+            "{n}"
+        );
+        assert_ne!(
+            n,
+            job_name(
+                "a-very-long-node-name-that-goes-on-and-on-and-on-for-evermore",
+                "statistics",
+                date(2026, 11, 30)
+            )
+        );
+    }
+
+    #[test]
+    fn owned_objects_point_back_to_the_node() {
+        let node = cs();
+        let ctx = Context {
+            calendar_json: &json!({}),
+            upstream_url: Some("http://pref-13.juki-pref-13.svc:8080".into()),
+            sqlite_volume: SqliteVolume::EmptyDir,
+        };
+        let d = deployment(&node, &ctx, 2);
+        assert_eq!(d.spec.as_ref().unwrap().replicas, Some(2));
+        let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+            ("JukiNode", "cs-131016", Some(true))
+        );
+        let cm = config_map(&node, &ctx);
+        let node_json = &cm.data.as_ref().unwrap()["node.json"];
+        assert!(
+            node_json.contains("\"prefecture\": \"13\"")
+                && node_json.contains("pref-13.juki-pref-13.svc"),
+            "{node_json}"
+        );
+        let job = batch_job(&node, &ctx, "backup", date(2026, 11, 30));
+        let args = job.spec.unwrap().template.spec.unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap();
+        assert_eq!(args, ["batch", "backup", "--date", "2026-11-30"]);
+    }
+}

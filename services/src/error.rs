@@ -1,0 +1,171 @@
+//! The crate's one error type, mapped to HTTP with a stable JSON body
+//! `{"error": "<tag>", "message": "...", "field": "..."|null}` (plus `"index"` for batch items).
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field of an update breaks a rule (format, check digit, date, ...).
+    #[error("{field}: {message}")]
+    InvalidField {
+        field: &'static str,
+        rule: &'static str,
+        message: String,
+    },
+    /// The update names a municipality other than this CS's own.
+    #[error("municipality_code {got} is not this node's municipality {own}")]
+    ForeignMunicipality { got: String, own: String },
+    /// The update does not fit the resident's current state.
+    #[error("{message}")]
+    StateConflict {
+        rule: &'static str,
+        field: Option<&'static str>,
+        message: String,
+    },
+    /// The request body is not the expected JSON shape.
+    #[error("request body: {0}")]
+    InvalidBody(String),
+    #[error("the Idempotency-Key header is required (1–255 visible ASCII characters)")]
+    MissingIdempotencyKey,
+    #[error("Idempotency-Key {0:?} was already used with a different request")]
+    IdempotencyKeyReused(String),
+    #[error("no resident {0} at this node")]
+    NotFound(String),
+    #[error("no route {0}")]
+    NoRoute(String),
+    #[error("this endpoint is not served by a {0} node")]
+    WrongRole(&'static str),
+    /// One item of a batch failed; nothing of the batch was written.
+    #[error("item {index}: {source}")]
+    InBatch {
+        index: usize,
+        #[source]
+        source: Box<Error>,
+    },
+    #[error("database query: {0}")]
+    Database(#[from] diesel::result::Error),
+    #[error("database connection: {0}")]
+    Pool(#[from] diesel::r2d2::PoolError),
+    #[error("migrations: {0}")]
+    Migration(String),
+    #[error("not ready: {0}")]
+    NotReady(String),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("blocking task failed: {0}")]
+    Blocking(String),
+    #[error("stored data: {0}")]
+    Corrupt(String),
+}
+
+/// The JSON error body.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: &'static str,
+    pub message: String,
+    pub field: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+}
+
+impl Error {
+    /// Wraps an error of batch item `index` (no-op for non-batch requests).
+    pub fn in_batch(self, index: Option<usize>) -> Error {
+        match index {
+            Some(index) => Error::InBatch {
+                index,
+                source: Box::new(self),
+            },
+            None => self,
+        }
+    }
+
+    /// The stable tag of the JSON body.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            Error::InvalidField { rule, .. } => rule,
+            Error::ForeignMunicipality { .. } => "foreign_municipality",
+            Error::StateConflict { rule, .. } => rule,
+            Error::InvalidBody(_) => "invalid_body",
+            Error::MissingIdempotencyKey => "missing_idempotency_key",
+            Error::IdempotencyKeyReused(_) => "idempotency_key_reused",
+            Error::NotFound(_) | Error::NoRoute(_) => "not_found",
+            Error::WrongRole(_) => "wrong_role",
+            Error::InBatch { source, .. } => source.tag(),
+            Error::Database(_)
+            | Error::Migration(_)
+            | Error::Config(_)
+            | Error::Blocking(_)
+            | Error::Corrupt(_) => "internal",
+            Error::Pool(_) | Error::NotReady(_) => "unavailable",
+        }
+    }
+
+    /// The request field the error is about, if any.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            Error::InvalidField { field, .. } => Some(field),
+            Error::ForeignMunicipality { .. } => Some("municipality_code"),
+            Error::StateConflict { field, .. } => *field,
+            Error::MissingIdempotencyKey => Some("Idempotency-Key"),
+            Error::IdempotencyKeyReused(_) => Some("Idempotency-Key"),
+            Error::InBatch { source, .. } => source.field(),
+            _ => None,
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        let (index, message) = match self {
+            Error::InBatch { index, source } => (Some(*index), source.public_message()),
+            other => (None, other.public_message()),
+        };
+        ErrorBody {
+            error: self.tag(),
+            message,
+            field: self.field(),
+            index,
+        }
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            // Internal details stay in the logs, not in the response.
+            Error::Database(_)
+            | Error::Migration(_)
+            | Error::Config(_)
+            | Error::Blocking(_)
+            | Error::Corrupt(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Error::InvalidField { .. } | Error::IdempotencyKeyReused(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Error::ForeignMunicipality { .. } | Error::WrongRole(_) => StatusCode::FORBIDDEN,
+            Error::StateConflict { .. } => StatusCode::CONFLICT,
+            Error::InvalidBody(_) | Error::MissingIdempotencyKey => StatusCode::BAD_REQUEST,
+            Error::NotFound(_) | Error::NoRoute(_) => StatusCode::NOT_FOUND,
+            Error::InBatch { source, .. } => source.status_code(),
+            Error::Pool(_) | Error::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Database(_)
+            | Error::Migration(_)
+            | Error::Config(_)
+            | Error::Blocking(_)
+            | Error::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if self.status_code().is_server_error() {
+            eprintln!("juki-node: {self}");
+        }
+        HttpResponse::build(self.status_code()).json(self.body())
+    }
+}

@@ -1,0 +1,18 @@
+//! juki-node: the jukinet node service (national, prefectural or CS server).
+//!
+//! Functional core, imperative shell: [`domain`] holds the pure rules, [`store`] runs them inside
+//! database transactions, [`routes`] is the HTTP surface.
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod models;
+pub mod routes;
+pub mod schema;
+pub mod store;
+pub mod views;
+
+pub use error::Error;

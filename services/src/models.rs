@@ -1,0 +1,55 @@
+//! Database rows. They are kept apart from the API views in `views.rs`.
+
+use diesel::prelude::*;
+
+use crate::schema::{change_history, idempotency_keys, outbox, residents};
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = residents, treat_none_as_null = true)]
+pub struct ResidentRow {
+    pub resident_code: String,
+    pub individual_number: Option<String>,
+    pub name: String,
+    pub name_kana: String,
+    pub former_surname: Option<String>,
+    pub alias: Option<String>,
+    pub birth_date: String,
+    pub sex: String,
+    pub address: String,
+    pub municipality_code: String,
+    pub status: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = change_history)]
+pub struct HistoryRow {
+    pub id: i64,
+    pub resident_code: String,
+    pub reason: String,
+    pub change_date: String,
+    pub municipality_code: String,
+    pub payload: String,
+    pub recorded_at: String,
+    pub source_sender: String,
+    pub source_seq: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = outbox)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub payload: String,
+    pub created_at: String,
+    pub sent_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = idempotency_keys)]
+pub struct IdempotencyRow {
+    pub idempotency_key: String,
+    pub request: String,
+    pub status: i32,
+    pub response: String,
+    pub created_at: String,
+}

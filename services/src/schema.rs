@@ -1,0 +1,100 @@
+//! Diesel table definitions matching `migrations/` (hand-written: diesel_cli is not installed;
+//! the API tests select every column of the tables they write on both backends).
+
+diesel::table! {
+    residents (resident_code) {
+        resident_code -> Text,
+        individual_number -> Nullable<Text>,
+        name -> Text,
+        name_kana -> Text,
+        former_surname -> Nullable<Text>,
+        alias -> Nullable<Text>,
+        birth_date -> Text,
+        sex -> Text,
+        address -> Text,
+        municipality_code -> Text,
+        status -> Text,
+        updated_at -> Text,
+    }
+}
+
+diesel::table! {
+    change_history (id) {
+        id -> BigInt,
+        resident_code -> Text,
+        reason -> Text,
+        change_date -> Text,
+        municipality_code -> Text,
+        payload -> Text,
+        recorded_at -> Text,
+        source_sender -> Text,
+        source_seq -> BigInt,
+    }
+}
+
+diesel::table! {
+    outbox (seq) {
+        seq -> BigInt,
+        payload -> Text,
+        created_at -> Text,
+        sent_at -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    inbox (sender, seq) {
+        sender -> Text,
+        seq -> BigInt,
+        applied_at -> Text,
+    }
+}
+
+diesel::table! {
+    daily_statistics (date, municipality_code, reason) {
+        date -> Text,
+        municipality_code -> Text,
+        reason -> Text,
+        count -> BigInt,
+    }
+}
+
+diesel::table! {
+    provision_log (id) {
+        id -> BigInt,
+        at -> Text,
+        recipient -> Text,
+        affair -> Text,
+        reason -> Text,
+        items -> Text,
+        resident_code -> Text,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (idempotency_key) {
+        idempotency_key -> Text,
+        request -> Text,
+        status -> Integer,
+        response -> Text,
+        created_at -> Text,
+    }
+}
+
+diesel::table! {
+    counters (name) {
+        name -> Text,
+        value -> BigInt,
+    }
+}
+
+/// Every table, in creation order (used by the schema test).
+pub const TABLES: &[&str] = &[
+    "residents",
+    "change_history",
+    "outbox",
+    "inbox",
+    "daily_statistics",
+    "provision_log",
+    "idempotency_keys",
+    "counters",
+];
