@@ -88,10 +88,10 @@ impl Errors {
             );
             return None;
         }
-        if end.minutes() - start.minutes() > 24 * 60 {
+        if end.minutes() - start.minutes() >= 24 * 60 {
             self.push(
                 format!("{field}.end"),
-                format!("{end} is more than 24 hours after start {start}"),
+                format!("{end} is 24 hours or more after start {start}; a window must close before the next one opens"),
             );
             return None;
         }

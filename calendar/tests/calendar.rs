@@ -255,3 +255,15 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_window_of_a_whole_day_is_refused() {
+    let mut config = CalendarConfig::default();
+    config.online_windows.national = window("02:39", "26:39");
+    assert_eq!(
+        errors_of(&config),
+        [
+            "onlineWindows.national.end: 26:39 is 24 hours or more after start 02:39; a window must close before the next one opens"
+        ]
+    );
+}

@@ -40,6 +40,9 @@ struct Args {
     /// Longest real wait between two looks at an object.
     #[arg(long, default_value_t = 60)]
     max_requeue: u64,
+    /// Watch only this namespace (its nodes must form a whole topology); all namespaces when unset.
+    #[arg(long, env = "JUKI_NAMESPACE")]
+    namespace: Option<String>,
     /// Run leader election on this Lease (namespace/name); without it, this replica leads alone.
     #[arg(long, env = "JUKI_LEADER_LEASE")]
     leader_lease: Option<String>,
@@ -84,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         sqlite_volume: args.sqlite_volume,
         max_requeue: Duration::from_secs(args.max_requeue.max(1)),
         transition_poll: Duration::from_millis(500),
+        namespace: args.namespace.clone(),
     };
     let controllers = controller::run(client, clock, metrics, settings);
     match elector {

@@ -63,6 +63,21 @@ pub struct Settings {
     pub max_requeue: Duration,
     /// Real wait between two looks at a node in a phase that waits on observed state.
     pub transition_poll: Duration,
+    /// Watch only this namespace (nodes, extensions and what they own); all when unset.
+    pub namespace: Option<String>,
+}
+
+impl Settings {
+    /// An Api over the watched namespace (or all).
+    pub fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
 }
 
 /// Everything a reconcile needs.
