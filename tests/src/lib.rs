@@ -3,6 +3,7 @@
 //! server-side apply, install the CRDs and wait for conditions.
 
 pub mod cluster;
+pub mod operator;
 
 pub use cluster::{Guard, TestCluster};
 

@@ -102,6 +102,16 @@ pub(crate) fn status_of(
 }
 
 async fn reconcile(object: Arc<OperatingCalendar>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    // An operator scoped to one namespace leaves other calendars to their own operators.
+    if ctx.settings.namespace.is_some()
+        && !ctx
+            .nodes
+            .state()
+            .iter()
+            .any(|n| Some(n.spec.calendar.as_str()) == object.metadata.name.as_deref())
+    {
+        return Ok(Requeue::requeue(ctx.settings.max_requeue));
+    }
     let now = ctx.clock.now();
     let tz =
         jiff::tz::TimeZone::get(&object.spec.calendar.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);

@@ -19,7 +19,7 @@ use crate::service_extension::evaluate;
 
 pub(super) async fn run(ctx: Arc<Context>) {
     Controller::new(
-        Api::<ServiceExtension>::all(ctx.client.clone()),
+        ctx.settings.api::<ServiceExtension>(&ctx.client),
         watcher::Config::default(),
     )
     .run(

@@ -132,13 +132,10 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
         Api::<OperatingCalendar>::all(client.clone()),
         watcher::Config::default(),
     );
-    let extensions = cache(
-        Api::<ServiceExtension>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let deployments = cache(Api::<Deployment>::all(client.clone()), owned.clone());
-    let jobs = cache(Api::<Job>::all(client.clone()), owned.clone());
-    let pods = cache(Api::<Pod>::all(client.clone()), owned);
+    let extensions = cache(settings.api(&client), watcher::Config::default());
+    let deployments = cache(settings.api(&client), owned.clone());
+    let jobs = cache(settings.api(&client), owned.clone());
+    let pods = cache(settings.api(&client), owned);
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -161,7 +158,7 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
     );
 
     let node_controller = kube::runtime::Controller::new(
-        Api::<JukiNode>::all(client.clone()),
+        settings.api::<JukiNode>(&client),
         watcher::Config::default(),
     );
     let ctx = Arc::new(Context {

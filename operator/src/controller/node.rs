@@ -55,16 +55,17 @@ pub(super) async fn run(controller: Controller<JukiNode>, ctx: Arc<Context>) {
             .collect::<Vec<_>>()
     };
     let config = watcher::Config::default();
+    let settings = ctx.settings.clone();
     controller
-        .owns(Api::<Deployment>::all(client.clone()), config.clone())
-        .owns(Api::<Job>::all(client.clone()), config.clone())
+        .owns(settings.api::<Deployment>(&client), config.clone())
+        .owns(settings.api::<Job>(&client), config.clone())
         .watches(
-            Api::<JukiNode>::all(client.clone()),
+            settings.api::<JukiNode>(&client),
             config.clone(),
             neighbours,
         )
         .watches(
-            Api::<ServiceExtension>::all(client.clone()),
+            settings.api::<ServiceExtension>(&client),
             config.clone(),
             for_extension,
         )
@@ -164,14 +165,14 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         ready_replicas: ready,
         pods: pods_of(ctx, &ns, &name),
         upstream: topology.resolved[me].state(|i| topology.phase(i)),
-        downstream_offline: downstream_of(&topology.resolved, me)
-            .all(|i| topology.phase(i) == NodePhase::Offline),
+        downstream_offline: downstream_of(&topology.resolved, me).all(|i| topology.stopped(i)),
         final_answer,
         jobs: &jobs,
         last_batch_date: status.last_batch.as_ref().and_then(|b| b.date.parse().ok()),
         readiness_timeout: ctx.clock.clock_duration(ctx.settings.readiness_timeout),
     };
     let plan = plan(&calendar, &view, now);
+    tracing::debug!(node = %format!("{ns}/{name}"), %now, ?phase, planned = ?plan.phase, reason = plan.reason, upstream = ?view.upstream, ready, "planned");
 
     let upstream_name = match topology.resolved[me] {
         Resolved::Node(i) => Some(format!(
@@ -225,6 +226,7 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
     if Some(&new_status) != node.status.as_ref() {
         write_status(node, ctx, &new_status).await?;
     }
+    let warning = matches!(plan.phase, NodePhase::Failed) || plan.reason.starts_with("Upstream");
     if new_status.phase != status.phase
         && let Some(from) = status.phase
     {
@@ -244,8 +246,6 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
                 },
             );
         }
-        let warning =
-            matches!(plan.phase, NodePhase::Failed) || plan.reason.starts_with("Upstream");
         publish(
             node,
             ctx,
@@ -254,6 +254,9 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
             format!("{from:?} → {:?}: {}", plan.phase, plan.message),
         )
         .await;
+    } else if warning && status.reason.as_deref() != Some(plan.reason) {
+        // A new node that cannot start, or a new reason for waiting: worth one Event too.
+        publish(node, ctx, warning, plan.reason, plan.message.clone()).await;
     }
     // Catch-up batches (a day missed while the operator was away) are worth their own Event.
     if let (Action::CreateJob { batch, date }, Some(last)) = (&plan.action, &status.last_batch)
@@ -278,12 +281,13 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         .wake_at
         .map_or(ctx.settings.max_requeue, |at| ctx.clock.real_until(at))
         .min(ctx.settings.max_requeue);
-    // Phases that wait on something observed (replicas, pods, Jobs, neighbours) look again soon:
+    // Phases that wait on something observed (replicas, pods, Jobs, a neighbour phase) look again soon:
     // the caches may have been a step behind the event that woke this reconcile.
     if matches!(
         plan.phase,
         NodePhase::Starting | NodePhase::Draining | NodePhase::Stopping | NodePhase::DailyBatch
-    ) {
+    ) || plan.reason == "WaitingForUpstream"
+    {
         wait = wait.min(ctx.settings.transition_poll);
     }
     Ok(Requeue::requeue(wait.max(Duration::from_millis(20))))

@@ -63,6 +63,20 @@ impl Topology {
             .and_then(|s| s.phase)
             .unwrap_or(NodePhase::Offline)
     }
+
+    /// Whether node `i` runs no replicas: Offline, or Failed for a reason that scaled it to zero
+    /// or never let it start. A node above waits for this before it stops.
+    pub fn stopped(&self, i: usize) -> bool {
+        let status = self.objects[i].status.as_ref();
+        match status.and_then(|s| s.phase).unwrap_or(NodePhase::Offline) {
+            NodePhase::Offline => true,
+            NodePhase::Failed => matches!(
+                status.and_then(|s| s.reason.as_deref()),
+                Some("InvalidSpec" | "CalendarUnavailable" | "BatchFailed")
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// The calendar a node follows, or why it cannot be used.

@@ -1,0 +1,188 @@
+//! Running the real operator binary against the local control plane, and recording every phase
+//! change of the JukiNodes it manages from the watch stream.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jiff::{SignedDuration, Timestamp};
+use juki_operator::api::{JukiNode, NodePhase};
+use juki_operator::forecast::Change;
+use juki_operator::topology::TopologyNode;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use tokio::process::{Child, Command};
+
+use crate::cluster::{TestCluster, repo_root};
+
+/// The juki-operator binary, built once per test process (cargo does nothing when it is current).
+pub fn operator_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "juki-operator",
+                    "--bin",
+                    "juki-operator",
+                ])
+                .current_dir(repo_root())
+                .status()
+                .expect("running cargo build");
+            assert!(status.success(), "building juki-operator failed");
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| repo_root().join("target"), PathBuf::from);
+            target.join("debug/juki-operator")
+        })
+        .clone()
+}
+
+/// The simulated time of a fast clock started at `start` now, `factor` times real time.
+#[derive(Debug, Clone, Copy)]
+pub struct SimClock {
+    pub start: Timestamp,
+    pub started: Instant,
+    pub factor: f64,
+}
+
+impl SimClock {
+    pub fn now(&self) -> Timestamp {
+        self.start
+            + SignedDuration::from_secs_f64(self.started.elapsed().as_secs_f64() * self.factor)
+    }
+}
+
+/// A running operator process watching one namespace; killed when dropped.
+#[derive(Debug)]
+pub struct OperatorProcess {
+    child: Child,
+    pub clock: SimClock,
+}
+
+impl OperatorProcess {
+    /// Starts the operator with a fast clock at `start` (×`factor`), watching `namespace`.
+    pub fn start(
+        cluster: &TestCluster,
+        namespace: &str,
+        start: Timestamp,
+        factor: u32,
+    ) -> OperatorProcess {
+        let log = std::fs::File::create(
+            std::env::temp_dir().join(format!("juki-operator-{namespace}.log")),
+        )
+        .expect("operator log");
+        let child = Command::new(operator_binary())
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .args([
+                "--clock",
+                &format!("fast:{start},x{factor}"),
+                "--namespace",
+                namespace,
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--final-exchange",
+                "skip",
+                "--sqlite-volume",
+                "empty-dir",
+                "--readiness-timeout",
+                "60",
+            ])
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting juki-operator");
+        OperatorProcess {
+            child,
+            clock: SimClock {
+                start,
+                started: Instant::now(),
+                factor: f64::from(factor),
+            },
+        }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub async fn kill(mut self) -> Timestamp {
+        let _ = self.child.kill().await;
+        self.clock.now()
+    }
+
+    /// Waits until the simulated clock reaches `at`.
+    pub async fn run_until(&self, at: Timestamp) {
+        let ahead = at.duration_since(self.clock.now()).as_secs_f64() / self.clock.factor;
+        if ahead > 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(ahead)).await;
+        }
+    }
+}
+
+/// Every phase change of the JukiNodes of a namespace, in the order the API server wrote them.
+#[derive(Debug, Clone, Default)]
+pub struct Recording {
+    inner: Arc<Mutex<Vec<(String, NodePhase, Timestamp)>>>,
+}
+
+impl Recording {
+    /// Starts watching; the watch ends when the test's runtime does.
+    pub fn start(cluster: &TestCluster, namespace: &str) -> Recording {
+        let recording = Recording::default();
+        let inner = recording.inner.clone();
+        let api: Api<JukiNode> = Api::namespaced(cluster.client.clone(), namespace);
+        tokio::spawn(async move {
+            let mut last: std::collections::HashMap<String, NodePhase> =
+                std::collections::HashMap::new();
+            let mut stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(node)) = stream.next().await {
+                let Some(status) = &node.status else { continue };
+                let (Some(phase), Some(since)) = (status.phase, status.phase_since.as_ref()) else {
+                    continue;
+                };
+                let name = node.name_any();
+                if last.get(&name) != Some(&phase) {
+                    last.insert(name.clone(), phase);
+                    inner.lock().unwrap().push((name, phase, since.0));
+                }
+            }
+        });
+        recording
+    }
+
+    /// (node, phase, operator-clock time) in write order.
+    pub fn events(&self) -> Vec<(String, NodePhase, Timestamp)> {
+        self.inner.lock().unwrap().clone()
+    }
+
+    /// The events as the order checker's changes, against a topology (nodes start Offline).
+    pub fn changes(&self, nodes: &[TopologyNode]) -> Vec<Change> {
+        let mut phase: Vec<NodePhase> = vec![NodePhase::Offline; nodes.len()];
+        let mut out = Vec::new();
+        for (seq, (name, to, at)) in self.events().into_iter().enumerate() {
+            let Some(i) = nodes.iter().position(|n| n.name == name) else {
+                continue;
+            };
+            if phase[i] != to {
+                out.push(Change {
+                    seq,
+                    at,
+                    node: i,
+                    from: phase[i],
+                    to,
+                    reason: "",
+                });
+                phase[i] = to;
+            }
+        }
+        out
+    }
+}

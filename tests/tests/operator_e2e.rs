@@ -1,0 +1,529 @@
+//! End to end: the real operator binary, with a fast clock, runs a topology of one national
+//! server, two prefectures (different online ends) and four CSs on the local control plane. A
+//! watcher records every phase change; the order rules are checked on the recording.
+//!
+//! Each test has its own namespace, calendar and operator process (`--namespace`), so they can
+//! run in parallel with the rest of the suite.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use juki_calendar::Calendar;
+use juki_operator::api::{JukiNode, NodePhase, OperatingCalendar, ServiceExtension};
+use juki_operator::forecast::order_violations;
+use juki_operator::topology::TopologyNode;
+use juki_tests::cluster::{poll_until, read_repo_file, unique_name};
+use juki_tests::operator::{OperatorProcess, Recording};
+use juki_tests::{TestCluster, require_cluster};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, ListParams};
+use kube::{Resource, ResourceExt};
+
+/// Clock seconds per real second: a stop wave (about 15 real seconds) stays inside the night.
+const FACTOR: u32 = 1200;
+
+fn tokyo(text: &str) -> Timestamp {
+    format!("{text}[Asia/Tokyo]")
+        .parse::<jiff::Zoned>()
+        .unwrap()
+        .timestamp()
+}
+
+/// The example calendar under a unique name, and the example topology in one namespace, all
+/// following that calendar.
+struct Setup {
+    ns: juki_tests::Guard,
+    _calendar: juki_tests::Guard,
+    calendar_name: String,
+    calendar: Calendar,
+}
+
+async fn setup(cluster: &TestCluster, calendar_override: Option<&str>) -> Setup {
+    cluster.install_crds().await;
+    let ns = cluster.namespace().await;
+    let calendar_name = unique_name("e2e-cal");
+    let mut calendar_yaml = read_repo_file("examples/calendar.yaml")
+        .replace("name: japan", &format!("name: {calendar_name}"));
+    if let Some(text) = calendar_override {
+        calendar_yaml = text.replace("NAME", &calendar_name);
+    }
+    let calendar_guard = cluster.guard("operatingcalendar", &calendar_name, None);
+    cluster
+        .apply_yaml(&calendar_yaml, None)
+        .await
+        .expect("calendar accepted");
+    let nodes_yaml: String = read_repo_file("examples/topology.yaml")
+        .split("\n---\n")
+        .filter(|doc| doc.contains("kind: JukiNode"))
+        .map(|doc| {
+            // One namespace for the whole topology: drop the per-tier namespaces, references and
+            // calendar names; every node follows the test's calendar.
+            doc.lines()
+                .filter(|l| {
+                    !l.trim_start().starts_with("namespace:")
+                        && !l.trim_start().starts_with("upstream:")
+                        && !l.trim_start().starts_with("calendar:")
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+                .replace("tier:", &format!("calendar: {calendar_name}\n  tier:"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n---\n");
+    cluster
+        .apply_yaml(&nodes_yaml, Some(&ns.name))
+        .await
+        .expect("topology accepted");
+    let spec: OperatingCalendar = serde_yaml::from_str(&calendar_yaml).unwrap();
+    let calendar = Calendar::new(&spec.spec.calendar)
+        .unwrap_or_else(|_| Calendar::new(&Default::default()).unwrap());
+    Setup {
+        ns,
+        _calendar: calendar_guard,
+        calendar_name,
+        calendar,
+    }
+}
+
+async fn topology(cluster: &TestCluster, ns: &str) -> Vec<TopologyNode> {
+    let nodes = Api::<JukiNode>::namespaced(cluster.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    nodes
+        .items
+        .iter()
+        .map(|n| juki_operator::topology::from_jukinode(n, ns).unwrap().0)
+        .collect()
+}
+
+/// Batch Jobs per (node, operating date), and each date's batches.
+async fn jobs(cluster: &TestCluster, ns: &str) -> BTreeMap<(String, String), Vec<String>> {
+    let jobs = Api::<Job>::namespaced(cluster.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let mut out: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for j in jobs.items {
+        let l = j.labels();
+        out.entry((
+            l["jukinet.io/node"].clone(),
+            l["jukinet.io/operating-date"].clone(),
+        ))
+        .or_default()
+        .push(l["jukinet.io/batch"].clone());
+    }
+    out
+}
+
+/// Checks the recording: order rules, every DailyBatch entered from Stopping, and exactly one
+/// statistics and one backup Job per node per open day in `open_days`.
+async fn assert_day_rules(
+    cluster: &TestCluster,
+    setup: &Setup,
+    recording: &Recording,
+    open_days: &[&str],
+) {
+    let nodes = topology(cluster, &setup.ns.name).await;
+    let changes = recording.changes(&nodes);
+    let violations = order_violations(&setup.calendar, &nodes, &changes, &[]);
+    assert!(
+        violations.is_empty(),
+        "order violations: {violations:#?}\nrecording: {:#?}",
+        recording.events()
+    );
+    for c in &changes {
+        if c.to == NodePhase::DailyBatch {
+            assert_eq!(
+                c.from,
+                NodePhase::Stopping,
+                "{} entered DailyBatch from {:?}",
+                nodes[c.node].name,
+                c.from
+            );
+        }
+        assert_ne!(
+            c.to,
+            NodePhase::Failed,
+            "{} failed: {:#?}",
+            nodes[c.node].name,
+            recording.events()
+        );
+    }
+    let jobs = jobs(cluster, &setup.ns.name).await;
+    // The calendar's daily batches, plus its weekly and monthly ones where their closed-day
+    // policy puts them, for the node's tier.
+    let mut expected = BTreeMap::new();
+    for n in &nodes {
+        for d in open_days {
+            let date: jiff::civil::Date = d.parse().unwrap();
+            let mut names: Vec<String> = setup
+                .calendar
+                .batch_runs_for(n.tier, date)
+                .iter()
+                .map(|r| r.batch.name.clone())
+                .collect();
+            names.sort();
+            expected.insert((n.name.clone(), d.replace('-', "")), names);
+        }
+    }
+    let mut got = jobs.clone();
+    got.values_mut().for_each(|v| v.sort());
+    assert_eq!(
+        got, expected,
+        "exactly one Job per batch, node and open day (weekly and monthly ones where the calendar puts them)"
+    );
+    let starts = changes
+        .iter()
+        .filter(|c| c.to == NodePhase::Starting)
+        .count();
+    assert_eq!(
+        starts,
+        nodes.len() * open_days.len(),
+        "one start per node per open day: {:#?}",
+        recording.events()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weekday_a_saturday_and_a_holiday_run_in_dependency_order() {
+    let Some(cluster) = require_cluster!() else {
+        return;
+    };
+    let setup = setup(&cluster, None).await;
+    let recording = Recording::start(&cluster, &setup.ns.name);
+    // Friday 2026-11-20, then the weekend.
+    let op = OperatorProcess::start(&cluster, &setup.ns.name, tokyo("2026-11-20T06:30"), FACTOR);
+    op.run_until(tokyo("2026-11-21T12:00")).await;
+    drop(op);
+    // Monday 2026-11-23 is 勤労感謝の日: nothing may start. Tuesday is an ordinary day.
+    let op = OperatorProcess::start(&cluster, &setup.ns.name, tokyo("2026-11-23T06:30"), FACTOR);
+    op.run_until(tokyo("2026-11-23T23:00")).await;
+    let before_tuesday = recording.events().len();
+    assert!(
+        recording
+            .events()
+            .iter()
+            .all(|(_, phase, at)| *phase != NodePhase::Starting || *at < tokyo("2026-11-22T00:00")),
+        "something started on the weekend or the holiday: {:#?}",
+        recording.events()
+    );
+    drop(op);
+    assert!(
+        before_tuesday >= 7 * 6,
+        "Friday ran a whole day: {:#?}",
+        recording.events()
+    );
+    let op = OperatorProcess::start(&cluster, &setup.ns.name, tokyo("2026-11-24T06:30"), FACTOR);
+    op.run_until(tokyo("2026-11-25T02:00")).await;
+    drop(op);
+    assert_day_rules(&cluster, &setup, &recording, &["2026-11-20", "2026-11-24"]).await;
+
+    // The tiers ended the day in order: every node Offline with its batches done.
+    let nodes = Api::<JukiNode>::namespaced(cluster.client.clone(), &setup.ns.name)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    for n in nodes {
+        let s = n.status.clone().unwrap();
+        assert_eq!(s.phase, Some(NodePhase::Offline), "{}", n.name_any());
+        assert_eq!(s.last_batch.unwrap().date, "2026-11-24", "{}", n.name_any());
+        let d = Api::<Deployment>::namespaced(cluster.client.clone(), &setup.ns.name)
+            .get(&n.name_any())
+            .await
+            .unwrap();
+        assert_eq!(d.spec.unwrap().replicas, Some(0));
+        assert_eq!(
+            d.metadata.owner_references.unwrap()[0].uid,
+            n.meta().uid.clone().unwrap()
+        );
+    }
+    let _ = &setup.calendar_name;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_year_end_closure_keeps_everything_offline() {
+    let Some(cluster) = require_cluster!() else {
+        return;
+    };
+    let setup = setup(&cluster, None).await;
+    let recording = Recording::start(&cluster, &setup.ns.name);
+    // Monday Dec 28 is the last open day; Dec 29 – Jan 3 are closed; Jan 4 opens again.
+    let op = OperatorProcess::start(&cluster, &setup.ns.name, tokyo("2026-12-28T06:30"), FACTOR);
+    op.run_until(tokyo("2026-12-29T14:00")).await;
+    drop(op);
+    let op = OperatorProcess::start(&cluster, &setup.ns.name, tokyo("2027-01-03T20:00"), FACTOR);
+    op.run_until(tokyo("2027-01-05T02:00")).await;
+    drop(op);
+    assert_day_rules(&cluster, &setup, &recording, &["2026-12-28", "2027-01-04"]).await;
+    let opcal = Api::<OperatingCalendar>::all(cluster.client.clone())
+        .get(&setup.calendar_name)
+        .await
+        .unwrap();
+    let status = opcal.status.unwrap();
+    assert_eq!(
+        status.conditions[0].status, "True",
+        "{:?}",
+        status.conditions
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_operator_mid_wave_converges_without_breaking_order() {
+    let Some(cluster) = require_cluster!() else {
+        return;
+    };
+    let setup = setup(&cluster, None).await;
+    let recording = Recording::start(&cluster, &setup.ns.name);
+    let ns = setup.ns.name.clone();
+    let phase_count = |phase: NodePhase| {
+        recording
+            .events()
+            .iter()
+            .filter(|(_, p, _)| *p == phase)
+            .count()
+    };
+    let mut op = OperatorProcess::start(&cluster, &ns, tokyo("2026-11-20T06:50"), FACTOR);
+    // Kill during the start wave, as soon as the first CS starts; restart where the clock was.
+    poll_until("a CS Starting", Duration::from_secs(60), || async {
+        recording
+            .events()
+            .iter()
+            .any(|(n, p, _)| n.starts_with("cs-") && *p == NodePhase::Starting)
+    })
+    .await
+    .unwrap();
+    let at = op.kill().await;
+    op = OperatorProcess::start(&cluster, &ns, at, FACTOR);
+    // Kill again during the stop wave, as soon as the first node is in DailyBatch.
+    poll_until("a node in DailyBatch", Duration::from_secs(120), || async {
+        phase_count(NodePhase::DailyBatch) > 0
+    })
+    .await
+    .unwrap();
+    let at = op.kill().await;
+    let op = OperatorProcess::start(&cluster, &ns, at, FACTOR);
+    op.run_until(tokyo("2026-11-21T03:00")).await;
+    drop(op);
+    assert_day_rules(&cluster, &setup, &recording, &["2026-11-20"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_extension_keeps_its_chain_up_then_lets_it_stop_in_order() {
+    let Some(cluster) = require_cluster!() else {
+        return;
+    };
+    let setup = setup(&cluster, None).await;
+    let ns = setup.ns.name.clone();
+    let extension = format!(
+        "apiVersion: jukinet.io/v1alpha1\nkind: ServiceExtension\nmetadata: {{name: late-issuance}}\nspec:\n  kind: WideAreaIssuance\n  nodes: [{{name: cs-131016}}]\n  date: \"2026-11-20\"\n  endTime: \"23:30\"\n  coordinatedWith: [\"131041\"]\n"
+    );
+    cluster
+        .apply_yaml(&extension, Some(&ns))
+        .await
+        .expect("extension accepted");
+    let recording = Recording::start(&cluster, &ns);
+    let op = OperatorProcess::start(&cluster, &ns, tokyo("2026-11-20T20:00"), FACTOR);
+    // Nothing was up at 20:00 (the operator just started): the wave starts at once.
+    op.run_until(tokyo("2026-11-20T23:20")).await;
+    let nodes = Api::<JukiNode>::namespaced(cluster.client.clone(), &ns);
+    let phase = |n: &str| {
+        let nodes = nodes.clone();
+        let n = n.to_string();
+        async move { nodes.get(&n).await.unwrap().status.and_then(|s| s.phase) }
+    };
+    // 23:20: past every normal end; the extended chain is still up, the rest has stopped.
+    for n in ["cs-131016", "pref-13", "national"] {
+        assert_eq!(
+            phase(n).await,
+            Some(NodePhase::Online),
+            "{n} is kept up by the extension: {:#?}",
+            recording.events()
+        );
+    }
+    for n in ["cs-131041", "cs-271004", "cs-272051", "pref-27"] {
+        assert_eq!(
+            phase(n).await,
+            Some(NodePhase::Offline),
+            "{n} stopped normally: {:#?}",
+            recording.events()
+        );
+    }
+    let ext = Api::<ServiceExtension>::namespaced(cluster.client.clone(), &ns)
+        .get("late-issuance")
+        .await
+        .unwrap();
+    assert_eq!(
+        ext.status.and_then(|s| s.phase),
+        Some(juki_operator::api::ExtensionPhase::Active)
+    );
+    op.run_until(tokyo("2026-11-21T05:00")).await;
+    drop(op);
+    for n in ["cs-131016", "pref-13", "national"] {
+        assert_eq!(
+            phase(n).await,
+            Some(NodePhase::Offline),
+            "{n} stopped after the extension: {:#?}",
+            recording.events()
+        );
+    }
+    // The chain stopped bottom-up after 23:30.
+    let events = recording.events();
+    let stop = |n: &str| {
+        events
+            .iter()
+            .find(|(name, p, _)| name == n && *p == NodePhase::Stopping)
+            .map(|e| e.2)
+            .unwrap()
+    };
+    assert!(stop("cs-131016") >= tokyo("2026-11-20T23:30"));
+    assert!(stop("cs-131016") <= stop("pref-13") && stop("pref-13") <= stop("national"));
+    let topo = topology(&cluster, &ns).await;
+    assert_eq!(
+        order_violations(&setup.calendar, &topo, &recording.changes(&topo), &[]),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_specs_say_why_and_touch_nothing_else() {
+    let Some(cluster) = require_cluster!() else {
+        return;
+    };
+    let setup = setup(&cluster, None).await;
+    let ns = setup.ns.name.clone();
+    let cal = &setup.calendar_name;
+    // A CS in a prefecture without a prefectural node (02), a prefecture closing after national,
+    // and a CS following a calendar that does not exist.
+    let extra = format!(
+        "apiVersion: jukinet.io/v1alpha1\nkind: JukiNode\nmetadata: {{name: cs-022012}}\nspec: {{tier: CS, municipality: \"022012\", calendar: {cal}}}\n---\napiVersion: jukinet.io/v1alpha1\nkind: JukiNode\nmetadata: {{name: pref-01}}\nspec: {{tier: Prefecture, prefecture: \"01\", onlineEnd: \"23:00\", calendar: {cal}}}\n---\napiVersion: jukinet.io/v1alpha1\nkind: JukiNode\nmetadata: {{name: cs-on-missing-calendar}}\nspec: {{tier: CS, municipality: \"131024\", calendar: no-such-calendar}}\n"
+    );
+    cluster.apply_yaml(&extra, Some(&ns)).await.unwrap();
+    let op = OperatorProcess::start(&cluster, &ns, tokyo("2026-11-20T09:00"), 60);
+    let nodes = Api::<JukiNode>::namespaced(cluster.client.clone(), &ns);
+    let status_of = |n: &'static str| {
+        let nodes = nodes.clone();
+        async move { nodes.get(n).await.unwrap().status.unwrap_or_default() }
+    };
+    poll_until(
+        "the invalid nodes report why",
+        Duration::from_secs(60),
+        || async {
+            status_of("pref-01").await.reason.as_deref() == Some("InvalidSpec")
+                && status_of("cs-on-missing-calendar").await.reason.as_deref()
+                    == Some("CalendarUnavailable")
+                && status_of("cs-131016").await.phase == Some(NodePhase::Online)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let pref = status_of("pref-01").await;
+    assert_eq!(pref.phase, Some(NodePhase::Failed));
+    assert!(
+        pref.message
+            .unwrap()
+            .contains("closes after the national window ends")
+    );
+    let missing = status_of("cs-on-missing-calendar").await;
+    assert!(
+        missing
+            .message
+            .unwrap()
+            .contains("\"no-such-calendar\" does not exist")
+    );
+    let orphan = status_of("cs-022012").await;
+    assert_eq!(
+        (orphan.phase, orphan.reason.as_deref()),
+        (Some(NodePhase::Offline), Some("UpstreamMissing")),
+        "{orphan:?}"
+    );
+    // Nothing was created for the invalid nodes; the valid ones run.
+    let deployments = Api::<Deployment>::namespaced(cluster.client.clone(), &ns);
+    assert!(deployments.get_opt("pref-01").await.unwrap().is_none());
+    assert!(
+        deployments
+            .get_opt("cs-on-missing-calendar")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(status_of("national").await.phase, Some(NodePhase::Online));
+    // Warning Events name the reason.
+    let events = cluster
+        .kubectl(&[
+            "get",
+            "events",
+            "-n",
+            &ns,
+            "--field-selector",
+            "type=Warning",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ])
+        .await;
+    for reason in ["InvalidSpec", "CalendarUnavailable", "UpstreamMissing"] {
+        assert!(events.contains(reason), "no {reason} Event in {events:?}");
+    }
+    drop(op);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_calendar_reports_every_error_in_its_status() {
+    let Some(cluster) = require_cluster!() else {
+        return;
+    };
+    let bad = "apiVersion: jukinet.io/v1alpha1\nkind: OperatingCalendar\nmetadata: {name: NAME}\nspec:\n  timeZone: Asia/Tokio\n  onlineWindows:\n    prefecture: {start: \"08:30\", end: \"21:30\"}\n";
+    let setup = setup(&cluster, Some(bad)).await;
+    let op = OperatorProcess::start(&cluster, &setup.ns.name, tokyo("2026-11-20T09:00"), 60);
+    let api = Api::<OperatingCalendar>::all(cluster.client.clone());
+    poll_until("the calendar status", Duration::from_secs(60), || async {
+        api.get(&setup.calendar_name)
+            .await
+            .unwrap()
+            .status
+            .is_some_and(|s| !s.conditions.is_empty())
+    })
+    .await
+    .unwrap();
+    let status = api.get(&setup.calendar_name).await.unwrap().status.unwrap();
+    let valid = &status.conditions[0];
+    assert_eq!(
+        (
+            valid.type_.as_str(),
+            valid.status.as_str(),
+            valid.reason.as_str()
+        ),
+        ("Valid", "False", "Invalid")
+    );
+    assert!(
+        valid
+            .message
+            .contains("timeZone: \"Asia/Tokio\" is not a known IANA time zone"),
+        "{}",
+        valid.message
+    );
+    assert!(
+        valid
+            .message
+            .contains("onlineWindows.prefecture.start: 08:30 opens after onlineWindows.cs"),
+        "{}",
+        valid.message
+    );
+    // Its nodes wait, saying why, and nothing is scaled.
+    poll_until(
+        "nodes report the calendar",
+        Duration::from_secs(30),
+        || async {
+            let n = Api::<JukiNode>::namespaced(cluster.client.clone(), &setup.ns.name)
+                .get("national")
+                .await
+                .unwrap();
+            n.status.and_then(|s| s.reason).as_deref() == Some("CalendarUnavailable")
+        },
+    )
+    .await
+    .unwrap();
+    drop(op);
+}
