@@ -13,3 +13,4 @@ pub mod resources;
 pub mod service_extension;
 pub mod telemetry;
 pub mod topology;
+pub mod tree;

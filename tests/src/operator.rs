@@ -17,30 +17,27 @@ use tokio::process::{Child, Command};
 
 use crate::cluster::{TestCluster, repo_root};
 
-/// The juki-operator binary, built once per test process (cargo does nothing when it is current).
+/// A binary of the juki-operator package (`juki-operator`, `kubectl-juki`), built once per test
+/// process (cargo does nothing when it is current).
+pub fn binary(name: &'static str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "juki-operator", "--bins"])
+            .current_dir(repo_root())
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building juki-operator failed");
+    });
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo_root().join("target"), PathBuf::from);
+    target.join("debug").join(name)
+}
+
+/// The juki-operator binary.
 pub fn operator_binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = std::process::Command::new(cargo)
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "juki-operator",
-                    "--bin",
-                    "juki-operator",
-                ])
-                .current_dir(repo_root())
-                .status()
-                .expect("running cargo build");
-            assert!(status.success(), "building juki-operator failed");
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map_or_else(|| repo_root().join("target"), PathBuf::from);
-            target.join("debug/juki-operator")
-        })
-        .clone()
+    binary("juki-operator")
 }
 
 /// The simulated time of a fast clock started at `start` now, `factor` times real time.

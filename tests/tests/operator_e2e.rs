@@ -450,6 +450,27 @@ async fn invalid_specs_say_why_and_touch_nothing_else() {
             .is_none()
     );
     assert_eq!(status_of("national").await.phase, Some(NodePhase::Online));
+    // kubectl juki tree shows the tree and what hangs nowhere.
+    let tree = std::process::Command::new(juki_tests::operator::binary("kubectl-juki"))
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .args(["tree", "-n", &ns])
+        .output()
+        .unwrap();
+    let tree = String::from_utf8(tree.stdout).unwrap();
+    assert!(
+        tree.starts_with(&format!("{ns}/national  Online")),
+        "{tree}"
+    );
+    assert!(
+        tree.contains(&format!("└─ {ns}/pref-27 27  Online")),
+        "{tree}"
+    );
+    assert!(
+        tree.contains(&format!(
+            "not in the tree:\n  {ns}/cs-022012 022012  Offline UpstreamMissing"
+        )),
+        "{tree}"
+    );
     // Warning Events name the reason.
     let events = cluster
         .kubectl(&[

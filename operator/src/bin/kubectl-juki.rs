@@ -41,6 +41,16 @@ enum Command {
         #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(i32).range(1..=3660))]
         days: i32,
     },
+    /// Show the live national → prefecture → CS tree with each node's phase, reason and next
+    /// transition (needs a cluster: the current kubeconfig context).
+    Tree {
+        /// Only this namespace (its nodes must form a whole topology); all namespaces by default.
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// Time zone of the times shown.
+        #[arg(long, default_value = "Asia/Tokyo")]
+        time_zone: String,
+    },
     /// Forecast the operator's transitions for a calendar and a topology, without a cluster.
     Plan {
         /// A YAML file holding an OperatingCalendar.
@@ -82,6 +92,31 @@ fn run(cli: Cli) -> Result<String, String> {
             let (_, calendar) = preview::calendar_from_manifest(&text)
                 .map_err(|e| format!("{}: {e}", file.display()))?;
             Ok(preview::calendar_lines(&calendar, from, days))
+        }
+        Command::Tree {
+            namespace,
+            time_zone,
+        } => {
+            let tz = jiff::tz::TimeZone::get(&time_zone)
+                .map_err(|_| format!("--time-zone: {time_zone:?} is not a known IANA time zone"))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let nodes = runtime.block_on(async {
+                let client = kube::Client::try_default()
+                    .await
+                    .map_err(|e| format!("no cluster: {e}"))?;
+                let api: kube::Api<juki_operator::api::JukiNode> = match &namespace {
+                    Some(ns) => kube::Api::namespaced(client, ns),
+                    None => kube::Api::all(client),
+                };
+                api.list(&Default::default())
+                    .await
+                    .map(|l| l.items)
+                    .map_err(|e| format!("listing JukiNodes: {e}"))
+            })?;
+            Ok(juki_operator::tree::render(&nodes, &tz))
         }
         Command::Plan {
             calendar,

@@ -174,9 +174,31 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
         jobs,
         pods,
     });
+    tokio::spawn(count_nodes(ctx.clone()));
     tokio::join!(
         node::run(node_controller, ctx.clone()),
         calendar::run(ctx.clone()),
         extension::run(ctx)
     );
+}
+
+/// Keeps the `juki_nodes{tier,phase}` gauge current from the node cache.
+async fn count_nodes(ctx: Arc<Context>) {
+    loop {
+        let mut counts: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        for n in ctx.nodes.state() {
+            let phase = n
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .map_or("Unknown".to_string(), |p| format!("{p:?}"));
+            *counts
+                .entry((n.spec.tier.as_str().to_string(), phase))
+                .or_default() += 1;
+        }
+        let rows: Vec<(String, String, u64)> =
+            counts.into_iter().map(|((t, p), c)| (t, p, c)).collect();
+        ctx.metrics.set_nodes(&rows);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
