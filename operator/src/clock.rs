@@ -122,7 +122,7 @@ pub fn parse_clock(spec: &str) -> Result<Arc<dyn Clock>, ClockError> {
         let factor: f64 = factor
             .parse()
             .map_err(|_| err(&format!("{factor:?} is not a number")))?;
-        if !(factor.is_finite() && factor >= 1.0 && factor <= 100_000.0) {
+        if !(factor.is_finite() && (1.0..=100_000.0).contains(&factor)) {
             return Err(err("the factor must be between 1 and 100000"));
         }
         return Ok(Arc::new(FastClock::new(instant(at)?, factor)));

@@ -143,6 +143,19 @@ pub fn calendar_lines(calendar: &Calendar, from: Date, days: i32) -> String {
     out
 }
 
+/// An instant from the command line: RFC 3339 (`2026-11-30T06:00:00+09:00`), or a date-time or a
+/// date (midnight) in the given time zone.
+pub fn parse_instant(text: &str, tz: &jiff::tz::TimeZone) -> Result<jiff::Timestamp, String> {
+    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
+        return Ok(ts);
+    }
+    let civil = text
+        .parse::<jiff::civil::DateTime>()
+        .or_else(|_| text.parse::<Date>().map(|d| d.to_datetime(jiff::civil::Time::midnight())))
+        .map_err(|_| format!("{text:?} is not an RFC 3339 instant, a YYYY-MM-DDTHH:MM date-time or a YYYY-MM-DD date"))?;
+    tz.to_timestamp(civil).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,17 +232,4 @@ mod tests {
              2026-11-23 Mon closed: 勤労感謝の日 (Labor Thanksgiving Day)\n"
         );
     }
-}
-
-/// An instant from the command line: RFC 3339 (`2026-11-30T06:00:00+09:00`), or a date-time or a
-/// date (midnight) in the given time zone.
-pub fn parse_instant(text: &str, tz: &jiff::tz::TimeZone) -> Result<jiff::Timestamp, String> {
-    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
-        return Ok(ts);
-    }
-    let civil = text
-        .parse::<jiff::civil::DateTime>()
-        .or_else(|_| text.parse::<Date>().map(|d| d.to_datetime(jiff::civil::Time::midnight())))
-        .map_err(|_| format!("{text:?} is not an RFC 3339 instant, a YYYY-MM-DDTHH:MM date-time or a YYYY-MM-DD date"))?;
-    tz.to_timestamp(civil).map_err(|e| e.to_string())
 }

@@ -96,6 +96,53 @@ pub fn downstream_of(resolved: &[Resolved], index: usize) -> impl Iterator<Item 
         .map(|(i, _)| i)
 }
 
+/// The topology facts of a JukiNode, and its own online end. The namespace defaults to
+/// `default_namespace` when the object has none (a manifest file).
+pub fn from_jukinode(
+    node: &crate::api::JukiNode,
+    default_namespace: &str,
+) -> Result<(TopologyNode, Option<juki_calendar::TimeOfDay>), String> {
+    let namespace = node
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| default_namespace.to_string());
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let spec = &node.spec;
+    let prefecture = match (&spec.prefecture, &spec.municipality) {
+        (Some(p), _) => Some(
+            juki_codes::validate_prefecture_code(p)
+                .map_err(|e| format!("spec.prefecture {p:?}: {e}"))?,
+        ),
+        (None, Some(m)) => Some(
+            juki_codes::validate_municipality_code(m)
+                .map_err(|e| format!("spec.municipality {m:?}: {e}"))?,
+        ),
+        (None, None) => None,
+    };
+    let online_end = spec
+        .online_end
+        .as_deref()
+        .map(|e| juki_calendar::TimeOfDay::parse(e).map_err(|m| format!("spec.onlineEnd: {m}")))
+        .transpose()?;
+    let upstream = spec.upstream.as_ref().map(|u| {
+        (
+            u.namespace.clone().unwrap_or_else(|| namespace.clone()),
+            u.name.clone(),
+        )
+    });
+    Ok((
+        TopologyNode {
+            namespace,
+            name,
+            tier: spec.tier,
+            prefecture,
+            upstream,
+        },
+        online_end,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,51 +204,4 @@ mod tests {
         nodes[2].upstream = Some(("c".into(), "national".into()));
         assert_eq!(resolve(&nodes)[2], Resolved::Missing);
     }
-}
-
-/// The topology facts of a JukiNode, and its own online end. The namespace defaults to
-/// `default_namespace` when the object has none (a manifest file).
-pub fn from_jukinode(
-    node: &crate::api::JukiNode,
-    default_namespace: &str,
-) -> Result<(TopologyNode, Option<juki_calendar::TimeOfDay>), String> {
-    let namespace = node
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| default_namespace.to_string());
-    let name = node.metadata.name.clone().unwrap_or_default();
-    let spec = &node.spec;
-    let prefecture = match (&spec.prefecture, &spec.municipality) {
-        (Some(p), _) => Some(
-            juki_codes::validate_prefecture_code(p)
-                .map_err(|e| format!("spec.prefecture {p:?}: {e}"))?,
-        ),
-        (None, Some(m)) => Some(
-            juki_codes::validate_municipality_code(m)
-                .map_err(|e| format!("spec.municipality {m:?}: {e}"))?,
-        ),
-        (None, None) => None,
-    };
-    let online_end = spec
-        .online_end
-        .as_deref()
-        .map(|e| juki_calendar::TimeOfDay::parse(e).map_err(|m| format!("spec.onlineEnd: {m}")))
-        .transpose()?;
-    let upstream = spec.upstream.as_ref().map(|u| {
-        (
-            u.namespace.clone().unwrap_or_else(|| namespace.clone()),
-            u.name.clone(),
-        )
-    });
-    Ok((
-        TopologyNode {
-            namespace,
-            name,
-            tier: spec.tier,
-            prefecture,
-            upstream,
-        },
-        online_end,
-    ))
 }

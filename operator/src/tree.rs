@@ -29,6 +29,29 @@ fn line(node: &JukiNode, tz: &TimeZone) -> String {
     format!("{ns}/{name}{who}  {phase} {reason}{next}")
 }
 
+/// The nodes and who hangs under whom.
+struct Tree<'a> {
+    nodes: &'a [&'a JukiNode],
+    children: Vec<Vec<usize>>,
+    tz: &'a TimeZone,
+}
+
+impl Tree<'_> {
+    /// Writes node `i` and everything below it. `branch` is (prefix, last child) below a parent.
+    fn walk(&self, out: &mut String, i: usize, branch: Option<(&str, bool)>) {
+        let (lead, below) = match branch {
+            None => (String::new(), String::new()),
+            Some((prefix, true)) => (format!("{prefix}└─ "), format!("{prefix}   ")),
+            Some((prefix, false)) => (format!("{prefix}├─ "), format!("{prefix}│  ")),
+        };
+        writeln!(out, "{lead}{}", line(self.nodes[i], self.tz)).unwrap();
+        let kids = &self.children[i];
+        for (k, &c) in kids.iter().enumerate() {
+            self.walk(out, c, Some((&below, k + 1 == kids.len())));
+        }
+    }
+}
+
 /// Renders every node under its upstream; nodes without a usable upstream are listed after the
 /// tree with why. `tz` is the zone for the next-transition times.
 pub fn render(nodes: &[JukiNode], tz: &TimeZone) -> String {
@@ -50,54 +73,20 @@ pub fn render(nodes: &[JukiNode], tz: &TimeZone) -> String {
         (&topology[a].namespace, &topology[a].name)
             .cmp(&(&topology[b].namespace, &topology[b].name))
     });
-    let children = |parent: usize| -> Vec<usize> {
-        order
-            .iter()
-            .copied()
-            .filter(|&i| resolved[i] == Resolved::Node(parent))
-            .collect()
-    };
-
-    let mut out = String::new();
-    fn walk(
-        out: &mut String,
-        i: usize,
-        prefix: &str,
-        last: bool,
-        root: bool,
-        kept: &[&JukiNode],
-        tz: &TimeZone,
-        children: &dyn Fn(usize) -> Vec<usize>,
-    ) {
-        let branch = if root {
-            ""
-        } else if last {
-            "└─ "
-        } else {
-            "├─ "
-        };
-        writeln!(out, "{prefix}{branch}{}", line(kept[i], tz)).unwrap();
-        let next_prefix = if root {
-            String::new()
-        } else {
-            format!("{prefix}{}", if last { "   " } else { "│  " })
-        };
-        let kids = children(i);
-        for (k, &c) in kids.iter().enumerate() {
-            walk(
-                out,
-                c,
-                &next_prefix,
-                k + 1 == kids.len(),
-                false,
-                kept,
-                tz,
-                children,
-            );
+    let mut children = vec![Vec::new(); kept.len()];
+    for &i in &order {
+        if let Resolved::Node(parent) = resolved[i] {
+            children[parent].push(i);
         }
     }
+    let tree = Tree {
+        nodes: &kept,
+        children,
+        tz,
+    };
+    let mut out = String::new();
     for &i in order.iter().filter(|&&i| resolved[i] == Resolved::None) {
-        walk(&mut out, i, "", true, true, &kept, tz, &children);
+        tree.walk(&mut out, i, None);
     }
     let orphans: Vec<String> = order
         .iter()

@@ -317,11 +317,9 @@ async fn a_service_extension_keeps_its_chain_up_then_lets_it_stop_in_order() {
     };
     let setup = setup(&cluster, None).await;
     let ns = setup.ns.name.clone();
-    let extension = format!(
-        "apiVersion: jukinet.io/v1alpha1\nkind: ServiceExtension\nmetadata: {{name: late-issuance}}\nspec:\n  kind: WideAreaIssuance\n  nodes: [{{name: cs-131016}}]\n  date: \"2026-11-20\"\n  endTime: \"23:30\"\n  coordinatedWith: [\"131041\"]\n"
-    );
+    let extension = "apiVersion: jukinet.io/v1alpha1\nkind: ServiceExtension\nmetadata: {name: late-issuance}\nspec:\n  kind: WideAreaIssuance\n  nodes: [{name: cs-131016}]\n  date: \"2026-11-20\"\n  endTime: \"23:30\"\n  coordinatedWith: [\"131041\"]\n";
     cluster
-        .apply_yaml(&extension, Some(&ns))
+        .apply_yaml(extension, Some(&ns))
         .await
         .expect("extension accepted");
     let recording = Recording::start(&cluster, &ns);

@@ -2,6 +2,10 @@
 //! `kubectl explain` text; validation lives in the schema (patterns and CEL rules) wherever the
 //! API server can check it, so a bad manifest is refused at `kubectl apply`.
 
+// kube's `printcolumn(...)` repeats `type_ = ...` once per column, which clippy mistakes for
+// a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 mod calendar;
 mod delivery;
 mod extension;
