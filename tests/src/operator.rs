@@ -70,8 +70,20 @@ impl OperatorProcess {
         start: Timestamp,
         factor: u32,
     ) -> OperatorProcess {
+        OperatorProcess::start_with(cluster, namespace, start, factor, "", &[])
+    }
+
+    /// [`start`](Self::start) with extra flags; `tag` tells the log files of two operators apart.
+    pub fn start_with(
+        cluster: &TestCluster,
+        namespace: &str,
+        start: Timestamp,
+        factor: u32,
+        tag: &str,
+        extra: &[&str],
+    ) -> OperatorProcess {
         let log = std::fs::File::create(
-            std::env::temp_dir().join(format!("juki-operator-{namespace}.log")),
+            std::env::temp_dir().join(format!("juki-operator-{namespace}{tag}.log")),
         )
         .expect("operator log");
         let child = Command::new(operator_binary())
@@ -91,6 +103,7 @@ impl OperatorProcess {
                 "--readiness-timeout",
                 "60",
             ])
+            .args(extra)
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
@@ -104,6 +117,11 @@ impl OperatorProcess {
                 factor: f64::from(factor),
             },
         }
+    }
+
+    /// The process id (its default leader identity is `juki-operator-<pid>`).
+    pub fn id(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.

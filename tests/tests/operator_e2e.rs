@@ -546,3 +546,120 @@ async fn an_invalid_calendar_reports_every_error_in_its_status() {
     .unwrap();
     drop(op);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_batch_runs_once_on_catch_up_with_an_event() {
+    let Some(cluster) = require_cluster!() else {
+        return;
+    };
+    let setup = setup(&cluster, None).await;
+    let ns = setup.ns.name.clone();
+    // Thursday runs normally; the operator is then down all Friday and back on Saturday.
+    let op = OperatorProcess::start(&cluster, &ns, tokyo("2026-11-19T06:30"), FACTOR);
+    op.run_until(tokyo("2026-11-20T03:00")).await;
+    drop(op);
+    let op = OperatorProcess::start(&cluster, &ns, tokyo("2026-11-21T10:00"), FACTOR);
+    op.run_until(tokyo("2026-11-21T16:00")).await;
+    drop(op);
+    let jobs = jobs(&cluster, &ns).await;
+    for node in ["national", "pref-13", "cs-131016"] {
+        let friday = jobs
+            .get(&(node.to_string(), "20261120".to_string()))
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            friday.contains(&"statistics".to_string()) && friday.contains(&"backup".to_string()),
+            "{node}: {jobs:?}"
+        );
+    }
+    assert!(
+        !jobs.keys().any(|(_, d)| d == "20261121"),
+        "nothing runs for Saturday: {jobs:?}"
+    );
+    let events = cluster
+        .kubectl(&[
+            "get",
+            "events",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ])
+        .await;
+    assert!(events.contains("CatchUpBatch"), "{events}");
+    let n = Api::<JukiNode>::namespaced(cluster.client.clone(), &ns)
+        .get("national")
+        .await
+        .unwrap();
+    assert_eq!(n.status.unwrap().last_batch.unwrap().date, "2026-11-20");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replica_takes_over_when_the_leader_dies() {
+    let Some(cluster) = require_cluster!() else {
+        return;
+    };
+    let setup = setup(&cluster, None).await;
+    let ns = setup.ns.name.clone();
+    let lease = format!("{ns}/juki-operator");
+    let recording = Recording::start(&cluster, &ns);
+    let start = tokyo("2026-11-20T06:55");
+    let a =
+        OperatorProcess::start_with(&cluster, &ns, start, 60, "-a", &["--leader-lease", &lease]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let b =
+        OperatorProcess::start_with(&cluster, &ns, start, 60, "-b", &["--leader-lease", &lease]);
+    let leases =
+        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(cluster.client.clone(), &ns);
+    let holder = || async {
+        leases
+            .get_opt("juki-operator")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec?.holder_identity)
+    };
+    let a_id = format!("juki-operator-{}", a.id().unwrap());
+    let b_id = format!("juki-operator-{}", b.id().unwrap());
+    poll_until(
+        "the first replica leads and the national node is Online",
+        Duration::from_secs(60),
+        || async {
+            holder().await.as_deref() == Some(a_id.as_str())
+                && recording
+                    .events()
+                    .iter()
+                    .any(|(n, p, _)| n == "national" && *p == NodePhase::Online)
+        },
+    )
+    .await
+    .unwrap();
+    a.kill().await;
+    poll_until(
+        "the second replica leads",
+        Duration::from_secs(40),
+        || async { holder().await.as_deref() == Some(b_id.as_str()) },
+    )
+    .await
+    .unwrap();
+    poll_until(
+        "the CSs come Online under the new leader",
+        Duration::from_secs(120),
+        || async {
+            recording
+                .events()
+                .iter()
+                .filter(|(n, p, _)| n.starts_with("cs-") && *p == NodePhase::Online)
+                .count()
+                == 4
+        },
+    )
+    .await
+    .unwrap();
+    drop(b);
+    let nodes = topology(&cluster, &ns).await;
+    assert_eq!(
+        order_violations(&setup.calendar, &nodes, &recording.changes(&nodes), &[]),
+        Vec::<String>::new()
+    );
+}
