@@ -1,8 +1,11 @@
 //! Configuration from flags or environment variables.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use juki_calendar::{Calendar, CalendarConfig};
+use serde_json::Value;
 
 use crate::db::DbUrl;
 use crate::error::Error;
@@ -16,6 +19,16 @@ pub enum Role {
 }
 
 impl Role {
+    /// Parses a role name as written in the node configuration file (any case; `CS` too).
+    pub fn parse(s: &str) -> Option<Role> {
+        match s.to_ascii_lowercase().as_str() {
+            "national" => Some(Role::National),
+            "prefecture" | "prefectural" => Some(Role::Prefecture),
+            "cs" => Some(Role::Cs),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::National => "national",
@@ -42,38 +55,114 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending migrations (or revert them all with --revert-all) and exit.
     Migrate(MigrateArgs),
+    /// Daily batch jobs (run after the node's online operation ends).
+    Batch(BatchArgs),
+    /// Verify a backup against its manifest and restore it into a database file.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BatchArgs {
+    #[command(subcommand)]
+    pub job: BatchJob,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum BatchJob {
+    /// Count the day's updates per municipality and change reason (plus relays and held
+    /// updates), store them in daily_statistics and print them as JSON.
+    Statistics {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// The operating date (YYYY-MM-DD, Asia/Tokyo); default today.
+        #[arg(long)]
+        date: Option<jiff::civil::Date>,
+    },
+    /// A consistent copy of the SQLite database (VACUUM INTO) with its sha256 and a manifest.
+    Backup {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Directory the backup file and `<file>.manifest.json` are written to (default:
+        /// `backups` next to the database file).
+        #[arg(long, env = "JUKI_BACKUP_DIR")]
+        output: Option<PathBuf>,
+        /// The operating date the backup belongs to (recorded in the manifest).
+        #[arg(long)]
+        date: Option<jiff::civil::Date>,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// The manifest written by `batch backup`.
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// The SQLite database to restore into (`sqlite://PATH` or a path); must not exist unless
+    /// --force.
+    #[arg(long, env = "JUKI_DATABASE_URL")]
+    pub database_url: String,
+    /// Replace an existing database file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct NodeArgs {
-    /// The tier this node serves.
+    /// The node configuration file (JSON: name, role, prefecture, municipality, upstreamUrl,
+    /// listen, optionally databaseUrl and calendar). Flags and environment variables win over it.
+    #[arg(long, env = "JUKI_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The tier this node serves (required here or in the configuration file).
     #[arg(long, env = "JUKI_ROLE", value_enum)]
-    pub role: Role,
+    pub role: Option<Role>,
     /// 地方公共団体コード of this CS (6 digits, with check digit); required for role cs.
     #[arg(long, env = "JUKI_MUNICIPALITY_CODE")]
     pub municipality_code: Option<String>,
     /// Prefecture code (01–47); required for role prefecture, derived from the municipality for cs.
     #[arg(long, env = "JUKI_PREFECTURE_CODE")]
     pub prefecture_code: Option<String>,
-    /// Database: `sqlite://PATH`, a plain file path (SQLite) or `postgres://...`.
-    #[arg(
-        long,
-        env = "JUKI_DATABASE_URL",
-        default_value = "sqlite://juki-node.db"
-    )]
-    pub database_url: String,
+    /// Database: `sqlite://PATH`, a plain file path (SQLite) or `postgres://...`
+    /// (then `DATABASE_URL`, the file's `databaseUrl`, default `sqlite://juki-node.db`).
+    #[arg(long, env = "JUKI_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Base URL of the upstream node (`http://host:port`); updates are relayed to
+    /// `<url>/v1/relay`. Ignored by the national server.
+    #[arg(long, env = "JUKI_UPSTREAM_URL")]
+    pub upstream_url: Option<String>,
+    /// The operating calendar (JSON, the OperatingCalendar spec). Without it (and without a
+    /// `calendar.json` next to the configuration file) the upstream is always open.
+    #[arg(long, env = "JUKI_CALENDAR")]
+    pub calendar: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub node: NodeArgs,
-    /// Address to listen on.
-    #[arg(long, env = "JUKI_LISTEN", default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
+    /// Address to listen on (then the file's `listen`, default 0.0.0.0:8080).
+    #[arg(long, env = "JUKI_LISTEN")]
+    pub listen: Option<SocketAddr>,
     /// Maximum database connections.
     #[arg(long, env = "JUKI_DB_POOL_SIZE", default_value_t = 8)]
     pub db_pool_size: u32,
+    /// Most outbox rows sent upstream in one relay request.
+    #[arg(long, env = "JUKI_RELAY_BATCH", default_value_t = 500)]
+    pub relay_batch: u32,
+    /// Cap of the exponential retry backoff of the relay, in milliseconds.
+    #[arg(long, env = "JUKI_RELAY_BACKOFF_MAX_MS", default_value_t = 5000)]
+    pub relay_backoff_max_ms: u64,
+    /// How long a final request waits for the upstream's confirmation, in seconds.
+    #[arg(long, env = "JUKI_FINAL_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub final_request_timeout_secs: u64,
+}
+
+impl ServeArgs {
+    /// The listen address: flag/env, then the configuration file, then 0.0.0.0:8080.
+    pub fn listen(&self, config: &NodeConfig) -> SocketAddr {
+        self.listen
+            .or(config.listen)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -127,20 +216,139 @@ impl NodeIdentity {
 pub struct NodeConfig {
     pub identity: NodeIdentity,
     pub database: DbUrl,
+    /// Base URL of the upstream node (None at the national server, or when not configured).
+    pub upstream: Option<String>,
+    /// The operating calendar; None means the upstream is always open.
+    pub calendar: Option<Calendar>,
+    /// `listen` from the configuration file.
+    pub listen: Option<SocketAddr>,
+}
+
+/// The node configuration file (`/etc/juki/node.json`, rendered by the operator).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileConfig {
+    pub role: Option<Role>,
+    pub prefecture: Option<String>,
+    pub municipality: Option<String>,
+    pub upstream_url: Option<String>,
+    pub listen: Option<SocketAddr>,
+    pub database_url: Option<String>,
+    pub calendar: Option<PathBuf>,
+}
+
+fn text(v: &Value, key: &str) -> Result<Option<String>, Error> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.trim().to_owned())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(Error::Config(format!(
+            "configuration file: {key} must be a string, not {other}"
+        ))),
+    }
+}
+
+impl FileConfig {
+    /// Parses the JSON text of the configuration file.
+    pub fn parse(json: &str) -> Result<FileConfig, Error> {
+        let v: Value = serde_json::from_str(json)
+            .map_err(|e| Error::Config(format!("configuration file: {e}")))?;
+        if !v.is_object() {
+            return Err(Error::Config(
+                "configuration file: expected a JSON object".into(),
+            ));
+        }
+        let role = text(&v, "role")?
+            .map(|r| {
+                Role::parse(&r)
+                    .ok_or_else(|| Error::Config(format!("configuration file: unknown role {r:?}")))
+            })
+            .transpose()?;
+        let prefecture = text(&v, "prefecture")?.map(|p| {
+            // A number like 1 means prefecture 01.
+            if p.len() == 1 { format!("0{p}") } else { p }
+        });
+        let listen = text(&v, "listen")?
+            .map(|l| {
+                l.parse::<SocketAddr>()
+                    .map_err(|e| Error::Config(format!("configuration file: listen {l:?}: {e}")))
+            })
+            .transpose()?;
+        Ok(FileConfig {
+            role,
+            prefecture,
+            municipality: text(&v, "municipality")?,
+            upstream_url: text(&v, "upstreamUrl")?,
+            listen,
+            database_url: text(&v, "databaseUrl")?,
+            calendar: text(&v, "calendar")?.map(PathBuf::from),
+        })
+    }
+
+    pub fn read(path: &Path) -> Result<FileConfig, Error> {
+        let json = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("read {}: {e}", path.display())))?;
+        FileConfig::parse(&json).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+}
+
+/// Reads and validates an operating calendar file.
+pub fn read_calendar(path: &Path) -> Result<Calendar, Error> {
+    let json = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("read calendar {}: {e}", path.display())))?;
+    let config: CalendarConfig = serde_json::from_str(&json)
+        .map_err(|e| Error::Config(format!("calendar {}: {e}", path.display())))?;
+    Calendar::new(&config).map_err(|e| Error::Config(format!("calendar {}: {e}", path.display())))
 }
 
 impl NodeArgs {
+    fn file(&self) -> Result<FileConfig, Error> {
+        match &self.config {
+            Some(path) => FileConfig::read(path),
+            None => Ok(FileConfig::default()),
+        }
+    }
+
+    fn database_of(&self, file: &FileConfig) -> Result<DbUrl, Error> {
+        let database_url = self
+            .database_url
+            .clone()
+            .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()))
+            .or_else(|| file.database_url.clone())
+            .unwrap_or_else(|| "sqlite://juki-node.db".to_owned());
+        DbUrl::parse(&database_url)
+    }
+
+    /// The database alone (the batch commands need no role).
+    pub fn database(&self) -> Result<DbUrl, Error> {
+        self.database_of(&self.file()?)
+    }
+
     pub fn validate(&self) -> Result<NodeConfig, Error> {
-        let database = DbUrl::parse(&self.database_url)?;
-        let identity = match self.role {
+        let file = self.file()?;
+        let database = self.database_of(&file)?;
+        let role = self.role.or(file.role).ok_or_else(|| {
+            Error::Config(
+                "no role: give --role (JUKI_ROLE) or `role` in the configuration file".into(),
+            )
+        })?;
+        let municipality_code = self
+            .municipality_code
+            .clone()
+            .or_else(|| file.municipality.clone());
+        let prefecture_code = self
+            .prefecture_code
+            .clone()
+            .or_else(|| file.prefecture.clone());
+        let identity = match role {
             Role::Cs => {
-                let m = self.municipality_code.as_deref().ok_or_else(|| {
+                let m = municipality_code.as_deref().ok_or_else(|| {
                     Error::Config(
                         "role cs needs --municipality-code (JUKI_MUNICIPALITY_CODE)".into(),
                     )
                 })?;
                 let id = NodeIdentity::cs(m)?;
-                if let Some(p) = &self.prefecture_code {
+                if let Some(p) = &prefecture_code {
                     let p = juki_codes::validate_prefecture_code(p)
                         .map_err(|e| Error::Config(format!("prefecture code: {e}")))?;
                     if Some(p) != id.prefecture {
@@ -152,7 +360,7 @@ impl NodeArgs {
                 id
             }
             Role::Prefecture => {
-                let p = self.prefecture_code.as_deref().ok_or_else(|| {
+                let p = prefecture_code.as_deref().ok_or_else(|| {
                     Error::Config(
                         "role prefecture needs --prefecture-code (JUKI_PREFECTURE_CODE)".into(),
                     )
@@ -171,7 +379,34 @@ impl NodeArgs {
                 municipality: None,
             },
         };
-        Ok(NodeConfig { identity, database })
+        let upstream = match role {
+            Role::National => None,
+            _ => self
+                .upstream_url
+                .clone()
+                .or_else(|| file.upstream_url.clone())
+                .map(|u| u.trim_end_matches('/').to_owned()),
+        };
+        if let Some(u) = &upstream
+            && !u.starts_with("http://")
+        {
+            return Err(Error::Config(format!(
+                "upstream URL {u:?}: only http:// is supported"
+            )));
+        }
+        let calendar_path = self.calendar.clone().or(file.calendar.clone()).or_else(|| {
+            // The operator renders calendar.json next to node.json.
+            let beside = self.config.as_ref()?.parent()?.join("calendar.json");
+            beside.exists().then_some(beside)
+        });
+        let calendar = calendar_path.as_deref().map(read_calendar).transpose()?;
+        Ok(NodeConfig {
+            identity,
+            database,
+            upstream,
+            calendar,
+            listen: file.listen,
+        })
     }
 }
 
@@ -184,7 +419,7 @@ mod tests {
         all.extend_from_slice(args);
         match Cli::try_parse_from(all).unwrap().command {
             Command::Serve(s) => s.node.validate(),
-            Command::Migrate(_) => unreachable!(),
+            _ => unreachable!(),
         }
     }
 
@@ -250,5 +485,35 @@ mod tests {
         assert!(DbUrl::parse("postgresql://u@h/d").is_ok());
         assert!(DbUrl::parse("mysql://h/d").is_err());
         assert!(DbUrl::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    fn configuration_file_with_flags_winning() {
+        let dir = std::env::temp_dir().join(format!("juki-node-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.json");
+        std::fs::write(
+            &path,
+            r#"{"name": "cs-131016", "role": "CS", "prefecture": "13", "municipality": "131016",
+                "onlineEnd": null, "upstreamUrl": "http://pref-13:8080/", "listen": "127.0.0.1:9000"}"#,
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = parse(&["--config", p, "--database-url", "/tmp/x.db"]).unwrap();
+        assert_eq!(c.identity.sender_id(), "cs-131016");
+        assert_eq!(c.upstream.as_deref(), Some("http://pref-13:8080"));
+        assert_eq!(c.listen, Some("127.0.0.1:9000".parse().unwrap()));
+        assert!(c.calendar.is_none());
+        let c = parse(&["--config", p, "--role", "national"]).unwrap();
+        assert_eq!(c.identity.sender_id(), "national");
+        assert_eq!(c.upstream, None);
+        // A calendar.json next to the file is read.
+        std::fs::write(dir.join("calendar.json"), "{}").unwrap();
+        assert!(parse(&["--config", p]).unwrap().calendar.is_some());
+        std::fs::write(dir.join("calendar.json"), r#"{"timeZone": "Nowhere/Else"}"#).unwrap();
+        assert!(parse(&["--config", p]).is_err());
+        assert!(FileConfig::parse(r#"{"role": "king"}"#).is_err());
+        assert!(FileConfig::parse("[]").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -344,6 +344,16 @@ fn conflict(rule: &'static str, message: String) -> Error {
     }
 }
 
+/// The state a record is in after `reason`, whatever it was before. Upstream tiers use it: the
+/// CS already enforced the state rules, and upstream applies what the CS accepted.
+pub fn status_after(reason: Reason) -> Status {
+    match reason {
+        Reason::MoveOut => Status::MovedOut,
+        Reason::Death => Status::Deceased,
+        Reason::MoveIn | Reason::Relocation | Reason::Birth | Reason::Correction => Status::Active,
+    }
+}
+
 /// The state rules: given the current status of the resident's record (None when there is no
 /// record), returns the status after `reason`, or a conflict.
 ///

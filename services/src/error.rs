@@ -50,6 +50,8 @@ pub enum Error {
     Pool(#[from] diesel::r2d2::PoolError),
     #[error("migrations: {0}")]
     Migration(String),
+    #[error("a final request is in progress: relays are not taken until resume")]
+    FinalRequestInProgress,
     #[error("not ready: {0}")]
     NotReady(String),
     #[error("configuration: {0}")]
@@ -58,6 +60,8 @@ pub enum Error {
     Blocking(String),
     #[error("stored data: {0}")]
     Corrupt(String),
+    #[error("batch: {0}")]
+    Batch(String),
 }
 
 /// The JSON error body.
@@ -98,8 +102,10 @@ impl Error {
             | Error::Migration(_)
             | Error::Config(_)
             | Error::Blocking(_)
-            | Error::Corrupt(_) => "internal",
+            | Error::Corrupt(_)
+            | Error::Batch(_) => "internal",
             Error::Pool(_) | Error::NotReady(_) => "unavailable",
+            Error::FinalRequestInProgress => "final_request_in_progress",
         }
     }
 
@@ -136,7 +142,8 @@ impl Error {
             | Error::Migration(_)
             | Error::Config(_)
             | Error::Blocking(_)
-            | Error::Corrupt(_) => "internal error".to_owned(),
+            | Error::Corrupt(_)
+            | Error::Batch(_) => "internal error".to_owned(),
             other => other.to_string(),
         }
     }
@@ -153,12 +160,15 @@ impl ResponseError for Error {
             Error::InvalidBody(_) | Error::MissingIdempotencyKey => StatusCode::BAD_REQUEST,
             Error::NotFound(_) | Error::NoRoute(_) => StatusCode::NOT_FOUND,
             Error::InBatch { source, .. } => source.status_code(),
-            Error::Pool(_) | Error::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Pool(_) | Error::NotReady(_) | Error::FinalRequestInProgress => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Database(_)
             | Error::Migration(_)
             | Error::Config(_)
             | Error::Blocking(_)
-            | Error::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            | Error::Corrupt(_)
+            | Error::Batch(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -4,15 +4,21 @@
 //! database transactions, [`routes`] is the HTTP surface.
 
 pub mod app;
+pub mod batch;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod metrics;
 pub mod models;
+pub mod openapi;
+pub mod relay;
 pub mod routes;
 pub mod schema;
 pub mod store;
+pub mod trace;
 pub mod views;
 
 pub use error::Error;

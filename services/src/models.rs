@@ -33,6 +33,7 @@ pub struct HistoryRow {
     pub recorded_at: String,
     pub source_sender: String,
     pub source_seq: i64,
+    pub trace_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]

@@ -12,7 +12,10 @@ use crate::config::{NodeIdentity, Role};
 use crate::db::{DbConnection, Pool};
 use crate::domain::Context;
 use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::relay::{self, RelayBatch, RelayControl};
 use crate::store::{self, Submission};
+use crate::trace::TraceParent;
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
@@ -20,6 +23,8 @@ pub struct AppState {
     pub pool: Pool,
     pub identity: NodeIdentity,
     pub clock: Arc<dyn Clock>,
+    pub relay: Arc<RelayControl>,
+    pub metrics: Metrics,
 }
 
 impl AppState {
@@ -30,8 +35,19 @@ impl AppState {
         }
     }
 
+    /// A node without upstream (relay disabled) and with fresh metrics.
+    pub fn new(pool: Pool, identity: NodeIdentity, clock: Arc<dyn Clock>) -> Self {
+        AppState {
+            pool,
+            identity,
+            clock,
+            relay: Arc::new(RelayControl::default()),
+            metrics: Metrics::new(),
+        }
+    }
+
     /// Runs `f` with a pooled connection on the blocking thread pool.
-    async fn with_db<T, F>(&self, f: F) -> Result<T, Error>
+    pub async fn with_db<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&mut DbConnection) -> Result<T, Error> + Send + 'static,
@@ -58,6 +74,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/v1/residents/{code}", web::get().to(get_resident))
     .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
     .route("/v1/residents/{code}/history", web::get().to(get_history))
+    .route("/v1/relay", web::post().to(post_relay))
+    .route(
+        "/admin/v1/final-request",
+        web::post().to(post_final_request),
+    )
+    .route("/admin/v1/resume", web::post().to(post_resume))
+    .route("/admin/v1/relay", web::get().to(get_relay_status))
+    .route("/metrics", web::get().to(get_metrics))
+    .route("/openapi.json", web::get().to(get_openapi))
     .default_service(web::to(no_route));
 }
 
@@ -120,9 +145,23 @@ async fn post_updates(
         today: state.clock.today(),
     };
     let sender = state.identity.sender_id();
+    let trace = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse);
     let outcome = state
-        .with_db(move |conn| store::submit(conn, &ctx, &sender, &key, &submission, now))
+        .with_db(move |conn| {
+            store::submit_traced(conn, &ctx, &sender, &key, &submission, now, trace.as_ref())
+        })
         .await?;
+    if !outcome.replayed {
+        let n = outcome.body["results"]
+            .as_array()
+            .map_or(1, |r| r.len() as u64);
+        state.metrics.updates("accepted", n);
+        state.relay.wake();
+    }
     let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::OK);
     let mut response = HttpResponse::build(status);
     if outcome.replayed {
@@ -169,4 +208,77 @@ async fn get_history(
         .with_db(move |conn| store::history(conn, &municipality, &lookup))
         .await?;
     Ok(HttpResponse::Ok().json(json!({ "resident_code": code, "history": views })))
+}
+
+/// `POST /v1/relay`: a batch from the node below, applied idempotently by (sender, seq);
+/// answers `{"acked": N, "applied": a, "duplicates": d}`.
+async fn post_relay(state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, Error> {
+    if state.identity.role == Role::Cs {
+        return Err(Error::WrongRole(state.identity.role.as_str()));
+    }
+    if state.relay.draining() {
+        return Err(Error::FinalRequestInProgress);
+    }
+    let batch: RelayBatch = serde_json::from_slice(&body)
+        .map_err(|e| Error::InvalidBody(format!("relay batch: {e}")))?;
+    let identity = state.identity.clone();
+    let now = state.clock.now();
+    let ack = state
+        .with_db(move |conn| relay::apply_batch(conn, &identity, &batch, now))
+        .await?;
+    state.metrics.updates("applied", ack.applied);
+    state.metrics.updates("duplicate", ack.duplicates);
+    if ack.applied > 0 {
+        state.relay.wake();
+    }
+    Ok(HttpResponse::Ok().json(ack))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct FinalRequestQuery {
+    /// Overrides the configured wait, in seconds.
+    #[serde(rename = "timeoutSeconds")]
+    timeout_seconds: Option<u64>,
+}
+
+/// `POST /admin/v1/final-request[?timeoutSeconds=N]`: stop taking relays from below, flush the
+/// outbox and answer when the upstream has confirmed the last seq (the final answer).
+async fn post_final_request(
+    state: web::Data<AppState>,
+    query: web::Query<FinalRequestQuery>,
+) -> Result<HttpResponse, Error> {
+    let timeout = query
+        .timeout_seconds
+        .map_or(state.relay.settings.final_timeout, |s| {
+            std::time::Duration::from_secs(s.min(3600))
+        });
+    let answer = relay::final_request(&state, timeout).await?;
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+/// `POST /admin/v1/resume`: take relays from below again after a final request.
+async fn post_resume(state: web::Data<AppState>) -> HttpResponse {
+    state.relay.set_draining(false);
+    HttpResponse::Ok().json(json!({ "draining": false }))
+}
+
+/// `GET /admin/v1/relay`: the outbox and the relay's state.
+async fn get_relay_status(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
+    let outbox = state.with_db(relay::outbox_status).await?;
+    Ok(HttpResponse::Ok().json(relay::status_json(&state, outbox)))
+}
+
+/// `GET /metrics`: Prometheus text.
+async fn get_metrics(state: web::Data<AppState>) -> HttpResponse {
+    if let Ok(s) = state.with_db(relay::outbox_status).await {
+        state.metrics.set_outbox_depth(s.pending.max(0) as u64);
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}
+
+/// `GET /openapi.json`.
+async fn get_openapi() -> HttpResponse {
+    HttpResponse::Ok().json(crate::openapi::document())
 }

@@ -29,6 +29,7 @@ diesel::table! {
         recorded_at -> Text,
         source_sender -> Text,
         source_seq -> BigInt,
+        trace_id -> Nullable<Text>,
     }
 }
 

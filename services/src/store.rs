@@ -9,6 +9,7 @@ use crate::domain::{self, Context, Status, Update};
 use crate::error::Error;
 use crate::models::{HistoryRow, IdempotencyRow, OutboxRow, ResidentRow};
 use crate::schema::{change_history, counters, idempotency_keys, outbox, residents};
+use crate::trace::TraceParent;
 use crate::views::{Accepted, HistoryView, ResidentView};
 
 /// A stored HTTP result (status and JSON body).
@@ -56,7 +57,7 @@ impl Submission {
 
 /// Takes the node-wide write lock (a row lock on PostgreSQL, the database write lock on SQLite)
 /// so writers are serialised and the state checks see every earlier commit.
-fn lock_writes(conn: &mut DbConnection) -> Result<(), Error> {
+pub(crate) fn lock_writes(conn: &mut DbConnection) -> Result<(), Error> {
     diesel::update(counters::table.filter(counters::name.eq("writes")))
         .set(counters::value.eq(counters::value + 1))
         .execute(conn)?;
@@ -64,7 +65,7 @@ fn lock_writes(conn: &mut DbConnection) -> Result<(), Error> {
 }
 
 /// Next value of a named counter (call with the write lock held).
-fn next_id(conn: &mut DbConnection, name: &str) -> Result<i64, Error> {
+pub(crate) fn next_id(conn: &mut DbConnection, name: &str) -> Result<i64, Error> {
     diesel::update(counters::table.filter(counters::name.eq(name)))
         .set(counters::value.eq(counters::value + 1))
         .execute(conn)?;
@@ -74,7 +75,10 @@ fn next_id(conn: &mut DbConnection, name: &str) -> Result<i64, Error> {
         .first(conn)?)
 }
 
-fn find_resident(conn: &mut DbConnection, code: &str) -> Result<Option<ResidentRow>, Error> {
+pub(crate) fn find_resident(
+    conn: &mut DbConnection,
+    code: &str,
+) -> Result<Option<ResidentRow>, Error> {
     Ok(residents::table
         .filter(residents::resident_code.eq(code))
         .select(ResidentRow::as_select())
@@ -83,7 +87,7 @@ fn find_resident(conn: &mut DbConnection, code: &str) -> Result<Option<ResidentR
 }
 
 /// Applies a submission under `key` in one transaction; replays the stored result when the key
-/// was used before with the same request.
+/// was used before with the same request. Every update starts its own trace.
 pub fn submit(
     conn: &mut DbConnection,
     ctx: &Context,
@@ -91,6 +95,20 @@ pub fn submit(
     key: &str,
     submission: &Submission,
     now: Timestamp,
+) -> Result<Outcome, Error> {
+    submit_traced(conn, ctx, sender, key, submission, now, None)
+}
+
+/// [`submit`] inside the caller's trace (the request's `traceparent`): each update becomes a
+/// child span of it.
+pub fn submit_traced(
+    conn: &mut DbConnection,
+    ctx: &Context,
+    sender: &str,
+    key: &str,
+    submission: &Submission,
+    now: Timestamp,
+    trace: Option<&TraceParent>,
 ) -> Result<Outcome, Error> {
     let request = submission.canonical();
     conn.transaction(|conn| {
@@ -117,7 +135,7 @@ pub fn submit(
         for (i, item) in submission.items.iter().enumerate() {
             let index = submission.batch.then_some(i);
             let accepted =
-                apply_one(conn, ctx, sender, item, now).map_err(|e| e.in_batch(index))?;
+                apply_one(conn, ctx, sender, item, now, trace).map_err(|e| e.in_batch(index))?;
             results.push(accepted);
         }
         let body = if submission.batch {
@@ -149,6 +167,7 @@ fn apply_one(
     sender: &str,
     item: &Value,
     now: Timestamp,
+    trace: Option<&TraceParent>,
 ) -> Result<Accepted, Error> {
     let update: Update = domain::parse_update(item, ctx)?;
     let current = find_resident(conn, &update.resident_code)?;
@@ -207,6 +226,7 @@ fn apply_one(
     let history_id = next_id(conn, "change_history")?;
     let seq = next_id(conn, "outbox")?;
     let payload = serde_json::to_string(&update).map_err(|e| Error::Corrupt(e.to_string()))?;
+    let span = trace.map_or_else(TraceParent::root, TraceParent::child);
     diesel::insert_into(change_history::table)
         .values(HistoryRow {
             id: history_id,
@@ -218,6 +238,7 @@ fn apply_one(
             recorded_at: recorded_at.clone(),
             source_sender: sender.to_owned(),
             source_seq: seq,
+            trace_id: Some(span.trace_id.clone()),
         })
         .execute(conn)?;
     let envelope = json!({
@@ -226,6 +247,7 @@ fn apply_one(
         "history_id": history_id,
         "recorded_at": recorded_at,
         "update": update,
+        "traceparent": span.header(),
     });
     diesel::insert_into(outbox::table)
         .values(OutboxRow {

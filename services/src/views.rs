@@ -51,6 +51,7 @@ pub struct HistoryView {
     pub recorded_at: String,
     pub sender: String,
     pub seq: i64,
+    pub trace_id: Option<String>,
 }
 
 impl From<HistoryRow> for HistoryView {
@@ -63,6 +64,7 @@ impl From<HistoryRow> for HistoryView {
             recorded_at: h.recorded_at,
             sender: h.source_sender,
             seq: h.source_seq,
+            trace_id: h.trace_id,
         }
     }
 }

@@ -452,6 +452,9 @@ async fn individual_number_belongs_to_one_resident(backend: Backend) {
     );
 }
 
+/// The migrations in services/migrations (init, outbox_pending, history_trace).
+const MIGRATION_COUNT: usize = 3;
+
 async fn health_readiness_and_migrations_revert_cleanly(backend: Backend) {
     let (_db, state, app) = setup!(backend);
     assert_eq!(get!(app, "/healthz").0, StatusCode::OK);
@@ -460,7 +463,7 @@ async fn health_readiness_and_migrations_revert_cleanly(backend: Backend) {
 
     let mut conn = state.pool.get().unwrap();
     let reverted = db::revert_all_migrations(&mut conn).unwrap();
-    assert_eq!(reverted.len(), 1);
+    assert_eq!(reverted.len(), MIGRATION_COUNT);
     assert!(db::has_pending_migrations(&mut conn).unwrap());
     assert!(
         store::counts(&mut conn).is_err(),
@@ -472,7 +475,10 @@ async fn health_readiness_and_migrations_revert_cleanly(backend: Backend) {
     assert_eq!(body["error"], json!("unavailable"));
 
     let mut conn = state.pool.get().unwrap();
-    assert_eq!(db::run_migrations(&mut conn).unwrap().len(), 1);
+    assert_eq!(
+        db::run_migrations(&mut conn).unwrap().len(),
+        MIGRATION_COUNT
+    );
     assert!(!db::has_pending_migrations(&mut conn).unwrap());
     assert_eq!(store::counts(&mut conn).unwrap(), NOTHING);
     drop(conn);

@@ -113,11 +113,11 @@ impl TestDb {
         let mut conn = pool.get().expect("connect");
         db::run_migrations(&mut conn).expect("migrate");
         drop(conn);
-        AppState {
+        AppState::new(
             pool,
-            identity: NodeIdentity::cs(OWN).unwrap(),
-            clock: Arc::new(FixedClock(NOW.parse().unwrap())),
-        }
+            NodeIdentity::cs(OWN).unwrap(),
+            Arc::new(FixedClock(NOW.parse().unwrap())),
+        )
     }
 }
 

@@ -1,0 +1,1 @@
+ALTER TABLE change_history DROP COLUMN trace_id;

@@ -1,0 +1,187 @@
+//! Metrics recorded through OpenTelemetry and exposed in the Prometheus text format on
+//! `/metrics` (the same approach as the operator: a private meter provider whose only reader is
+//! the Prometheus exporter writing into a private registry; nothing global is installed).
+//!
+//! | series | labels |
+//! | --- | --- |
+//! | `juki_node_http_requests_total` (counter) | `method`, `route`, `status` |
+//! | `juki_node_updates_total` (counter) | `stage` (`accepted`, `relayed`, `applied`, `duplicate`) |
+//! | `juki_node_updates_held` (gauge) | — updates waiting because the upstream is outside its window |
+//! | `juki_node_outbox_depth` (gauge) | — updates not yet confirmed by the upstream |
+//! | `juki_node_relay_duration_seconds` (histogram) | `result` (`ok`, `error`) |
+//! | `juki_node_relay_errors_total` (counter) | — |
+
+use std::fmt;
+use std::sync::Arc;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Gauge, Histogram, MeterProvider as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+
+const RELAY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// The node's metrics; clones share one registry.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: prometheus::Registry,
+    provider: SdkMeterProvider,
+    requests: Counter<u64>,
+    updates: Counter<u64>,
+    held: Gauge<u64>,
+    outbox_depth: Gauge<u64>,
+    relay_duration: Histogram<f64>,
+    relay_errors: Counter<u64>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.provider.shutdown();
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = prometheus::Registry::new();
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .without_target_info()
+            .scope_info_enabled(false)
+            .build()
+            .expect("a fresh registry accepts the OpenTelemetry collector");
+        let provider = SdkMeterProvider::builder()
+            .with_reader(exporter)
+            .with_resource(Resource::builder_empty().build())
+            .build();
+        let meter = provider.meter("juki-node");
+        let requests = meter
+            .u64_counter("juki_node_http_requests")
+            .with_description("HTTP requests served, by method, route and status.")
+            .build();
+        let updates = meter
+            .u64_counter("juki_node_updates")
+            .with_description(
+                "Updates by stage: accepted from the existing system, relayed (confirmed by the upstream), applied from below, duplicate relays acknowledged.",
+            )
+            .build();
+        let held = meter
+            .u64_gauge("juki_node_updates_held")
+            .with_description(
+                "Updates held in the outbox because the upstream is outside its online window.",
+            )
+            .build();
+        let outbox_depth = meter
+            .u64_gauge("juki_node_outbox_depth")
+            .with_description("Updates in the outbox not yet confirmed by the upstream.")
+            .build();
+        let relay_duration = meter
+            .f64_histogram("juki_node_relay_duration")
+            .with_unit("s")
+            .with_description("Round trip of one relay request to the upstream.")
+            .with_boundaries(RELAY_BUCKETS.to_vec())
+            .build();
+        let relay_errors = meter
+            .u64_counter("juki_node_relay_errors")
+            .with_description("Relay attempts that failed (and will be retried).")
+            .build();
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                provider,
+                requests,
+                updates,
+                held,
+                outbox_depth,
+                relay_duration,
+                relay_errors,
+            }),
+        }
+    }
+
+    pub fn request(&self, method: &str, route: &str, status: u16) {
+        self.inner.requests.add(
+            1,
+            &[
+                KeyValue::new("method", method.to_owned()),
+                KeyValue::new("route", route.to_owned()),
+                KeyValue::new("status", i64::from(status)),
+            ],
+        );
+    }
+
+    /// Counts `n` updates at `stage` (`accepted`, `relayed`, `applied`, `duplicate`).
+    pub fn updates(&self, stage: &'static str, n: u64) {
+        if n > 0 {
+            self.inner.updates.add(n, &[KeyValue::new("stage", stage)]);
+        }
+    }
+
+    pub fn set_held(&self, n: u64) {
+        self.inner.held.record(n, &[]);
+    }
+
+    pub fn set_outbox_depth(&self, n: u64) {
+        self.inner.outbox_depth.record(n, &[]);
+    }
+
+    pub fn relay(&self, seconds: f64, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.inner
+            .relay_duration
+            .record(seconds, &[KeyValue::new("result", result)]);
+        if !ok {
+            self.inner.relay_errors.add(1, &[]);
+        }
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> String {
+        let families = self.inner.registry.gather();
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_are_exposed() {
+        let m = Metrics::new();
+        m.request("POST", "/v1/updates", 201);
+        m.updates("accepted", 3);
+        m.set_outbox_depth(3);
+        m.set_held(1);
+        m.relay(0.01, true);
+        let text = m.render();
+        for needle in [
+            "juki_node_http_requests_total{method=\"POST\",route=\"/v1/updates\",status=\"201\"} 1",
+            "juki_node_updates_total{stage=\"accepted\"} 3",
+            "juki_node_outbox_depth 3",
+            "juki_node_updates_held 1",
+            "juki_node_relay_duration_seconds_count{result=\"ok\"} 1",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,557 @@
+//! The relay: delivering the outbox to the upstream node (sender side), applying relayed batches
+//! idempotently (receiver side), and the final request / final answer exchange.
+//!
+//! Delivery is at least once and strictly in outbox `seq` order: the sender sends the lowest
+//! unsent rows, the receiver applies each `(sender, seq)` at most once (the `inbox` table) and
+//! acknowledges the highest seq of the batch, and the sender then marks the rows sent. A crash
+//! anywhere repeats at most one batch, which the receiver acknowledges without re-applying.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use diesel::prelude::*;
+use jiff::Timestamp;
+use juki_calendar::{Calendar, Tier};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::config::{NodeIdentity, Role};
+use crate::db::DbConnection;
+use crate::domain::{self, Update};
+use crate::error::Error;
+use crate::models::{HistoryRow, OutboxRow, ResidentRow};
+use crate::routes::AppState;
+use crate::schema::{change_history, counters, inbox, outbox, residents};
+use crate::store::{find_resident, lock_writes, next_id};
+use crate::trace::TraceParent;
+
+/// Tuning of the sender side.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// Most rows per relay request.
+    pub batch: i64,
+    /// First retry delay; doubled after every failure up to `backoff_max`.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Timeout of one relay request.
+    pub request_timeout: Duration,
+    /// How long a final request waits for the upstream's confirmation.
+    pub final_timeout: Duration,
+    /// How often an idle relay looks at the outbox (new rows also wake it at once).
+    pub idle_poll: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        RelaySettings {
+            batch: 500,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            final_timeout: Duration::from_secs(30),
+            idle_poll: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Relay state shared by the handlers and the background task.
+#[derive(Debug, Default)]
+pub struct RelayControl {
+    /// Base URL of the upstream (None: the national server, or no upstream configured).
+    pub upstream: Option<String>,
+    /// The operating calendar (None: the upstream is always open).
+    pub calendar: Option<Calendar>,
+    pub settings: RelaySettings,
+    /// Set by a final request: relays from below are refused until resume or restart.
+    draining: AtomicBool,
+    /// Wakes the relay task (new outbox rows, final request).
+    wake: Notify,
+    /// Why the last relay attempt did not deliver (None after a success).
+    last_error: Mutex<Option<String>>,
+}
+
+impl RelayControl {
+    pub fn new(
+        upstream: Option<String>,
+        calendar: Option<Calendar>,
+        settings: RelaySettings,
+    ) -> Self {
+        RelayControl {
+            upstream,
+            calendar,
+            settings,
+            ..RelayControl::default()
+        }
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn set_draining(&self, on: bool) {
+        self.draining.store(on, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Wakes the relay task (call after writing outbox rows).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().map(|e| e.clone()).unwrap_or(None)
+    }
+
+    /// Records why delivery stalls; logs each new reason once (and the recovery).
+    fn set_last_error(&self, error: Option<String>) {
+        if let Ok(mut e) = self.last_error.lock() {
+            if *e != error {
+                match &error {
+                    Some(reason) => eprintln!("juki-node: relay held: {reason}"),
+                    None => eprintln!("juki-node: relay delivering again"),
+                }
+            }
+            *e = error;
+        }
+    }
+
+    /// True when this node's upstream is inside its online window at `now`.
+    pub fn upstream_open(&self, identity: &NodeIdentity, now: Timestamp) -> bool {
+        let Some(calendar) = &self.calendar else {
+            return true;
+        };
+        match identity.role {
+            Role::Cs => calendar.in_online_window(Tier::Prefecture, identity.prefecture, now),
+            Role::Prefecture => calendar.in_online_window(Tier::National, None, now),
+            Role::National => true,
+        }
+    }
+}
+
+/// One relayed update: the sender's outbox seq and the stored envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelayItem {
+    pub seq: i64,
+    pub payload: Value,
+}
+
+/// The body of `POST /v1/relay`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelayBatch {
+    pub sender: String,
+    pub items: Vec<RelayItem>,
+}
+
+/// What the receiver did with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RelayAck {
+    /// The highest seq of the batch: every item up to it is applied.
+    pub acked: i64,
+    pub applied: u64,
+    pub duplicates: u64,
+}
+
+/// The envelope stored in an outbox row: the origin (CS sender and seq) and the update.
+#[derive(Debug, Clone, Deserialize)]
+struct Envelope {
+    sender: String,
+    seq: i64,
+    update: Update,
+    #[serde(default)]
+    traceparent: Option<String>,
+}
+
+impl RelayBatch {
+    fn check(&self) -> Result<(), Error> {
+        if self.sender.is_empty() || self.sender.len() > 64 {
+            return Err(Error::InvalidBody("sender must be 1–64 characters".into()));
+        }
+        if self.items.is_empty() {
+            return Err(Error::InvalidBody("a relay batch needs items".into()));
+        }
+        if self.items.windows(2).any(|w| w[0].seq >= w[1].seq) {
+            return Err(Error::InvalidBody(
+                "items must be in strictly increasing seq order".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Applies a relayed batch in one transaction: each new `(sender, seq)` writes the record, the
+/// history row, the inbox row and (at a prefecture) an outbox row toward the national server;
+/// an already-applied seq is skipped.
+pub fn apply_batch(
+    conn: &mut DbConnection,
+    identity: &NodeIdentity,
+    batch: &RelayBatch,
+    now: Timestamp,
+) -> Result<RelayAck, Error> {
+    if identity.role == Role::Cs {
+        return Err(Error::WrongRole(identity.role.as_str()));
+    }
+    batch.check()?;
+    let forward = identity.role == Role::Prefecture;
+    conn.transaction(|conn| {
+        lock_writes(conn)?;
+        let seqs: Vec<i64> = batch.items.iter().map(|i| i.seq).collect();
+        let seen: Vec<i64> = inbox::table
+            .filter(inbox::sender.eq(&batch.sender))
+            .filter(inbox::seq.eq_any(&seqs))
+            .select(inbox::seq)
+            .load(conn)?;
+        let mut ack = RelayAck {
+            acked: seqs.last().copied().unwrap_or(0),
+            applied: 0,
+            duplicates: 0,
+        };
+        let recorded_at = now.to_string();
+        for (index, item) in batch.items.iter().enumerate() {
+            if seen.contains(&item.seq) {
+                ack.duplicates += 1;
+                continue;
+            }
+            apply_item(conn, forward, &batch.sender, item, &recorded_at)
+                .map_err(|e| e.in_batch(Some(index)))?;
+            ack.applied += 1;
+        }
+        Ok(ack)
+    })
+}
+
+fn apply_item(
+    conn: &mut DbConnection,
+    forward: bool,
+    sender: &str,
+    item: &RelayItem,
+    recorded_at: &str,
+) -> Result<(), Error> {
+    let envelope: Envelope = serde_json::from_value(item.payload.clone())
+        .map_err(|e| Error::InvalidBody(format!("payload of seq {}: {e}", item.seq)))?;
+    let update = envelope.update;
+    // This tier's span of the update's trace (the CS started it).
+    let span = envelope
+        .traceparent
+        .as_deref()
+        .and_then(TraceParent::parse)
+        .map(|p| p.child());
+    let status = domain::status_after(update.reason);
+    let row = ResidentRow {
+        resident_code: update.resident_code.clone(),
+        individual_number: update.individual_number.clone(),
+        name: update.name.clone(),
+        name_kana: update.name_kana.clone(),
+        former_surname: update.former_surname.clone(),
+        alias: update.alias.clone(),
+        birth_date: update.birth_date.to_string(),
+        sex: update.sex.code().to_owned(),
+        address: update.address.clone(),
+        municipality_code: update.municipality_code.clone(),
+        status: status.code().to_owned(),
+        updated_at: recorded_at.to_owned(),
+    };
+    if find_resident(conn, &row.resident_code)?.is_some() {
+        diesel::update(residents::table.filter(residents::resident_code.eq(&row.resident_code)))
+            .set(&row)
+            .execute(conn)?;
+    } else {
+        diesel::insert_into(residents::table)
+            .values(&row)
+            .execute(conn)?;
+    }
+    let payload = serde_json::to_string(&update).map_err(|e| Error::Corrupt(e.to_string()))?;
+    diesel::insert_into(change_history::table)
+        .values(HistoryRow {
+            id: next_id(conn, "change_history")?,
+            resident_code: update.resident_code.clone(),
+            reason: update.reason.code().to_owned(),
+            change_date: update.change_date.to_string(),
+            municipality_code: update.municipality_code.clone(),
+            payload,
+            recorded_at: recorded_at.to_owned(),
+            source_sender: envelope.sender,
+            source_seq: envelope.seq,
+            trace_id: span.as_ref().map(|s| s.trace_id.clone()),
+        })
+        .execute(conn)?;
+    diesel::insert_into(inbox::table)
+        .values((
+            inbox::sender.eq(sender),
+            inbox::seq.eq(item.seq),
+            inbox::applied_at.eq(recorded_at),
+        ))
+        .execute(conn)?;
+    if forward {
+        let seq = next_id(conn, "outbox")?;
+        let mut payload = item.payload.clone();
+        if let Some(span) = &span {
+            payload["traceparent"] = Value::String(span.header());
+        }
+        diesel::insert_into(outbox::table)
+            .values(OutboxRow {
+                seq,
+                payload: payload.to_string(),
+                created_at: recorded_at.to_owned(),
+                sent_at: None,
+            })
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// The lowest `limit` unsent outbox rows, in seq order.
+pub fn pending(conn: &mut DbConnection, limit: i64) -> Result<Vec<OutboxRow>, Error> {
+    Ok(outbox::table
+        .filter(outbox::sent_at.is_null())
+        .order(outbox::seq.asc())
+        .limit(limit)
+        .select(OutboxRow::as_select())
+        .load(conn)?)
+}
+
+/// Marks every unsent row up to `acked` sent; returns how many.
+pub fn mark_sent(conn: &mut DbConnection, acked: i64, now: Timestamp) -> Result<usize, Error> {
+    Ok(diesel::update(
+        outbox::table
+            .filter(outbox::seq.le(acked))
+            .filter(outbox::sent_at.is_null()),
+    )
+    .set(outbox::sent_at.eq(now.to_string()))
+    .execute(conn)?)
+}
+
+/// The state of the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxStatus {
+    /// The last seq written to the outbox (0 when none).
+    pub last_seq: i64,
+    /// The highest seq the upstream confirmed (0 when none).
+    pub confirmed_seq: i64,
+    /// Rows not confirmed yet.
+    pub pending: i64,
+}
+
+pub fn outbox_status(conn: &mut DbConnection) -> Result<OutboxStatus, Error> {
+    let last_seq: i64 = counters::table
+        .filter(counters::name.eq("outbox"))
+        .select(counters::value)
+        .first(conn)?;
+    let confirmed_seq: Option<i64> = outbox::table
+        .filter(outbox::sent_at.is_not_null())
+        .select(diesel::dsl::max(outbox::seq))
+        .first(conn)?;
+    let pending: i64 = outbox::table
+        .filter(outbox::sent_at.is_null())
+        .count()
+        .get_result(conn)?;
+    Ok(OutboxStatus {
+        last_seq,
+        confirmed_seq: confirmed_seq.unwrap_or(0),
+        pending,
+    })
+}
+
+/// Sends `rows` to the upstream; returns the acknowledged seq.
+fn send(
+    upstream: &str,
+    sender: &str,
+    rows: &[OutboxRow],
+    timeout: Duration,
+) -> Result<i64, String> {
+    let items = rows
+        .iter()
+        .map(|r| {
+            serde_json::from_str(&r.payload)
+                .map(|payload| RelayItem {
+                    seq: r.seq,
+                    payload,
+                })
+                .map_err(|e| format!("outbox row {} is not JSON: {e}", r.seq))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let body = serde_json::to_vec(&RelayBatch {
+        sender: sender.to_owned(),
+        items,
+    })
+    .map_err(|e| e.to_string())?;
+    let url = format!("{upstream}/v1/relay");
+    // The request's own trace context: the first update's (each item carries its own).
+    let first = rows
+        .first()
+        .and_then(|r| serde_json::from_str::<Value>(&r.payload).ok())
+        .and_then(|p| p["traceparent"].as_str().map(str::to_owned));
+    let headers: Vec<(&str, &str)> = first
+        .as_deref()
+        .map(|t| vec![("traceparent", t)])
+        .unwrap_or_default();
+    let response = crate::client::post_json(&url, &body, &headers, timeout)?;
+    let json = response.json().unwrap_or(Value::Null);
+    if response.status != 200 {
+        let tag = json["error"].as_str().unwrap_or("?");
+        return Err(format!(
+            "upstream answered {} ({tag}): {}",
+            response.status,
+            json["message"].as_str().unwrap_or("")
+        ));
+    }
+    json["acked"]
+        .as_i64()
+        .ok_or_else(|| format!("upstream answered without acked: {json}"))
+}
+
+async fn sleep_or_wake(control: &RelayControl, duration: Duration) {
+    let _ = tokio::time::timeout(duration, control.wake.notified()).await;
+}
+
+/// The background task: delivers the outbox to the upstream while it is in its online window,
+/// retrying with capped exponential backoff. Returns at once when there is no upstream.
+pub async fn run(state: AppState) {
+    let control = state.relay.clone();
+    let Some(upstream) = control.upstream.clone() else {
+        return;
+    };
+    let sender = state.identity.sender_id();
+    let settings = control.settings.clone();
+    let mut backoff = settings.backoff_initial;
+    loop {
+        let status = state.with_db(outbox_status).await;
+        if let Ok(s) = &status {
+            state.metrics.set_outbox_depth(s.pending.max(0) as u64);
+        }
+        if !control.upstream_open(&state.identity, state.clock.now()) {
+            if let Ok(s) = &status {
+                state.metrics.set_held(s.pending.max(0) as u64);
+            }
+            control.set_last_error(Some("the upstream is outside its online window".into()));
+            sleep_or_wake(&control, Duration::from_secs(1)).await;
+            continue;
+        }
+        state.metrics.set_held(0);
+        let limit = settings.batch;
+        let rows = match state.with_db(move |c| pending(c, limit)).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                control.set_last_error(Some(format!("read outbox: {e}")));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(settings.backoff_max);
+                continue;
+            }
+        };
+        if rows.is_empty() {
+            control.set_last_error(None);
+            sleep_or_wake(&control, settings.idle_poll).await;
+            continue;
+        }
+        let started = Instant::now();
+        let (up, who, timeout) = (upstream.clone(), sender.clone(), settings.request_timeout);
+        let sent = tokio::task::spawn_blocking(move || {
+            let result = send(&up, &who, &rows, timeout);
+            (rows, result)
+        })
+        .await;
+        let (rows, result) = match sent {
+            Ok(x) => x,
+            Err(e) => {
+                control.set_last_error(Some(format!("relay task: {e}")));
+                continue;
+            }
+        };
+        state
+            .metrics
+            .relay(started.elapsed().as_secs_f64(), result.is_ok());
+        match result {
+            Ok(acked) => {
+                let now = state.clock.now();
+                match state.with_db(move |c| mark_sent(c, acked, now)).await {
+                    Ok(n) => {
+                        state.metrics.updates("relayed", n as u64);
+                        control.set_last_error(None);
+                        backoff = settings.backoff_initial;
+                    }
+                    Err(e) => {
+                        control.set_last_error(Some(format!("mark sent: {e}")));
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(settings.backoff_max);
+                    }
+                }
+                // A short batch means the outbox is drained for now.
+                if (rows.len() as i64) < settings.batch {
+                    sleep_or_wake(&control, Duration::from_millis(20)).await;
+                }
+            }
+            Err(e) => {
+                control.set_last_error(Some(format!("relay to {upstream}: {e}")));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(settings.backoff_max);
+            }
+        }
+    }
+}
+
+/// The final answer of `POST /admin/v1/final-request`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FinalAnswer {
+    pub done: bool,
+    pub last_seq: i64,
+    pub confirmed_seq: i64,
+    pub held_for_tomorrow: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The final request: stop taking relays from below, flush the outbox, and wait (up to
+/// `timeout`) until the upstream has confirmed the last seq.
+pub async fn final_request(state: &AppState, timeout: Duration) -> Result<FinalAnswer, Error> {
+    let control = &state.relay;
+    control.set_draining(true);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = state.with_db(outbox_status).await?;
+        let answer = |done: bool, reason: Option<String>| FinalAnswer {
+            done,
+            last_seq: s.last_seq,
+            confirmed_seq: s.confirmed_seq,
+            held_for_tomorrow: if done { 0 } else { s.pending },
+            reason,
+        };
+        if s.pending == 0 {
+            return Ok(answer(true, None));
+        }
+        if control.upstream.is_none() {
+            return Ok(answer(
+                false,
+                Some("no upstream is configured; the outbox is held".into()),
+            ));
+        }
+        if !control.upstream_open(&state.identity, state.clock.now()) {
+            return Ok(answer(
+                false,
+                Some("the upstream is outside its online window".into()),
+            ));
+        }
+        if Instant::now() >= deadline {
+            let reason = control
+                .last_error()
+                .unwrap_or_else(|| "the upstream did not confirm in time".into());
+            return Ok(answer(false, Some(reason)));
+        }
+        control.wake();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The JSON of `GET /admin/v1/relay`.
+pub fn status_json(state: &AppState, outbox: OutboxStatus) -> Value {
+    json!({
+        "sender": state.identity.sender_id(),
+        "upstream": state.relay.upstream,
+        "upstreamOpen": state.relay.upstream_open(&state.identity, state.clock.now()),
+        "draining": state.relay.draining(),
+        "lastError": state.relay.last_error(),
+        "outbox": outbox,
+    })
+}
