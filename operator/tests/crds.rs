@@ -1,5 +1,5 @@
 //! The CRD YAML in crds/ is generated from the Rust types; this fails when it is stale.
-//! Regenerate with `cargo run -p juki-operator --bin crdgen`.
+//! Regenerate with `cargo run -p juki-operator --bin crdgen` (it writes the chart's copy too).
 
 use juki_operator::api::{crd_file_name, crd_yaml, crds};
 

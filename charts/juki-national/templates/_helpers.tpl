@@ -1,0 +1,39 @@
+{{- define "juki-national.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: jukinet
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* A JukiNode's template and database, from a node-values dict (image, resources, database). */}}
+{{- define "jukinet.nodeParts" -}}
+{{- if or .image .resources }}
+template:
+  {{- with .image }}
+  image: {{ . | quote }}
+  {{- end }}
+  {{- with .resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+database:
+  kind: {{ .database.kind }}
+  {{- if eq .database.kind "Postgres" }}
+  postgres:
+    urlSecretRef:
+      name: {{ required "database.postgres.urlSecretRef.name is required when database.kind is Postgres" .database.postgres.urlSecretRef.name | quote }}
+      key: {{ .database.postgres.urlSecretRef.key | quote }}
+  {{- else }}
+  sqlite:
+    storageSize: {{ .database.sqlite.storageSize | quote }}
+    {{- with .database.sqlite.storageClassName }}
+    storageClassName: {{ . | quote }}
+    {{- end }}
+  {{- end }}
+{{- end -}}
