@@ -44,10 +44,7 @@ async fn reconcile(object: Arc<ServiceExtension>, ctx: Arc<Context>) -> Result<R
         .nodes
         .first()
         .and_then(|r| topology.index_of(r.namespace.as_deref().unwrap_or(&ns), &r.name))
-        .map_or_else(
-            || "japan".to_string(),
-            |i| topology.objects[i].spec.calendar.clone(),
-        );
+        .map_or_else(|| "japan".to_string(), |i| topology.calendars[i].clone());
     let (phase, reason, message, next) = match calendar_of(&ctx, &calendar_name) {
         Ok((calendar, _)) => {
             let e = evaluate(

@@ -94,6 +94,8 @@ pub struct Context {
     pub deployments: Store<Deployment>,
     pub jobs: Store<Job>,
     pub pods: Store<Pod>,
+    /// Who is upstream of whom, rebuilt only when the set of nodes or their specs change.
+    pub topology: view::TopologyCache,
 }
 
 impl std::fmt::Debug for Context {
@@ -105,8 +107,20 @@ impl std::fmt::Debug for Context {
     }
 }
 
-/// Starts a reflector for `api` and returns its store; the task runs until the process ends.
-fn cache<K>(api: Api<K>, config: watcher::Config) -> Store<K>
+/// A cache of one kind, and the stream of its changes for triggering reconciles. Each change is
+/// announced only after the store holds it, so a reconcile it triggers never reads an older copy.
+pub(crate) struct Shared<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    pub store: Store<K>,
+    pub changes: reflector::ReflectHandle<K>,
+}
+
+/// Starts a shared reflector for `api`; `slim` drops what the operator never reads (managed
+/// fields, pod specs) so that the whole country fits in little memory. The task runs until the
+/// process ends.
+fn shared<K>(api: Api<K>, config: watcher::Config, slim: fn(&mut K)) -> Shared<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -116,26 +130,47 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config))
+    let (store, writer) = reflector::store_shared(8192);
+    let changes = writer
+        .subscribe()
+        .expect("a shared store can be subscribed to");
+    let stream = watcher(api, config)
         .default_backoff()
+        .modify(move |o: &mut K| {
+            o.meta_mut().managed_fields = None;
+            slim(o);
+        })
+        .reflect_shared(writer)
         .applied_objects();
     tokio::spawn(stream.for_each(|_| async {}));
-    reader
+    Shared { store, changes }
 }
 
 /// Runs every controller until the process ends.
 pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settings: Settings) {
     let owned =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
-    let calendars = cache(
+    let all = watcher::Config::default();
+    let nodes = shared(settings.api::<JukiNode>(&client), all.clone(), |_| {});
+    let calendars = shared(
         Api::<OperatingCalendar>::all(client.clone()),
-        watcher::Config::default(),
+        all.clone(),
+        |_| {},
     );
-    let extensions = cache(settings.api(&client), watcher::Config::default());
-    let deployments = cache(settings.api(&client), owned.clone());
-    let jobs = cache(settings.api(&client), owned.clone());
-    let pods = cache(settings.api(&client), owned);
+    let extensions = shared(settings.api::<ServiceExtension>(&client), all, |_| {});
+    let deployments = shared(settings.api::<Deployment>(&client), owned.clone(), |d| {
+        // The pod template's spec is ours and known; its annotations carry the support hash.
+        if let Some(spec) = d.spec.as_mut() {
+            spec.template.spec = None;
+        }
+    });
+    let jobs = shared(settings.api::<Job>(&client), owned.clone(), |j| {
+        j.spec = None
+    });
+    let pods = shared(settings.api::<Pod>(&client), owned, |p| {
+        p.spec = None;
+        p.status = None;
+    });
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -143,40 +178,45 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
             instance: std::env::var("POD_NAME").ok(),
         },
     );
-    for (name, ready) in [
-        ("calendars", calendars.wait_until_ready().await),
-        ("extensions", extensions.wait_until_ready().await),
-    ] {
-        if let Err(e) = ready {
-            tracing::warn!(cache = name, error = %e, "cache did not sync");
-        }
+    // Decide nothing before every cache has its first full list: an empty calendar cache would
+    // make every node look invalid for a moment.
+    let ready = tokio::join!(
+        nodes.store.wait_until_ready(),
+        calendars.store.wait_until_ready(),
+        extensions.store.wait_until_ready(),
+        deployments.store.wait_until_ready(),
+        jobs.store.wait_until_ready(),
+        pods.store.wait_until_ready()
+    );
+    let results = [ready.0, ready.1, ready.2, ready.3, ready.4, ready.5];
+    if results.iter().any(Result::is_err) {
+        tracing::warn!("a cache stopped before its first list");
     }
-    let _ = tokio::join!(
-        deployments.wait_until_ready(),
-        jobs.wait_until_ready(),
-        pods.wait_until_ready()
-    );
-
-    let node_controller = kube::runtime::Controller::new(
-        settings.api::<JukiNode>(&client),
-        watcher::Config::default(),
-    );
     let ctx = Arc::new(Context {
         client: client.clone(),
         clock,
         metrics,
         recorder,
         settings,
-        nodes: node_controller.store(),
+        nodes: nodes.store.clone(),
+        calendars: calendars.store.clone(),
+        extensions: extensions.store.clone(),
+        deployments: deployments.store.clone(),
+        jobs: jobs.store.clone(),
+        pods: pods.store.clone(),
+        topology: Default::default(),
+    });
+    tokio::spawn(count_nodes(ctx.clone()));
+    let triggers = node::Triggers {
+        nodes,
         calendars,
         extensions,
         deployments,
         jobs,
         pods,
-    });
-    tokio::spawn(count_nodes(ctx.clone()));
+    };
     tokio::join!(
-        node::run(node_controller, ctx.clone()),
+        node::run(triggers, ctx.clone()),
         calendar::run(ctx.clone()),
         extension::run(ctx)
     );

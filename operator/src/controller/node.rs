@@ -9,31 +9,47 @@ use jiff::civil::Date;
 use juki_calendar::Calendar;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::view::{Topology, calendar_of, extensions, extensions_covering, jobs_of, pods_of};
-use super::{Context, Error, FinalExchange};
+use super::{Context, Error, FinalExchange, Shared};
 use crate::api::{
     FinalAnswerStatus, JukiNode, JukiNodeStatus, LastBatch, NextTransition, NodePhase,
-    ServiceExtension,
+    OperatingCalendar, ServiceExtension,
 };
 use crate::planner::{Action, FinalAnswer, NodeView, Plan, check_online_end, plan};
 use crate::resources::{self, MANAGER, SqliteVolume};
-use crate::topology::{Resolved, downstream_of, from_jukinode, may_be_neighbours};
+use crate::topology::{Resolved, from_jukinode, may_be_neighbours};
 
-pub(super) async fn run(controller: Controller<JukiNode>, ctx: Arc<Context>) {
-    let client = ctx.client.clone();
-    let store = controller.store();
+/// The shared caches whose changes wake the node controller.
+pub(super) struct Triggers {
+    pub nodes: Shared<JukiNode>,
+    pub calendars: Shared<OperatingCalendar>,
+    pub extensions: Shared<ServiceExtension>,
+    pub deployments: Shared<Deployment>,
+    pub jobs: Shared<Job>,
+    pub pods: Shared<Pod>,
+}
+
+pub(super) async fn run(triggers: Triggers, ctx: Arc<Context>) {
+    let Triggers {
+        nodes,
+        calendars,
+        extensions,
+        deployments,
+        jobs,
+        pods,
+    } = triggers;
     // A node's neighbours react to its phase changes: its downstream may start, its upstream may stop.
-    let neighbours = move |changed: JukiNode| {
+    let store = nodes.store.clone();
+    let neighbours = move |changed: Arc<JukiNode>| {
         let Ok((changed, _)) = from_jukinode(&changed, "default") else {
             return Vec::new();
         };
@@ -46,29 +62,40 @@ pub(super) async fn run(controller: Controller<JukiNode>, ctx: Arc<Context>) {
             .map(|o| ObjectRef::from_obj(o.as_ref()))
             .collect::<Vec<_>>()
     };
-    let all_nodes = ctx.nodes.clone();
-    let for_extension = move |_: ServiceExtension| {
-        all_nodes
+    let store = nodes.store.clone();
+    let all_nodes = move || {
+        store
             .state()
             .iter()
             .map(|n| ObjectRef::from_obj(n.as_ref()))
             .collect::<Vec<_>>()
     };
-    let config = watcher::Config::default();
-    let settings = ctx.settings.clone();
-    controller
-        .owns(settings.api::<Deployment>(&client), config.clone())
-        .owns(settings.api::<Job>(&client), config.clone())
-        .watches(
-            settings.api::<JukiNode>(&client),
-            config.clone(),
-            neighbours,
-        )
-        .watches(
-            settings.api::<ServiceExtension>(&client),
-            config.clone(),
-            for_extension,
-        )
+    let for_extension = {
+        let all_nodes = all_nodes.clone();
+        move |_: Arc<ServiceExtension>| all_nodes()
+    };
+    let store = nodes.store.clone();
+    let for_calendar = move |c: Arc<OperatingCalendar>| {
+        let name = c.metadata.name.clone().unwrap_or_default();
+        store
+            .state()
+            .iter()
+            .filter(|n| n.spec.calendar == name)
+            .map(|n| ObjectRef::from_obj(n.as_ref()))
+            .collect::<Vec<_>>()
+    };
+    // Pods name their node in a label (they are owned by ReplicaSets, not by the node).
+    let for_pod = |p: Arc<Pod>| {
+        let node = p.labels().get(resources::NODE_LABEL).cloned();
+        node.map(|n| ObjectRef::new(&n).within(&p.namespace().unwrap_or_default()))
+    };
+    Controller::for_shared_stream(nodes.changes.clone(), nodes.store.clone())
+        .owns_shared_stream(deployments.changes)
+        .owns_shared_stream(jobs.changes)
+        .watches_shared_stream(pods.changes, for_pod)
+        .watches_shared_stream(nodes.changes, neighbours)
+        .watches_shared_stream(extensions.changes, for_extension)
+        .watches_shared_stream(calendars.changes, for_calendar)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -164,8 +191,11 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         reason: status.reason.as_deref(),
         ready_replicas: ready,
         pods: pods_of(ctx, &ns, &name),
-        upstream: topology.resolved[me].state(|i| topology.phase(i)),
-        downstream_offline: downstream_of(&topology.resolved, me).all(|i| topology.stopped(i)),
+        upstream: topology.resolved[me].state(|i| topology.phase(ctx, i)),
+        downstream_offline: topology
+            .downstream(me)
+            .iter()
+            .all(|&i| topology.stopped(ctx, i)),
         final_answer,
         jobs: &jobs,
         last_batch_date: status.last_batch.as_ref().and_then(|b| b.date.parse().ok()),
@@ -281,13 +311,9 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         .wake_at
         .map_or(ctx.settings.max_requeue, |at| ctx.clock.real_until(at))
         .min(ctx.settings.max_requeue);
-    // Phases that wait on something observed (replicas, pods, Jobs, a neighbour phase) look again soon:
-    // the caches may have been a step behind the event that woke this reconcile.
-    if matches!(
-        plan.phase,
-        NodePhase::Starting | NodePhase::Draining | NodePhase::Stopping | NodePhase::DailyBatch
-    ) || plan.reason == "WaitingForUpstream"
-    {
+    // Pod deletions are not announced by the shared caches: a stopping node looks again soon.
+
+    if plan.phase == NodePhase::Stopping {
         wait = wait.min(ctx.settings.transition_poll);
     }
     Ok(Requeue::requeue(wait.max(Duration::from_millis(20))))

@@ -1,7 +1,9 @@
 //! Reading the caches into the pure core's inputs: the topology of every node, the calendar of a
 //! node, the extensions in force, the observed Deployment, pods and Jobs.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -13,65 +15,131 @@ use crate::api::{JukiNode, NodePhase};
 use crate::planner::JobState;
 use crate::resources::{BATCH_LABEL, DATE_LABEL, NODE_LABEL};
 use crate::service_extension::{Evaluation, evaluate};
+use kube::runtime::reflector::ObjectRef;
+
 use crate::topology::{Resolved, TopologyNode, from_jukinode, resolve};
 
-/// Every JukiNode with a readable spec, resolved.
+/// Every JukiNode with a readable spec, resolved. Phases are not kept here: they are read live
+/// from the node cache, so a cached topology never hides a neighbour's newer phase.
 #[derive(Debug)]
 pub struct Topology {
-    pub objects: Vec<Arc<JukiNode>>,
     pub nodes: Vec<TopologyNode>,
     pub online_ends: Vec<Option<TimeOfDay>>,
+    /// `spec.calendar` of each node.
+    pub calendars: Vec<String>,
     pub resolved: Vec<Resolved>,
+    children: Vec<Vec<usize>>,
+    index: HashMap<(String, String), usize>,
+}
+
+/// The last topology built, with the fingerprint of the node specs it was built from.
+#[derive(Debug, Default, Clone)]
+pub struct TopologyCache(Arc<Mutex<Option<(u64, Arc<Topology>)>>>);
+
+/// A fingerprint of which nodes exist and at which spec generation; order-independent.
+fn fingerprint(objects: &[Arc<JukiNode>]) -> u64 {
+    objects.iter().fold(objects.len() as u64, |acc, o| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            &o.metadata.namespace,
+            &o.metadata.name,
+            &o.metadata.uid,
+            o.metadata.generation,
+        )
+            .hash(&mut h);
+        acc.wrapping_add(h.finish())
+    })
 }
 
 impl Topology {
-    pub fn read(ctx: &Context) -> Topology {
-        let mut objects = ctx.nodes.state();
-        objects.sort_by(|a, b| {
+    /// The current topology: rebuilt only when a node was added, removed or changed its spec.
+    pub fn read(ctx: &Context) -> Arc<Topology> {
+        let objects = ctx.nodes.state();
+        let print = fingerprint(&objects);
+        let mut cache = ctx.topology.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((p, t)) = cache.as_ref()
+            && *p == print
+        {
+            return t.clone();
+        }
+        let topology = Arc::new(Topology::build(&objects));
+        *cache = Some((print, topology.clone()));
+        topology
+    }
+
+    fn build(objects: &[Arc<JukiNode>]) -> Topology {
+        let mut sorted: Vec<&Arc<JukiNode>> = objects.iter().collect();
+        sorted.sort_by(|a, b| {
             (&a.metadata.namespace, &a.metadata.name)
                 .cmp(&(&b.metadata.namespace, &b.metadata.name))
         });
-        let mut kept = Vec::new();
-        let mut nodes = Vec::new();
-        let mut online_ends = Vec::new();
-        for o in objects {
-            if let Ok((n, end)) = from_jukinode(&o, "default") {
-                kept.push(o);
+        let (mut nodes, mut online_ends, mut calendars) = (Vec::new(), Vec::new(), Vec::new());
+        for o in sorted {
+            if let Ok((n, end)) = from_jukinode(o, "default") {
                 nodes.push(n);
                 online_ends.push(end);
+                calendars.push(o.spec.calendar.clone());
             }
         }
         let resolved = resolve(&nodes);
+        let mut children = vec![Vec::new(); nodes.len()];
+        for (i, r) in resolved.iter().enumerate() {
+            if let Resolved::Node(up) = r {
+                children[*up].push(i);
+            }
+        }
+        let index = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ((n.namespace.clone(), n.name.clone()), i))
+            .collect();
         Topology {
-            objects: kept,
             nodes,
             online_ends,
+            calendars,
             resolved,
+            children,
+            index,
         }
     }
 
     pub fn index_of(&self, namespace: &str, name: &str) -> Option<usize> {
-        self.nodes
-            .iter()
-            .position(|n| n.namespace == namespace && n.name == name)
+        self.index
+            .get(&(namespace.to_string(), name.to_string()))
+            .copied()
     }
 
-    pub fn phase(&self, i: usize) -> NodePhase {
-        self.objects[i]
-            .status
-            .as_ref()
+    /// The nodes whose upstream is node `i`.
+    pub fn downstream(&self, i: usize) -> &[usize] {
+        &self.children[i]
+    }
+
+    fn status(&self, ctx: &Context, i: usize) -> Option<crate::api::JukiNodeStatus> {
+        let n = &self.nodes[i];
+        ctx.nodes
+            .get(&ObjectRef::new(&n.name).within(&n.namespace))
+            .and_then(|o| o.status.clone())
+    }
+
+    /// Node `i`'s phase now (Offline when it has none yet).
+    pub fn phase(&self, ctx: &Context, i: usize) -> NodePhase {
+        self.status(ctx, i)
             .and_then(|s| s.phase)
             .unwrap_or(NodePhase::Offline)
     }
 
     /// Whether node `i` runs no replicas: Offline, or Failed for a reason that scaled it to zero
     /// or never let it start. A node above waits for this before it stops.
-    pub fn stopped(&self, i: usize) -> bool {
-        let status = self.objects[i].status.as_ref();
-        match status.and_then(|s| s.phase).unwrap_or(NodePhase::Offline) {
+    pub fn stopped(&self, ctx: &Context, i: usize) -> bool {
+        let status = self.status(ctx, i);
+        match status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .unwrap_or(NodePhase::Offline)
+        {
             NodePhase::Offline => true,
             NodePhase::Failed => matches!(
-                status.and_then(|s| s.reason.as_deref()),
+                status.as_ref().and_then(|s| s.reason.as_deref()),
                 Some("InvalidSpec" | "CalendarUnavailable" | "BatchFailed")
             ),
             _ => false,

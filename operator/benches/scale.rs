@@ -1,0 +1,1077 @@
+//! Scale benchmark of the operator on the local control plane (`tests/cluster`).
+//!
+//! `cargo bench -p juki-operator --bench scale` — one run measures, on the same cluster:
+//!
+//! 1. the floor: 1,789 Deployments (exactly the ones the operator builds, 1 replica each) scaled
+//!    up in dependency order (national, prefectures, CSs, each tier waited until ready) and down in
+//!    reverse order (waiting for the pods to go), by a minimal client with no other logic;
+//! 2. the operator (`target/release/juki-operator`, fast clock ×60) on 1 national, 47 prefecture
+//!    and 1,741 CS JukiNodes: the start wave (window open → every node Online), the stop wave
+//!    (window end → every node Offline with the day's batches done), API writes per node per
+//!    transition, peak memory and CPU.
+//!
+//! It prints a table with PASS/MISS per target and exits 0 whatever the figures; if the cluster is
+//! down it prints how to start it and exits 0. `JUKINET_SCALE_CS=N` runs a smaller network (N CSs
+//! spread over the prefectures). The operator's log goes to /tmp/scale-operator.log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use futures::{StreamExt, TryStreamExt, stream};
+use jiff::{SignedDuration, Timestamp};
+use juki_operator::api::{JukiNode, NodePhase, OperatingCalendar};
+use juki_operator::resources::{self, SqliteVolume};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Config, ResourceExt};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The operating date of the run (a Friday, not a holiday).
+const DATE: &str = "2026-11-20";
+/// Window open on the operator's clock.
+const OPEN: &str = "2026-11-20T07:00:00+09:00";
+/// Fast clock factor: one real second is one simulated minute.
+const FACTOR: i64 = 60;
+/// Parallel requests of the bench's own client (creates, applies, scales).
+const CONCURRENCY: usize = 32;
+const FIELD_MANAGER: &str = "juki-scale-bench";
+const LOG: &str = "/tmp/scale-operator.log";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Tier {
+    National,
+    Prefecture,
+    Cs,
+}
+
+impl Tier {
+    const ALL: [Tier; 3] = [Tier::National, Tier::Prefecture, Tier::Cs];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Tier::National => "National",
+            Tier::Prefecture => "Prefecture",
+            Tier::Cs => "CS",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct NodeSpec {
+    name: String,
+    tier: Tier,
+    prefecture: Option<String>,
+    municipality: Option<String>,
+}
+
+impl NodeSpec {
+    fn manifest(&self, namespace: &str, calendar: &str) -> serde_json::Value {
+        let mut spec = json!({"tier": self.tier.as_str(), "calendar": calendar, "replicas": 1});
+        if let Some(p) = &self.prefecture {
+            spec["prefecture"] = json!(p);
+        }
+        if let Some(m) = &self.municipality {
+            spec["municipality"] = json!(m);
+        }
+        json!({
+            "apiVersion": "jukinet.io/v1alpha1",
+            "kind": "JukiNode",
+            "metadata": {"name": self.name, "namespace": namespace},
+            "spec": spec,
+        })
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("operator/ has a parent")
+        .to_path_buf()
+}
+
+/// 1 national, 47 prefectures and `cs` CSs (all 1,741 by default, else spread evenly).
+fn topology(cs: Option<usize>) -> anyhow::Result<Vec<NodeSpec>> {
+    let path = std::env::var_os("JUKINET_MUNICIPALITIES").map_or_else(
+        || repo_root().join("../shared/data/municipalities.csv"),
+        PathBuf::from,
+    );
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut prefectures = Vec::new();
+    let mut all_cs = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() < 6 {
+            continue;
+        }
+        let (code, pref, kind) = (f[0], f[1], f[5]);
+        match kind {
+            "prefecture" => prefectures.push(pref.to_string()),
+            "city" | "designated_city" | "town" | "village" | "special_ward"
+                if !("016951"..="017001").contains(&code) =>
+            {
+                all_cs.push(code.to_string());
+            }
+            _ => {}
+        }
+    }
+    let n = cs.unwrap_or(all_cs.len()).min(all_cs.len());
+    let picked: Vec<&String> = (0..n).map(|i| &all_cs[i * all_cs.len() / n]).collect();
+    let mut nodes = vec![NodeSpec {
+        name: "national".into(),
+        tier: Tier::National,
+        prefecture: None,
+        municipality: None,
+    }];
+    nodes.extend(prefectures.iter().map(|p| NodeSpec {
+        name: format!("pref-{p}"),
+        tier: Tier::Prefecture,
+        prefecture: Some(p.clone()),
+        municipality: None,
+    }));
+    nodes.extend(picked.into_iter().map(|m| NodeSpec {
+        name: format!("cs-{m}"),
+        tier: Tier::Cs,
+        prefecture: None,
+        municipality: Some(m.clone()),
+    }));
+    Ok(nodes)
+}
+
+fn kubeconfig_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("KUBECONFIG") {
+        return PathBuf::from(p);
+    }
+    let state = std::env::var_os("JUKINET_CLUSTER_STATE").map_or_else(
+        || {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/jukinet/cluster-state")
+        },
+        PathBuf::from,
+    );
+    state.join("admin.kubeconfig")
+}
+
+/// A client of the local cluster, or None (with a note) when it is not up.
+async fn connect(kubeconfig: &Path) -> Option<Client> {
+    let how = "start it with `bash tests/cluster/up.sh` (then `source tests/cluster/env.sh`) and \
+               run `cargo bench -p juki-operator --bench scale` again";
+    let Ok(kc) = Kubeconfig::read_from(kubeconfig) else {
+        println!(
+            "scale bench: no kubeconfig at {}; the local cluster is not up: {how}",
+            kubeconfig.display()
+        );
+        return None;
+    };
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .ok()?;
+    let client = Client::try_from(config).ok()?;
+    let req = http::Request::get("/readyz").body(Vec::new()).ok()?;
+    match tokio::time::timeout(Duration::from_secs(5), client.request_text(req)).await {
+        Ok(Ok(body)) if body.trim() == "ok" => Some(client),
+        _ => {
+            println!(
+                "scale bench: the cluster at {} is not ready: {how}",
+                kubeconfig.display()
+            );
+            None
+        }
+    }
+}
+
+async fn ensure_crds(client: &Client) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    if api.get_opt("jukinodes.jukinet.io").await?.is_some()
+        && api
+            .get_opt("operatingcalendars.jukinet.io")
+            .await?
+            .is_some()
+    {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(repo_root().join("crds"))? {
+        let path = entry?.path();
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
+        api.patch(
+            &crd.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(())
+}
+
+async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    api.create(&PostParams::default(), &ns).await?;
+    Ok(())
+}
+
+/// Deletes a namespace and waits (up to `wait`) until it is gone.
+async fn delete_namespace(client: &Client, name: &str, wait: Duration) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let _ = api.delete(name, &DeleteParams::background()).await;
+    let until = Instant::now() + wait;
+    while Instant::now() < until {
+        if matches!(api.get_opt(name).await, Ok(None)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    println!("  (namespace {name} still terminating after {wait:?}; left to the cluster)");
+}
+
+/// A store of `K` in `namespace`, kept current by a watch, ready when returned.
+async fn watch_store<K>(client: &Client, namespace: &str) -> Store<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let (store, writer) = reflector::store::<K>();
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    tokio::spawn(stream.for_each(|_| futures::future::ready(())));
+    let _ = store.wait_until_ready().await;
+    store
+}
+
+/// Polls `done` every 100 ms until it holds (Some(elapsed since `from`)) or `until` passes (None).
+async fn wait_until(from: Instant, until: Instant, mut done: impl FnMut() -> bool) -> Option<f64> {
+    loop {
+        if done() {
+            return Some(from.elapsed().as_secs_f64());
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The floor
+
+#[derive(Debug, Default)]
+struct Floor {
+    /// Up wave: seconds from the first scale request until each tier is all ready (cumulative).
+    up: BTreeMap<Tier, f64>,
+    /// Down wave: seconds from the first scale-down until each tier's pods are gone (cumulative).
+    down: BTreeMap<Tier, f64>,
+}
+
+impl Floor {
+    fn up_total(&self) -> Option<f64> {
+        self.up
+            .get(&Tier::National)
+            .copied()
+            .filter(|_| self.up.len() == 3)?;
+        self.up.get(&Tier::Cs).copied()
+    }
+    fn down_total(&self) -> Option<f64> {
+        self.down
+            .get(&Tier::Cs)
+            .copied()
+            .filter(|_| self.down.len() == 3)?;
+        self.down.get(&Tier::National).copied()
+    }
+}
+
+async fn scale_all(api: &Api<Deployment>, names: &[String], replicas: i32) -> anyhow::Result<()> {
+    let patch = json!({"spec": {"replicas": replicas}});
+    stream::iter(names)
+        .map(|n| {
+            let patch = &patch;
+            async move {
+                api.patch(n, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+async fn floor(
+    client: &Client,
+    ns: &str,
+    nodes: &[NodeSpec],
+    timeout: Duration,
+) -> anyhow::Result<Floor> {
+    create_namespace(client, ns).await?;
+    let calendar_json = json!({});
+    let ctx = resources::Context {
+        calendar_json: &calendar_json,
+        upstream_url: None,
+        sqlite_volume: SqliteVolume::EmptyDir,
+    };
+    let mut deployments = Vec::new();
+    for n in nodes {
+        let node: JukiNode = serde_json::from_value(n.manifest(ns, "unused"))?;
+        deployments.push(resources::deployment(&node, &ctx, 0));
+    }
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let created = Instant::now();
+    let post = PostParams::default();
+    stream::iter(&deployments)
+        .map(|d| api.create(&post, d))
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+    println!(
+        "  floor: created {} Deployments (replicas 0) in {:.1} s",
+        deployments.len(),
+        created.elapsed().as_secs_f64()
+    );
+    let tier_of: HashMap<String, Tier> = nodes.iter().map(|n| (n.name.clone(), n.tier)).collect();
+    let by_tier = |t: Tier| -> Vec<String> {
+        nodes
+            .iter()
+            .filter(|n| n.tier == t)
+            .map(|n| n.name.clone())
+            .collect()
+    };
+    let deps = watch_store::<Deployment>(client, ns).await;
+    let pods = watch_store::<Pod>(client, ns).await;
+    let tier_ready = |t: Tier, want: usize| {
+        let state = deps.state();
+        let ready = state
+            .iter()
+            .filter(|d| tier_of.get(&d.name_any()) == Some(&t))
+            .filter(|d| {
+                d.status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0)
+                    >= 1
+            })
+            .count();
+        ready == want
+    };
+    let tier_gone = |t: Tier| {
+        !pods.state().iter().any(|p| {
+            p.labels()
+                .get(resources::NODE_LABEL)
+                .and_then(|n| tier_of.get(n))
+                == Some(&t)
+        })
+    };
+
+    // Let the deployment controller catch up with the creations (ReplicaSets at 0) first, so the
+    // up wave measures scaling, not the creation backlog.
+    let settled = wait_until(created, created + timeout, || {
+        let state = deps.state();
+        state.len() == deployments.len()
+            && state.iter().all(|d| {
+                d.status.as_ref().and_then(|s| s.observed_generation) == d.metadata.generation
+            })
+    })
+    .await;
+    println!(
+        "  floor: deployment controller caught up at {}",
+        fmt_s(settled)
+    );
+
+    let mut out = Floor::default();
+    let start = Instant::now();
+    for t in Tier::ALL {
+        let names = by_tier(t);
+        scale_all(&api, &names, 1).await?;
+        match wait_until(start, start + timeout, || tier_ready(t, names.len())).await {
+            Some(s) => out.up.insert(t, s),
+            None => bail!("floor: {} not ready within {timeout:?}", t.as_str()),
+        };
+        println!("  floor up: {} ready at {:.1} s", t.as_str(), out.up[&t]);
+    }
+    let start = Instant::now();
+    for t in Tier::ALL.into_iter().rev() {
+        scale_all(&api, &by_tier(t), 0).await?;
+        match wait_until(start, start + timeout, || tier_gone(t)).await {
+            Some(s) => out.down.insert(t, s),
+            None => bail!("floor: {} pods not gone within {timeout:?}", t.as_str()),
+        };
+        println!(
+            "  floor down: {} pods gone at {:.1} s",
+            t.as_str(),
+            out.down[&t]
+        );
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The operator
+
+/// Sums of the samples of a few metrics, from Prometheus text.
+#[derive(Debug, Clone, Default)]
+struct Scrape {
+    writes: f64,
+    writes_by_kind: BTreeMap<String, f64>,
+    transitions: f64,
+    reconciles: f64,
+    reconcile_errors: f64,
+}
+
+impl Scrape {
+    fn parse(text: &str) -> Scrape {
+        let mut s = Scrape::default();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(v) = value.trim().parse::<f64>() else {
+                continue;
+            };
+            let name = series.split('{').next().unwrap_or("");
+            match name {
+                "juki_api_writes_total" => {
+                    s.writes += v;
+                    let kind = series
+                        .split("kind=\"")
+                        .nth(1)
+                        .and_then(|r| r.split('"').next())
+                        .unwrap_or("?");
+                    *s.writes_by_kind.entry(kind.to_string()).or_default() += v;
+                }
+                "juki_phase_transitions_total" => s.transitions += v,
+                "juki_reconciles_total" => s.reconciles += v,
+                "juki_reconcile_errors_total" => s.reconcile_errors += v,
+                _ => {}
+            }
+        }
+        s
+    }
+
+    fn minus(&self, before: &Scrape) -> Scrape {
+        let mut by_kind = self.writes_by_kind.clone();
+        for (k, v) in &before.writes_by_kind {
+            *by_kind.entry(k.clone()).or_default() -= v;
+        }
+        by_kind.retain(|_, v| *v != 0.0);
+        Scrape {
+            writes: self.writes - before.writes,
+            writes_by_kind: by_kind,
+            transitions: self.transitions - before.transitions,
+            reconciles: self.reconciles - before.reconciles,
+            reconcile_errors: self.reconcile_errors - before.reconcile_errors,
+        }
+    }
+}
+
+async fn scrape(addr: &str) -> anyhow::Result<Scrape> {
+    let mut conn = tokio::net::TcpStream::connect(addr).await?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut buf = Vec::new();
+    conn.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("no HTTP header end in /metrics answer")?;
+    if !head.contains(" 200 ") {
+        bail!("/metrics answered {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(Scrape::parse(body))
+}
+
+/// Peak memory and CPU of a process, from /proc.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    hwm_kib: u64,
+    cpu_s: f64,
+}
+
+fn usage(pid: u32) -> Option<Usage> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces): state is field 3; utime 14, stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(Usage {
+        hwm_kib,
+        cpu_s: ticks / 100.0,
+    })
+}
+
+#[derive(Debug, Default)]
+struct OperatorRun {
+    apply_s: f64,
+    initial_pass_s: Option<f64>,
+    window_s: i64,
+    /// Start wave: seconds from window open until each tier is all Online.
+    up: BTreeMap<Tier, f64>,
+    /// Stop wave: seconds from window end until each tier has all left Stopping.
+    left_stopping: BTreeMap<Tier, f64>,
+    /// Stop wave: seconds from window end until each tier is all Offline with batches done.
+    down: BTreeMap<Tier, f64>,
+    start_writes: Scrape,
+    idle_writes: Scrape,
+    stop_writes: Scrape,
+    initial_writes: Scrape,
+    peak: Usage,
+    cpu_start_wave: f64,
+    cpu_stop_wave: f64,
+    failed_seen: usize,
+    nodes: usize,
+}
+
+impl OperatorRun {
+    fn up_total(&self) -> Option<f64> {
+        (self.up.len() == 3).then(|| self.up.values().copied().fold(0.0, f64::max))
+    }
+    fn down_total(&self) -> Option<f64> {
+        (self.down.len() == 3).then(|| self.down[&Tier::National])
+    }
+    /// The stop wave less the batch time on the critical path: for each tier, the time from the
+    /// moment it could start stopping (window end for CSs; the tier below all done for the
+    /// others) until it has all left Stopping.
+    fn down_without_batches(&self) -> Option<f64> {
+        if self.left_stopping.len() < 3 || self.down.len() < 3 {
+            return None;
+        }
+        let cs = self.left_stopping[&Tier::Cs];
+        let pref = (self.left_stopping[&Tier::Prefecture] - self.down[&Tier::Cs]).max(0.0);
+        let nat = (self.left_stopping[&Tier::National] - self.down[&Tier::Prefecture]).max(0.0);
+        Some(cs + pref + nat)
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn build_operator() -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "juki-operator",
+            "--bin",
+            "juki-operator",
+        ])
+        .current_dir(repo_root())
+        .status()?;
+    if !status.success() {
+        bail!("building the release juki-operator failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo_root().join("target"), PathBuf::from);
+    Ok(target.join("release/juki-operator"))
+}
+
+fn phase_of(n: &JukiNode) -> Option<NodePhase> {
+    n.status.as_ref().and_then(|s| s.phase)
+}
+
+fn batches_done(n: &JukiNode) -> bool {
+    phase_of(n) == Some(NodePhase::Offline)
+        && n.status
+            .as_ref()
+            .and_then(|s| s.last_batch.as_ref())
+            .is_some_and(|b| b.date == DATE)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn operator(
+    client: &Client,
+    kubeconfig: &Path,
+    binary: &Path,
+    ns: &str,
+    calendar: &str,
+    nodes: &[NodeSpec],
+    window_s: i64,
+    lead_s: i64,
+) -> anyhow::Result<OperatorRun> {
+    let mut out = OperatorRun {
+        window_s,
+        nodes: nodes.len(),
+        ..OperatorRun::default()
+    };
+    // All tiers share one window, so the start wave is pure dependency order and the stop wave
+    // starts at one instant; at ×60 the window lasts `window_s` real seconds.
+    let end = format!("{:02}:{:02}", 7 + window_s / 60, window_s % 60);
+    let window = json!({"start": "07:00", "end": end});
+    let cal = json!({
+        "apiVersion": "jukinet.io/v1alpha1",
+        "kind": "OperatingCalendar",
+        "metadata": {"name": calendar},
+        "spec": {
+            "timeZone": "Asia/Tokyo",
+            "onlineWindows": {"national": window, "prefecture": window, "cs": window},
+            "windowService": window,
+            "batches": [
+                {"name": "statistics", "schedule": "Daily"},
+                {"name": "backup", "schedule": "Daily"},
+            ],
+        },
+    });
+    let cals: Api<OperatingCalendar> = Api::all(client.clone());
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    cals.patch(calendar, &pp, &Patch::Apply(&cal)).await?;
+    create_namespace(client, ns).await?;
+    let api: Api<JukiNode> = Api::namespaced(client.clone(), ns);
+    let applied = Instant::now();
+    stream::iter(nodes)
+        .map(|n| {
+            let api = &api;
+            let pp = &pp;
+            async move {
+                api.patch(&n.name, pp, &Patch::Apply(n.manifest(ns, calendar)))
+                    .await
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+    out.apply_s = applied.elapsed().as_secs_f64();
+    println!(
+        "  operator: applied {} JukiNodes (server-side apply, {CONCURRENCY} in flight) in {:.1} s",
+        nodes.len(),
+        out.apply_s
+    );
+    let store = watch_store::<JukiNode>(client, ns).await;
+    let tier_of: HashMap<String, Tier> = nodes.iter().map(|n| (n.name.clone(), n.tier)).collect();
+    let count = |t: Tier| nodes.iter().filter(|n| n.tier == t).count();
+    let all = |t: Tier, f: &dyn Fn(&JukiNode) -> bool| {
+        let state = store.state();
+        state
+            .iter()
+            .filter(|n| tier_of.get(&n.name_any()) == Some(&t))
+            .filter(|n| f(n))
+            .count()
+            == count(t)
+    };
+
+    let open: Timestamp = OPEN.parse()?;
+    let clock_start = open - SignedDuration::from_secs(lead_s * FACTOR);
+    let port = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let log = std::fs::File::create(LOG)?;
+    let mut child = tokio::process::Command::new(binary)
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info,kube=warn")
+        .args([
+            "--clock",
+            &format!("fast:{clock_start},x{FACTOR}"),
+            "--namespace",
+            ns,
+            "--metrics-addr",
+            &addr,
+            "--final-exchange",
+            "skip",
+            "--sqlite-volume",
+            "empty-dir",
+            "--readiness-timeout",
+            "3600",
+        ])
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()?;
+    let started = Instant::now();
+    let pid = child.id().context("operator pid")?;
+    let open_at = started + Duration::from_secs(lead_s as u64);
+    let end_at = open_at + Duration::from_secs(window_s as u64);
+
+    // Peak memory and CPU, sampled every second (VmHWM is itself a peak).
+    let peak = Arc::new(Mutex::new(Usage::default()));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(u) = usage(pid) {
+                    let mut p = peak.lock().unwrap();
+                    p.hwm_kib = p.hwm_kib.max(u.hwm_kib);
+                    p.cpu_s = p.cpu_s.max(u.cpu_s);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+
+    let result: anyhow::Result<()> = async {
+        // Before the window opens: every node gets a status (the operator's first pass).
+        out.initial_pass_s = wait_until(started, open_at, || {
+            let state = store.state();
+            state.len() == nodes.len() && state.iter().all(|n| phase_of(n).is_some())
+        })
+        .await;
+        tokio::time::sleep_until(open_at.into()).await;
+        let m0 = scrape(&addr).await?;
+        out.initial_writes = m0.clone();
+        let cpu0 = usage(pid).map_or(0.0, |u| u.cpu_s);
+        println!(
+            "  operator: window open (first pass {}); start wave…",
+            out.initial_pass_s
+                .map_or("not done before open".into(), |s| format!("{s:.1} s"))
+        );
+
+        // Start wave.
+        let mut failed = std::collections::HashSet::new();
+        loop {
+            for n in store.state().iter() {
+                if phase_of(n) == Some(NodePhase::Failed) {
+                    failed.insert(n.name_any());
+                }
+            }
+            for t in Tier::ALL {
+                if !out.up.contains_key(&t) && all(t, &|n| phase_of(n) == Some(NodePhase::Online)) {
+                    let s = open_at.elapsed().as_secs_f64();
+                    println!("  operator up: {} all Online at {s:.1} s", t.as_str());
+                    out.up.insert(t, s);
+                }
+            }
+            if out.up.len() == 3 || Instant::now() >= end_at {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let m1 = scrape(&addr).await?;
+        out.start_writes = m1.minus(&m0);
+        out.cpu_start_wave = usage(pid).map_or(0.0, |u| u.cpu_s) - cpu0;
+        if out.up.len() < 3 {
+            println!("  operator: start wave NOT complete at window end");
+        }
+
+        // Online until the window ends.
+        tokio::time::sleep_until(end_at.into()).await;
+        let m2 = scrape(&addr).await?;
+        out.idle_writes = m2.minus(&m1);
+        let cpu2 = usage(pid).map_or(0.0, |u| u.cpu_s);
+        println!("  operator: window end; stop wave…");
+
+        // Stop wave.
+        let deadline = end_at + Duration::from_secs(1800);
+        loop {
+            for n in store.state().iter() {
+                if phase_of(n) == Some(NodePhase::Failed) {
+                    failed.insert(n.name_any());
+                }
+            }
+            for t in Tier::ALL {
+                if !out.left_stopping.contains_key(&t)
+                    && all(t, &|n| {
+                        matches!(
+                            phase_of(n),
+                            Some(NodePhase::DailyBatch | NodePhase::Offline)
+                        )
+                    })
+                {
+                    let s = end_at.elapsed().as_secs_f64();
+                    println!(
+                        "  operator down: {} all left Stopping at {s:.1} s",
+                        t.as_str()
+                    );
+                    out.left_stopping.insert(t, s);
+                }
+                if !out.down.contains_key(&t) && all(t, &batches_done) {
+                    let s = end_at.elapsed().as_secs_f64();
+                    println!(
+                        "  operator down: {} all Offline, batches done, at {s:.1} s",
+                        t.as_str()
+                    );
+                    out.down.insert(t, s);
+                }
+            }
+            if out.down.len() == 3 || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let m3 = scrape(&addr).await?;
+        out.stop_writes = m3.minus(&m2);
+        out.cpu_stop_wave = usage(pid).map_or(0.0, |u| u.cpu_s) - cpu2;
+        out.failed_seen = failed.len();
+        Ok(())
+    }
+    .await;
+    if let Some(u) = usage(pid) {
+        let mut p = peak.lock().unwrap();
+        p.hwm_kib = p.hwm_kib.max(u.hwm_kib);
+        p.cpu_s = p.cpu_s.max(u.cpu_s);
+    }
+    sampler.abort();
+    out.peak = *peak.lock().unwrap();
+    let _ = child.kill().await;
+    result.map(|()| out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report
+
+fn fmt_s(v: Option<f64>) -> String {
+    v.map_or("—".into(), |s| format!("{s:.1} s"))
+}
+
+fn verdict(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "PASS",
+        Some(false) => "MISS",
+        None => "n/a",
+    }
+}
+
+fn report(floor: &Floor, op: &OperatorRun) {
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let n = op.nodes as f64;
+    // Nominal transitions per node: up Offline→Starting→Online; down Online→Draining→Stopping→
+    // DailyBatch→Offline.
+    let per_up = op.start_writes.writes / (n * 2.0);
+    let per_down = op.stop_writes.writes / (n * 4.0);
+    let up_ratio = ratio(op.up_total(), floor.up_total());
+    let down_ratio = ratio(op.down_without_batches(), floor.down_total());
+    let full_ratio = ratio(op.down_total(), floor.down_total());
+    let mib = op.peak.hwm_kib as f64 / 1024.0;
+
+    println!();
+    println!(
+        "## Scale benchmark: {} nodes (1 national, 47 prefectures, {} CSs)",
+        op.nodes,
+        op.nodes - 48
+    );
+    println!();
+    println!("| figure | floor | operator | ratio |");
+    println!("|---|---|---|---|");
+    for t in Tier::ALL {
+        println!(
+            "| start wave: {} all ready/Online | {} | {} | |",
+            t.as_str(),
+            fmt_s(floor.up.get(&t).copied()),
+            fmt_s(op.up.get(&t).copied())
+        );
+    }
+    println!(
+        "| **start wave** | {} | {} | {} |",
+        fmt_s(floor.up_total()),
+        fmt_s(op.up_total()),
+        up_ratio.map_or("—".into(), |r| format!("{r:.2}×"))
+    );
+    for t in Tier::ALL.into_iter().rev() {
+        println!(
+            "| stop wave: {} pods gone / left Stopping / Offline+batches | {} | {} / {} | |",
+            t.as_str(),
+            fmt_s(floor.down.get(&t).copied()),
+            fmt_s(op.left_stopping.get(&t).copied()),
+            fmt_s(op.down.get(&t).copied())
+        );
+    }
+    println!(
+        "| **stop wave without batches** (critical path less batch time) | {} | {} | {} |",
+        fmt_s(floor.down_total()),
+        fmt_s(op.down_without_batches()),
+        down_ratio.map_or("—".into(), |r| format!("{r:.2}×"))
+    );
+    println!(
+        "| stop wave with batches (2 Jobs per node) | {} | {} | {} |",
+        fmt_s(floor.down_total()),
+        fmt_s(op.down_total()),
+        full_ratio.map_or("—".into(), |r| format!("{r:.2}×"))
+    );
+    println!();
+    println!("| operator | value |");
+    println!("|---|---|");
+    println!("| apply of the JukiNodes | {:.1} s |", op.apply_s);
+    println!(
+        "| first pass (every node has a status) | {} |",
+        fmt_s(op.initial_pass_s)
+    );
+    println!("| window (real seconds at ×{FACTOR}) | {} s |", op.window_s);
+    let kinds = |s: &Scrape| {
+        s.writes_by_kind
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "| API writes before the window (first pass) | {} ({}) |",
+        op.initial_writes.writes,
+        kinds(&op.initial_writes)
+    );
+    println!(
+        "| API writes, start wave | {} ({}); {} transitions counted; {:.2} per node per transition |",
+        op.start_writes.writes,
+        kinds(&op.start_writes),
+        op.start_writes.transitions,
+        per_up
+    );
+    println!(
+        "| API writes while Online (idle) | {} ({}) |",
+        op.idle_writes.writes,
+        kinds(&op.idle_writes)
+    );
+    println!(
+        "| API writes, stop wave | {} ({}); {} transitions counted; {:.2} per node per transition |",
+        op.stop_writes.writes,
+        kinds(&op.stop_writes),
+        op.stop_writes.transitions,
+        per_down
+    );
+    println!(
+        "| reconciles (start / idle / stop wave) | {} / {} / {} |",
+        op.start_writes.reconciles, op.idle_writes.reconciles, op.stop_writes.reconciles
+    );
+    println!(
+        "| reconcile errors (start / idle / stop wave) | {} / {} / {} |",
+        op.start_writes.reconcile_errors,
+        op.idle_writes.reconcile_errors,
+        op.stop_writes.reconcile_errors
+    );
+    println!("| nodes seen Failed | {} |", op.failed_seen);
+    println!("| peak memory (VmHWM) | {mib:.1} MiB |");
+    println!(
+        "| CPU (user+system): start wave / stop wave / whole run | {:.1} s / {:.1} s / {:.1} s |",
+        op.cpu_start_wave, op.cpu_stop_wave, op.peak.cpu_s
+    );
+    println!();
+    println!("| target | value | verdict |");
+    println!("|---|---|---|");
+    println!(
+        "| start wave ≤ 1.5× floor | {} | {} |",
+        up_ratio.map_or("—".into(), |r| format!("{r:.2}×")),
+        verdict(up_ratio.map(|r| r <= 1.5))
+    );
+    println!(
+        "| stop wave (without batches) ≤ 1.5× floor | {} | {} |",
+        down_ratio.map_or("—".into(), |r| format!("{r:.2}×")),
+        verdict(down_ratio.map(|r| r <= 1.5))
+    );
+    println!(
+        "| ≤ 4 API writes per node per transition, start wave | {per_up:.2} | {} |",
+        verdict(Some(per_up <= 4.0))
+    );
+    println!(
+        "| ≤ 4 API writes per node per transition, stop wave | {per_down:.2} | {} |",
+        verdict(Some(per_down <= 4.0))
+    );
+    println!(
+        "| peak memory < 150 MiB | {mib:.1} MiB | {} |",
+        verdict(Some(mib < 150.0))
+    );
+}
+
+fn log_summary() {
+    let Ok(text) = std::fs::read_to_string(LOG) else {
+        return;
+    };
+    let errors = text.lines().filter(|l| l.contains("ERROR")).count();
+    let warns = text.lines().filter(|l| l.contains("WARN")).count();
+    println!();
+    println!(
+        "operator log {LOG}: {} lines, {errors} ERROR, {warns} WARN",
+        text.lines().count()
+    );
+    for l in text
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+        .take(5)
+    {
+        println!("  {l}");
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let kubeconfig = kubeconfig_path();
+    let Some(client) = connect(&kubeconfig).await else {
+        return Ok(());
+    };
+    let cs = std::env::var("JUKINET_SCALE_CS")
+        .ok()
+        .map(|v| v.parse::<usize>())
+        .transpose()
+        .context("JUKINET_SCALE_CS")?;
+    let nodes = topology(cs)?;
+    let lead_s: i64 = std::env::var("JUKINET_SCALE_LEAD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    println!(
+        "scale bench: {} nodes; building the release operator…",
+        nodes.len()
+    );
+    let binary = build_operator()?;
+    ensure_crds(&client).await?;
+
+    let id = std::process::id();
+    let floor_ns = format!("juki-scale-floor-{id}");
+    let op_ns = format!("juki-scale-op-{id}");
+    let calendar = format!("juki-scale-bench-{id}");
+    let timeout = Duration::from_secs(1800);
+
+    println!("floor (namespace {floor_ns}):");
+    let floor_result = floor(&client, &floor_ns, &nodes, timeout).await;
+    delete_namespace(&client, &floor_ns, Duration::from_secs(300)).await;
+    let floor_result = floor_result?;
+
+    // The window: long enough for the start wave with room to spare (at least 3× the floor).
+    let window_s = std::env::var("JUKINET_SCALE_WINDOW")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| ((floor_result.up_total().unwrap_or(60.0) * 3.0) as i64 + 60).max(120))
+        .min(15 * 60);
+    println!("operator (namespace {op_ns}, calendar {calendar}, log {LOG}):");
+    let op = operator(
+        &client,
+        &kubeconfig,
+        &binary,
+        &op_ns,
+        &calendar,
+        &nodes,
+        window_s,
+        lead_s,
+    )
+    .await;
+    delete_namespace(&client, &op_ns, Duration::from_secs(120)).await;
+    let cals: Api<OperatingCalendar> = Api::all(client.clone());
+    let _ = cals.delete(&calendar, &DeleteParams::default()).await;
+    let op = op?;
+    report(&floor_result, &op);
+    log_summary();
+    Ok(())
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = rt.block_on(run()) {
+        eprintln!("scale bench failed: {e:#}");
+        std::process::exit(1);
+    }
+}
