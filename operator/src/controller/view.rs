@@ -34,7 +34,10 @@ pub struct Topology {
 
 /// The last topology built, with the fingerprint of the node specs it was built from.
 #[derive(Debug, Default, Clone)]
-pub struct TopologyCache(Arc<Mutex<Option<(u64, Arc<Topology>)>>>);
+pub struct TopologyCache(Arc<Mutex<Option<Fingerprinted>>>);
+
+/// A topology and the fingerprint of the node specs it was built from.
+type Fingerprinted = (u64, Arc<Topology>);
 
 /// A fingerprint of which nodes exist and at which spec generation; order-independent.
 fn fingerprint(objects: &[Arc<JukiNode>]) -> u64 {
