@@ -1,9 +1,11 @@
-//! The daily batch jobs: statistics, backup, and the restore that verifies a backup.
+//! The daily batch jobs: statistics, backup (SQLite and PostgreSQL), and the restore that
+//! verifies a backup.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use jiff::civil::Date;
 use jiff::tz::{TimeZone, offset};
@@ -12,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{self, DbConnection, DbUrl};
 use crate::error::Error;
+use crate::pgtools::{self, Tool};
 use crate::schema::{
     change_history, counters, daily_statistics, idempotency_keys, inbox, outbox, provision_log,
     residents,
@@ -236,31 +239,55 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64), Error> {
     Ok((hex, bytes))
 }
 
-fn sqlite_path(url: &DbUrl) -> Result<&str, Error> {
-    match url {
-        DbUrl::Sqlite(path) => Ok(path),
-        DbUrl::Postgres(_) => Err(Error::Batch(
-            "backup and restore support SQLite databases; back PostgreSQL up with pg_dump".into(),
-        )),
-    }
+/// The manifest `format` of a SQLite backup (a database file written by `VACUUM INTO`).
+pub const FORMAT_SQLITE: &str = "sqlite";
+/// The manifest `format` of a PostgreSQL backup (a `pg_dump --format=custom` archive).
+pub const FORMAT_PG_DUMP: &str = "postgres-pg_dump";
+
+fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<PathBuf, Error> {
+    let manifest_path = dir.join(format!("{}.manifest.json", manifest.file));
+    let json = serde_json::to_string_pretty(manifest).map_err(|e| Error::Batch(e.to_string()))?;
+    std::fs::write(&manifest_path, json).map_err(|e| io("write", &manifest_path, e))?;
+    Ok(manifest_path)
 }
 
-/// A consistent copy of the SQLite database at `url` (`VACUUM INTO`, safe while the node runs)
-/// into `dir`, with its sha256 and a manifest. Returns the manifest and its path.
+/// The backup file `dir/juki-node-<UTC stamp>.<ext>`, which must not exist yet.
+fn backup_file(dir: &Path, now: Timestamp, ext: &str) -> Result<(String, PathBuf), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
+    let stamp = now.strftime("%Y%m%dT%H%M%SZ").to_string();
+    let name = format!("juki-node-{stamp}.{ext}");
+    let path = dir.join(&name);
+    if path.exists() {
+        return Err(Error::Batch(format!("{} exists already", path.display())));
+    }
+    Ok((name, path))
+}
+
+/// Backs the database at `url` up into `dir` with its sha256 and a manifest
+/// (`<file>.manifest.json`); returns the manifest and its path.
+///
+/// SQLite: a consistent copy with `VACUUM INTO` (safe while the node runs). PostgreSQL: a
+/// `pg_dump` archive (see [`backup_postgres`]).
 pub fn backup(
     url: &DbUrl,
     dir: &Path,
     now: Timestamp,
     operating_date: Option<Date>,
 ) -> Result<(Manifest, PathBuf), Error> {
-    let source = sqlite_path(url)?;
-    std::fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
-    let stamp = now.strftime("%Y%m%dT%H%M%SZ").to_string();
-    let name = format!("juki-node-{stamp}.db");
-    let path = dir.join(&name);
-    if path.exists() {
-        return Err(Error::Batch(format!("{} exists already", path.display())));
+    match url {
+        DbUrl::Sqlite(source) => backup_sqlite(source, dir, now, operating_date),
+        DbUrl::Postgres(source) => backup_postgres(source, dir, now, operating_date),
     }
+}
+
+fn backup_sqlite(
+    source: &str,
+    dir: &Path,
+    now: Timestamp,
+    operating_date: Option<Date>,
+) -> Result<(Manifest, PathBuf), Error> {
+    let url = DbUrl::Sqlite(source.to_owned());
+    let (name, path) = backup_file(dir, now, "db")?;
     let mut conn = url
         .connect()
         .map_err(|e| Error::Batch(format!("open {source}: {e}")))?;
@@ -274,7 +301,7 @@ pub fn backup(
     drop(copy);
     let (sha256, bytes) = sha256_file(&path)?;
     let manifest = Manifest {
-        format: "sqlite".into(),
+        format: FORMAT_SQLITE.into(),
         file: name,
         bytes,
         sha256,
@@ -283,26 +310,106 @@ pub fn backup(
         source: source.to_owned(),
         tables,
     };
-    let manifest_path = dir.join(format!("{}.manifest.json", manifest.file));
-    let json = serde_json::to_string_pretty(&manifest).map_err(|e| Error::Batch(e.to_string()))?;
-    std::fs::write(&manifest_path, json).map_err(|e| io("write", &manifest_path, e))?;
+    let manifest_path = write_manifest(dir, &manifest)?;
     Ok((manifest, manifest_path))
 }
 
-/// Verifies the backup named by `manifest_path` (size and sha256) and restores it into the
-/// SQLite database at `target` (which must not exist unless `force`); then applies pending
-/// migrations and checks the row counts against the manifest.
+#[derive(QueryableByName)]
+struct SnapshotId {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    id: String,
+}
+
+/// A PostgreSQL backup: `pg_dump --format=custom` into `dir/juki-node-<stamp>.pgdump`.
+///
+/// The custom format rather than plain SQL: it is one compressed file (so one sha256 covers
+/// it), `pg_restore` checks its structure before writing anything, restores it in a single
+/// transaction and can skip ownership and privileges (`--no-owner --no-privileges`), so a
+/// backup restores into a database owned by another role.
+///
+/// The row counts of the manifest are those of the dump: they are counted inside a
+/// `REPEATABLE READ` transaction whose snapshot `pg_dump` imports (`--snapshot`), so rows the
+/// running node writes meanwhile are in neither.
+fn backup_postgres(
+    source: &str,
+    dir: &Path,
+    now: Timestamp,
+    operating_date: Option<Date>,
+) -> Result<(Manifest, PathBuf), Error> {
+    let pg_dump = pgtools::locate(Tool::PgDump)?;
+    let url = pgtools::split_password(source);
+    let redacted = pgtools::redact(source);
+    let (name, path) = backup_file(dir, now, "pgdump")?;
+    let mut conn = DbUrl::Postgres(source.to_owned())
+        .connect()
+        .map_err(|e| Error::Batch(format!("connect to {redacted}: {e}")))?;
+    conn.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
+    let dumped = (|| {
+        let snapshot: SnapshotId =
+            diesel::sql_query("SELECT pg_export_snapshot() AS id").get_result(&mut conn)?;
+        let tables = table_counts(&mut conn)?;
+        let args = vec![
+            "--format=custom".to_owned(),
+            format!("--snapshot={}", snapshot.id),
+            format!("--file={}", path.display()),
+            format!("--dbname={}", url.without_password),
+        ];
+        pgtools::run(Tool::PgDump, &pg_dump, &args, url.password.as_deref())?;
+        Ok::<_, Error>(tables)
+    })();
+    let _ = conn.batch_execute("COMMIT");
+    drop(conn);
+    let tables = match dumped {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+    };
+    let (sha256, bytes) = sha256_file(&path)?;
+    let manifest = Manifest {
+        format: FORMAT_PG_DUMP.into(),
+        file: name,
+        bytes,
+        sha256,
+        created_at: now.to_string(),
+        operating_date: operating_date.map(|d| d.to_string()),
+        source: redacted,
+        tables,
+    };
+    let manifest_path = write_manifest(dir, &manifest)?;
+    Ok((manifest, manifest_path))
+}
+
+/// Verifies the backup named by `manifest_path` (size and sha256) and restores it into
+/// `target`, then checks the row counts against the manifest and applies pending migrations.
+///
+/// The backup's format must fit the target (a SQLite file into a SQLite path, a pg_dump archive
+/// into a PostgreSQL database). A SQLite target file must not exist, a PostgreSQL target
+/// database (which must exist) must have no relation in its `public` schema, unless `force`.
+/// Nothing is written before the checksum is verified.
 pub fn restore(manifest_path: &Path, target: &DbUrl, force: bool) -> Result<Manifest, Error> {
-    let target_path = PathBuf::from(sqlite_path(target)?);
     let text = std::fs::read_to_string(manifest_path).map_err(|e| io("read", manifest_path, e))?;
     let manifest: Manifest = serde_json::from_str(&text)
         .map_err(|e| Error::Batch(format!("manifest {}: {e}", manifest_path.display())))?;
-    if manifest.format != "sqlite" || manifest.file.contains('/') {
+    if manifest.file.contains('/') || manifest.file.is_empty() {
         return Err(Error::Batch(format!(
-            "manifest {}: unsupported format {:?} or file {:?}",
+            "manifest {}: file {:?} must be a file name beside the manifest",
+            manifest_path.display(),
+            manifest.file
+        )));
+    }
+    let expected = match target {
+        DbUrl::Sqlite(_) => FORMAT_SQLITE,
+        DbUrl::Postgres(_) => FORMAT_PG_DUMP,
+    };
+    if manifest.format != expected {
+        return Err(Error::Batch(format!(
+            "manifest {}: a backup of format {:?} cannot be restored into a {} database \
+             (expected format {expected:?})",
             manifest_path.display(),
             manifest.format,
-            manifest.file
+            target.backend()
         )));
     }
     let file = manifest_path
@@ -312,38 +419,131 @@ pub fn restore(manifest_path: &Path, target: &DbUrl, force: bool) -> Result<Mani
     let (sha256, bytes) = sha256_file(&file)?;
     if sha256 != manifest.sha256 || bytes != manifest.bytes {
         return Err(Error::Corrupt(format!(
-            "backup {} does not match its manifest: sha256 {sha256} ({bytes} bytes), expected {} ({} bytes)",
+            "backup {} does not match its manifest (checksum mismatch): sha256 {sha256} ({bytes} bytes), expected {} ({} bytes)",
             file.display(),
             manifest.sha256,
             manifest.bytes
         )));
     }
+    let mut conn = match target {
+        DbUrl::Sqlite(path) => restore_sqlite(&file, Path::new(path), force, target)?,
+        DbUrl::Postgres(url) => restore_postgres(&file, url, force)?,
+    };
+    let counts = table_counts(&mut conn)?;
+    if counts != manifest.tables {
+        let differ: Vec<String> = manifest
+            .tables
+            .keys()
+            .chain(counts.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter(|t| counts.get(*t) != manifest.tables.get(*t))
+            .map(|t| {
+                format!(
+                    "{t}: restored {:?}, manifest {:?}",
+                    counts.get(t),
+                    manifest.tables.get(t)
+                )
+            })
+            .collect();
+        return Err(Error::Corrupt(format!(
+            "restored row counts differ from the manifest: {}",
+            differ.join("; ")
+        )));
+    }
+    db::run_migrations(&mut conn)?;
+    Ok(manifest)
+}
+
+fn restore_sqlite(
+    file: &Path,
+    target_path: &Path,
+    force: bool,
+    target: &DbUrl,
+) -> Result<DbConnection, Error> {
     if target_path.exists() && !force {
         return Err(Error::Batch(format!(
             "{} exists; pass --force to replace it",
             target_path.display()
         )));
     }
-    let mut tmp = target_path.clone().into_os_string();
+    let mut tmp = target_path.to_path_buf().into_os_string();
     tmp.push(".restoring");
     let tmp = PathBuf::from(tmp);
-    std::fs::copy(&file, &tmp).map_err(|e| io("copy to", &tmp, e))?;
+    std::fs::copy(file, &tmp).map_err(|e| io("copy to", &tmp, e))?;
     for suffix in ["-wal", "-shm"] {
-        let mut p = target_path.clone().into_os_string();
+        let mut p = target_path.to_path_buf().into_os_string();
         p.push(suffix);
         let _ = std::fs::remove_file(p);
     }
-    std::fs::rename(&tmp, &target_path).map_err(|e| io("rename to", &target_path, e))?;
-    let mut conn = target
+    std::fs::rename(&tmp, target_path).map_err(|e| io("rename to", target_path, e))?;
+    target
         .connect()
-        .map_err(|e| Error::Batch(format!("open the restored database: {e}")))?;
-    let counts = table_counts(&mut conn)?;
-    if counts != manifest.tables {
-        return Err(Error::Corrupt(format!(
-            "restored row counts {counts:?} differ from the manifest's {:?}",
-            manifest.tables
-        )));
+        .map_err(|e| Error::Batch(format!("open the restored database: {e}")))
+}
+
+#[derive(QueryableByName)]
+struct Relation {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    kind: String,
+}
+
+/// The relations of the `public` schema (tables, views, sequences, …; not indexes).
+fn public_relations(conn: &mut DbConnection) -> Result<Vec<Relation>, Error> {
+    Ok(diesel::sql_query(
+        "SELECT c.relname::text AS name, c.relkind::text AS kind FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') \
+         ORDER BY c.relname",
+    )
+    .load(conn)?)
+}
+
+/// Restores a pg_dump archive with `pg_restore --single-transaction` (all or nothing). With
+/// `force`, the relations of the target's `public` schema are dropped first (in their own
+/// transaction: should pg_restore then fail, the target is left empty and the restore can be
+/// repeated).
+fn restore_postgres(file: &Path, target: &str, force: bool) -> Result<DbConnection, Error> {
+    let pg_restore = pgtools::locate(Tool::PgRestore)?;
+    let redacted = pgtools::redact(target);
+    let mut conn = DbUrl::Postgres(target.to_owned())
+        .connect()
+        .map_err(|e| Error::Batch(format!("connect to {redacted}: {e}")))?;
+    let existing = public_relations(&mut conn)?;
+    if !existing.is_empty() {
+        if !force {
+            return Err(Error::Batch(format!(
+                "{redacted} is not empty ({} relations in schema public, e.g. {}); pass --force to replace its contents",
+                existing.len(),
+                existing[0].name
+            )));
+        }
+        conn.transaction(|conn| {
+            for r in &existing {
+                let what = match r.kind.as_str() {
+                    "v" => "VIEW",
+                    "m" => "MATERIALIZED VIEW",
+                    "S" => "SEQUENCE",
+                    "f" => "FOREIGN TABLE",
+                    _ => "TABLE",
+                };
+                let name = r.name.replace('"', "\"\"");
+                conn.batch_execute(&format!("DROP {what} IF EXISTS public.\"{name}\" CASCADE"))?;
+            }
+            Ok::<_, Error>(())
+        })?;
     }
-    db::run_migrations(&mut conn)?;
-    Ok(manifest)
+    let url = pgtools::split_password(target);
+    let args = vec![
+        "--single-transaction".to_owned(),
+        "--exit-on-error".to_owned(),
+        "--no-owner".to_owned(),
+        "--no-privileges".to_owned(),
+        format!("--dbname={}", url.without_password),
+        file.display().to_string(),
+    ];
+    pgtools::run(Tool::PgRestore, &pg_restore, &args, url.password.as_deref())?;
+    Ok(conn)
 }

@@ -57,7 +57,7 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Daily batch jobs (run after the node's online operation ends).
     Batch(BatchArgs),
-    /// Verify a backup against its manifest and restore it into a database file.
+    /// Verify a backup against its manifest and restore it (SQLite file or PostgreSQL database).
     Restore(RestoreArgs),
 }
 
@@ -78,12 +78,14 @@ pub enum BatchJob {
         #[arg(long)]
         date: Option<jiff::civil::Date>,
     },
-    /// A consistent copy of the SQLite database (VACUUM INTO) with its sha256 and a manifest.
+    /// A consistent backup with its sha256 and a manifest: SQLite with VACUUM INTO, PostgreSQL
+    /// with pg_dump (custom format; JUKI_PG_DUMP overrides the tool's path).
     Backup {
         #[command(flatten)]
         node: NodeArgs,
         /// Directory the backup file and `<file>.manifest.json` are written to (default:
-        /// `backups` next to the database file).
+        /// `backups` next to the SQLite database file, `backups` in the working directory for
+        /// PostgreSQL).
         #[arg(long, env = "JUKI_BACKUP_DIR")]
         output: Option<PathBuf>,
         /// The operating date the backup belongs to (recorded in the manifest).
@@ -97,11 +99,12 @@ pub struct RestoreArgs {
     /// The manifest written by `batch backup`.
     #[arg(long)]
     pub manifest: PathBuf,
-    /// The SQLite database to restore into (`sqlite://PATH` or a path); must not exist unless
-    /// --force.
+    /// The database to restore into: a SQLite file (`sqlite://PATH` or a path), which must not
+    /// exist, or an existing PostgreSQL database (`postgres://…`, restored with pg_restore;
+    /// JUKI_PG_RESTORE overrides the tool's path), which must be empty — unless --force.
     #[arg(long, env = "JUKI_DATABASE_URL")]
     pub database_url: String,
-    /// Replace an existing database file.
+    /// Replace an existing database file / the contents of a non-empty PostgreSQL database.
     #[arg(long)]
     pub force: bool,
 }

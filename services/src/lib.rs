@@ -14,6 +14,7 @@ pub mod error;
 pub mod metrics;
 pub mod models;
 pub mod openapi;
+pub mod pgtools;
 pub mod relay;
 pub mod routes;
 pub mod schema;

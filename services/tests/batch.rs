@@ -1,4 +1,4 @@
-//! Batch jobs: daily statistics (both backends), backup and restore (SQLite), and the CLI.
+//! Batch jobs: daily statistics, backup and restore (both backends), and the CLI.
 
 mod common;
 
@@ -6,7 +6,7 @@ use std::process::Command;
 
 use actix_web::http::StatusCode;
 use actix_web::{App, test, web};
-use common::{Backend, OWN, TestDb};
+use common::{Backend, NOW, OWN, TestDb};
 use diesel::prelude::*;
 use jiff::civil::date;
 use juki_node::batch::{self, StatRow};
@@ -14,7 +14,8 @@ use juki_node::db::{DbConnection, DbUrl};
 use juki_node::models::{HistoryRow, IdempotencyRow, OutboxRow, ResidentRow};
 use juki_node::routes::{self, AppState};
 use juki_node::schema::{
-    change_history, counters, daily_statistics, idempotency_keys, inbox, outbox, residents,
+    change_history, counters, daily_statistics, idempotency_keys, inbox, outbox, provision_log,
+    residents,
 };
 use serde_json::{Value, json};
 
@@ -113,6 +114,7 @@ type Contents = (
     Vec<(String, i64, String)>,
     Vec<(String, i64)>,
     Vec<(String, String, String, i64)>,
+    Vec<(i64, String, String, String, String, String, String)>,
 );
 
 fn contents(conn: &mut DbConnection) -> Contents {
@@ -161,7 +163,60 @@ fn contents(conn: &mut DbConnection) -> Contents {
             ))
             .load(conn)
             .unwrap(),
+        provision_log::table
+            .order(provision_log::id)
+            .select((
+                provision_log::id,
+                provision_log::at,
+                provision_log::recipient,
+                provision_log::affair,
+                provision_log::reason,
+                provision_log::items,
+                provision_log::resident_code,
+            ))
+            .load(conn)
+            .unwrap(),
     )
+}
+
+/// A CS database with a row in every table: the API writes residents, history, outbox,
+/// idempotency keys and counters, the statistics batch daily_statistics; an inbox and a
+/// provision_log row are written directly.
+async fn populated(db: &TestDb) -> AppState {
+    let state = with_updates(db).await;
+    let mut conn = state.pool.get().unwrap();
+    batch::statistics(&mut conn, date(2024, 6, 3)).unwrap();
+    diesel::insert_into(inbox::table)
+        .values((
+            inbox::sender.eq("cs-131024"),
+            inbox::seq.eq(7),
+            inbox::applied_at.eq(NOW),
+        ))
+        .execute(&mut conn)
+        .unwrap();
+    diesel::insert_into(provision_log::table)
+        .values((
+            provision_log::id.eq(1),
+            provision_log::at.eq(NOW),
+            provision_log::recipient.eq("地方公共団体情報システム機構"),
+            provision_log::affair.eq("年金給付"),
+            provision_log::reason.eq("現況確認"),
+            provision_log::items.eq(r#"["name","address"]"#),
+            provision_log::resident_code.eq(TARO),
+        ))
+        .execute(&mut conn)
+        .unwrap();
+    state
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "juki-{name}-{}-{}",
+        std::process::id(),
+        jiff::Timestamp::now().as_nanosecond()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 #[actix_web::test]
@@ -213,15 +268,17 @@ async fn backup_restores_into_a_fresh_database_with_equal_contents() {
         unreachable!()
     };
     assert!(!std::path::Path::new(other_path).exists());
-    // PostgreSQL is backed up with pg_dump, not by this command.
+    // A SQLite backup does not restore into PostgreSQL (refused before connecting).
+    let err = batch::restore(
+        &manifest_path,
+        &DbUrl::Postgres("postgres://nobody@127.0.0.1:1/none".into()),
+        false,
+    )
+    .unwrap_err();
     assert!(
-        batch::backup(
-            &DbUrl::Postgres("postgres://x/y".into()),
-            &dir,
-            jiff::Timestamp::now(),
-            None
-        )
-        .is_err()
+        err.to_string()
+            .contains("cannot be restored into a postgres"),
+        "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -299,6 +356,265 @@ async fn batch_and_restore_commands() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The relations of a PostgreSQL database's public schema.
+fn pg_relations(conn: &mut DbConnection) -> i64 {
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    diesel::sql_query("SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'")
+        .get_result::<N>(conn)
+        .unwrap()
+        .n
+}
+
+async fn pg_backup_restores_every_table_into_a_fresh_database() {
+    let Some(db) = TestDb::new(Backend::Postgres) else {
+        return;
+    };
+    let state = populated(&db).await;
+    let mut conn = state.pool.get().unwrap();
+    let original = contents(&mut conn);
+    drop(conn);
+    assert!(original.4.len() == 1 && original.7.len() == 1 && !original.6.is_empty());
+
+    let dir = temp_dir("pg-backup");
+    let (manifest, manifest_path) = batch::backup(
+        &db.url,
+        &dir,
+        "2024-06-03T10:00:00Z".parse().unwrap(),
+        Some(date(2024, 6, 3)),
+    )
+    .unwrap();
+    assert_eq!(manifest.format, batch::FORMAT_PG_DUMP);
+    assert_eq!(manifest.file, "juki-node-20240603T100000Z.pgdump");
+    assert_eq!(manifest.operating_date.as_deref(), Some("2024-06-03"));
+    assert_eq!(manifest.sha256.len(), 64);
+    let DbUrl::Postgres(source) = &db.url else {
+        unreachable!()
+    };
+    assert_eq!(&manifest.source, source);
+    assert_eq!(manifest.tables["residents"], 2);
+    assert_eq!(manifest.tables["change_history"], 3);
+    assert_eq!(manifest.tables["outbox"], 3);
+    assert_eq!(manifest.tables["provision_log"], 1);
+    let on_disk: batch::Manifest =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    assert_eq!(on_disk, manifest);
+    assert_eq!(
+        std::fs::metadata(dir.join(&manifest.file)).unwrap().len(),
+        manifest.bytes
+    );
+
+    let fresh = TestDb::new(Backend::Postgres).unwrap();
+    let restored = batch::restore(&manifest_path, &fresh.url, false).unwrap();
+    assert_eq!(restored, manifest);
+    let mut conn = fresh.url.connect().unwrap();
+    assert_eq!(contents(&mut conn), original);
+    assert!(!juki_node::db::has_pending_migrations(&mut conn).unwrap());
+    drop(conn);
+
+    // A PostgreSQL backup does not restore into SQLite.
+    let sqlite = TestDb::new(Backend::Sqlite).unwrap();
+    let err = batch::restore(&manifest_path, &sqlite.url, false).unwrap_err();
+    assert!(
+        err.to_string().contains("cannot be restored into a sqlite"),
+        "{err}"
+    );
+
+    // Row counts that do not match the manifest fail the restore.
+    let mut wrong = manifest.clone();
+    *wrong.tables.get_mut("residents").unwrap() += 1;
+    let wrong_path = dir.join("wrong.manifest.json");
+    std::fs::write(&wrong_path, serde_json::to_string(&wrong).unwrap()).unwrap();
+    let other = TestDb::new(Backend::Postgres).unwrap();
+    let err = batch::restore(&wrong_path, &other.url, false).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("row counts differ")
+            && text.contains("residents: restored Some(2), manifest Some(3)"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+async fn pg_corrupted_backup_is_refused() {
+    let Some(db) = TestDb::new(Backend::Postgres) else {
+        return;
+    };
+    populated(&db).await;
+    let dir = temp_dir("pg-corrupt");
+    let (manifest, manifest_path) =
+        batch::backup(&db.url, &dir, jiff::Timestamp::now(), None).unwrap();
+    let file = dir.join(&manifest.file);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    let fresh = TestDb::new(Backend::Postgres).unwrap();
+    let err = batch::restore(&manifest_path, &fresh.url, true).unwrap_err();
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    // Nothing was written.
+    let mut conn = fresh.url.connect().unwrap();
+    assert_eq!(pg_relations(&mut conn), 0);
+    // A truncated file is refused too.
+    std::fs::write(&file, b"PGDMP").unwrap();
+    let err = batch::restore(&manifest_path, &fresh.url, false).unwrap_err();
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    assert_eq!(pg_relations(&mut conn), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+async fn pg_non_empty_target_needs_force() {
+    let Some(db) = TestDb::new(Backend::Postgres) else {
+        return;
+    };
+    let state = populated(&db).await;
+    let original = contents(&mut state.pool.get().unwrap());
+    let dir = temp_dir("pg-force");
+    let (_, manifest_path) = batch::backup(&db.url, &dir, jiff::Timestamp::now(), None).unwrap();
+
+    // The target is a node database with other contents (one different update).
+    let target = TestDb::new(Backend::Postgres).unwrap();
+    let other = target.state();
+    let mut conn = other.pool.get().unwrap();
+    diesel::insert_into(residents::table)
+        .values(ResidentRow {
+            resident_code: "11111111119".into(),
+            individual_number: None,
+            name: "他".into(),
+            name_kana: "ホカ".into(),
+            former_surname: None,
+            alias: None,
+            birth_date: "2000-01-01".into(),
+            sex: "2".into(),
+            address: "どこか".into(),
+            municipality_code: OWN.into(),
+            status: "active".into(),
+            updated_at: NOW.into(),
+        })
+        .execute(&mut conn)
+        .unwrap();
+    let before = contents(&mut conn);
+    drop(conn);
+    drop(other);
+    let err = batch::restore(&manifest_path, &target.url, false).unwrap_err();
+    assert!(
+        err.to_string().contains("not empty") && err.to_string().contains("--force"),
+        "{err}"
+    );
+    let mut conn = target.url.connect().unwrap();
+    assert_eq!(contents(&mut conn), before);
+    drop(conn);
+    // Even an empty migrated database counts as not empty (its tables would clash).
+    let migrated = TestDb::new(Backend::Postgres).unwrap();
+    drop(migrated.state());
+    assert!(batch::restore(&manifest_path, &migrated.url, false).is_err());
+
+    batch::restore(&manifest_path, &target.url, true).unwrap();
+    let mut conn = target.url.connect().unwrap();
+    assert_eq!(contents(&mut conn), original);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `batch backup --date D` with DATABASE_URL (the operator's Job) and `restore` on PostgreSQL;
+/// a missing or failing pg_dump is named.
+async fn pg_backup_and_restore_commands() {
+    let Some(db) = TestDb::new(Backend::Postgres) else {
+        return;
+    };
+    let state = populated(&db).await;
+    let original = contents(&mut state.pool.get().unwrap());
+    let DbUrl::Postgres(url) = &db.url else {
+        unreachable!()
+    };
+    let dir = temp_dir("pg-cli");
+    let backup = |envs: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_juki-node"));
+        cmd.args(["batch", "backup", "--date", "2024-06-03"])
+            .env_remove("JUKI_CONFIG")
+            .env_remove("JUKI_DATABASE_URL")
+            .env_remove("JUKI_PG_DUMP")
+            .env("JUKI_BACKUP_DIR", &dir)
+            .env("DATABASE_URL", url);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = backup(&[("JUKI_PG_DUMP", "/nonexistent/pg_dump")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pg_dump not found"), "{stderr}");
+    let failing = dir.join("failing-pg_dump");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        &failing,
+        "#!/bin/sh\necho 'pg_dump: error: server version mismatch' >&2\nexit 1\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = backup(&[("JUKI_PG_DUMP", failing.to_str().unwrap())]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("pg_dump failed") && stderr.contains("server version mismatch"),
+        "{stderr}"
+    );
+
+    let out = backup(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(manifest["format"], json!("postgres-pg_dump"));
+    assert_eq!(manifest["operatingDate"], json!("2024-06-03"));
+    let manifest_path = dir.join(format!(
+        "{}.manifest.json",
+        manifest["file"].as_str().unwrap()
+    ));
+    let fresh = TestDb::new(Backend::Postgres).unwrap();
+    let DbUrl::Postgres(fresh_url) = &fresh.url else {
+        unreachable!()
+    };
+    let restore = |force: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_juki-node"));
+        cmd.args([
+            "restore",
+            "--manifest",
+            manifest_path.to_str().unwrap(),
+            "--database-url",
+            fresh_url,
+        ])
+        .env_remove("JUKI_PG_RESTORE");
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().unwrap()
+    };
+    let out = restore(false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(restored["sha256"], manifest["sha256"]);
+    assert_eq!(contents(&mut fresh.url.connect().unwrap()), original);
+    let out = restore(false);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    assert!(restore(true).status.success());
+    assert_eq!(contents(&mut fresh.url.connect().unwrap()), original);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 mod sqlite {
     #[actix_web::test]
     async fn daily_statistics_are_stored_and_rerunnable() {
@@ -307,6 +623,26 @@ mod sqlite {
 }
 
 mod postgres {
+    #[actix_web::test]
+    async fn backup_restores_every_table_into_a_fresh_database() {
+        super::pg_backup_restores_every_table_into_a_fresh_database().await
+    }
+
+    #[actix_web::test]
+    async fn corrupted_backup_is_refused() {
+        super::pg_corrupted_backup_is_refused().await
+    }
+
+    #[actix_web::test]
+    async fn non_empty_target_needs_force() {
+        super::pg_non_empty_target_needs_force().await
+    }
+
+    #[actix_web::test]
+    async fn backup_and_restore_commands() {
+        super::pg_backup_and_restore_commands().await
+    }
+
     #[actix_web::test]
     async fn daily_statistics_are_stored_and_rerunnable() {
         super::daily_statistics_are_stored_and_rerunnable(super::Backend::Postgres).await
