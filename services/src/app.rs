@@ -18,11 +18,24 @@ use crate::routes::{self, AppState};
 
 /// Runs the command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    crate::logging::init(cli.log_json);
+    let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Batch(args) => run_batch(args.job).await,
         Command::Restore(args) => restore(args).await,
+    };
+    if let Err(e) = &result {
+        tracing::error!("juki-node failed: {e:#}");
+    }
+    result
+}
+
+/// The database for logs: its kind and where it is, without a password.
+fn describe(url: &DbUrl) -> (&'static str, String) {
+    match url {
+        DbUrl::Sqlite(path) => ("sqlite", path.clone()),
+        DbUrl::Postgres(u) => ("postgres", crate::pgtools::redact(u)),
     }
 }
 
@@ -31,6 +44,7 @@ async fn run_batch(job: BatchJob) -> anyhow::Result<()> {
         BatchJob::Statistics { node, date } => {
             let url = node.database()?;
             let date = date.unwrap_or_else(|| SystemClock.today());
+            let (kind, location) = describe(&url);
             let stats = web::block(move || -> Result<_, Error> {
                 let mut conn = url
                     .connect()
@@ -39,6 +53,16 @@ async fn run_batch(job: BatchJob) -> anyhow::Result<()> {
                 batch::statistics(&mut conn, date)
             })
             .await??;
+            tracing::info!(
+                job = "statistics",
+                date = %stats.date,
+                database = kind,
+                database_url = %location,
+                updates = stats.updates.iter().map(|r| r.count).sum::<i64>(),
+                relayed = stats.relayed,
+                held = stats.held,
+                "batch statistics done"
+            );
             serde_json::to_string_pretty(&stats)?
         }
         BatchJob::Backup { node, output, date } => {
@@ -51,9 +75,22 @@ async fn run_batch(job: BatchJob) -> anyhow::Result<()> {
                     .join("backups"),
                 (None, DbUrl::Postgres(_)) => "backups".into(),
             };
+            let (kind, location) = describe(&url);
+            let started = std::time::Instant::now();
             let (manifest, path) =
                 web::block(move || batch::backup(&url, &output, SystemClock.now(), date)).await??;
-            eprintln!("juki-node: backup manifest {}", path.display());
+            tracing::info!(
+                job = "backup",
+                database = kind,
+                database_url = %location,
+                format = %manifest.format,
+                manifest = %path.display(),
+                bytes = manifest.bytes,
+                sha256 = %manifest.sha256,
+                rows = manifest.tables.values().sum::<i64>(),
+                duration_ms = started.elapsed().as_millis() as u64,
+                "batch backup done"
+            );
             serde_json::to_string_pretty(&manifest)?
         }
     };
@@ -63,11 +100,17 @@ async fn run_batch(job: BatchJob) -> anyhow::Result<()> {
 
 async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let target = DbUrl::parse(&args.database_url)?;
+    let (kind, location) = describe(&target);
     let manifest =
         web::block(move || batch::restore(&args.manifest, &target, args.force)).await??;
-    eprintln!(
-        "juki-node: restored {} (sha256 {} verified)",
-        manifest.file, manifest.sha256
+    tracing::info!(
+        job = "restore",
+        database = kind,
+        database_url = %location,
+        file = %manifest.file,
+        sha256 = %manifest.sha256,
+        rows = manifest.tables.values().sum::<i64>(),
+        "restored; sha256 and row counts verified"
     );
     println!("{}", serde_json::to_string_pretty(&manifest)?);
     Ok(())
@@ -75,18 +118,23 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
 
 async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let url = DbUrl::parse(&args.database_url)?;
+    let args_revert = args.revert_all;
     let versions = web::block(move || -> Result<Vec<String>, Error> {
         let mut conn = url
             .connect()
             .map_err(|e| Error::Migration(format!("connect: {e}")))?;
-        if args.revert_all {
+        if args_revert {
             db::revert_all_migrations(&mut conn)
         } else {
             db::run_migrations(&mut conn)
         }
     })
     .await??;
-    eprintln!("juki-node: migrations done: {versions:?}");
+    tracing::info!(
+        revert_all = args.revert_all,
+        versions = ?versions,
+        "migrations done"
+    );
     Ok(())
 }
 
@@ -96,6 +144,15 @@ pub async fn prepare(
     config: &crate::config::NodeConfig,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<AppState> {
+    Ok(prepare_logged(args, config, clock).await?.0)
+}
+
+/// [`prepare`], also returning the migrations it applied.
+async fn prepare_logged(
+    args: &ServeArgs,
+    config: &crate::config::NodeConfig,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(AppState, Vec<String>)> {
     let config = config.clone();
     let pool = db::pool(&config.database, args.db_pool_size.max(1));
     let migrate_pool = pool.clone();
@@ -105,7 +162,7 @@ pub async fn prepare(
     })
     .await??;
     if !applied.is_empty() {
-        eprintln!("juki-node: applied migrations {applied:?}");
+        tracing::info!(versions = ?applied, "applied migrations");
     }
     let settings = RelaySettings {
         batch: i64::from(args.relay_batch.max(1)),
@@ -113,7 +170,7 @@ pub async fn prepare(
         final_timeout: Duration::from_secs(args.final_request_timeout_secs),
         ..RelaySettings::default()
     };
-    Ok(AppState {
+    let state = AppState {
         pool,
         identity: config.identity,
         clock,
@@ -123,43 +180,74 @@ pub async fn prepare(
             settings,
         )),
         metrics: Metrics::new(),
-    })
+    };
+    Ok((state, applied))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.node.validate()?;
     let listen = args.listen(&config);
-    let state = prepare(&args, &config, Arc::new(SystemClock)).await?;
-    eprintln!(
-        "juki-node: {} ({}) listening on {}, upstream {}",
-        state.identity.role.as_str(),
-        state.identity.sender_id(),
-        listen,
-        state.relay.upstream.as_deref().unwrap_or("none"),
-    );
-    actix_web::rt::spawn(relay::run(state.clone()));
-    let data = web::Data::new(state);
-    HttpServer::new(move || {
-        let metrics = data.metrics.clone();
-        App::new()
-            .app_data(data.clone())
-            .wrap_fn(move |req, srv| {
-                let metrics = metrics.clone();
-                let method = req.method().to_string();
-                let route = req
-                    .match_pattern()
-                    .unwrap_or_else(|| "unmatched".to_owned());
-                let response = srv.call(req);
-                async move {
-                    let response = response.await?;
-                    metrics.request(&method, &route, response.status().as_u16());
-                    Ok(response)
-                }
-            })
-            .configure(routes::configure)
+    let (kind, location) = describe(&config.database);
+    let (state, applied) = prepare_logged(&args, &config, Arc::new(SystemClock)).await?;
+    let server = HttpServer::new({
+        let data = web::Data::new(state.clone());
+        move || app(data.clone())
     })
-    .bind(listen)?
-    .run()
-    .await?;
+    .bind(listen)?;
+    tracing::info!(
+        role = state.identity.role.as_str(),
+        name = %state.identity.sender_id(),
+        listen = %listen,
+        upstream = state.relay.upstream.as_deref().unwrap_or("none"),
+        calendar = state.relay.calendar.is_some(),
+        database = kind,
+        database_url = %location,
+        migrations_applied = applied.len(),
+        migrations = ?applied,
+        "juki-node serving"
+    );
+    actix_web::rt::spawn(relay::run(state));
+    server.run().await?;
+    tracing::info!("juki-node stopped");
     Ok(())
+}
+
+/// The application: routes, plus per request a metric and a debug log line.
+fn app(
+    data: web::Data<AppState>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<actix_web::body::BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let metrics = data.metrics.clone();
+    App::new()
+        .app_data(data)
+        .wrap_fn(move |req, srv| {
+            let metrics = metrics.clone();
+            let method = req.method().to_string();
+            let route = req
+                .match_pattern()
+                .unwrap_or_else(|| "unmatched".to_owned());
+            let started = std::time::Instant::now();
+            let response = srv.call(req);
+            async move {
+                let response = response.await?;
+                let status = response.status().as_u16();
+                metrics.request(&method, &route, status);
+                tracing::debug!(
+                    method = %method,
+                    route = %route,
+                    status,
+                    duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "request"
+                );
+                Ok(response)
+            }
+        })
+        .configure(routes::configure)
 }

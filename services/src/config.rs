@@ -47,6 +47,15 @@ impl Role {
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log one JSON object per line on stderr (default: human-readable lines). The level
+    /// filter comes from RUST_LOG (default info).
+    #[arg(
+        long,
+        global = true,
+        env = "JUKI_LOG_JSON",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub log_json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -174,7 +174,11 @@ impl ResponseError for Error {
 
     fn error_response(&self) -> HttpResponse {
         if self.status_code().is_server_error() {
-            eprintln!("juki-node: {self}");
+            tracing::error!(
+                status = self.status_code().as_u16(),
+                error = self.tag(),
+                "request failed: {self}"
+            );
         }
         HttpResponse::build(self.status_code()).json(self.body())
     }

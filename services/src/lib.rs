@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod logging;
 pub mod metrics;
 pub mod models;
 pub mod openapi;

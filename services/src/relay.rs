@@ -104,13 +104,17 @@ impl RelayControl {
         self.last_error.lock().map(|e| e.clone()).unwrap_or(None)
     }
 
-    /// Records why delivery stalls; logs each new reason once (and the recovery).
+    /// Records why delivery stalls; logs each new reason once at info (the failures themselves
+    /// are logged at warn where they happen) and the recovery.
     fn set_last_error(&self, error: Option<String>) {
         if let Ok(mut e) = self.last_error.lock() {
             if *e != error {
-                match &error {
-                    Some(reason) => eprintln!("juki-node: relay held: {reason}"),
-                    None => eprintln!("juki-node: relay delivering again"),
+                match (&error, &*e) {
+                    (Some(reason), _) => tracing::info!(reason = %reason, "relay held"),
+                    (None, Some(previous)) => {
+                        tracing::info!(previous = %previous, "relay delivering again")
+                    }
+                    (None, None) => {}
                 }
             }
             *e = error;
@@ -402,6 +406,15 @@ fn send(
         .ok_or_else(|| format!("upstream answered without acked: {json}"))
 }
 
+/// The trace id of the first row (the trace the relay request carries in its header).
+fn first_trace_id(rows: &[OutboxRow]) -> String {
+    rows.first()
+        .and_then(|r| serde_json::from_str::<Value>(&r.payload).ok())
+        .and_then(|p| p["traceparent"].as_str().and_then(TraceParent::parse))
+        .map(|t| t.trace_id)
+        .unwrap_or_default()
+}
+
 async fn sleep_or_wake(control: &RelayControl, duration: Duration) {
     let _ = tokio::time::timeout(duration, control.wake.notified()).await;
 }
@@ -416,6 +429,7 @@ pub async fn run(state: AppState) {
     let sender = state.identity.sender_id();
     let settings = control.settings.clone();
     let mut backoff = settings.backoff_initial;
+    let mut failures: u32 = 0;
     loop {
         let status = state.with_db(outbox_status).await;
         if let Ok(s) = &status {
@@ -434,6 +448,14 @@ pub async fn run(state: AppState) {
         let rows = match state.with_db(move |c| pending(c, limit)).await {
             Ok(rows) => rows,
             Err(e) => {
+                failures += 1;
+                tracing::warn!(
+                    sender = %sender,
+                    error = %e,
+                    backoff_ms = backoff.as_millis() as u64,
+                    failures,
+                    "relay cannot read the outbox; retrying"
+                );
                 control.set_last_error(Some(format!("read outbox: {e}")));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(settings.backoff_max);
@@ -446,6 +468,12 @@ pub async fn run(state: AppState) {
             continue;
         }
         let started = Instant::now();
+        let (first_seq, last_seq, count) = (
+            rows.first().map_or(0, |r| r.seq),
+            rows.last().map_or(0, |r| r.seq),
+            rows.len(),
+        );
+        let trace_id = first_trace_id(&rows);
         let (up, who, timeout) = (upstream.clone(), sender.clone(), settings.request_timeout);
         let sent = tokio::task::spawn_blocking(move || {
             let result = send(&up, &who, &rows, timeout);
@@ -455,23 +483,47 @@ pub async fn run(state: AppState) {
         let (rows, result) = match sent {
             Ok(x) => x,
             Err(e) => {
+                tracing::error!(sender = %sender, error = %e, "relay task failed");
                 control.set_last_error(Some(format!("relay task: {e}")));
                 continue;
             }
         };
-        state
-            .metrics
-            .relay(started.elapsed().as_secs_f64(), result.is_ok());
+        let elapsed = started.elapsed();
+        state.metrics.relay(elapsed.as_secs_f64(), result.is_ok());
         match result {
             Ok(acked) => {
                 let now = state.clock.now();
                 match state.with_db(move |c| mark_sent(c, acked, now)).await {
                     Ok(n) => {
+                        tracing::info!(
+                            sender = %sender,
+                            upstream = %upstream,
+                            first_seq,
+                            last_seq,
+                            count,
+                            acked,
+                            duration_ms = elapsed.as_secs_f64() * 1000.0,
+                            trace_id = %trace_id,
+                            "relay batch delivered"
+                        );
                         state.metrics.updates("relayed", n as u64);
                         control.set_last_error(None);
                         backoff = settings.backoff_initial;
+                        failures = 0;
                     }
                     Err(e) => {
+                        failures += 1;
+                        tracing::warn!(
+                            sender = %sender,
+                            first_seq,
+                            last_seq,
+                            acked,
+                            trace_id = %trace_id,
+                            error = %e,
+                            backoff_ms = backoff.as_millis() as u64,
+                            failures,
+                            "relay delivered but cannot mark the outbox sent; retrying"
+                        );
                         control.set_last_error(Some(format!("mark sent: {e}")));
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(settings.backoff_max);
@@ -483,6 +535,20 @@ pub async fn run(state: AppState) {
                 }
             }
             Err(e) => {
+                failures += 1;
+                tracing::warn!(
+                    sender = %sender,
+                    upstream = %upstream,
+                    first_seq,
+                    last_seq,
+                    count,
+                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    trace_id = %trace_id,
+                    error = %e,
+                    backoff_ms = backoff.as_millis() as u64,
+                    failures,
+                    "relay batch failed; retrying after backoff"
+                );
                 control.set_last_error(Some(format!("relay to {upstream}: {e}")));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(settings.backoff_max);
@@ -508,6 +574,32 @@ pub struct FinalAnswer {
 pub async fn final_request(state: &AppState, timeout: Duration) -> Result<FinalAnswer, Error> {
     let control = &state.relay;
     control.set_draining(true);
+    tracing::info!(
+        sender = %state.identity.sender_id(),
+        timeout_s = timeout.as_secs(),
+        "final request: relays from below stop, flushing the outbox"
+    );
+    let answer = final_request_loop(state, timeout).await;
+    match &answer {
+        Ok(a) if a.done => tracing::info!(
+            last_seq = a.last_seq,
+            confirmed_seq = a.confirmed_seq,
+            "final request done: the upstream confirmed every update"
+        ),
+        Ok(a) => tracing::warn!(
+            last_seq = a.last_seq,
+            confirmed_seq = a.confirmed_seq,
+            held_for_tomorrow = a.held_for_tomorrow,
+            reason = a.reason.as_deref().unwrap_or(""),
+            "final request not done: updates held for tomorrow"
+        ),
+        Err(e) => tracing::error!(error = %e, "final request failed"),
+    }
+    answer
+}
+
+async fn final_request_loop(state: &AppState, timeout: Duration) -> Result<FinalAnswer, Error> {
+    let control = &state.relay;
     let deadline = Instant::now() + timeout;
     loop {
         let s = state.with_db(outbox_status).await?;

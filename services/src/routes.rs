@@ -212,7 +212,11 @@ async fn get_history(
 
 /// `POST /v1/relay`: a batch from the node below, applied idempotently by (sender, seq);
 /// answers `{"acked": N, "applied": a, "duplicates": d}`.
-async fn post_relay(state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, Error> {
+async fn post_relay(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, Error> {
     if state.identity.role == Role::Cs {
         return Err(Error::WrongRole(state.identity.role.as_str()));
     }
@@ -223,9 +227,40 @@ async fn post_relay(state: web::Data<AppState>, body: web::Bytes) -> Result<Http
         .map_err(|e| Error::InvalidBody(format!("relay batch: {e}")))?;
     let identity = state.identity.clone();
     let now = state.clock.now();
+    let trace_id = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
+        .map(|t| t.trace_id)
+        .unwrap_or_default();
+    let sender = batch.sender.clone();
+    let (first_seq, count) = (batch.items.first().map_or(0, |i| i.seq), batch.items.len());
+    let started = std::time::Instant::now();
     let ack = state
         .with_db(move |conn| relay::apply_batch(conn, &identity, &batch, now))
-        .await?;
+        .await
+        .inspect_err(|e| {
+            tracing::warn!(
+                sender = %sender,
+                first_seq,
+                count,
+                trace_id = %trace_id,
+                error = %e,
+                "relay batch refused"
+            )
+        })?;
+    tracing::debug!(
+        sender = %sender,
+        first_seq,
+        last_seq = ack.acked,
+        count,
+        applied = ack.applied,
+        duplicates = ack.duplicates,
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        trace_id = %trace_id,
+        "relay batch applied"
+    );
     state.metrics.updates("applied", ack.applied);
     state.metrics.updates("duplicate", ack.duplicates);
     if ack.applied > 0 {
@@ -259,6 +294,7 @@ async fn post_final_request(
 /// `POST /admin/v1/resume`: take relays from below again after a final request.
 async fn post_resume(state: web::Data<AppState>) -> HttpResponse {
     state.relay.set_draining(false);
+    tracing::info!("resumed: relays from below are taken again");
     HttpResponse::Ok().json(json!({ "draining": false }))
 }
 
