@@ -76,7 +76,7 @@ fn individual_number(n: u64) -> String {
 /// The k-th update of CS `cs` (0 or 1): a new resident, by 出生 or 転入.
 fn update(cs: usize, k: usize) -> Value {
     let n = (cs as u64 + 1) * 10_000_000 + k as u64;
-    let birth = k % 2 == 0;
+    let birth = k.is_multiple_of(2);
     let (birth_date, change_date) = if birth {
         let d = format!("2024-05-{:02}", k % 28 + 1);
         (d.clone(), d)
@@ -92,7 +92,7 @@ fn update(cs: usize, k: usize) -> Value {
         "name": format!("住基 太郎{k}"),
         "name_kana": format!("ジュウキ タロウ{k}"),
         "birth_date": birth_date,
-        "sex": if k % 3 == 0 { "女" } else { "男" },
+        "sex": if k.is_multiple_of(3) { "女" } else { "男" },
         "address": format!("東京都千代田区千代田{}-{}", k % 9 + 1, k),
         "municipality_code": municipality(CS_CODES[cs]),
         "reason": if birth { "出生" } else { "転入" },
@@ -456,7 +456,7 @@ fn raw_floor(url: &str, per_cs: usize) -> Result<f64, String> {
                     former_surname: None,
                     alias: None,
                     birth_date: s("birth_date"),
-                    sex: if k % 3 == 0 { "2" } else { "1" }.to_owned(),
+                    sex: if k.is_multiple_of(3) { "2" } else { "1" }.to_owned(),
                     address: s("address"),
                     municipality_code: s("municipality_code"),
                     status: "active".to_owned(),
@@ -465,7 +465,12 @@ fn raw_floor(url: &str, per_cs: usize) -> Result<f64, String> {
                 hs.push(HistoryRow {
                     id,
                     resident_code: s("resident_code"),
-                    reason: if k % 2 == 0 { "birth" } else { "move_in" }.to_owned(),
+                    reason: if k.is_multiple_of(2) {
+                        "birth"
+                    } else {
+                        "move_in"
+                    }
+                    .to_owned(),
                     change_date: s("change_date"),
                     municipality_code: s("municipality_code"),
                     payload: u.to_string(),

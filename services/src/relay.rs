@@ -6,6 +6,7 @@
 //! acknowledges the highest seq of the batch, and the sender then marks the rows sent. A crash
 //! anywhere repeats at most one batch, which the receiver acknowledges without re-applying.
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,8 +24,8 @@ use crate::domain::{self, Update};
 use crate::error::Error;
 use crate::models::{HistoryRow, OutboxRow, ResidentRow};
 use crate::routes::AppState;
-use crate::schema::{change_history, counters, inbox, outbox, residents};
-use crate::store::{find_resident, lock_writes, next_id};
+use crate::schema::{change_history, counters, inbox, outbox};
+use crate::store::{BatchResidents, CHUNK, insert_rows, lock_writes, reserve_ids};
 use crate::trace::TraceParent;
 
 /// Tuning of the sender side.
@@ -201,74 +202,101 @@ pub fn apply_batch(
     conn.transaction(|conn| {
         lock_writes(conn)?;
         let seqs: Vec<i64> = batch.items.iter().map(|i| i.seq).collect();
-        let seen: Vec<i64> = inbox::table
-            .filter(inbox::sender.eq(&batch.sender))
-            .filter(inbox::seq.eq_any(&seqs))
-            .select(inbox::seq)
-            .load(conn)?;
+        let mut seen: Vec<i64> = Vec::new();
+        for chunk in seqs.chunks(CHUNK) {
+            seen.extend(
+                inbox::table
+                    .filter(inbox::sender.eq(&batch.sender))
+                    .filter(inbox::seq.eq_any(chunk))
+                    .select(inbox::seq)
+                    .load::<i64>(conn)?,
+            );
+        }
+        let seen: HashSet<i64> = seen.into_iter().collect();
         let mut ack = RelayAck {
             acked: seqs.last().copied().unwrap_or(0),
             applied: 0,
-            duplicates: 0,
+            duplicates: seen.len() as u64,
         };
-        let recorded_at = now.to_string();
-        for (index, item) in batch.items.iter().enumerate() {
-            if seen.contains(&item.seq) {
-                ack.duplicates += 1;
-                continue;
-            }
-            apply_item(conn, forward, &batch.sender, item, &recorded_at)
-                .map_err(|e| e.in_batch(Some(index)))?;
-            ack.applied += 1;
+        // The new items with their envelopes (the first bad payload fails the batch).
+        let fresh: Vec<(usize, &RelayItem, Envelope)> = batch
+            .items
+            .iter()
+            .enumerate()
+            .filter(|(_, item)| !seen.contains(&item.seq))
+            .map(|(index, item)| {
+                serde_json::from_value::<Envelope>(item.payload.clone())
+                    .map(|e| (index, item, e))
+                    .map_err(|e| {
+                        Error::InvalidBody(format!("payload of seq {}: {e}", item.seq))
+                            .in_batch(Some(index))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        if fresh.is_empty() {
+            return Ok(ack);
         }
+        apply_items(conn, forward, &batch.sender, fresh, &now.to_string())?;
+        ack.applied = (batch.items.len() - seen.len()) as u64;
         Ok(ack)
     })
 }
 
-fn apply_item(
+/// Writes the new items of a batch: each record (updated in item order when it exists, else
+/// inserted once with its final contents), and in bulk the history rows (keeping the origin and
+/// the trace), the inbox rows and — at a prefecture — the outbox rows toward the national server
+/// (carrying the CS's envelope unchanged but for this tier's traceparent).
+fn apply_items(
     conn: &mut DbConnection,
     forward: bool,
     sender: &str,
-    item: &RelayItem,
+    fresh: Vec<(usize, &RelayItem, Envelope)>,
     recorded_at: &str,
 ) -> Result<(), Error> {
-    let envelope: Envelope = serde_json::from_value(item.payload.clone())
-        .map_err(|e| Error::InvalidBody(format!("payload of seq {}: {e}", item.seq)))?;
-    let update = envelope.update;
-    // This tier's span of the update's trace (the CS started it).
-    let span = envelope
-        .traceparent
-        .as_deref()
-        .and_then(TraceParent::parse)
-        .map(|p| p.child());
-    let status = domain::status_after(update.reason);
-    let row = ResidentRow {
-        resident_code: update.resident_code.clone(),
-        individual_number: update.individual_number.clone(),
-        name: update.name.clone(),
-        name_kana: update.name_kana.clone(),
-        former_surname: update.former_surname.clone(),
-        alias: update.alias.clone(),
-        birth_date: update.birth_date.to_string(),
-        sex: update.sex.code().to_owned(),
-        address: update.address.clone(),
-        municipality_code: update.municipality_code.clone(),
-        status: status.code().to_owned(),
-        updated_at: recorded_at.to_owned(),
-    };
-    if find_resident(conn, &row.resident_code)?.is_some() {
-        diesel::update(residents::table.filter(residents::resident_code.eq(&row.resident_code)))
-            .set(&row)
-            .execute(conn)?;
+    let codes: Vec<&str> = fresh
+        .iter()
+        .map(|(_, _, e)| e.update.resident_code.as_str())
+        .collect();
+    let mut residents = BatchResidents::load(conn, &codes)?;
+    let n = fresh.len();
+    let first_history = reserve_ids(conn, "change_history", n)?;
+    let first_seq = if forward {
+        reserve_ids(conn, "outbox", n)?
     } else {
-        diesel::insert_into(residents::table)
-            .values(&row)
-            .execute(conn)?;
-    }
-    let payload = serde_json::to_string(&update).map_err(|e| Error::Corrupt(e.to_string()))?;
-    diesel::insert_into(change_history::table)
-        .values(HistoryRow {
-            id: next_id(conn, "change_history")?,
+        0
+    };
+    let mut history = Vec::with_capacity(n);
+    let mut inbox_rows = Vec::with_capacity(n);
+    let mut outbox_rows = Vec::with_capacity(if forward { n } else { 0 });
+    for (k, (_index, item, envelope)) in fresh.into_iter().enumerate() {
+        let update = envelope.update;
+        // This tier's span of the update's trace (the CS started it).
+        let span = envelope
+            .traceparent
+            .as_deref()
+            .and_then(TraceParent::parse)
+            .map(|p| p.child());
+        let status = domain::status_after(update.reason);
+        residents.put(
+            conn,
+            ResidentRow {
+                resident_code: update.resident_code.clone(),
+                individual_number: update.individual_number.clone(),
+                name: update.name.clone(),
+                name_kana: update.name_kana.clone(),
+                former_surname: update.former_surname.clone(),
+                alias: update.alias.clone(),
+                birth_date: update.birth_date.to_string(),
+                sex: update.sex.code().to_owned(),
+                address: update.address.clone(),
+                municipality_code: update.municipality_code.clone(),
+                status: status.code().to_owned(),
+                updated_at: recorded_at.to_owned(),
+            },
+        )?;
+        let payload = serde_json::to_string(&update).map_err(|e| Error::Corrupt(e.to_string()))?;
+        history.push(HistoryRow {
+            id: first_history + k as i64,
             resident_code: update.resident_code.clone(),
             reason: update.reason.code().to_owned(),
             change_date: update.change_date.to_string(),
@@ -278,30 +306,29 @@ fn apply_item(
             source_sender: envelope.sender,
             source_seq: envelope.seq,
             trace_id: span.as_ref().map(|s| s.trace_id.clone()),
-        })
-        .execute(conn)?;
-    diesel::insert_into(inbox::table)
-        .values((
+        });
+        inbox_rows.push((
             inbox::sender.eq(sender),
             inbox::seq.eq(item.seq),
             inbox::applied_at.eq(recorded_at),
-        ))
-        .execute(conn)?;
-    if forward {
-        let seq = next_id(conn, "outbox")?;
-        let mut payload = item.payload.clone();
-        if let Some(span) = &span {
-            payload["traceparent"] = Value::String(span.header());
-        }
-        diesel::insert_into(outbox::table)
-            .values(OutboxRow {
-                seq,
+        ));
+        if forward {
+            let mut payload = item.payload.clone();
+            if let Some(span) = &span {
+                payload["traceparent"] = Value::String(span.header());
+            }
+            outbox_rows.push(OutboxRow {
+                seq: first_seq + k as i64,
                 payload: payload.to_string(),
                 created_at: recorded_at.to_owned(),
                 sent_at: None,
-            })
-            .execute(conn)?;
+            });
+        }
     }
+    residents.finish(conn)?;
+    insert_rows!(conn, change_history::table, history);
+    insert_rows!(conn, inbox::table, inbox_rows);
+    insert_rows!(conn, outbox::table, outbox_rows);
     Ok(())
 }
 

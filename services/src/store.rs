@@ -1,5 +1,7 @@
 //! Transactions: read the state, call the pure core, write. Runs on a blocking thread.
 
+use std::collections::HashMap;
+
 use diesel::prelude::*;
 use jiff::Timestamp;
 use serde_json::{Value, json};
@@ -64,15 +66,110 @@ pub(crate) fn lock_writes(conn: &mut DbConnection) -> Result<(), Error> {
     Ok(())
 }
 
-/// Next value of a named counter (call with the write lock held).
-pub(crate) fn next_id(conn: &mut DbConnection, name: &str) -> Result<i64, Error> {
+/// Reserves `n` consecutive values of a named counter (call with the write lock held); returns
+/// the first. Two statements for a whole batch instead of two per row.
+pub(crate) fn reserve_ids(conn: &mut DbConnection, name: &str, n: usize) -> Result<i64, Error> {
+    let n = n as i64;
     diesel::update(counters::table.filter(counters::name.eq(name)))
-        .set(counters::value.eq(counters::value + 1))
+        .set(counters::value.eq(counters::value + n))
         .execute(conn)?;
-    Ok(counters::table
+    let last: i64 = counters::table
         .filter(counters::name.eq(name))
         .select(counters::value)
-        .first(conn)?)
+        .first(conn)?;
+    Ok(last - n + 1)
+}
+
+/// Rows per multi-row INSERT and codes per `IN (…)` lookup: far below the bind-parameter limits
+/// of both backends (SQLite 32766, PostgreSQL 65535).
+pub(crate) const CHUNK: usize = 500;
+
+/// A multi-row INSERT of `$rows` (a slice) into `$table`, in chunks. The MultiConnection has no
+/// batch insert, so each backend's connection runs it.
+macro_rules! insert_rows {
+    ($conn:expr, $table:expr, $rows:expr) => {{
+        let conn: &mut DbConnection = $conn;
+        for chunk in $rows.chunks($crate::store::CHUNK) {
+            match conn {
+                DbConnection::Pg(c) => diesel::insert_into($table).values(chunk).execute(c)?,
+                DbConnection::Sqlite(c) => diesel::insert_into($table).values(chunk).execute(c)?,
+            };
+        }
+    }};
+}
+pub(crate) use insert_rows;
+
+/// The current records of `codes` (one query per CHUNK codes), by resident code.
+pub(crate) fn load_residents(
+    conn: &mut DbConnection,
+    codes: &[&str],
+) -> Result<HashMap<String, ResidentRow>, Error> {
+    let mut out = HashMap::with_capacity(codes.len());
+    for chunk in codes.chunks(CHUNK) {
+        let rows: Vec<ResidentRow> = residents::table
+            .filter(residents::resident_code.eq_any(chunk))
+            .select(ResidentRow::as_select())
+            .load(conn)?;
+        out.extend(rows.into_iter().map(|r| (r.resident_code.clone(), r)));
+    }
+    Ok(out)
+}
+
+/// Residents of a batch: the records loaded at its start, changed as the batch goes on. Records
+/// already in the database are updated in item order (as the rules saw them); new records are
+/// inserted once, with their final contents, at the end.
+#[derive(Debug, Default)]
+pub(crate) struct BatchResidents {
+    current: HashMap<String, ResidentRow>,
+    /// Codes whose record is not in the database yet, in order of first appearance.
+    new: Vec<String>,
+    is_new: HashMap<String, bool>,
+}
+
+impl BatchResidents {
+    pub(crate) fn load(conn: &mut DbConnection, codes: &[&str]) -> Result<Self, Error> {
+        let current = load_residents(conn, codes)?;
+        Ok(BatchResidents {
+            current,
+            ..BatchResidents::default()
+        })
+    }
+
+    pub(crate) fn get(&self, code: &str) -> Option<&ResidentRow> {
+        self.current.get(code)
+    }
+
+    /// Records `row` as the resident's current record (an UPDATE at once when the record is in
+    /// the database).
+    pub(crate) fn put(&mut self, conn: &mut DbConnection, row: ResidentRow) -> Result<(), Error> {
+        let code = row.resident_code.clone();
+        let new = *self
+            .is_new
+            .entry(code.clone())
+            .or_insert_with(|| !self.current.contains_key(&code));
+        if new {
+            if !self.current.contains_key(&code) {
+                self.new.push(code.clone());
+            }
+        } else {
+            diesel::update(residents::table.filter(residents::resident_code.eq(&code)))
+                .set(&row)
+                .execute(conn)?;
+        }
+        self.current.insert(code, row);
+        Ok(())
+    }
+
+    /// Inserts the new records.
+    pub(crate) fn finish(mut self, conn: &mut DbConnection) -> Result<(), Error> {
+        let rows: Vec<ResidentRow> = self
+            .new
+            .iter()
+            .filter_map(|code| self.current.remove(code))
+            .collect();
+        insert_rows!(conn, residents::table, rows);
+        Ok(())
+    }
 }
 
 pub(crate) fn find_resident(
@@ -131,13 +228,7 @@ pub fn submit_traced(
             });
         }
 
-        let mut results = Vec::with_capacity(submission.items.len());
-        for (i, item) in submission.items.iter().enumerate() {
-            let index = submission.batch.then_some(i);
-            let accepted =
-                apply_one(conn, ctx, sender, item, now, trace).map_err(|e| e.in_batch(index))?;
-            results.push(accepted);
-        }
+        let results = apply_all(conn, ctx, sender, submission, now, trace)?;
         let body = if submission.batch {
             json!({ "results": results })
         } else {
@@ -161,110 +252,142 @@ pub fn submit_traced(
     })
 }
 
-fn apply_one(
+/// Applies every update of a submission (the caller holds the write lock and the transaction):
+/// the rules run item by item against the state as changed by the earlier items, with a
+/// constant number of queries per batch for the lookups, the ids and the history and outbox rows
+/// (the first failing item fails the whole submission, as before).
+fn apply_all(
     conn: &mut DbConnection,
     ctx: &Context,
     sender: &str,
-    item: &Value,
+    submission: &Submission,
     now: Timestamp,
     trace: Option<&TraceParent>,
-) -> Result<Accepted, Error> {
-    let update: Update = domain::parse_update(item, ctx)?;
-    let current = find_resident(conn, &update.resident_code)?;
-    let current_status = match &current {
-        None => None,
-        Some(row) => Some(Status::parse(&row.status).ok_or_else(|| {
-            Error::Corrupt(format!(
-                "resident {} has unknown status {:?}",
-                row.resident_code, row.status
-            ))
-        })?),
-    };
-    let status = domain::transition(current_status, update.reason)?;
-
-    if let Some(number) = &update.individual_number {
-        let holder: Option<String> = residents::table
-            .filter(residents::individual_number.eq(number))
-            .filter(residents::resident_code.ne(&update.resident_code))
-            .select(residents::resident_code)
-            .first(conn)
-            .optional()?;
-        if holder.is_some() {
+) -> Result<Vec<Accepted>, Error> {
+    let at = |i: usize| submission.batch.then_some(i);
+    let parsed: Vec<Result<Update, Error>> = submission
+        .items
+        .iter()
+        .map(|item| domain::parse_update(item, ctx))
+        .collect();
+    let updates: Vec<&Update> = parsed.iter().filter_map(|u| u.as_ref().ok()).collect();
+    let codes: Vec<&str> = updates.iter().map(|u| u.resident_code.as_str()).collect();
+    let numbers: Vec<&str> = updates
+        .iter()
+        .filter_map(|u| u.individual_number.as_deref())
+        .collect();
+    let mut residents = BatchResidents::load(conn, &codes)?;
+    // Who holds each individual number of the batch, kept up to date as the batch goes on.
+    let mut holders: HashMap<String, String> = HashMap::new();
+    for chunk in numbers.chunks(CHUNK) {
+        let rows: Vec<(Option<String>, String)> = residents::table
+            .filter(residents::individual_number.eq_any(chunk))
+            .select((residents::individual_number, residents::resident_code))
+            .load(conn)?;
+        holders.extend(rows.into_iter().filter_map(|(n, c)| Some((n?, c))));
+    }
+    let n = parsed.len();
+    let first_history = reserve_ids(conn, "change_history", n)?;
+    let first_seq = reserve_ids(conn, "outbox", n)?;
+    let recorded_at = now.to_string();
+    let mut results = Vec::with_capacity(n);
+    let mut history = Vec::with_capacity(n);
+    let mut outbox_rows = Vec::with_capacity(n);
+    for (i, update) in parsed.into_iter().enumerate() {
+        let update = update.map_err(|e| e.in_batch(at(i)))?;
+        let current = residents.get(&update.resident_code);
+        let current_status = match current {
+            None => None,
+            Some(row) => Some(Status::parse(&row.status).ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "resident {} has unknown status {:?}",
+                    row.resident_code, row.status
+                ))
+            })?),
+        };
+        let status =
+            domain::transition(current_status, update.reason).map_err(|e| e.in_batch(at(i)))?;
+        if let Some(number) = &update.individual_number
+            && holders
+                .get(number)
+                .is_some_and(|holder| *holder != update.resident_code)
+        {
             return Err(Error::StateConflict {
                 rule: "individual_number_in_use",
                 field: Some("individual_number"),
                 message: "the individual number belongs to another resident".into(),
-            });
+            }
+            .in_batch(at(i)));
         }
-    }
+        if let Some(old) = current.and_then(|r| r.individual_number.clone())
+            && holders.get(&old) == Some(&update.resident_code)
+        {
+            holders.remove(&old);
+        }
+        if let Some(number) = &update.individual_number {
+            holders.insert(number.clone(), update.resident_code.clone());
+        }
 
-    let recorded_at = now.to_string();
-    let row = ResidentRow {
-        resident_code: update.resident_code.clone(),
-        individual_number: update.individual_number.clone(),
-        name: update.name.clone(),
-        name_kana: update.name_kana.clone(),
-        former_surname: update.former_surname.clone(),
-        alias: update.alias.clone(),
-        birth_date: update.birth_date.to_string(),
-        sex: update.sex.code().to_owned(),
-        address: update.address.clone(),
-        municipality_code: update.municipality_code.clone(),
-        status: status.code().to_owned(),
-        updated_at: recorded_at.clone(),
-    };
-    if current.is_some() {
-        diesel::update(residents::table.filter(residents::resident_code.eq(&row.resident_code)))
-            .set(&row)
-            .execute(conn)?;
-    } else {
-        diesel::insert_into(residents::table)
-            .values(&row)
-            .execute(conn)?;
-    }
+        residents.put(
+            conn,
+            ResidentRow {
+                resident_code: update.resident_code.clone(),
+                individual_number: update.individual_number.clone(),
+                name: update.name.clone(),
+                name_kana: update.name_kana.clone(),
+                former_surname: update.former_surname.clone(),
+                alias: update.alias.clone(),
+                birth_date: update.birth_date.to_string(),
+                sex: update.sex.code().to_owned(),
+                address: update.address.clone(),
+                municipality_code: update.municipality_code.clone(),
+                status: status.code().to_owned(),
+                updated_at: recorded_at.clone(),
+            },
+        )?;
 
-    let history_id = next_id(conn, "change_history")?;
-    let seq = next_id(conn, "outbox")?;
-    let payload = serde_json::to_string(&update).map_err(|e| Error::Corrupt(e.to_string()))?;
-    let span = trace.map_or_else(TraceParent::root, TraceParent::child);
-    diesel::insert_into(change_history::table)
-        .values(HistoryRow {
+        let history_id = first_history + i as i64;
+        let seq = first_seq + i as i64;
+        let payload = serde_json::to_string(&update).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let span = trace.map_or_else(TraceParent::root, TraceParent::child);
+        history.push(HistoryRow {
             id: history_id,
             resident_code: update.resident_code.clone(),
             reason: update.reason.code().to_owned(),
             change_date: update.change_date.to_string(),
             municipality_code: update.municipality_code.clone(),
-            payload: payload.clone(),
+            payload,
             recorded_at: recorded_at.clone(),
             source_sender: sender.to_owned(),
             source_seq: seq,
             trace_id: Some(span.trace_id.clone()),
-        })
-        .execute(conn)?;
-    let envelope = json!({
-        "sender": sender,
-        "seq": seq,
-        "history_id": history_id,
-        "recorded_at": recorded_at,
-        "update": update,
-        "traceparent": span.header(),
-    });
-    diesel::insert_into(outbox::table)
-        .values(OutboxRow {
+        });
+        let envelope = json!({
+            "sender": sender,
+            "seq": seq,
+            "history_id": history_id,
+            "recorded_at": recorded_at,
+            "update": update,
+            "traceparent": span.header(),
+        });
+        outbox_rows.push(OutboxRow {
             seq,
             payload: envelope.to_string(),
-            created_at: recorded_at,
+            created_at: recorded_at.clone(),
             sent_at: None,
-        })
-        .execute(conn)?;
-
-    Ok(Accepted {
-        resident_code: update.resident_code,
-        reason: update.reason,
-        status,
-        history_id,
-        outbox_seq: seq,
-    })
+        });
+        results.push(Accepted {
+            resident_code: update.resident_code,
+            reason: update.reason,
+            status,
+            history_id,
+            outbox_seq: seq,
+        });
+    }
+    residents.finish(conn)?;
+    insert_rows!(conn, change_history::table, history);
+    insert_rows!(conn, outbox::table, outbox_rows);
+    Ok(results)
 }
 
 /// The current record of one of `municipality`'s residents.

@@ -452,6 +452,94 @@ async fn individual_number_belongs_to_one_resident(backend: Backend) {
     );
 }
 
+fn number(first11: &str) -> String {
+    let d: Vec<u8> = first11.bytes().map(|b| b - b'0').collect();
+    let d: [u8; 11] = d.try_into().unwrap();
+    format!("{first11}{}", juki_codes::individual_number_check_digit(&d))
+}
+
+fn resident(first10: &str) -> String {
+    let d: Vec<u8> = first10.bytes().map(|b| b - b'0').collect();
+    let d: [u8; 10] = d.try_into().unwrap();
+    format!("{first10}{}", juki_codes::resident_record_check_digit(&d))
+}
+
+/// The items of one batch see each other: the state rules and the individual-number check run
+/// against the records as changed by the earlier items (the rows are written in bulk).
+async fn items_of_a_batch_see_each_other(backend: Backend) {
+    let (_db, state, app) = setup!(backend);
+    let (n1, n2, n3) = (
+        number("11112222333"),
+        number("44445555666"),
+        number("77778888999"),
+    );
+    let taro = |reason: &str, address: &str, n: &str| {
+        with(
+            with(update(TARO, reason), "address", json!(address)),
+            "individual_number",
+            json!(n),
+        )
+    };
+    let batch = json!([
+        taro("転入", "一番町1", &n1),
+        taro("転居", "二番町2", &n1),
+        taro("転出", "二番町2", &n1),
+        taro("転入", "三番町3", &n1),
+    ]);
+    let (status, body, _) = post!(app, "one-resident", batch);
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, record, _) = get!(app, &format!("/v1/residents/{TARO}"));
+    assert_eq!(record["address"], json!("三番町3"));
+    assert_eq!(record["status"], json!("active"));
+    let (_, history, _) = get!(app, &format!("/v1/residents/{TARO}/history"));
+    let reasons: Vec<&str> = history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["転入", "転居", "転出", "転入"]);
+
+    // Taro holds n1 in the database.
+    let hanako = |n: &str| with(update(HANAKO, "転入"), "individual_number", json!(n));
+    let (status, body, _) = post!(app, "taken", json!([hanako(&n1)]));
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["index"], json!(0));
+    // Released earlier in the same batch, it may be taken by a later item.
+    let batch = json!([taro("職権修正", "三番町3", &n2), hanako(&n1)]);
+    let (status, body, _) = post!(app, "released", batch);
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, record, _) = get!(app, &format!("/v1/residents/{HANAKO}"));
+    assert_eq!(record["individual_number"], json!(n1));
+    // Taken earlier in the same batch by a new resident, it is refused to a later one.
+    let before = counts(&state);
+    let batch = json!([
+        with(
+            update(&resident("1111111111"), "転入"),
+            "individual_number",
+            json!(n3)
+        ),
+        with(
+            update(&resident("2222222222"), "転入"),
+            "individual_number",
+            json!(n3)
+        ),
+    ]);
+    let (status, body, _) = post!(app, "twice", batch);
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_error(&body, "individual_number_in_use", Some("individual_number"));
+    assert_eq!(body["index"], json!(1));
+    assert_eq!(counts(&state), before);
+    assert_eq!(
+        before,
+        Counts {
+            residents: 2,
+            history: 6,
+            outbox: 6
+        }
+    );
+}
+
 /// The migrations in services/migrations (init, outbox_pending, history_trace).
 const MIGRATION_COUNT: usize = 3;
 
@@ -672,6 +760,7 @@ on_both_backends!(
     future_dates_are_refused,
     bad_input_is_4xx_never_5xx,
     individual_number_belongs_to_one_resident,
+    items_of_a_batch_see_each_other,
     health_readiness_and_migrations_revert_cleanly,
     concurrent_writers_are_serialised,
     every_table_matches_its_diesel_definition,
