@@ -117,6 +117,20 @@ impl Node {
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+
+    /// CPU seconds (user + system) the process used so far (Linux `/proc`; 0 elsewhere).
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
+            .sum();
+        ticks / 100.0
+    }
 }
 
 impl Drop for Node {
@@ -218,7 +232,14 @@ impl Databases {
         }
     }
 
+    /// Where the nodes' logs go: `JUKINET_THROUGHPUT_LOGS` if set (kept), else beside the
+    /// databases (removed).
     fn log_dir(&self) -> PathBuf {
+        if let Some(dir) = std::env::var_os("JUKINET_THROUGHPUT_LOGS") {
+            let dir = PathBuf::from(dir);
+            let _ = std::fs::create_dir_all(&dir);
+            return dir;
+        }
         match self {
             Databases::Sqlite(dir) => dir.clone(),
             Databases::Postgres { .. } => std::env::temp_dir(),
@@ -269,6 +290,8 @@ struct Figures {
     raw_seconds: f64,
     request_ms: Vec<f64>,
     errors: usize,
+    /// CPU time of each node process.
+    cpu: String,
     complete: bool,
 }
 
@@ -283,7 +306,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn run(backend: &'static str, n: usize) -> Result<Figures, String> {
     let (databases, urls) = Databases::create(backend)?;
     let logs = databases.log_dir();
-    let log = |role: &str| logs.join(format!("juki-throughput-{}-{role}.log", std::process::id()));
+    let log = |role: &str| logs.join(format!("{backend}-{role}.log"));
     let per_cs = n / 2;
     // The request bodies, built before the clock starts.
     let bodies: Vec<Vec<Vec<u8>>> = (0..2)
@@ -413,6 +436,13 @@ fn run(backend: &'static str, n: usize) -> Result<Figures, String> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let e2e_seconds = started.elapsed().as_secs_f64();
+    let cpu = format!(
+        "CPU seconds: national {:.1}, prefecture {:.1}, CS {:.1} + {:.1}",
+        national.cpu_seconds(),
+        pref.cpu_seconds(),
+        css[0].cpu_seconds(),
+        css[1].cpu_seconds()
+    );
     drop(css);
     drop(pref);
     drop(national);
@@ -428,6 +458,7 @@ fn run(backend: &'static str, n: usize) -> Result<Figures, String> {
         request_ms,
         errors,
         complete,
+        cpu,
     })
 }
 
@@ -580,6 +611,9 @@ fn main() {
             f.errors,
             verdict
         );
+    }
+    for f in &results {
+        let _ = writeln!(out, "{}: {}", f.backend, f.cpu);
     }
     for note in notes {
         let _ = writeln!(out, "{note}");
