@@ -10,6 +10,7 @@
 //! | `juki_node_outbox_depth` (gauge) | — updates not yet confirmed by the upstream |
 //! | `juki_node_relay_duration_seconds` (histogram) | `result` (`ok`, `error`) |
 //! | `juki_node_relay_errors_total` (counter) | — |
+//! | `juki_node_relay_rejected_total` (counter) | — attempts refused with a permanent 4xx |
 
 use std::fmt;
 use std::sync::Arc;
@@ -38,6 +39,7 @@ struct Inner {
     outbox_depth: Gauge<u64>,
     relay_duration: Histogram<f64>,
     relay_errors: Counter<u64>,
+    relay_rejected: Counter<u64>,
 }
 
 impl fmt::Debug for Metrics {
@@ -102,6 +104,12 @@ impl Metrics {
             .u64_counter("juki_node_relay_errors")
             .with_description("Relay attempts that failed (and will be retried).")
             .build();
+        let relay_rejected = meter
+            .u64_counter("juki_node_relay_rejected")
+            .with_description(
+                "Relay attempts the upstream refused with a permanent 4xx (the outbox is held until the cause is fixed).",
+            )
+            .build();
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -112,6 +120,7 @@ impl Metrics {
                 outbox_depth,
                 relay_duration,
                 relay_errors,
+                relay_rejected,
             }),
         }
     }
@@ -150,6 +159,11 @@ impl Metrics {
         if !ok {
             self.inner.relay_errors.add(1, &[]);
         }
+    }
+
+    /// Counts a permanent refusal of a relay batch by the upstream.
+    pub fn relay_rejected(&self) {
+        self.inner.relay_rejected.add(1, &[]);
     }
 
     /// The Prometheus text exposition of every series.

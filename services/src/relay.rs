@@ -71,6 +71,8 @@ pub struct RelayControl {
     wake: Notify,
     /// Why the last relay attempt did not deliver (None after a success).
     last_error: Mutex<Option<String>>,
+    /// The upstream's last permanent refusal (None after a success).
+    rejection: Mutex<Option<Rejection>>,
 }
 
 impl RelayControl {
@@ -99,6 +101,17 @@ impl RelayControl {
     /// Wakes the relay task (call after writing outbox rows).
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// The upstream's permanent refusal the outbox is held on, if any.
+    pub fn rejection(&self) -> Option<Rejection> {
+        self.rejection.lock().map(|r| r.clone()).unwrap_or(None)
+    }
+
+    fn set_rejection(&self, rejection: Option<Rejection>) {
+        if let Ok(mut r) = self.rejection.lock() {
+            *r = rejection;
+        }
     }
 
     pub fn last_error(&self) -> Option<String> {
@@ -396,13 +409,55 @@ pub fn outbox_status(conn: &mut DbConnection) -> Result<OutboxStatus, Error> {
     })
 }
 
+/// Why a relay request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SendError {
+    message: String,
+    /// The upstream refused the batch with a 4xx that retrying will not change (400, 403, 404,
+    /// 413, 422, …; not 408, 409, 429, and not 503 during a final request).
+    rejection: Option<Box<Rejection>>,
+}
+
+impl From<String> for SendError {
+    fn from(message: String) -> Self {
+        SendError {
+            message,
+            rejection: None,
+        }
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A permanent refusal by the upstream, as shown by `GET /admin/v1/relay`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejection {
+    pub status: u16,
+    pub error: String,
+    pub message: String,
+    /// The outbox seq of the refused item, when the upstream named one (its `index`).
+    pub seq: Option<i64>,
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub at: String,
+}
+
+fn is_permanent(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 408 | 409 | 429)
+}
+
 /// Sends `rows` to the upstream; returns the acknowledged seq.
 fn send(
     upstream: &str,
     sender: &str,
     rows: &[OutboxRow],
     timeout: Duration,
-) -> Result<i64, String> {
+) -> Result<i64, SendError> {
     // The body `{"sender": …, "items": [{"seq": …, "payload": <stored envelope>}]}` is written
     // around the stored envelopes (JSON this node wrote) instead of parsing and re-serialising
     // each of them; the receiver validates the whole batch.
@@ -435,15 +490,32 @@ fn send(
     let json = response.json().unwrap_or(Value::Null);
     if response.status != 200 {
         let tag = json["error"].as_str().unwrap_or("?");
-        return Err(format!(
-            "upstream answered {} ({tag}): {}",
-            response.status,
-            json["message"].as_str().unwrap_or("")
-        ));
+        let detail = json["message"].as_str().unwrap_or("");
+        let seq = json["index"]
+            .as_u64()
+            .and_then(|i| rows.get(i as usize))
+            .map(|r| r.seq);
+        let message = match seq {
+            Some(seq) => format!(
+                "upstream answered {} ({tag}) for seq {seq}: {detail}",
+                response.status
+            ),
+            None => format!("upstream answered {} ({tag}): {detail}", response.status),
+        };
+        let rejection = is_permanent(response.status).then(|| Box::new(Rejection {
+            status: response.status,
+            error: tag.to_owned(),
+            message: detail.to_owned(),
+            seq,
+            first_seq: rows.first().map_or(0, |r| r.seq),
+            last_seq: rows.last().map_or(0, |r| r.seq),
+            at: Timestamp::now().to_string(),
+        }));
+        return Err(SendError { message, rejection });
     }
     json["acked"]
         .as_i64()
-        .ok_or_else(|| format!("upstream answered without acked: {json}"))
+        .ok_or_else(|| SendError::from(format!("upstream answered without acked: {json}")))
 }
 
 /// The trace id of the first row (the trace the relay request carries in its header).
@@ -557,6 +629,7 @@ pub async fn run(state: AppState) {
                         );
                         state.metrics.updates("relayed", n as u64);
                         control.set_last_error(None);
+                        control.set_rejection(None);
                         backoff = settings.backoff_initial;
                         failures = 0;
                     }
@@ -582,6 +655,35 @@ pub async fn run(state: AppState) {
                 if (rows.len() as i64) < settings.batch {
                     sleep_or_wake(&control, Duration::from_millis(20)).await;
                 }
+            }
+            Err(SendError {
+                message,
+                rejection: Some(rejection),
+            }) => {
+                // A permanent refusal: the batch is not skipped (delivery stays in order and
+                // nothing is dropped), the outbox is held until the cause is fixed, loudly.
+                failures += 1;
+                state.metrics.relay_rejected();
+                tracing::error!(
+                    sender = %sender,
+                    upstream = %upstream,
+                    first_seq,
+                    last_seq,
+                    count,
+                    status = rejection.status,
+                    rejected_seq = rejection.seq,
+                    trace_id = %trace_id,
+                    error = %message,
+                    retry_in_ms = settings.backoff_max.as_millis() as u64,
+                    failures,
+                    "relay batch rejected by the upstream; the outbox is held until this is fixed"
+                );
+                control.set_rejection(Some(*rejection));
+                control.set_last_error(Some(format!(
+                    "relay to {upstream} rejected (the outbox is held): {message}"
+                )));
+                backoff = settings.backoff_max;
+                sleep_or_wake(&control, backoff).await;
             }
             Err(e) => {
                 failures += 1;
@@ -693,6 +795,22 @@ pub fn status_json(state: &AppState, outbox: OutboxStatus) -> Value {
         "upstreamOpen": state.relay.upstream_open(&state.identity, state.clock.now()),
         "draining": state.relay.draining(),
         "lastError": state.relay.last_error(),
+        "rejected": state.relay.rejection(),
         "outbox": outbox,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_permanent;
+
+    #[test]
+    fn only_refusals_that_retrying_cannot_change_are_permanent() {
+        for status in [400, 403, 404, 413, 422] {
+            assert!(is_permanent(status), "{status}");
+        }
+        for status in [200, 408, 409, 429, 500, 502, 503] {
+            assert!(!is_permanent(status), "{status}");
+        }
+    }
 }

@@ -522,6 +522,79 @@ async fn openapi_describes_every_route() {
     assert_eq!(operations, 11);
 }
 
+/// An item the upstream refuses (a 4xx naming it) holds the outbox in order, loudly: an error
+/// in `GET /admin/v1/relay` (`lastError`, `rejected` with the seq), a metric; once the cause is
+/// fixed delivery resumes without anything lost or skipped.
+async fn a_rejected_item_holds_the_outbox_visibly(backend: Backend) {
+    let (Some(cs_db), Some(pref_db)) = (TestDb::new(backend), TestDb::new(backend)) else {
+        return;
+    };
+    let pref = node(&pref_db, Role::Prefecture);
+    let (pref_url, pref_server) = serve(&pref);
+    let cs = with_upstream(cs_with_three_updates(&cs_db).await, Some(pref_url), None);
+    let original = outbox_rows(&cs)[1].payload.clone();
+    let set_payload = |payload: &str| {
+        diesel::update(outbox::table.filter(outbox::seq.eq(2)))
+            .set(outbox::payload.eq(payload))
+            .execute(&mut cs.pool.get().unwrap())
+            .unwrap();
+    };
+    set_payload(r#"{"sender": "cs-131016", "seq": 2, "update": {"resident_code": "x"}}"#);
+    let cs_task = actix_web::rt::spawn(relay::run(cs.clone()));
+    let mut rejection = None;
+    for _ in 0..100 {
+        rejection = cs.relay.rejection();
+        if rejection.is_some() {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rejection = rejection.expect("the refusal is recorded");
+    assert_eq!(
+        (rejection.status, rejection.error.as_str(), rejection.seq),
+        (400, "invalid_body", Some(2))
+    );
+    assert_eq!((rejection.first_seq, rejection.last_seq), (1, 2));
+    // Retried (not skipped): the refused batch stays, and nothing after it overtakes it.
+    actix_web::rt::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(counts(&pref).history, 0);
+    let cs_app = app!(cs);
+    let (_, status) = call!(cs_app, test::TestRequest::get().uri("/admin/v1/relay"));
+    assert_eq!(status["outbox"]["pending"], json!(3), "{status}");
+    assert_eq!(status["rejected"]["seq"], json!(2), "{status}");
+    assert_eq!(status["rejected"]["status"], json!(400), "{status}");
+    let last_error = status["lastError"].as_str().unwrap();
+    assert!(
+        last_error.contains("rejected") && last_error.contains("for seq 2"),
+        "{last_error}"
+    );
+    let resp = test::call_service(
+        &cs_app,
+        test::TestRequest::get().uri("/metrics").to_request(),
+    )
+    .await;
+    let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    let rejected: u64 = text
+        .lines()
+        .find(|l| l.starts_with("juki_node_relay_rejected_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no rejected counter in\n{text}"));
+    assert!(rejected >= 2, "retried: {rejected}");
+
+    // Fixed: everything is delivered, in order, and the state clears.
+    set_payload(&original);
+    cs.relay.wake();
+    let s = wait_for_empty_outbox(&cs).await;
+    assert_eq!((s.last_seq, s.confirmed_seq), (3, 3));
+    assert_eq!(counts(&pref).history, 3);
+    let (_, status) = call!(cs_app, test::TestRequest::get().uri("/admin/v1/relay"));
+    assert_eq!(status["rejected"], Value::Null, "{status}");
+    assert_eq!(status["lastError"], Value::Null, "{status}");
+    cs_task.abort();
+    pref_server.stop(false).await;
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -544,4 +617,5 @@ on_both_backends!(
     national_applies_without_forwarding,
     relay_task_delivers_through_the_prefecture,
     updates_are_held_outside_the_upstream_window,
+    a_rejected_item_holds_the_outbox_visibly,
 );
