@@ -201,7 +201,7 @@ enum Databases {
 
 impl Databases {
     fn create(backend: &str) -> Result<(Databases, Vec<String>), String> {
-        let roles = ["national", "pref", "cs1", "cs2", "raw"];
+        let roles = ["national", "pref", "cs1", "cs2", "raw", "raw2"];
         match backend {
             "sqlite" => {
                 let dir =
@@ -292,6 +292,7 @@ struct Figures {
     errors: usize,
     /// CPU time of each node process.
     cpu: String,
+    raw_note: String,
     complete: bool,
 }
 
@@ -413,6 +414,7 @@ fn run(backend: &'static str, n: usize) -> Result<Figures, String> {
         errors += e;
     }
     let ingest_seconds = started.elapsed().as_secs_f64();
+    let applied_at_ingest_end = applied(&national).unwrap_or(0);
     let total = (per_cs * 2) as u64;
     let deadline = Instant::now() + Duration::from_secs(60 + total / 200);
     let mut complete = false;
@@ -437,7 +439,7 @@ fn run(backend: &'static str, n: usize) -> Result<Figures, String> {
     }
     let e2e_seconds = started.elapsed().as_secs_f64();
     let cpu = format!(
-        "CPU seconds: national {:.1}, prefecture {:.1}, CS {:.1} + {:.1}",
+        "national had applied {applied_at_ingest_end} when the ingestion ended; CPU seconds: national {:.1}, prefecture {:.1}, CS {:.1} + {:.1}",
         national.cpu_seconds(),
         pref.cpu_seconds(),
         css[0].cpu_seconds(),
@@ -447,7 +449,7 @@ fn run(backend: &'static str, n: usize) -> Result<Figures, String> {
     drop(pref);
     drop(national);
 
-    let raw_seconds = raw_floor(&urls[4], per_cs)?;
+    let (raw_seconds, raw_note) = raw_floor([&urls[4], &urls[5]], per_cs)?;
     request_ms.sort_by(f64::total_cmp);
     Ok(Figures {
         backend,
@@ -459,17 +461,34 @@ fn run(backend: &'static str, n: usize) -> Result<Figures, String> {
         errors,
         complete,
         cpu,
+        raw_note,
     })
 }
 
-/// Inserts the same rows (a resident and a history row per update) straight into a fresh
-/// migrated database, BATCH updates per transaction; returns the seconds taken.
-fn raw_floor(url: &str, per_cs: usize) -> Result<f64, String> {
-    let url = DbUrl::parse(url).map_err(|e| e.to_string())?;
-    let mut conn = url.connect().map_err(|e| e.to_string())?;
-    db::run_migrations(&mut conn).map_err(|e| e.to_string())?;
+type Batches = Vec<(Vec<ResidentRow>, Vec<HistoryRow>)>;
+
+/// Inserts the same rows (a resident and a history row per update) straight into fresh
+/// migrated databases, BATCH updates per transaction, once with multi-row INSERTs and once row
+/// by row (diesel's cached prepared statement); returns the faster time (the floor is the best
+/// the database does) and both figures.
+fn raw_floor(urls: [&str; 2], per_cs: usize) -> Result<(f64, String), String> {
+    let batches = raw_rows(per_cs);
+    let multi = raw_insert(urls[0], &batches, true)?;
+    let single = raw_insert(urls[1], &batches, false)?;
+    let n = (per_cs * 2) as f64;
+    Ok((
+        multi.min(single),
+        format!(
+            "raw insert: multi-row {:.0} upd/s, row by row {:.0} upd/s (the faster is the floor)",
+            n / multi,
+            n / single
+        ),
+    ))
+}
+
+fn raw_rows(per_cs: usize) -> Batches {
     let now = jiff::Timestamp::now().to_string();
-    let mut batches: Vec<(Vec<ResidentRow>, Vec<HistoryRow>)> = Vec::new();
+    let mut batches: Batches = Vec::new();
     let mut id = 0i64;
     for cs in 0..2 {
         for ks in (0..per_cs).collect::<Vec<_>>().chunks(BATCH) {
@@ -514,18 +533,34 @@ fn raw_floor(url: &str, per_cs: usize) -> Result<f64, String> {
             batches.push((rs, hs));
         }
     }
+    batches
+}
+
+fn raw_insert(url: &str, batches: &Batches, multi_row: bool) -> Result<f64, String> {
+    let url = DbUrl::parse(url).map_err(|e| e.to_string())?;
+    let mut conn = url.connect().map_err(|e| e.to_string())?;
+    db::run_migrations(&mut conn).map_err(|e| e.to_string())?;
     // Multi-row INSERTs need the concrete connection (the MultiConnection has no batch insert).
     macro_rules! insert_all {
         ($c:expr) => {{
             let started = Instant::now();
-            for (rs, hs) in &batches {
+            for (rs, hs) in batches {
                 $c.transaction(|c| {
-                    diesel::insert_into(residents::table)
-                        .values(rs)
-                        .execute(c)?;
-                    diesel::insert_into(change_history::table)
-                        .values(hs)
-                        .execute(c)?;
+                    if multi_row {
+                        diesel::insert_into(residents::table)
+                            .values(rs)
+                            .execute(c)?;
+                        diesel::insert_into(change_history::table)
+                            .values(hs)
+                            .execute(c)?;
+                    } else {
+                        for (r, h) in rs.iter().zip(hs) {
+                            diesel::insert_into(residents::table).values(r).execute(c)?;
+                            diesel::insert_into(change_history::table)
+                                .values(h)
+                                .execute(c)?;
+                        }
+                    }
                     Ok::<_, diesel::result::Error>(())
                 })
                 .map_err(|e| format!("raw insert: {e}"))?;
@@ -613,7 +648,7 @@ fn main() {
         );
     }
     for f in &results {
-        let _ = writeln!(out, "{}: {}", f.backend, f.cpu);
+        let _ = writeln!(out, "{}: {}; {}", f.backend, f.cpu, f.raw_note);
     }
     for note in notes {
         let _ = writeln!(out, "{note}");

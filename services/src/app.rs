@@ -180,6 +180,7 @@ async fn prepare_logged(
             settings,
         )),
         metrics: Metrics::new(),
+        writes: Arc::default(),
     };
     Ok((state, applied))
 }

@@ -238,7 +238,7 @@ pub fn apply_batch(
             .enumerate()
             .filter(|(_, item)| !seen.contains(&item.seq))
             .map(|(index, item)| {
-                serde_json::from_value::<Envelope>(item.payload.clone())
+                Envelope::deserialize(&item.payload)
                     .map(|e| (index, item, e))
                     .map_err(|e| {
                         Error::InvalidBody(format!("payload of seq {}: {e}", item.seq))
@@ -345,10 +345,11 @@ fn apply_items(
     Ok(())
 }
 
-/// The lowest `limit` unsent outbox rows, in seq order.
-pub fn pending(conn: &mut DbConnection, limit: i64) -> Result<Vec<OutboxRow>, Error> {
+/// The lowest `limit` unsent outbox rows after seq `after`, in seq order.
+pub fn pending(conn: &mut DbConnection, after: i64, limit: i64) -> Result<Vec<OutboxRow>, Error> {
     Ok(outbox::table
         .filter(outbox::sent_at.is_null())
+        .filter(outbox::seq.gt(after))
         .order(outbox::seq.asc())
         .limit(limit)
         .select(OutboxRow::as_select())
@@ -502,15 +503,17 @@ fn send(
             ),
             None => format!("upstream answered {} ({tag}): {detail}", response.status),
         };
-        let rejection = is_permanent(response.status).then(|| Box::new(Rejection {
-            status: response.status,
-            error: tag.to_owned(),
-            message: detail.to_owned(),
-            seq,
-            first_seq: rows.first().map_or(0, |r| r.seq),
-            last_seq: rows.last().map_or(0, |r| r.seq),
-            at: Timestamp::now().to_string(),
-        }));
+        let rejection = is_permanent(response.status).then(|| {
+            Box::new(Rejection {
+                status: response.status,
+                error: tag.to_owned(),
+                message: detail.to_owned(),
+                seq,
+                first_seq: rows.first().map_or(0, |r| r.seq),
+                last_seq: rows.last().map_or(0, |r| r.seq),
+                at: Timestamp::now().to_string(),
+            })
+        });
         return Err(SendError { message, rejection });
     }
     json["acked"]
@@ -525,6 +528,32 @@ fn first_trace_id(rows: &[OutboxRow]) -> String {
         .and_then(|p| p["traceparent"].as_str().and_then(TraceParent::parse))
         .map(|t| t.trace_id)
         .unwrap_or_default()
+}
+
+/// A background `mark_sent`.
+type Marking = tokio::task::JoinHandle<Result<usize, Error>>;
+
+/// Waits for the background marking. Should it fail, the cursor goes back to the start: the
+/// rows it did not mark are sent again and the upstream acknowledges them as duplicates.
+async fn settle(state: &AppState, marking: &mut Option<Marking>, acked_upto: &mut i64) {
+    let Some(handle) = marking.take() else {
+        return;
+    };
+    let error = match handle.await {
+        Ok(Ok(_)) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(
+        sender = %state.identity.sender_id(),
+        acked = *acked_upto,
+        error = %error,
+        "relay delivered but cannot mark the outbox sent; sending again"
+    );
+    state
+        .relay
+        .set_last_error(Some(format!("mark sent: {error}")));
+    *acked_upto = 0;
 }
 
 async fn sleep_or_wake(control: &RelayControl, duration: Duration) {
@@ -545,6 +574,9 @@ pub async fn run(state: AppState) {
     // The outbox gauges are refreshed at most once a second here (and on every scrape): counting
     // a large backlog on every round would slow the delivery down.
     let mut status_at: Option<Instant> = None;
+    // The highest seq the upstream acknowledged in this run; the next batch starts after it.
+    let mut acked_upto: i64 = 0;
+    let mut marking: Option<Marking> = None;
     loop {
         let status = if status_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
             status_at = Some(Instant::now());
@@ -566,7 +598,8 @@ pub async fn run(state: AppState) {
         }
         state.metrics.set_held(0);
         let limit = settings.batch;
-        let rows = match state.with_db(move |c| pending(c, limit)).await {
+        let after = acked_upto;
+        let rows = match state.with_db(move |c| pending(c, after, limit)).await {
             Ok(rows) => rows,
             Err(e) => {
                 failures += 1;
@@ -584,6 +617,10 @@ pub async fn run(state: AppState) {
             }
         };
         if rows.is_empty() {
+            if marking.is_some() {
+                settle(&state, &mut marking, &mut acked_upto).await;
+                continue;
+            }
             control.set_last_error(None);
             sleep_or_wake(&control, settings.idle_poll).await;
             continue;
@@ -613,44 +650,32 @@ pub async fn run(state: AppState) {
         state.metrics.relay(elapsed.as_secs_f64(), result.is_ok());
         match result {
             Ok(acked) => {
+                tracing::info!(
+                    sender = %sender,
+                    upstream = %upstream,
+                    first_seq,
+                    last_seq,
+                    count,
+                    acked,
+                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    trace_id = %trace_id,
+                    "relay batch delivered"
+                );
+                control.set_last_error(None);
+                control.set_rejection(None);
+                backoff = settings.backoff_initial;
+                failures = 0;
+                // The acknowledged rows are marked sent in the background while the next batch
+                // is read and sent (one marking at a time, so they complete in order).
+                settle(&state, &mut marking, &mut acked_upto).await;
+                acked_upto = acked_upto.max(acked);
                 let now = state.clock.now();
-                match state.with_db(move |c| mark_sent(c, acked, now)).await {
-                    Ok(n) => {
-                        tracing::info!(
-                            sender = %sender,
-                            upstream = %upstream,
-                            first_seq,
-                            last_seq,
-                            count,
-                            acked,
-                            duration_ms = elapsed.as_secs_f64() * 1000.0,
-                            trace_id = %trace_id,
-                            "relay batch delivered"
-                        );
-                        state.metrics.updates("relayed", n as u64);
-                        control.set_last_error(None);
-                        control.set_rejection(None);
-                        backoff = settings.backoff_initial;
-                        failures = 0;
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        tracing::warn!(
-                            sender = %sender,
-                            first_seq,
-                            last_seq,
-                            acked,
-                            trace_id = %trace_id,
-                            error = %e,
-                            backoff_ms = backoff.as_millis() as u64,
-                            failures,
-                            "relay delivered but cannot mark the outbox sent; retrying"
-                        );
-                        control.set_last_error(Some(format!("mark sent: {e}")));
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(settings.backoff_max);
-                    }
-                }
+                let marker = state.clone();
+                marking = Some(actix_web::rt::spawn(async move {
+                    let n = marker.with_write(move |c| mark_sent(c, acked, now)).await?;
+                    marker.metrics.updates("relayed", n as u64);
+                    Ok(n)
+                }));
                 // A short batch means the outbox is drained for now.
                 if (rows.len() as i64) < settings.batch {
                     sleep_or_wake(&control, Duration::from_millis(20)).await;

@@ -84,16 +84,25 @@ pub(crate) fn reserve_ids(conn: &mut DbConnection, name: &str, n: usize) -> Resu
 /// of both backends (SQLite 32766, PostgreSQL 65535).
 pub(crate) const CHUNK: usize = 500;
 
-/// A multi-row INSERT of `$rows` (a slice) into `$table`, in chunks. The MultiConnection has no
-/// batch insert, so each backend's connection runs it.
+/// Inserts `$rows` (a slice) into `$table`: on PostgreSQL with multi-row INSERTs in chunks (one
+/// round trip per CHUNK rows); on SQLite row by row with diesel's cached prepared statement
+/// (no round trips to save, and a multi-row INSERT is prepared anew each time: the throughput
+/// benchmark measured 74,000 against 60,000 rows/s). The MultiConnection has no batch insert,
+/// so each backend's connection runs it.
 macro_rules! insert_rows {
     ($conn:expr, $table:expr, $rows:expr) => {{
         let conn: &mut DbConnection = $conn;
-        for chunk in $rows.chunks($crate::store::CHUNK) {
-            match conn {
-                DbConnection::Pg(c) => diesel::insert_into($table).values(chunk).execute(c)?,
-                DbConnection::Sqlite(c) => diesel::insert_into($table).values(chunk).execute(c)?,
-            };
+        match conn {
+            DbConnection::Pg(c) => {
+                for chunk in $rows.chunks($crate::store::CHUNK) {
+                    diesel::insert_into($table).values(chunk).execute(c)?;
+                }
+            }
+            DbConnection::Sqlite(c) => {
+                for row in $rows.iter() {
+                    diesel::insert_into($table).values(row).execute(c)?;
+                }
+            }
         }
     }};
 }
