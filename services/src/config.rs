@@ -158,7 +158,7 @@ pub struct ServeArgs {
     #[arg(long, env = "JUKI_DB_POOL_SIZE", default_value_t = 8)]
     pub db_pool_size: u32,
     /// Most outbox rows sent upstream in one relay request.
-    #[arg(long, env = "JUKI_RELAY_BATCH", default_value_t = 500)]
+    #[arg(long, env = "JUKI_RELAY_BATCH", default_value_t = 2000)]
     pub relay_batch: u32,
     /// Cap of the exponential retry backoff of the relay, in milliseconds.
     #[arg(long, env = "JUKI_RELAY_BACKOFF_MAX_MS", default_value_t = 5000)]

@@ -47,7 +47,7 @@ pub struct RelaySettings {
 impl Default for RelaySettings {
     fn default() -> Self {
         RelaySettings {
-            batch: 500,
+            batch: 2000,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),

@@ -50,7 +50,8 @@ impl Submission {
     fn canonical(&self) -> String {
         // serde_json maps are sorted, so equal requests have equal text.
         if self.batch {
-            Value::Array(self.items.clone()).to_string()
+            // The same text as the array's Value, without cloning the items.
+            serde_json::to_string(&self.items).unwrap_or_default()
         } else {
             self.items[0].to_string()
         }
@@ -359,6 +360,13 @@ fn apply_all(
         let seq = first_seq + i as i64;
         let payload = serde_json::to_string(&update).map_err(|e| Error::Corrupt(e.to_string()))?;
         let span = trace.map_or_else(TraceParent::root, TraceParent::child);
+        // The envelope, written around the update's JSON (serialised once, above).
+        let envelope = format!(
+            r#"{{"history_id":{history_id},"recorded_at":{},"sender":{},"seq":{seq},"traceparent":{},"update":{payload}}}"#,
+            Value::from(recorded_at.as_str()),
+            Value::from(sender),
+            Value::from(span.header()),
+        );
         history.push(HistoryRow {
             id: history_id,
             resident_code: update.resident_code.clone(),
@@ -371,17 +379,9 @@ fn apply_all(
             source_seq: seq,
             trace_id: Some(span.trace_id.clone()),
         });
-        let envelope = json!({
-            "sender": sender,
-            "seq": seq,
-            "history_id": history_id,
-            "recorded_at": recorded_at,
-            "update": update,
-            "traceparent": span.header(),
-        });
         outbox_rows.push(OutboxRow {
             seq,
-            payload: envelope.to_string(),
+            payload: envelope,
             created_at: recorded_at.clone(),
             sent_at: None,
         });
