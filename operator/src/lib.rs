@@ -7,6 +7,7 @@ pub mod controller;
 pub mod forecast;
 pub mod http;
 pub mod leader;
+pub mod merge_patch;
 pub mod planner;
 pub mod preview;
 pub mod resources;

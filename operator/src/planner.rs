@@ -341,9 +341,11 @@ fn step(
                 .replicas(node.replicas)
                 .date(current_date)
             } else {
+                // The same reason and message as the first Starting plan: no status write until
+                // a replica is ready.
                 Plan::new(
                     Starting,
-                    "WaitingForReplicas",
+                    "WindowOpen",
                     format!(
                         "{} of {} replicas ready",
                         node.ready_replicas, node.replicas
@@ -356,9 +358,17 @@ fn step(
         Online if !want_online => drain(node, ended_date()),
         // The node above is going down: a node never stays up without its upstream.
         Online if !upstream_online => drain(node, current_date),
-        Online => Plan::new(Online, "InWindow", "online")
-            .replicas(node.replicas)
-            .date(current_date),
+        // As at the transition, so that staying Online writes nothing.
+        Online => Plan::new(
+            Online,
+            "Ready",
+            format!(
+                "{} of {} replicas ready",
+                node.ready_replicas, node.replicas
+            ),
+        )
+        .replicas(node.replicas)
+        .date(current_date),
         Draining if want_online && upstream_online => {
             Plan::new(Online, "InWindow", "back online: the window reopened")
                 .replicas(node.replicas)
@@ -399,7 +409,10 @@ fn start_or_wait(node: &NodeView<'_>, upstream_online: bool, date: Option<Date>)
         _ => Plan::new(
             NodePhase::Starting,
             "WindowOpen",
-            format!("scaling to {} replicas", node.replicas),
+            format!(
+                "{} of {} replicas ready",
+                node.ready_replicas, node.replicas
+            ),
         )
         .replicas(node.replicas)
         .date(date),
@@ -486,11 +499,12 @@ fn batch_or_offline(calendar: &Calendar, node: &NodeView<'_>, date: Option<Date>
             .map_or(JobState::Absent, |(_, _, s)| *s);
         match state {
             JobState::Succeeded => continue,
+            // Creating and running read the same in status: one write per batch, not two.
             JobState::Absent => {
                 return Plan::new(
                     DailyBatch,
                     "BatchRunning",
-                    format!("starting batch {name} of {date}"),
+                    format!("batch {name} of {date} running"),
                 )
                 .replicas(0)
                 .action(Action::CreateJob {

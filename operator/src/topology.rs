@@ -75,8 +75,12 @@ pub fn resolve(nodes: &[TopologyNode]) -> Vec<Resolved> {
 /// downstream nodes (by tier and prefecture, or by an explicit reference). An over-approximation
 /// of [`resolve`] that needs no other node, for mapping watch events.
 pub fn may_be_neighbours(other: &TopologyNode, changed: &TopologyNode) -> bool {
-    let names = |n: &TopologyNode| Some((n.namespace.clone(), n.name.clone()));
-    if other.upstream == names(changed) || changed.upstream == names(other) {
+    // Called for every node on every phase change: compare without allocating.
+    let names = |up: &Option<(String, String)>, n: &TopologyNode| {
+        up.as_ref()
+            .is_some_and(|(ns, name)| *ns == n.namespace && *name == n.name)
+    };
+    if names(&other.upstream, changed) || names(&changed.upstream, other) {
         return other != changed;
     }
     let same_prefecture = other.prefecture.is_some() && other.prefecture == changed.prefecture;

@@ -8,11 +8,9 @@ use futures::StreamExt;
 use jiff::ToSpan;
 use juki_calendar::{Calendar, DayStatus, TimeOfDay};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use super::{Context, Error};
 use crate::api::{CalendarDay, OperatingCalendar, OperatingCalendarStatus};
@@ -117,20 +115,8 @@ async fn reconcile(object: Arc<OperatingCalendar>, ctx: Arc<Context>) -> Result<
         jiff::tz::TimeZone::get(&object.spec.calendar.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
     let today = now.to_zoned(tz.clone()).date();
     let status = status_of(&object, today, now);
-    if Some(&status) != object.status.as_ref() {
-        let api: Api<OperatingCalendar> = Api::all(ctx.client.clone());
-        ctx.metrics.api_write("OperatingCalendarStatus");
-        api.patch_status(
-            &object.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await
-        .map_err(Error::api(format!(
-            "status of OperatingCalendar {}",
-            object.name_any()
-        )))?;
-    }
+    let api: Api<OperatingCalendar> = Api::all(ctx.client.clone());
+    super::patch_status(&api, &object.name_any(), object.status.as_ref(), &status, &ctx).await?;
     // Look again at the next midnight of the calendar's zone.
     let midnight = today.tomorrow().ok().and_then(|d| {
         let (_, h, m) = TimeOfDay::hm(0, 0)?.split();

@@ -6,11 +6,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use super::view::{Topology, calendar_of};
 use super::{Context, Error};
@@ -85,20 +83,8 @@ async fn reconcile(object: Arc<ServiceExtension>, ctx: Arc<Context>) -> Result<R
         }],
         observed_generation: object.metadata.generation,
     };
-    if Some(&status) != object.status.as_ref() {
-        let api: Api<ServiceExtension> = Api::namespaced(ctx.client.clone(), &ns);
-        ctx.metrics.api_write("ServiceExtensionStatus");
-        api.patch_status(
-            &object.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await
-        .map_err(Error::api(format!(
-            "status of ServiceExtension {}",
-            object.name_any()
-        )))?;
-    }
+    let api: Api<ServiceExtension> = Api::namespaced(ctx.client.clone(), &ns);
+    super::patch_status(&api, &object.name_any(), object.status.as_ref(), &status, &ctx).await?;
     let wait = next
         .map_or(ctx.settings.max_requeue, |at| ctx.clock.real_until(at))
         .min(ctx.settings.max_requeue);

@@ -242,3 +242,33 @@ async fn count_nodes(ctx: Arc<Context>) {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
+
+/// Writes a status as a merge patch of what changed since `old` (the cached status); fields that
+/// became empty are removed. Writes nothing when the two are equal.
+pub(super) async fn patch_status<K, S>(
+    api: &Api<K>,
+    name: &str,
+    old: Option<&S>,
+    new: &S,
+    ctx: &Context,
+) -> Result<(), Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize,
+{
+    let old = serde_json::to_value(old).unwrap_or_default();
+    let new = serde_json::to_value(new).unwrap_or_default();
+    let Some(patch) = crate::merge_patch::diff(&old, &new) else {
+        return Ok(());
+    };
+    let kind = K::kind(&());
+    ctx.metrics.api_write(&format!("{kind}Status"));
+    api.patch_status(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({ "status": patch })),
+    )
+    .await
+    .map_err(Error::api(format!("status of {kind} {name}")))?;
+    Ok(())
+}

@@ -47,19 +47,18 @@ pub(super) async fn run(triggers: Triggers, ctx: Arc<Context>) {
         jobs,
         pods,
     } = triggers;
-    // A node's neighbours react to its phase changes: its downstream may start, its upstream may stop.
-    let store = nodes.store.clone();
+    // A node's neighbours react to its phase changes: its downstream may start, its upstream may
+    // stop. The cached topology holds every node already parsed, so this stays cheap at 1,789.
+    let mapper_ctx = ctx.clone();
     let neighbours = move |changed: Arc<JukiNode>| {
         let Ok((changed, _)) = from_jukinode(&changed, "default") else {
             return Vec::new();
         };
-        store
-            .state()
+        Topology::read(&mapper_ctx)
+            .nodes
             .iter()
-            .filter(|o| {
-                from_jukinode(o, "default").is_ok_and(|(t, _)| may_be_neighbours(&t, &changed))
-            })
-            .map(|o| ObjectRef::from_obj(o.as_ref()))
+            .filter(|o| may_be_neighbours(o, &changed))
+            .map(|o| ObjectRef::new(&o.name).within(&o.namespace))
             .collect::<Vec<_>>()
     };
     let store = nodes.store.clone();
@@ -254,6 +253,7 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         final_answer,
     );
     if Some(&new_status) != node.status.as_ref() {
+        tracing::debug!(node = %format!("{ns}/{name}"), changed = ?changed_fields(node.status.as_ref(), &new_status), "status write");
         write_status(node, ctx, &new_status).await?;
     }
     let warning = matches!(plan.phase, NodePhase::Failed) || plan.reason.starts_with("Upstream");
@@ -452,6 +452,21 @@ fn next_status(
     s
 }
 
+/// The top-level status fields that differ, for the debug log of why a status is written.
+fn changed_fields(old: Option<&JukiNodeStatus>, new: &JukiNodeStatus) -> Vec<String> {
+    let old = serde_json::to_value(old).unwrap_or_default();
+    let new = serde_json::to_value(new).unwrap_or_default();
+    let empty = serde_json::Map::new();
+    let (o, n) = (old.as_object().unwrap_or(&empty), new.as_object().unwrap_or(&empty));
+    n.keys()
+        .chain(o.keys())
+        .filter(|k| o.get(*k) != n.get(*k))
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
 /// Sets a condition; lastTransitionTime changes only when the status does.
 fn set_condition(
     conditions: &mut Vec<Condition>,
@@ -489,18 +504,27 @@ async fn write_status(
 ) -> Result<(), Error> {
     let api: Api<JukiNode> =
         Api::namespaced(ctx.client.clone(), &node.namespace().unwrap_or_default());
-    ctx.metrics.api_write("JukiNodeStatus");
-    api.patch_status(
-        &node.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await
-    .map_err(Error::api(format!(
-        "status of JukiNode {}",
-        node.name_any()
-    )))?;
+    super::patch_status(&api, &node.name_any(), node.status.as_ref(), status, ctx).await?;
+    wait_for_cache(node, ctx).await;
     Ok(())
+}
+
+/// Waits (briefly) until the node cache holds a newer version of the node than the one just
+/// reconciled, so that the next reconcile — often triggered already, by a Deployment or a
+/// neighbour — reads this status and not the one before it. Without this the same transition was
+/// planned and written (and announced in an Event) twice.
+async fn wait_for_cache(node: &JukiNode, ctx: &Context) {
+    let key = ObjectRef::from_obj(node);
+    let seen = node.metadata.resource_version.clone();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let cached = ctx.nodes.get(&key);
+        if cached.is_none_or(|c| c.metadata.resource_version != seen) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tracing::debug!(node = %key, "the node cache did not catch up with a status write within 2 s");
 }
 
 async fn publish(node: &JukiNode, ctx: &Context, warning: bool, reason: &str, note: String) {
