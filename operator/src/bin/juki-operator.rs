@@ -86,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
         final_exchange: args.final_exchange,
         sqlite_volume: args.sqlite_volume,
         max_requeue: Duration::from_secs(args.max_requeue.max(1)),
-        transition_poll: Duration::from_millis(500),
+        transition_poll: Duration::from_secs(5),
         namespace: args.namespace.clone(),
     };
     let controllers = controller::run(client, clock, metrics, settings);

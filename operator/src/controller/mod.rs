@@ -9,7 +9,7 @@ mod view;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -61,7 +61,7 @@ pub struct Settings {
     pub sqlite_volume: SqliteVolume,
     /// Longest real wait between two looks at a node, whatever the calendar says.
     pub max_requeue: Duration,
-    /// Real wait between two looks at a node in a phase that waits on observed state.
+    /// Real wait between two looks at a Stopping node: a safety net, as pod deletions wake it.
     pub transition_poll: Duration,
     /// Watch only this namespace (nodes, extensions and what they own); all when unset.
     pub namespace: Option<String>,
@@ -130,6 +130,27 @@ where
         + Sync
         + 'static,
 {
+    shared_with_deletions(api, config, slim, None)
+}
+
+/// As [`shared`], and every deleted object (already gone from the store) is also sent to
+/// `deleted`: the shared change streams announce only applied objects, and a stopping node
+/// waits for its pods to be deleted.
+fn shared_with_deletions<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    slim: fn(&mut K),
+    deleted: Option<futures::channel::mpsc::UnboundedSender<K>>,
+) -> Shared<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
     let (store, writer) = reflector::store_shared(8192);
     let changes = writer
         .subscribe()
@@ -141,6 +162,11 @@ where
             slim(o);
         })
         .reflect_shared(writer)
+        .inspect_ok(move |event| {
+            if let (watcher::Event::Delete(object), Some(tx)) = (event, &deleted) {
+                let _ = tx.unbounded_send(object.clone());
+            }
+        })
         .applied_objects();
     tokio::spawn(stream.for_each(|_| async {}));
     Shared { store, changes }
@@ -167,10 +193,16 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
     let jobs = shared(settings.api::<Job>(&client), owned.clone(), |j| {
         j.spec = None
     });
-    let pods = shared(settings.api::<Pod>(&client), owned, |p| {
-        p.spec = None;
-        p.status = None;
-    });
+    let (pod_deleted, pod_deletions) = futures::channel::mpsc::unbounded();
+    let pods = shared_with_deletions(
+        settings.api::<Pod>(&client),
+        owned,
+        |p| {
+            p.spec = None;
+            p.status = None;
+        },
+        Some(pod_deleted),
+    );
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -214,6 +246,7 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
         deployments,
         jobs,
         pods,
+        pod_deletions,
     };
     tokio::join!(
         node::run(triggers, ctx.clone()),

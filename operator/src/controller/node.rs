@@ -36,6 +36,8 @@ pub(super) struct Triggers {
     pub deployments: Shared<Deployment>,
     pub jobs: Shared<Job>,
     pub pods: Shared<Pod>,
+    /// Deleted pods (the shared streams announce only applied objects).
+    pub pod_deletions: futures::channel::mpsc::UnboundedReceiver<Pod>,
 }
 
 pub(super) async fn run(triggers: Triggers, ctx: Arc<Context>) {
@@ -46,6 +48,7 @@ pub(super) async fn run(triggers: Triggers, ctx: Arc<Context>) {
         deployments,
         jobs,
         pods,
+        pod_deletions,
     } = triggers;
     // A node's neighbours react to its phase changes: its downstream may start, its upstream may
     // stop. The cached topology holds every node already parsed, so this stays cheap at 1,789.
@@ -92,6 +95,7 @@ pub(super) async fn run(triggers: Triggers, ctx: Arc<Context>) {
         .owns_shared_stream(deployments.changes)
         .owns_shared_stream(jobs.changes)
         .watches_shared_stream(pods.changes, for_pod)
+        .reconcile_on(pod_deletions.filter_map(move |p| async move { for_pod(Arc::new(p)) }))
         .watches_shared_stream(nodes.changes, neighbours)
         .watches_shared_stream(extensions.changes, for_extension)
         .watches_shared_stream(calendars.changes, for_calendar)
@@ -311,8 +315,7 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         .wake_at
         .map_or(ctx.settings.max_requeue, |at| ctx.clock.real_until(at))
         .min(ctx.settings.max_requeue);
-    // Pod deletions are not announced by the shared caches: a stopping node looks again soon.
-
+    // Pod deletions wake the node; this look-again is only a safety net for a missed one.
     if plan.phase == NodePhase::Stopping {
         wait = wait.min(ctx.settings.transition_poll);
     }
@@ -564,6 +567,24 @@ where
     if observed_hash == Some(hash.as_str()) {
         return Ok(());
     }
+    apply_with_hash(api, object, hash, kind, ctx).await
+}
+
+/// Server-side applies an object, recording `hash` in its content-hash annotation.
+async fn apply_with_hash<K>(
+    api: &Api<K>,
+    object: &mut K,
+    hash: String,
+    kind: &str,
+    ctx: &Context,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
     object
         .meta_mut()
         .annotations
@@ -659,14 +680,38 @@ async fn ensure_owned(
             .get_or_insert_with(Default::default)
             .insert(SUPPORT_ANNOTATION.into(), support_hash);
     }
-    apply_if_changed(
-        &Api::<Deployment>::namespaced(ctx.client.clone(), &ns),
-        &mut desired,
-        observed_hash(deployment).as_deref(),
-        "Deployment",
-        ctx,
-    )
-    .await
+    let api = Api::<Deployment>::namespaced(ctx.client.clone(), &ns);
+    // The hash leaves the replicas out: a start or a stop changes only them, and a patch of
+    // spec.replicas is a much lighter write than applying the whole Deployment again.
+    if let Some(spec) = desired.spec.as_mut() {
+        spec.replicas = None;
+    }
+    let observed_replicas = deployment
+        .and_then(|d| d.spec.as_ref())
+        .and_then(|s| s.replicas);
+    if observed_hash(deployment).as_deref() == Some(content_hash(&desired).as_str()) {
+        if observed_replicas == Some(replicas) {
+            return Ok(());
+        }
+        let name = node.name_any();
+        ctx.metrics.api_write("Deployment");
+        api.patch(
+            &name,
+            &PatchParams {
+                field_manager: Some(MANAGER.into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(json!({ "spec": { "replicas": replicas } })),
+        )
+        .await
+        .map_err(Error::api(format!("Deployment {name}")))?;
+        return Ok(());
+    }
+    let hash = content_hash(&desired);
+    if let Some(spec) = desired.spec.as_mut() {
+        spec.replicas = Some(replicas);
+    }
+    apply_with_hash(&api, &mut desired, hash, "Deployment", ctx).await
 }
 
 const SUPPORT_ANNOTATION: &str = "jukinet.io/support-hash";
