@@ -681,7 +681,10 @@ async fn operator(
     let log = std::fs::File::create(LOG)?;
     let mut child = tokio::process::Command::new(binary)
         .env("KUBECONFIG", kubeconfig)
-        .env("RUST_LOG", std::env::var("JUKINET_SCALE_RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("JUKINET_SCALE_RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
+        )
         .args([
             "--clock",
             &format!("fast:{clock_start},x{FACTOR}"),

@@ -37,6 +37,10 @@ struct Args {
     /// Where the embedded SQLite database of a node lives.
     #[arg(long, value_enum, default_value = "pvc")]
     sqlite_volume: SqliteVolume,
+    /// Publish a Normal Event for every phase change (Starting, Online, Draining, …). Without
+    /// it only notable ones get an Event: warnings, overrides, suspension, batch outcomes.
+    #[arg(long, env = "JUKI_TRANSITION_EVENTS")]
+    transition_events: bool,
     /// Longest real wait between two looks at an object.
     #[arg(long, default_value_t = 60)]
     max_requeue: u64,
@@ -86,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
         final_exchange: args.final_exchange,
         sqlite_volume: args.sqlite_volume,
         max_requeue: Duration::from_secs(args.max_requeue.max(1)),
+        transition_events: args.transition_events,
         transition_poll: Duration::from_secs(5),
         namespace: args.namespace.clone(),
     };

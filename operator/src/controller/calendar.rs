@@ -116,7 +116,14 @@ async fn reconcile(object: Arc<OperatingCalendar>, ctx: Arc<Context>) -> Result<
     let today = now.to_zoned(tz.clone()).date();
     let status = status_of(&object, today, now);
     let api: Api<OperatingCalendar> = Api::all(ctx.client.clone());
-    super::patch_status(&api, &object.name_any(), object.status.as_ref(), &status, &ctx).await?;
+    super::patch_status(
+        &api,
+        &object.name_any(),
+        object.status.as_ref(),
+        &status,
+        &ctx,
+    )
+    .await?;
     // Look again at the next midnight of the calendar's zone.
     let midnight = today.tomorrow().ok().and_then(|d| {
         let (_, h, m) = TimeOfDay::hm(0, 0)?.split();

@@ -84,7 +84,14 @@ async fn reconcile(object: Arc<ServiceExtension>, ctx: Arc<Context>) -> Result<R
         observed_generation: object.metadata.generation,
     };
     let api: Api<ServiceExtension> = Api::namespaced(ctx.client.clone(), &ns);
-    super::patch_status(&api, &object.name_any(), object.status.as_ref(), &status, &ctx).await?;
+    super::patch_status(
+        &api,
+        &object.name_any(),
+        object.status.as_ref(),
+        &status,
+        &ctx,
+    )
+    .await?;
     let wait = next
         .map_or(ctx.settings.max_requeue, |at| ctx.clock.real_until(at))
         .min(ctx.settings.max_requeue);

@@ -61,6 +61,8 @@ pub struct Settings {
     pub sqlite_volume: SqliteVolume,
     /// Longest real wait between two looks at a node, whatever the calendar says.
     pub max_requeue: Duration,
+    /// Publish an Event for every phase change, not only the notable ones.
+    pub transition_events: bool,
     /// Real wait between two looks at a Stopping node: a safety net, as pod deletions wake it.
     pub transition_poll: Duration,
     /// Watch only this namespace (nodes, extensions and what they own); all when unset.

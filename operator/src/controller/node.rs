@@ -280,16 +280,28 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
                 },
             );
         }
-        publish(
-            node,
-            ctx,
-            warning,
-            plan.reason,
-            format!("{from:?} → {:?}: {}", plan.phase, plan.message),
-        )
-        .await;
-    } else if warning && status.reason.as_deref() != Some(plan.reason) {
-        // A new node that cannot start, or a new reason for waiting: worth one Event too.
+        let overridden = node
+            .spec
+            .manual_override
+            .as_ref()
+            .is_some_and(|o| o.until.0 > now);
+        if ctx.settings.transition_events || warning || overridden || notable(plan.reason) {
+            publish(
+                node,
+                ctx,
+                warning,
+                plan.reason,
+                format!("{from:?} → {:?}: {}", plan.phase, plan.message),
+            )
+            .await;
+        }
+    } else if (warning
+        || plan.reason == "Suspended"
+        || status.reason.as_deref() == Some("Suspended"))
+        && status.reason.as_deref() != Some(plan.reason)
+    {
+        // A new node that cannot start, a new reason for waiting, a suspension or its end:
+        // worth one Event too.
         publish(node, ctx, warning, plan.reason, plan.message.clone()).await;
     }
     // Catch-up batches (a day missed while the operator was away) are worth their own Event.
@@ -320,6 +332,17 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         wait = wait.min(ctx.settings.transition_poll);
     }
     Ok(Requeue::requeue(wait.max(Duration::from_millis(20))))
+}
+
+/// Phase changes worth an Event whatever `--transition-events` says: the day's batch outcome and a
+/// stop without a final answer. Routine changes (Starting, Online, Draining, …) are in status and
+/// the transition metric; as Events they would be some 10,000 a day at full size and a third of
+/// the operator's API writes.
+fn notable(reason: &str) -> bool {
+    matches!(
+        reason,
+        "BatchSucceeded" | "BatchFailed" | "FinalAnswerFailed" | "ReadinessTimeout"
+    )
 }
 
 /// An unusable spec: say why in status and an Event, touch nothing else, wait for a change.
@@ -460,7 +483,10 @@ fn changed_fields(old: Option<&JukiNodeStatus>, new: &JukiNodeStatus) -> Vec<Str
     let old = serde_json::to_value(old).unwrap_or_default();
     let new = serde_json::to_value(new).unwrap_or_default();
     let empty = serde_json::Map::new();
-    let (o, n) = (old.as_object().unwrap_or(&empty), new.as_object().unwrap_or(&empty));
+    let (o, n) = (
+        old.as_object().unwrap_or(&empty),
+        new.as_object().unwrap_or(&empty),
+    );
     n.keys()
         .chain(o.keys())
         .filter(|k| o.get(*k) != n.get(*k))
