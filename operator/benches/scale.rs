@@ -623,6 +623,16 @@ async fn operator(
     // starts at one instant; at ×60 the window lasts `window_s` real seconds.
     let end = format!("{:02}:{:02}", 7 + window_s / 60, window_s % 60);
     let window = json!({"start": "07:00", "end": end});
+    // JUKINET_SCALE_BATCHES=0: a calendar without daily batches, to see the stop wave without the
+    // load of the batch Jobs (which the floor does not have).
+    let batches = if std::env::var("JUKINET_SCALE_BATCHES").as_deref() == Ok("0") {
+        json!([])
+    } else {
+        json!([
+            {"name": "statistics", "schedule": "Daily"},
+            {"name": "backup", "schedule": "Daily"},
+        ])
+    };
     let cal = json!({
         "apiVersion": "jukinet.io/v1alpha1",
         "kind": "OperatingCalendar",
@@ -631,10 +641,7 @@ async fn operator(
             "timeZone": "Asia/Tokyo",
             "onlineWindows": {"national": window, "prefecture": window, "cs": window},
             "windowService": window,
-            "batches": [
-                {"name": "statistics", "schedule": "Daily"},
-                {"name": "backup", "schedule": "Daily"},
-            ],
+            "batches": batches,
         },
     });
     let cals: Api<OperatingCalendar> = Api::all(client.clone());
