@@ -17,6 +17,9 @@ use crate::api::{NodePhase, OverridePhase};
 /// the year-end closure).
 const LOOKBACK_DAYS: i32 = 10;
 
+/// How long after its window start a node waiting for its upstream looks again by itself.
+const WAITING_GRACE: SignedDuration = SignedDuration::from_mins(5);
+
 /// The state of a node's upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upstream {
@@ -236,6 +239,15 @@ pub fn plan(calendar: &Calendar, node: &NodeView<'_>, now: Timestamp) -> Plan {
     // an override's expiry.
     let mut wake = match window {
         Some(w) => Some(w.end),
+        // An Offline node whose upstream is not Online yet is woken by the upstream's own phase
+        // change; at its window start it only looks again after a grace. So at window open the
+        // tiers go in dependency order, instead of every CS writing WaitingForUpstream at once
+        // while the national node is trying to start.
+        None if plan.phase == NodePhase::Offline
+            && matches!(node.upstream, Upstream::Phase(p) if p != NodePhase::Online) =>
+        {
+            next_window(calendar, node, now).and_then(|w| w.start.checked_add(WAITING_GRACE).ok())
+        }
         None => next_window(calendar, node, now).map(|w| w.start),
     };
     if let Some((_, until)) = override_active {
@@ -615,6 +627,23 @@ mod tests {
             plan(&cal, &v, tokyo("2026-11-30T08:05")).reason,
             "UpstreamMissing"
         );
+    }
+
+    #[test]
+    fn before_the_window_a_node_below_an_offline_upstream_waits_for_it_not_for_the_clock() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        let mut v = view(Tier::Cs, NodePhase::Offline);
+        let before = tokyo("2026-11-30T06:00");
+        let start = plan(&cal, &v, before).next.unwrap().0;
+        v.upstream = Upstream::Phase(NodePhase::Offline);
+        assert_eq!(
+            plan(&cal, &v, before).wake_at,
+            Some(start + SignedDuration::from_mins(5))
+        );
+        v.upstream = Upstream::Phase(NodePhase::Online);
+        assert_eq!(plan(&cal, &v, before).wake_at, Some(start));
+        v.upstream = Upstream::Missing;
+        assert_eq!(plan(&cal, &v, before).wake_at, Some(start));
     }
 
     #[test]

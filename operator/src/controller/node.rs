@@ -193,7 +193,7 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         phase_since: status.phase_since.as_ref().map(|t| t.0),
         reason: status.reason.as_deref(),
         ready_replicas: ready,
-        pods: pods_of(ctx, &ns, &name),
+        pods: pods_now(ctx, &ns, &name, phase, status.phase_since.as_ref()).await,
         upstream: topology.resolved[me].state(|i| topology.phase(ctx, i)),
         downstream_offline: topology
             .downstream(me)
@@ -332,6 +332,42 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         wait = wait.min(ctx.settings.transition_poll);
     }
     Ok(Requeue::requeue(wait.max(Duration::from_millis(20))))
+}
+
+/// The node's pods from the cache; for a node Stopping longer than the poll, from the API server.
+/// A pod cache that missed a deletion (a watch that broke under load and was not yet re-listed)
+/// would otherwise hold the node in Stopping; one list by label is cheap and only for those.
+async fn pods_now(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    phase: NodePhase,
+    since: Option<&Time>,
+) -> i32 {
+    let cached = pods_of(ctx, ns, name);
+    let waited = since.is_some_and(|t| {
+        ctx.clock.now().duration_since(t.0)
+            >= ctx.clock.clock_duration(ctx.settings.transition_poll)
+    });
+    if phase != NodePhase::Stopping || cached == 0 || !waited {
+        return cached;
+    }
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!(
+        "{}={name},!{}",
+        resources::NODE_LABEL,
+        resources::BATCH_LABEL
+    );
+    match api
+        .list_metadata(&kube::api::ListParams::default().labels(&selector))
+        .await
+    {
+        Ok(list) => i32::try_from(list.items.len()).unwrap_or(i32::MAX),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not list the pods of a stopping node");
+            cached
+        }
+    }
 }
 
 /// Phase changes worth an Event whatever `--transition-events` says: the day's batch outcome and a
