@@ -511,6 +511,8 @@ fn raw_rows(per_cs: usize) -> Batches {
                     municipality_code: s("municipality_code"),
                     status: "active".to_owned(),
                     updated_at: now.clone(),
+                    permanent_domicile: None,
+                    domicile_head: None,
                 });
                 hs.push(HistoryRow {
                     id,

@@ -181,6 +181,11 @@ async fn prepare_logged(
         )),
         metrics: Metrics::new(),
         writes: Arc::default(),
+        wide: Arc::new(crate::mailbox::WideArea {
+            name: config.name.clone(),
+            extensions: config.extensions.clone(),
+            ..crate::mailbox::WideArea::default()
+        }),
     };
     Ok((state, applied))
 }
@@ -207,6 +212,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         migrations = ?applied,
         "juki-node serving"
     );
+    actix_web::rt::spawn(crate::mailbox::run_pull(state.clone()));
     actix_web::rt::spawn(relay::run(state));
     server.run().await?;
     tracing::info!("juki-node stopped");

@@ -16,8 +16,8 @@ use crate::db::{self, DbConnection, DbUrl};
 use crate::error::Error;
 use crate::pgtools::{self, Tool};
 use crate::schema::{
-    change_history, counters, daily_statistics, idempotency_keys, inbox, outbox, provision_log,
-    residents,
+    change_history, counters, daily_statistics, idempotency_keys, inbox, issuance_log, issuances,
+    mailbox, outbox, provision_log, residents, transfers,
 };
 
 /// Node-wide rows of daily_statistics use this municipality code, with the reasons
@@ -193,6 +193,19 @@ pub fn table_counts(conn: &mut DbConnection) -> Result<BTreeMap<String, i64>, Er
         idempotency_keys::table.count().get_result(conn)?,
     );
     m.insert("counters".into(), counters::table.count().get_result(conn)?);
+    m.insert("mailbox".into(), mailbox::table.count().get_result(conn)?);
+    m.insert(
+        "transfers".into(),
+        transfers::table.count().get_result(conn)?,
+    );
+    m.insert(
+        "issuances".into(),
+        issuances::table.count().get_result(conn)?,
+    );
+    m.insert(
+        "issuance_log".into(),
+        issuance_log::table.count().get_result(conn)?,
+    );
     Ok(m)
 }
 

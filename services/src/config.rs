@@ -145,6 +145,11 @@ pub struct NodeArgs {
     /// `calendar.json` next to the configuration file) the upstream is always open.
     #[arg(long, env = "JUKI_CALENDAR")]
     pub calendar: Option<PathBuf>,
+    /// The active ServiceExtensions (JSON list of {kind, nodes, date, endTime}), read on every
+    /// wide-area issuance (then the file's `extensions`, then `extensions.json` next to the
+    /// configuration file). A missing file means none.
+    #[arg(long, env = "JUKI_EXTENSIONS")]
+    pub extensions: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -234,6 +239,10 @@ pub struct NodeConfig {
     pub calendar: Option<Calendar>,
     /// `listen` from the configuration file.
     pub listen: Option<SocketAddr>,
+    /// `name` from the configuration file (the JukiNode's name).
+    pub name: Option<String>,
+    /// The active ServiceExtensions file.
+    pub extensions: Option<PathBuf>,
 }
 
 /// The node configuration file (`/etc/juki/node.json`, rendered by the operator).
@@ -246,6 +255,8 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub database_url: Option<String>,
     pub calendar: Option<PathBuf>,
+    pub name: Option<String>,
+    pub extensions: Option<PathBuf>,
 }
 
 fn text(v: &Value, key: &str) -> Result<Option<String>, Error> {
@@ -294,6 +305,8 @@ impl FileConfig {
             listen,
             database_url: text(&v, "databaseUrl")?,
             calendar: text(&v, "calendar")?.map(PathBuf::from),
+            name: text(&v, "name")?,
+            extensions: text(&v, "extensions")?.map(PathBuf::from),
         })
     }
 
@@ -412,12 +425,19 @@ impl NodeArgs {
             beside.exists().then_some(beside)
         });
         let calendar = calendar_path.as_deref().map(read_calendar).transpose()?;
+        let extensions = self
+            .extensions
+            .clone()
+            .or(file.extensions.clone())
+            .or_else(|| Some(self.config.as_ref()?.parent()?.join("extensions.json")));
         Ok(NodeConfig {
             identity,
             database,
             upstream,
             calendar,
             listen: file.listen,
+            name: file.name,
+            extensions,
         })
     }
 }

@@ -136,6 +136,13 @@ pub struct Update {
     pub municipality_code: String,
     pub reason: Reason,
     pub change_date: Date,
+    /// 本籍 (optional). Kept at the CS only: never serialised into the relayed envelope, never
+    /// part of a wide-area copy.
+    #[serde(default, skip_serializing)]
+    pub permanent_domicile: Option<String>,
+    /// 筆頭者 of the family register (optional); kept like `permanent_domicile`.
+    #[serde(default, skip_serializing)]
+    pub domicile_head: Option<String>,
 }
 
 /// What validation needs to know about the node and the day.
@@ -150,7 +157,11 @@ pub struct Context {
 /// Longest accepted text field (characters).
 pub const MAX_TEXT_CHARS: usize = 256;
 
-fn invalid(field: &'static str, rule: &'static str, message: impl Into<String>) -> Error {
+pub(crate) fn invalid(
+    field: &'static str,
+    rule: &'static str,
+    message: impl Into<String>,
+) -> Error {
     Error::InvalidField {
         field,
         rule,
@@ -158,7 +169,7 @@ fn invalid(field: &'static str, rule: &'static str, message: impl Into<String>) 
     }
 }
 
-fn string_field<'a>(
+pub(crate) fn string_field<'a>(
     obj: &'a Map<String, Value>,
     field: &'static str,
 ) -> Result<Option<&'a str>, Error> {
@@ -169,17 +180,23 @@ fn string_field<'a>(
     }
 }
 
-fn required<'a>(obj: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, Error> {
+pub(crate) fn required<'a>(
+    obj: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<&'a str, Error> {
     string_field(obj, field)?.ok_or_else(|| invalid(field, "required", "is required"))
 }
 
-fn text(obj: &Map<String, Value>, field: &'static str) -> Result<String, Error> {
+pub(crate) fn text(obj: &Map<String, Value>, field: &'static str) -> Result<String, Error> {
     let s = required(obj, field)?.trim();
     check_text(field, s)?;
     Ok(s.to_owned())
 }
 
-fn optional_text(obj: &Map<String, Value>, field: &'static str) -> Result<Option<String>, Error> {
+pub(crate) fn optional_text(
+    obj: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<String>, Error> {
     match string_field(obj, field)?.map(str::trim) {
         None | Some("") => Ok(None),
         Some(s) => check_text(field, s).map(|()| Some(s.to_owned())),
@@ -207,7 +224,7 @@ fn check_text(field: &'static str, s: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn code_error(field: &'static str, e: juki_codes::CodeError) -> Error {
+pub(crate) fn code_error(field: &'static str, e: juki_codes::CodeError) -> Error {
     let rule = match e {
         juki_codes::CodeError::Format { .. } => "format",
         juki_codes::CodeError::CheckDigit { .. } => "check_digit",
@@ -216,7 +233,24 @@ fn code_error(field: &'static str, e: juki_codes::CodeError) -> Error {
     invalid(field, rule, e.to_string())
 }
 
-fn date(obj: &Map<String, Value>, field: &'static str, today: Date) -> Result<Date, Error> {
+pub(crate) fn date(
+    obj: &Map<String, Value>,
+    field: &'static str,
+    today: Date,
+) -> Result<Date, Error> {
+    let d = real_date(obj, field)?;
+    if d > today {
+        return Err(invalid(
+            field,
+            "future_date",
+            format!("{d} is after today ({today})"),
+        ));
+    }
+    Ok(d)
+}
+
+/// A required `YYYY-MM-DD` field naming a real calendar date (past or future).
+pub(crate) fn real_date(obj: &Map<String, Value>, field: &'static str) -> Result<Date, Error> {
     let s = required(obj, field)?;
     let valid_shape = s.len() == 10
         && s.bytes().enumerate().all(|(i, b)| {
@@ -240,13 +274,6 @@ fn date(obj: &Map<String, Value>, field: &'static str, today: Date) -> Result<Da
             format!("{s} is not a real calendar date"),
         )
     })?;
-    if d > today {
-        return Err(invalid(
-            field,
-            "future_date",
-            format!("{d} is after today ({today})"),
-        ));
-    }
     Ok(d)
 }
 
@@ -284,6 +311,8 @@ pub fn parse_update(item: &Value, ctx: &Context) -> Result<Update, Error> {
     let former_surname = optional_text(obj, "former_surname")?;
     let alias = optional_text(obj, "alias")?;
     let address = text(obj, "address")?;
+    let permanent_domicile = optional_text(obj, "permanent_domicile")?;
+    let domicile_head = optional_text(obj, "domicile_head")?;
 
     let sex_text = required(obj, "sex")?;
     let sex = Sex::parse(sex_text).ok_or_else(|| {
@@ -333,6 +362,8 @@ pub fn parse_update(item: &Value, ctx: &Context) -> Result<Update, Error> {
         municipality_code,
         reason,
         change_date,
+        permanent_domicile,
+        domicile_head,
     })
 }
 
@@ -351,6 +382,20 @@ pub fn status_after(reason: Reason) -> Status {
         Reason::MoveOut => Status::MovedOut,
         Reason::Death => Status::Deceased,
         Reason::MoveIn | Reason::Relocation | Reason::Birth | Reason::Correction => Status::Active,
+    }
+}
+
+/// Whether an upstream tier (prefecture, national) writes a relayed update over the record it
+/// holds. It does, except for a 転出 from a municipality that no longer holds the resident: the
+/// special transfer procedure registers the person at the destination B before the source A
+/// reports its confirmed 転出, so B's active record must not be overwritten by A's late report
+/// (the history keeps the report either way).
+pub fn upstream_overwrites(current: Option<(&str, Status)>, update: &Update) -> bool {
+    match current {
+        Some((municipality, Status::Active)) => {
+            update.reason != Reason::MoveOut || municipality == update.municipality_code
+        }
+        _ => true,
     }
 }
 
@@ -609,6 +654,28 @@ mod tests {
                 "resident_deceased"
             );
         }
+    }
+
+    #[test]
+    fn a_late_move_out_does_not_overwrite_the_destination_record() {
+        let mut u = parse_update(&with("reason", json!("転出")), &ctx()).unwrap();
+        assert!(!upstream_overwrites(Some(("271004", Status::Active)), &u));
+        assert!(upstream_overwrites(Some((OWN, Status::Active)), &u));
+        assert!(upstream_overwrites(Some(("271004", Status::MovedOut)), &u));
+        assert!(upstream_overwrites(None, &u));
+        u.reason = Reason::Relocation;
+        assert!(upstream_overwrites(Some(("271004", Status::Active)), &u));
+    }
+
+    #[test]
+    fn domicile_is_parsed_but_never_serialised() {
+        let mut v = valid();
+        v["permanent_domicile"] = json!("東京都千代田区千代田1番");
+        v["domicile_head"] = json!("山田 一郎");
+        let u = parse_update(&v, &ctx()).unwrap();
+        assert_eq!(u.domicile_head.as_deref(), Some("山田 一郎"));
+        let text = serde_json::to_string(&u).unwrap();
+        assert!(!text.contains("domicile"), "{text}");
     }
 
     #[test]

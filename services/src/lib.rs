@@ -11,7 +11,9 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod issuance;
 pub mod logging;
+pub mod mailbox;
 pub mod metrics;
 pub mod models;
 pub mod openapi;
@@ -21,6 +23,7 @@ pub mod routes;
 pub mod schema;
 pub mod store;
 pub mod trace;
+pub mod transfer;
 pub mod views;
 
 pub use error::Error;

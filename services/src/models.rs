@@ -2,7 +2,7 @@
 
 use diesel::prelude::*;
 
-use crate::schema::{change_history, idempotency_keys, outbox, residents};
+use crate::schema::{change_history, idempotency_keys, issuances, outbox, residents, transfers};
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = residents, treat_none_as_null = true)]
@@ -19,6 +19,10 @@ pub struct ResidentRow {
     pub municipality_code: String,
     pub status: String,
     pub updated_at: String,
+    /// 本籍 (kept at the CS only).
+    pub permanent_domicile: Option<String>,
+    /// 筆頭者 of the family register (kept at the CS only).
+    pub domicile_head: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -53,4 +57,41 @@ pub struct IdempotencyRow {
     pub status: i32,
     pub response: String,
     pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = transfers, treat_none_as_null = true)]
+pub struct TransferRow {
+    pub transfer_id: String,
+    pub side: String,
+    pub state: String,
+    pub resident_code: String,
+    pub from_municipality: String,
+    pub to_municipality: String,
+    pub planned_date: String,
+    pub planned_address: String,
+    pub record: String,
+    pub pin_hash: String,
+    pub pin_failures: i32,
+    pub move_date: Option<String>,
+    pub new_address: Option<String>,
+    pub note: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = issuances, treat_none_as_null = true)]
+pub struct IssuanceRow {
+    pub issuance_id: String,
+    pub side: String,
+    pub state: String,
+    pub resident_code: String,
+    pub issuing_municipality: String,
+    pub home_municipality: String,
+    pub idempotency_key: Option<String>,
+    pub request: String,
+    pub answer: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
 }

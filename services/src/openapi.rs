@@ -85,6 +85,83 @@ pub fn document() -> Value {
                     "503": error_response("final_request_in_progress, or database unavailable")
                 }
             }},
+            "/v1/transfers": {"post": {
+                "summary": "File a move-out under the special transfer procedure (転入転出の特例) at the source CS: stores the move-out information and sends it to the destination",
+                "requestBody": {"required": true, "content": {"application/json": {"schema":
+                    {"$ref": "#/components/schemas/MoveOut"}}}},
+                "responses": {
+                    "201": json_response("Filed (state move_out_filed)", json!({"$ref": "#/components/schemas/Transfer"})),
+                    "200": json_response("The same request again (header Idempotent-Replayed: true)", json!({"$ref": "#/components/schemas/Transfer"})),
+                    "400": error_response("Malformed request"),
+                    "403": error_response("Not a CS"),
+                    "404": error_response("Unknown resident"),
+                    "409": error_response("transfer_in_progress, not_active, resident_deceased, outside_window_service"),
+                    "422": error_response("A field breaks a rule")
+                }
+            }},
+            "/v1/transfers/{id}": {"get": {
+                "summary": "A transfer's state at this end (source: move_out_filed → completed; destination: received → moved_in)",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": json_response("The transfer", json!({"$ref": "#/components/schemas/Transfer"})),
+                    "404": error_response("Unknown transfer")
+                }
+            }},
+            "/v1/move-ins": {"post": {
+                "summary": "Move in at the destination CS with the card and its PIN; registers the person (転入) and sends the move-in notice (転入通知) to the source",
+                "requestBody": {"required": true, "content": {"application/json": {"schema":
+                    {"$ref": "#/components/schemas/MoveIn"}}}},
+                "responses": {
+                    "201": json_response("Moved in (state moved_in)", json!({"$ref": "#/components/schemas/Transfer"})),
+                    "200": json_response("The same request again (header Idempotent-Replayed: true)", json!({"$ref": "#/components/schemas/Transfer"})),
+                    "400": error_response("Malformed request"),
+                    "409": error_response("no_move_out_information, already_moved_in, pin_locked, already_active, outside_window_service"),
+                    "422": error_response("A field breaks a rule: pin_mismatch, move_in_deadline (14 days), planned_date_deadline (30 days), future_date")
+                }
+            }},
+            "/v1/issuances": {"post": {
+                "summary": "Wide-area issuance of a resident-record copy (住民票の写しの広域交付): asks the home CS and waits for its answer",
+                "parameters": [
+                    {"name": "Idempotency-Key", "in": "header", "required": true,
+                     "schema": {"type": "string", "minLength": 1, "maxLength": 255}},
+                    {"name": "wait", "in": "query", "required": false,
+                     "description": "seconds to wait for the answer (default 10, at most 60)",
+                     "schema": {"type": "integer", "minimum": 0}}
+                ],
+                "requestBody": {"required": true, "content": {"application/json": {"schema":
+                    {"$ref": "#/components/schemas/IssuanceRequest"}}}},
+                "responses": {
+                    "200": json_response("Issued: the copy data (no 本籍, no 筆頭者)", json!({"$ref": "#/components/schemas/Issuance"})),
+                    "202": json_response("Still waiting for the home CS (GET /v1/issuances/{id})", json!({"$ref": "#/components/schemas/Issuance"})),
+                    "400": error_response("Malformed request"),
+                    "404": error_response("unknown_resident at the home CS"),
+                    "409": error_response("resident_moved_out, resident_deceased, outside_window_service (either end)"),
+                    "422": error_response("A field breaks a rule")
+                }
+            }},
+            "/v1/issuances/{id}": {"get": {
+                "summary": "An issuance at this end (issuing: requested → issued | refused; home: issued | refused)",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": json_response("The issuance", json!({"$ref": "#/components/schemas/Issuance"})),
+                    "404": error_response("Unknown issuance")
+                }
+            }},
+            "/v1/mailbox": {"get": {
+                "summary": "A child's messages (prefecture and national): long poll, after= acknowledges the earlier ones",
+                "parameters": [
+                    {"name": "recipient", "in": "query", "required": true, "schema": {"type": "string"},
+                     "description": "cs-<municipality> at a prefecture, pref-<code> at the national server"},
+                    {"name": "after", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "wait", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0, "maximum": 30}}
+                ],
+                "responses": {
+                    "200": json_response("Messages", json!({"type": "object", "properties": {"messages": {"type": "array"}}})),
+                    "400": error_response("Malformed query"),
+                    "403": error_response("A CS has no mailbox"),
+                    "422": error_response("Not a child of this node")
+                }
+            }},
             "/admin/v1/final-request": {"post": {
                 "summary": "Final request: stop taking relays from below, flush the outbox, wait for the upstream's confirmation",
                 "parameters": [{"name": "timeoutSeconds", "in": "query", "required": false,
@@ -158,6 +235,43 @@ pub fn document() -> Value {
                         "seq": {"type": "integer", "description": "the sender's outbox seq, strictly increasing"},
                         "payload": {"type": "object", "description": "envelope: origin sender and seq, update, traceparent"}
                     }}}
+            }},
+            "MoveOut": {"type": "object",
+                "required": ["resident_code", "destination_municipality", "planned_date", "planned_address", "pin"],
+                "properties": {
+                    "resident_code": {"type": "string", "pattern": "^[0-9]{11}$"},
+                    "destination_municipality": {"type": "string", "pattern": "^[0-9]{6}$"},
+                    "planned_date": {"type": "string", "format": "date", "description": "not more than 14 days ago"},
+                    "planned_address": {"type": "string"},
+                    "pin": {"type": "string", "pattern": "^[0-9]{4}$", "description": "the card's PIN; only a PBKDF2 hash is stored"}
+                }},
+            "MoveIn": {"type": "object", "required": ["resident_code", "pin", "move_date"],
+                "properties": {
+                    "resident_code": {"type": "string", "pattern": "^[0-9]{11}$"},
+                    "pin": {"type": "string", "pattern": "^[0-9]{4}$"},
+                    "move_date": {"type": "string", "format": "date", "description": "at most 14 days ago; the filing at most 30 days after the planned date"},
+                    "address": {"type": "string", "description": "default: the planned address"}
+                }},
+            "Transfer": {"type": "object", "properties": {
+                "transfer_id": {"type": "string"}, "side": {"enum": ["source", "destination"]},
+                "state": {"enum": ["move_out_filed", "completed", "received", "moved_in"]},
+                "resident_code": {"type": "string"}, "from_municipality": {"type": "string"},
+                "to_municipality": {"type": "string"}, "planned_date": {"type": "string"},
+                "planned_address": {"type": "string"}, "move_date": {"type": ["string", "null"]},
+                "new_address": {"type": ["string", "null"]}, "note": {"type": ["string", "null"]}
+            }},
+            "IssuanceRequest": {"type": "object", "required": ["resident_code", "home_municipality"],
+                "properties": {
+                    "resident_code": {"type": "string", "pattern": "^[0-9]{11}$"},
+                    "home_municipality": {"type": "string", "pattern": "^[0-9]{6}$"},
+                    "requested_by": {"type": "string"}
+                }},
+            "Issuance": {"type": "object", "properties": {
+                "issuance_id": {"type": "string"}, "side": {"enum": ["issuing", "home"]},
+                "state": {"enum": ["requested", "issued", "refused"]},
+                "resident_code": {"type": "string"}, "issuing_municipality": {"type": "string"},
+                "home_municipality": {"type": "string"},
+                "answer": {"type": ["object", "null"], "description": "{outcome: issued, copy} or {outcome: refused, status, error, message, field}"}
             }},
             "FinalAnswer": {"type": "object",
                 "required": ["done", "lastSeq", "confirmedSeq", "heldForTomorrow"],

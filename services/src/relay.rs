@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 use crate::config::{NodeIdentity, Role};
 use crate::db::DbConnection;
-use crate::domain::{self, Update};
+use crate::domain::{self, Status, Update};
 use crate::error::Error;
 use crate::models::{HistoryRow, OutboxRow, ResidentRow};
 use crate::routes::AppState;
@@ -173,10 +173,15 @@ pub struct RelayAck {
 
 /// The envelope stored in an outbox row: the origin (CS sender and seq) and the update.
 #[derive(Debug, Clone, Deserialize)]
-struct Envelope {
+pub(crate) struct Envelope {
     sender: String,
     seq: i64,
-    update: Update,
+    /// An update (本人確認情報) …
+    #[serde(default)]
+    update: Option<Update>,
+    /// … or a message of a wide-area service for another CS (see `mailbox.rs`).
+    #[serde(default)]
+    pub(crate) message: Option<crate::mailbox::Message>,
     #[serde(default)]
     traceparent: Option<String>,
 }
@@ -249,7 +254,24 @@ pub fn apply_batch(
         if fresh.is_empty() {
             return Ok(ack);
         }
-        apply_items(conn, forward, &batch.sender, fresh, &now.to_string())?;
+        if let Some((index, item, _)) = fresh
+            .iter()
+            .find(|(_, _, e)| e.update.is_some() == e.message.is_some())
+        {
+            return Err(Error::InvalidBody(format!(
+                "payload of seq {}: needs exactly one of update and message",
+                item.seq
+            ))
+            .in_batch(Some(*index)));
+        }
+        let (messages, updates): (Vec<_>, Vec<_>) =
+            fresh.into_iter().partition(|(_, _, e)| e.message.is_some());
+        if !updates.is_empty() {
+            apply_items(conn, forward, &batch.sender, updates, &now.to_string())?;
+        }
+        if !messages.is_empty() {
+            crate::mailbox::route_from_child(conn, identity, &batch.sender, messages, now)?;
+        }
         ack.applied = (batch.items.len() - seen.len()) as u64;
         Ok(ack)
     })
@@ -268,7 +290,7 @@ fn apply_items(
 ) -> Result<(), Error> {
     let codes: Vec<&str> = fresh
         .iter()
-        .map(|(_, _, e)| e.update.resident_code.as_str())
+        .filter_map(|(_, _, e)| e.update.as_ref().map(|u| u.resident_code.as_str()))
         .collect();
     let mut residents = BatchResidents::load(conn, &codes)?;
     let n = fresh.len();
@@ -281,8 +303,13 @@ fn apply_items(
     let mut history = Vec::with_capacity(n);
     let mut inbox_rows = Vec::with_capacity(n);
     let mut outbox_rows = Vec::with_capacity(if forward { n } else { 0 });
-    for (k, (_index, item, envelope)) in fresh.into_iter().enumerate() {
-        let update = envelope.update;
+    for (k, (index, item, envelope)) in fresh.into_iter().enumerate() {
+        let Some(update) = envelope.update else {
+            return Err(
+                Error::InvalidBody(format!("payload of seq {}: no update", item.seq))
+                    .in_batch(Some(index)),
+            );
+        };
         // This tier's span of the update's trace (the CS started it).
         let span = envelope
             .traceparent
@@ -290,23 +317,31 @@ fn apply_items(
             .and_then(TraceParent::parse)
             .map(|p| p.child());
         let status = domain::status_after(update.reason);
-        residents.put(
-            conn,
-            ResidentRow {
-                resident_code: update.resident_code.clone(),
-                individual_number: update.individual_number.clone(),
-                name: update.name.clone(),
-                name_kana: update.name_kana.clone(),
-                former_surname: update.former_surname.clone(),
-                alias: update.alias.clone(),
-                birth_date: update.birth_date.to_string(),
-                sex: update.sex.code().to_owned(),
-                address: update.address.clone(),
-                municipality_code: update.municipality_code.clone(),
-                status: status.code().to_owned(),
-                updated_at: recorded_at.to_owned(),
-            },
-        )?;
+        let current = residents
+            .get(&update.resident_code)
+            .and_then(|r| Some((r.municipality_code.as_str(), Status::parse(&r.status)?)));
+        let overwrite = domain::upstream_overwrites(current, &update);
+        if overwrite {
+            residents.put(
+                conn,
+                ResidentRow {
+                    resident_code: update.resident_code.clone(),
+                    individual_number: update.individual_number.clone(),
+                    name: update.name.clone(),
+                    name_kana: update.name_kana.clone(),
+                    former_surname: update.former_surname.clone(),
+                    alias: update.alias.clone(),
+                    birth_date: update.birth_date.to_string(),
+                    sex: update.sex.code().to_owned(),
+                    address: update.address.clone(),
+                    municipality_code: update.municipality_code.clone(),
+                    status: status.code().to_owned(),
+                    updated_at: recorded_at.to_owned(),
+                    permanent_domicile: None,
+                    domicile_head: None,
+                },
+            )?;
+        }
         let payload = serde_json::to_string(&update).map_err(|e| Error::Corrupt(e.to_string()))?;
         history.push(HistoryRow {
             id: first_history + k as i64,

@@ -12,6 +12,8 @@ use crate::config::{NodeIdentity, Role};
 use crate::db::{DbConnection, Pool};
 use crate::domain::Context;
 use crate::error::Error;
+use crate::mailbox::CsContext;
+use crate::mailbox::WideArea;
 use crate::metrics::Metrics;
 use crate::relay::{self, RelayBatch, RelayControl};
 use crate::store::{self, Submission};
@@ -27,6 +29,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Writers of this node take turns here first on SQLite (see [`AppState::with_write`]).
     pub writes: Arc<std::sync::Mutex<()>>,
+    /// The wide-area services' state (mailbox and answer notifications, extensions file).
+    pub wide: Arc<WideArea>,
 }
 
 impl AppState {
@@ -46,6 +50,7 @@ impl AppState {
             relay: Arc::new(RelayControl::default()),
             metrics: Metrics::new(),
             writes: Arc::default(),
+            wide: Arc::default(),
         }
     }
 
@@ -109,6 +114,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/admin/v1/resume", web::post().to(post_resume))
     .route("/admin/v1/relay", web::get().to(get_relay_status))
+    .route("/v1/transfers", web::post().to(post_transfer))
+    .route("/v1/transfers/{id}", web::get().to(get_transfer))
+    .route("/v1/move-ins", web::post().to(post_move_in))
+    .route("/v1/issuances", web::post().to(post_issuance))
+    .route("/v1/issuances/{id}", web::get().to(get_issuance))
+    .route("/v1/mailbox", web::get().to(get_mailbox))
+    .app_data(
+        web::QueryConfig::default()
+            .error_handler(|e, _| Error::InvalidBody(format!("query: {e}")).into()),
+    )
     .route("/metrics", web::get().to(get_metrics))
     .route("/openapi.json", web::get().to(get_openapi))
     .default_service(web::to(no_route));
@@ -293,6 +308,7 @@ async fn post_relay(
     state.metrics.updates("duplicate", ack.duplicates);
     if ack.applied > 0 {
         state.relay.wake();
+        state.wide.mailbox.notify_waiters();
     }
     Ok(HttpResponse::Ok().json(ack))
 }
@@ -345,4 +361,249 @@ async fn get_metrics(state: web::Data<AppState>) -> HttpResponse {
 /// `GET /openapi.json`.
 async fn get_openapi() -> HttpResponse {
     HttpResponse::Ok().json(crate::openapi::document())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wide-area services (transfer.rs, issuance.rs, mailbox.rs)
+
+impl AppState {
+    /// What the wide-area transactions need (the extensions file is read when asked for).
+    fn cs_context(&self, with_extensions: bool) -> Result<CsContext, Error> {
+        self.own_municipality()?;
+        Ok(CsContext {
+            identity: self.identity.clone(),
+            calendar: self.relay.calendar.clone(),
+            extensions: if with_extensions {
+                crate::issuance::read_extensions(self.wide.extensions.as_deref())
+            } else {
+                Vec::new()
+            },
+            own_names: self.wide.own_names(&self.identity),
+            now: self.clock.now(),
+        })
+    }
+
+    /// The window-service hours of the calendar (no calendar: always open).
+    fn in_window_service(&self, now: jiff::Timestamp) -> bool {
+        self.relay
+            .calendar
+            .as_ref()
+            .is_none_or(|c| c.in_window_service(now))
+    }
+}
+
+fn json_body(body: &[u8]) -> Result<Value, Error> {
+    serde_json::from_slice(body).map_err(|e| Error::InvalidBody(format!("invalid JSON: {e}")))
+}
+
+fn outside_window_service() -> Error {
+    Error::StateConflict {
+        rule: "outside_window_service",
+        field: None,
+        message: "wide-area services are taken only inside the window-service hours".into(),
+    }
+}
+
+fn created_or_replayed<T: serde::Serialize>(view: &T, replayed: bool) -> HttpResponse {
+    if replayed {
+        HttpResponse::Ok()
+            .insert_header(("Idempotent-Replayed", "true"))
+            .json(view)
+    } else {
+        HttpResponse::Created().json(view)
+    }
+}
+
+/// Ids of transfers and issuances: `<municipality>-T<n>` / `<municipality>-I<n>`.
+fn checked_id(id: &str) -> Result<(), Error> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(Error::InvalidField {
+            field: "id",
+            rule: "format",
+            message: "an id is 1–64 letters, digits and hyphens".into(),
+        });
+    }
+    Ok(())
+}
+
+/// `POST /v1/transfers`: a card holder files a move-out here (the source).
+async fn post_transfer(
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, Error> {
+    let ctx = state.cs_context(false)?;
+    let own = state.own_municipality()?.to_owned();
+    let req = crate::transfer::parse_move_out(&json_body(&body)?, &own, state.clock.today())?;
+    if !state.in_window_service(ctx.now) {
+        return Err(outside_window_service());
+    }
+    let (view, replayed) = state
+        .with_write(move |conn| crate::transfer::move_out(conn, &ctx, &req))
+        .await?;
+    if !replayed {
+        state.relay.wake();
+    }
+    Ok(created_or_replayed(&view, replayed))
+}
+
+/// `GET /v1/transfers/{id}`: the transfer's state at this end.
+async fn get_transfer(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    state.own_municipality()?;
+    let id = path.into_inner();
+    checked_id(&id)?;
+    let view = state
+        .with_db(move |conn| crate::transfer::get(conn, &id))
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `POST /v1/move-ins`: the person moves in here (the destination) with card and PIN.
+async fn post_move_in(state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, Error> {
+    let ctx = state.cs_context(false)?;
+    let req = crate::transfer::parse_move_in(&json_body(&body)?, state.clock.today())?;
+    if !state.in_window_service(ctx.now) {
+        return Err(outside_window_service());
+    }
+    let result = state
+        .with_write(move |conn| crate::transfer::move_in(conn, &ctx, &req))
+        .await?;
+    match result {
+        crate::transfer::MoveInResult::Done(view, replayed) => {
+            if !replayed {
+                state.relay.wake();
+            }
+            Ok(created_or_replayed(&*view, replayed))
+        }
+        crate::transfer::MoveInResult::Refused(e) => Err(e),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct WaitQuery {
+    /// Seconds to wait for the home CS's answer (default 10, at most 60).
+    wait: Option<u64>,
+}
+
+/// `POST /v1/issuances`: a wide-area issuance requested here (the issuing CS); waits up to
+/// `wait` seconds for the home CS's answer.
+async fn post_issuance(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<WaitQuery>,
+    body: web::Bytes,
+) -> Result<HttpResponse, Error> {
+    let ctx = state.cs_context(true)?;
+    let own = state.own_municipality()?.to_owned();
+    let key = idempotency_key(req.headers())?;
+    let request = crate::issuance::parse_request(&json_body(&body)?, &own)?;
+    let open = crate::issuance::service_open(
+        ctx.calendar.as_ref(),
+        &ctx.extensions,
+        &ctx.own_names,
+        &request.home_municipality,
+        ctx.now,
+    );
+    let outcome = state
+        .with_write(move |conn| crate::issuance::request(conn, &ctx, &key, &request, open))
+        .await?;
+    let (mut view, replayed) = match outcome {
+        crate::issuance::Requested::Closed => return Err(outside_window_service()),
+        crate::issuance::Requested::Sent(view, replayed) => (*view, replayed),
+    };
+    if !replayed {
+        state.relay.wake();
+    }
+    let deadline = std::time::Instant::now()
+        + std::time::Duration::from_secs(query.wait.unwrap_or(10).min(60));
+    while view.state == crate::issuance::REQUESTED {
+        let mut notified = std::pin::pin!(state.wide.answers.notified());
+        notified.as_mut().enable();
+        let id = view.issuance_id.clone();
+        view = state
+            .with_db(move |conn| crate::issuance::get(conn, &id))
+            .await?;
+        let now = std::time::Instant::now();
+        if view.state != crate::issuance::REQUESTED || now >= deadline {
+            break;
+        }
+        let _ = tokio::time::timeout(
+            (deadline - now).min(std::time::Duration::from_millis(500)),
+            notified,
+        )
+        .await;
+    }
+    let (status, body) = crate::issuance::http_answer(&view);
+    let mut response = HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::OK));
+    if replayed {
+        response.insert_header(("Idempotent-Replayed", "true"));
+    }
+    Ok(response.json(body))
+}
+
+/// `GET /v1/issuances/{id}`: the issuance at this end (issuing or home).
+async fn get_issuance(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    state.own_municipality()?;
+    let id = path.into_inner();
+    checked_id(&id)?;
+    let view = state
+        .with_db(move |conn| crate::issuance::get(conn, &id))
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct MailboxQuery {
+    recipient: String,
+    after: Option<i64>,
+    wait: Option<u64>,
+}
+
+/// `GET /v1/mailbox?recipient=<child>&after=<cursor>&wait=<s>`: a child's messages after its
+/// cursor (which acknowledges the earlier ones); a long poll of up to `wait` seconds.
+async fn get_mailbox(
+    state: web::Data<AppState>,
+    query: web::Query<MailboxQuery>,
+) -> Result<HttpResponse, Error> {
+    let MailboxQuery {
+        recipient,
+        after,
+        wait,
+    } = query.into_inner();
+    crate::mailbox::check_recipient(&state.identity, &recipient)?;
+    let after = after.unwrap_or(0);
+    if after < 0 {
+        return Err(Error::InvalidField {
+            field: "after",
+            rule: "negative",
+            message: "after is a mailbox id, 0 or more".into(),
+        });
+    }
+    if after > 0 {
+        let (who, now) = (recipient.clone(), state.clock.now());
+        state
+            .with_write(move |conn| crate::mailbox::acknowledge(conn, &who, after, now))
+            .await?;
+    }
+    let deadline = std::time::Instant::now()
+        + std::time::Duration::from_secs(wait.unwrap_or(0).min(crate::mailbox::MAX_WAIT_SECS));
+    loop {
+        let mut notified = std::pin::pin!(state.wide.mailbox.notified());
+        notified.as_mut().enable();
+        let who = recipient.clone();
+        let messages = state
+            .with_db(move |conn| crate::mailbox::pending_for(conn, &who, after, 500))
+            .await?;
+        let now = std::time::Instant::now();
+        if !messages.is_empty() || now >= deadline {
+            return Ok(HttpResponse::Ok().json(json!({ "messages": messages })));
+        }
+        let _ = tokio::time::timeout(deadline - now, notified).await;
+    }
 }

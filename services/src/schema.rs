@@ -15,6 +15,8 @@ diesel::table! {
         municipality_code -> Text,
         status -> Text,
         updated_at -> Text,
+        permanent_domicile -> Nullable<Text>,
+        domicile_head -> Nullable<Text>,
     }
 }
 
@@ -88,6 +90,67 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    mailbox (id) {
+        id -> BigInt,
+        recipient -> Text,
+        message_id -> Text,
+        payload -> Text,
+        created_at -> Text,
+        delivered_at -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    transfers (transfer_id) {
+        transfer_id -> Text,
+        side -> Text,
+        state -> Text,
+        resident_code -> Text,
+        from_municipality -> Text,
+        to_municipality -> Text,
+        planned_date -> Text,
+        planned_address -> Text,
+        record -> Text,
+        pin_hash -> Text,
+        pin_failures -> Integer,
+        move_date -> Nullable<Text>,
+        new_address -> Nullable<Text>,
+        note -> Nullable<Text>,
+        created_at -> Text,
+        updated_at -> Text,
+    }
+}
+
+diesel::table! {
+    issuances (issuance_id) {
+        issuance_id -> Text,
+        side -> Text,
+        state -> Text,
+        resident_code -> Text,
+        issuing_municipality -> Text,
+        home_municipality -> Text,
+        idempotency_key -> Nullable<Text>,
+        request -> Text,
+        answer -> Nullable<Text>,
+        created_at -> Text,
+        updated_at -> Text,
+    }
+}
+
+diesel::table! {
+    issuance_log (id) {
+        id -> BigInt,
+        at -> Text,
+        issuance_id -> Text,
+        side -> Text,
+        resident_code -> Text,
+        counterpart -> Text,
+        outcome -> Text,
+        detail -> Text,
+    }
+}
+
 /// Every table, in creation order (used by the schema test).
 pub const TABLES: &[&str] = &[
     "residents",
@@ -98,4 +161,8 @@ pub const TABLES: &[&str] = &[
     "provision_log",
     "idempotency_keys",
     "counters",
+    "mailbox",
+    "transfers",
+    "issuances",
+    "issuance_log",
 ];

@@ -274,12 +274,36 @@ fn apply_all(
     now: Timestamp,
     trace: Option<&TraceParent>,
 ) -> Result<Vec<Accepted>, Error> {
-    let at = |i: usize| submission.batch.then_some(i);
     let parsed: Vec<Result<Update, Error>> = submission
         .items
         .iter()
         .map(|item| domain::parse_update(item, ctx))
         .collect();
+    apply_parsed(conn, sender, parsed, submission.batch, now, trace)
+}
+
+/// Applies updates this node built itself (the special transfer procedure's 転入 at the
+/// destination and confirmed 転出 at the source): the same state rules, history and outbox rows
+/// as `POST /v1/updates` (the caller holds the write lock and the transaction).
+pub(crate) fn apply_updates(
+    conn: &mut DbConnection,
+    sender: &str,
+    updates: Vec<Update>,
+    now: Timestamp,
+) -> Result<Vec<Accepted>, Error> {
+    let parsed = updates.into_iter().map(Ok).collect();
+    apply_parsed(conn, sender, parsed, false, now, None)
+}
+
+fn apply_parsed(
+    conn: &mut DbConnection,
+    sender: &str,
+    parsed: Vec<Result<Update, Error>>,
+    batch: bool,
+    now: Timestamp,
+    trace: Option<&TraceParent>,
+) -> Result<Vec<Accepted>, Error> {
+    let at = |i: usize| batch.then_some(i);
     let updates: Vec<&Update> = parsed.iter().filter_map(|u| u.as_ref().ok()).collect();
     let codes: Vec<&str> = updates.iter().map(|u| u.resident_code.as_str()).collect();
     let numbers: Vec<&str> = updates
@@ -353,6 +377,8 @@ fn apply_all(
                 municipality_code: update.municipality_code.clone(),
                 status: status.code().to_owned(),
                 updated_at: recorded_at.clone(),
+                permanent_domicile: update.permanent_domicile.clone(),
+                domicile_head: update.domicile_head.clone(),
             },
         )?;
 

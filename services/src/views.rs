@@ -20,6 +20,8 @@ pub struct ResidentView {
     pub municipality_code: String,
     pub status: &'static str,
     pub updated_at: String,
+    pub permanent_domicile: Option<String>,
+    pub domicile_head: Option<String>,
 }
 
 impl From<ResidentRow> for ResidentView {
@@ -37,6 +39,8 @@ impl From<ResidentRow> for ResidentView {
             address: r.address,
             municipality_code: r.municipality_code,
             updated_at: r.updated_at,
+            permanent_domicile: r.permanent_domicile,
+            domicile_head: r.domicile_head,
         }
     }
 }

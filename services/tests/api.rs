@@ -540,8 +540,8 @@ async fn items_of_a_batch_see_each_other(backend: Backend) {
     );
 }
 
-/// The migrations in services/migrations (init, outbox_pending, history_trace).
-const MIGRATION_COUNT: usize = 3;
+/// The migrations in services/migrations (init, outbox_pending, history_trace, wide_area).
+const MIGRATION_COUNT: usize = 4;
 
 async fn health_readiness_and_migrations_revert_cleanly(backend: Backend) {
     let (_db, state, app) = setup!(backend);
@@ -699,6 +699,8 @@ async fn every_table_matches_its_diesel_definition(backend: Backend) {
             municipality_code: OWN.into(),
             status: "lost".into(),
             updated_at: "t".into(),
+            permanent_domicile: None,
+            domicile_head: None,
         })
         .execute(conn);
     assert!(bad.is_err());

@@ -493,6 +493,8 @@ async fn pg_non_empty_target_needs_force() {
             municipality_code: OWN.into(),
             status: "active".into(),
             updated_at: NOW.into(),
+            permanent_domicile: None,
+            domicile_head: None,
         })
         .execute(&mut conn)
         .unwrap();

@@ -1,0 +1,567 @@
+//! The wide-area endpoints in-process with fixed clocks, on SQLite and PostgreSQL: the move-in's
+//! date rules (14 days after the move, 30 days after the planned date), the PIN lock, the
+//! move-out refusals, the window-service hours at both ends of a wide-area issuance and an
+//! extension from the extensions file. Two CS states (separate databases) exchange their
+//! messages through `deliver`, a courier that hands every message of one CS's outbox to the
+//! other exactly as the mailbox fetch would — repeatedly, so the handlers' idempotency is
+//! exercised on every call.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{App, test, web};
+use common::{Backend, TestDb};
+use diesel::prelude::*;
+use juki_calendar::{Calendar, CalendarConfig};
+use juki_node::clock::FixedClock;
+use juki_node::config::NodeIdentity;
+use juki_node::db::{self, DbConnection};
+use juki_node::mailbox::{self, CsContext, WideArea};
+use juki_node::relay::{RelayControl, RelaySettings};
+use juki_node::routes::{self, AppState};
+use juki_node::schema::{issuance_log, issuances, outbox, residents, transfers};
+use serde_json::{Value, json};
+
+const A: &str = "131016";
+const B: &str = "271004";
+
+/// A migrated CS of `muni` at `now` (UTC), with an optional calendar and extensions file.
+fn cs(db: &TestDb, muni: &str, now: &str, calendar: bool, extensions: Option<PathBuf>) -> AppState {
+    let pool = db::pool(&db.url, 4);
+    db::run_migrations(&mut pool.get().unwrap()).unwrap();
+    let mut state = AppState::new(
+        pool,
+        NodeIdentity::cs(muni).unwrap(),
+        Arc::new(FixedClock(now.parse().unwrap())),
+    );
+    let calendar = calendar.then(|| Calendar::new(&CalendarConfig::default()).unwrap());
+    state.relay = Arc::new(RelayControl::new(None, calendar, RelaySettings::default()));
+    state.wide = Arc::new(WideArea {
+        extensions,
+        ..WideArea::default()
+    });
+    state
+}
+
+fn at(state: &AppState, now: &str) -> AppState {
+    AppState {
+        clock: Arc::new(FixedClock(now.parse().unwrap())),
+        ..state.clone()
+    }
+}
+
+async fn call(state: &AppState, req: test::TestRequest) -> (StatusCode, Value) {
+    let app = test::init_service(
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .configure(routes::configure),
+    )
+    .await;
+    let resp = test::call_service(&app, req.to_request()).await;
+    let status = resp.status();
+    let bytes = test::read_body(resp).await;
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// An Idempotency-Key per distinct body (FNV-1a), so a repeated body is a repeated request.
+fn key_of(body: &Value) -> String {
+    let hash = body
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+    format!("k-{hash:016x}")
+}
+
+async fn post(state: &AppState, uri: &str, body: Value) -> (StatusCode, Value) {
+    call(
+        state,
+        test::TestRequest::post()
+            .uri(uri)
+            .insert_header(("Idempotency-Key", key_of(&body)))
+            .set_json(&body),
+    )
+    .await
+}
+
+fn conn(state: &AppState) -> db::PooledConnection {
+    state.pool.get().unwrap()
+}
+
+/// Hands every message in `from`'s outbox addressed to `to` over to `to` (as a fetch would).
+fn deliver(from: &AppState, to: &AppState) {
+    let own = to.identity.municipality.clone().unwrap();
+    let payloads: Vec<String> = outbox::table
+        .order(outbox::seq.asc())
+        .select(outbox::payload)
+        .load(&mut conn(from))
+        .unwrap();
+    let mut c = conn(to);
+    let cursor = mailbox::cursor(&mut c).unwrap();
+    let messages: Vec<(i64, Value)> = payloads
+        .iter()
+        .map(|p| serde_json::from_str::<Value>(p).unwrap())
+        .filter(|e| e["message"]["to"] == json!(own))
+        .enumerate()
+        .map(|(i, e)| (cursor + 1 + i as i64, e["message"].clone()))
+        .collect();
+    let Some(last) = messages.last().map(|(id, _)| *id) else {
+        return;
+    };
+    let ctx = CsContext {
+        identity: to.identity.clone(),
+        calendar: to.relay.calendar.clone(),
+        extensions: juki_node::issuance::read_extensions(to.wide.extensions.as_deref()),
+        own_names: to.wide.own_names(&to.identity),
+        now: to.clock.now(),
+    };
+    mailbox::apply_fetched(&mut c, &ctx, &messages, last).unwrap();
+}
+
+fn resident(code: &str, status_reason: &str) -> Value {
+    json!({
+        "resident_code": code, "name": "移動 次郎", "name_kana": "イドウ ジロウ",
+        "birth_date": "1970-01-01", "sex": "男", "address": "千代田区1-1",
+        "municipality_code": A, "reason": status_reason, "change_date": "2024-05-01",
+        "permanent_domicile": "本籍 東京都", "domicile_head": "移動 太郎",
+    })
+}
+
+fn code(n: u64) -> String {
+    let mut d = [0u8; 10];
+    let mut m = n;
+    for x in d.iter_mut().rev() {
+        *x = (m % 10) as u8;
+        m /= 10;
+    }
+    let check = juki_codes::resident_record_check_digit(&d);
+    d.iter()
+        .chain(std::iter::once(&check))
+        .map(|x| char::from(b'0' + x))
+        .collect()
+}
+
+/// Row counts of every table the wide-area endpoints write.
+pub fn snapshot(c: &mut DbConnection) -> [i64; 6] {
+    [
+        residents::table.count().get_result(c).unwrap(),
+        outbox::table.count().get_result(c).unwrap(),
+        transfers::table.count().get_result(c).unwrap(),
+        transfers::table
+            .select(diesel::dsl::sum(transfers::pin_failures))
+            .first::<Option<i64>>(c)
+            .unwrap()
+            .unwrap_or(0),
+        issuances::table.count().get_result(c).unwrap(),
+        issuance_log::table.count().get_result(c).unwrap(),
+    ]
+}
+
+// 2024-06-03 (Monday) 12:00 in Tokyo.
+const NOON: &str = "2024-06-03T03:00:00Z";
+
+async fn move_in_date_rules(backend: Backend) {
+    let (Some(db_a), Some(db_b)) = (TestDb::new(backend), TestDb::new(backend)) else {
+        return;
+    };
+    let a = cs(&db_a, A, NOON, false, None);
+    let b = cs(&db_b, B, NOON, false, None);
+    let codes: Vec<String> = (0..5).map(|i| code(5_000_000 + i)).collect();
+    for (i, c) in codes.iter().enumerate() {
+        let (s, body) = post(&a, "/v1/updates", resident(c, "転入")).await;
+        assert_eq!(s, StatusCode::CREATED, "{i} {body}");
+    }
+    for c in &codes {
+        let (s, body) = post(
+            &a,
+            "/v1/transfers",
+            json!({"resident_code": c, "destination_municipality": B, "planned_date": "2024-06-03",
+                   "planned_address": "大阪市北区1-1", "pin": "2468"}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+    }
+    deliver(&a, &b);
+    deliver(&a, &b); // again: no-op
+    assert_eq!(
+        snapshot(&mut conn(&b))[2],
+        5,
+        "one destination row per transfer"
+    );
+    let before = snapshot(&mut conn(&b));
+
+    let move_in =
+        |c: &str, pin: &str, date: &str| json!({"resident_code": c, "pin": pin, "move_date": date});
+    // 17 days later: a move 15 days ago is too late, one 14 days ago is in time.
+    let b17 = at(&b, "2024-06-20T03:00:00Z");
+    let (s, e) = post(
+        &b17,
+        "/v1/move-ins",
+        move_in(&codes[0], "2468", "2024-06-05"),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"].as_str(), e["field"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("move_in_deadline"),
+            Some("move_date")
+        ),
+        "{e}"
+    );
+    let (s, e) = post(
+        &b17,
+        "/v1/move-ins",
+        move_in(&codes[0], "2468", "2024-06-21"),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("future_date")),
+        "{e}"
+    );
+    assert_eq!(snapshot(&mut conn(&b)), before, "refusals change nothing");
+    let (s, e) = post(
+        &b17,
+        "/v1/move-ins",
+        move_in(&codes[0], "2468", "2024-06-06"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    assert_eq!(e["state"], "moved_in");
+    // 31 days after the planned date: refused even for a move 2 days ago.
+    let b31 = at(&b, "2024-07-04T03:00:00Z");
+    let (s, e) = post(
+        &b31,
+        "/v1/move-ins",
+        move_in(&codes[1], "2468", "2024-07-02"),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"].as_str(), e["field"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("planned_date_deadline"),
+            Some("planned_date")
+        ),
+        "{e}"
+    );
+    // The 30th day is in time.
+    let b30 = at(&b, "2024-07-03T03:00:00Z");
+    let (s, e) = post(
+        &b30,
+        "/v1/move-ins",
+        move_in(&codes[1], "2468", "2024-07-02"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    // Three wrong PINs lock the transfer; the right one is refused afterwards.
+    for tries_left in [2, 1, 0] {
+        let (s, e) = post(&b, "/v1/move-ins", move_in(&codes[2], "1111", "2024-06-03")).await;
+        assert_eq!(
+            (s, e["error"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("pin_mismatch")),
+            "{e}"
+        );
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{tries_left} tries left")),
+            "{e}"
+        );
+    }
+    let (s, e) = post(&b, "/v1/move-ins", move_in(&codes[2], "2468", "2024-06-03")).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (StatusCode::CONFLICT, Some("pin_locked")),
+        "{e}"
+    );
+    // No move-out information for a resident of nowhere.
+    let (s, e) = post(
+        &b,
+        "/v1/move-ins",
+        move_in(&code(5_999_999), "2468", "2024-06-03"),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (StatusCode::CONFLICT, Some("no_move_out_information")),
+        "{e}"
+    );
+
+    // The notices reach A: the two moved residents are moved out at A (with 転出 in the outbox),
+    // the others are still active there.
+    deliver(&b, &a);
+    deliver(&b, &a);
+    let (s, t) = call(
+        &a,
+        test::TestRequest::get().uri(&format!("/v1/transfers/{A}-T1")),
+    )
+    .await;
+    assert_eq!(
+        (s, t["state"].as_str()),
+        (StatusCode::OK, Some("completed")),
+        "{t}"
+    );
+    let statuses: Vec<(String, String)> = residents::table
+        .order(residents::resident_code.asc())
+        .select((residents::resident_code, residents::status))
+        .load(&mut conn(&a))
+        .unwrap();
+    let moved: Vec<&str> = statuses
+        .iter()
+        .filter(|(_, s)| s == "moved_out")
+        .map(|(c, _)| c.as_str())
+        .collect();
+    assert_eq!(moved, vec![codes[0].as_str(), codes[1].as_str()]);
+    // B holds the domicile (it registers the person), its copy for others does not.
+    let (s, r) = call(
+        &b,
+        test::TestRequest::get().uri(&format!("/v1/residents/{}", codes[0])),
+    )
+    .await;
+    assert_eq!(
+        (
+            s,
+            r["permanent_domicile"].as_str(),
+            r["municipality_code"].as_str()
+        ),
+        (StatusCode::OK, Some("本籍 東京都"), Some(B))
+    );
+    assert_eq!(r["address"], "大阪市北区1-1");
+    assert_eq!(r["status"], "active");
+}
+
+async fn move_out_refusals(backend: Backend) {
+    let Some(db_a) = TestDb::new(backend) else {
+        return;
+    };
+    let a = cs(&db_a, A, NOON, true, None);
+    let alive = code(6_000_001);
+    let dead = code(6_000_002);
+    post(&a, "/v1/updates", resident(&alive, "転入")).await;
+    post(&a, "/v1/updates", resident(&dead, "転入")).await;
+    let mut death = resident(&dead, "死亡");
+    death["change_date"] = json!("2024-05-02");
+    assert_eq!(post(&a, "/v1/updates", death).await.0, StatusCode::CREATED);
+    let before = snapshot(&mut conn(&a));
+    let out = |c: &str| json!({"resident_code": c, "destination_municipality": B, "planned_date": "2024-06-03", "planned_address": "大阪", "pin": "1234"});
+    let (s, e) = post(&a, "/v1/transfers", out(&code(6_000_003))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
+    let (s, e) = post(&a, "/v1/transfers", out(&dead)).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (StatusCode::CONFLICT, Some("resident_deceased"))
+    );
+    // 18:30 in Tokyo: outside the window-service hours.
+    let evening = at(&a, "2024-06-03T09:30:00Z");
+    let (s, e) = post(&evening, "/v1/transfers", out(&alive)).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (StatusCode::CONFLICT, Some("outside_window_service")),
+        "{e}"
+    );
+    let (s, e) = post(
+        &evening,
+        "/v1/move-ins",
+        json!({"resident_code": alive, "pin": "1234", "move_date": "2024-06-03"}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (StatusCode::CONFLICT, Some("outside_window_service")),
+        "{e}"
+    );
+    assert_eq!(snapshot(&mut conn(&a)), before);
+    let (s, _) = post(&a, "/v1/transfers", out(&alive)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = call(&a, test::TestRequest::get().uri("/v1/transfers/nope-T9")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+async fn issuance_hours_at_both_ends(backend: Backend) {
+    let (Some(db_h), Some(db_x)) = (TestDb::new(backend), TestDb::new(backend)) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!(
+        "juki-ext-{}-{backend:?}-{}",
+        std::process::id(),
+        jiff::Timestamp::now().as_nanosecond()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ext = dir.join("extensions.json");
+    // 18:30 in Tokyo, outside the hours.
+    const EVENING: &str = "2024-06-03T09:30:00Z";
+    let home = cs(&db_h, A, NOON, true, Some(ext.clone()));
+    let issuing = cs(&db_x, B, NOON, true, Some(ext.clone()));
+    let alive = code(7_000_001);
+    let dead = code(7_000_002);
+    post(&home, "/v1/updates", resident(&alive, "転入")).await;
+    post(&home, "/v1/updates", resident(&dead, "転入")).await;
+    let mut death = resident(&dead, "死亡");
+    death["change_date"] = json!("2024-05-02");
+    post(&home, "/v1/updates", death).await;
+
+    let ask = |c: &str| json!({"resident_code": c, "home_municipality": A});
+    // Inside the hours at both ends: sent (202 until the answer arrives), issued after the
+    // round trip; the copy has no 本籍 / 筆頭者.
+    let (s, v) = post(&issuing, "/v1/issuances?wait=0", ask(&alive)).await;
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::ACCEPTED, Some("requested")),
+        "{v}"
+    );
+    let id = v["issuance_id"].as_str().unwrap().to_owned();
+    deliver(&issuing, &home);
+    deliver(&home, &issuing);
+    deliver(&home, &issuing);
+    let (s, v) = call(
+        &issuing,
+        test::TestRequest::get().uri(&format!("/v1/issuances/{id}")),
+    )
+    .await;
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::OK, Some("issued")),
+        "{v}"
+    );
+    assert!(
+        !v.to_string().contains("本籍") && !v.to_string().contains("移動 太郎"),
+        "{v}"
+    );
+    let (s, v) = post(&issuing, "/v1/issuances?wait=0", ask(&alive)).await;
+    assert_eq!(
+        (s, v["answer"]["copy"]["name"].as_str()),
+        (StatusCode::OK, Some("移動 次郎")),
+        "replayed: {v}"
+    );
+    // Deceased: refused by the home CS.
+    let (s, v) = post(&issuing, "/v1/issuances?wait=0", ask(&dead)).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let dead_id = v["issuance_id"].as_str().unwrap().to_owned();
+    deliver(&issuing, &home);
+    deliver(&home, &issuing);
+    let (_, v) = call(
+        &issuing,
+        test::TestRequest::get().uri(&format!("/v1/issuances/{dead_id}")),
+    )
+    .await;
+    assert_eq!(
+        (v["state"].as_str(), v["answer"]["error"].as_str()),
+        (Some("refused"), Some("resident_deceased")),
+        "{v}"
+    );
+
+    // Evening without an extension: refused at the issuing end (logged there, nothing sent).
+    let x_evening = at(&issuing, EVENING);
+    let mut later = ask(&alive);
+    later["requested_by"] = json!("evening");
+    let outbox_before = snapshot(&mut conn(&issuing))[1];
+    let (s, e) = post(&x_evening, "/v1/issuances?wait=0", later.clone()).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (StatusCode::CONFLICT, Some("outside_window_service")),
+        "{e}"
+    );
+    assert_eq!(snapshot(&mut conn(&issuing))[1], outbox_before);
+    // An extension naming both nodes opens both ends until 20:00.
+    std::fs::write(&ext, format!(r#"[{{"kind": "WideAreaIssuance", "nodes": ["cs-{A}", "cs-{B}"], "date": "2024-06-03", "endTime": "20:00"}}]"#)).unwrap();
+    let (s, v) = post(&x_evening, "/v1/issuances?wait=0", later.clone()).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let ext_id = v["issuance_id"].as_str().unwrap().to_owned();
+    // … but the home end decides by its own clock and the extension in force there: a home
+    // without the extension refuses.
+    std::fs::write(&ext, format!(r#"[{{"kind": "WideAreaIssuance", "nodes": ["cs-{B}", "cs-011002"], "date": "2024-06-03", "endTime": "20:00"}}]"#)).unwrap();
+    deliver(&x_evening, &at(&home, EVENING));
+    deliver(&at(&home, EVENING), &x_evening);
+    let (_, v) = call(
+        &issuing,
+        test::TestRequest::get().uri(&format!("/v1/issuances/{ext_id}")),
+    )
+    .await;
+    assert_eq!(
+        (v["state"].as_str(), v["answer"]["error"].as_str()),
+        (Some("refused"), Some("outside_window_service")),
+        "{v}"
+    );
+    // With the extension at both ends: issued in the evening.
+    std::fs::write(&ext, format!(r#"[{{"kind": "WideAreaIssuance", "nodes": ["{A}", "cs-{B}"], "date": "2024-06-03", "endTime": "20:00"}}]"#)).unwrap();
+    later["requested_by"] = json!("evening 2");
+    let (s, v) = post(&x_evening, "/v1/issuances?wait=0", later).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let ok_id = v["issuance_id"].as_str().unwrap().to_owned();
+    deliver(&x_evening, &at(&home, EVENING));
+    deliver(&at(&home, EVENING), &x_evening);
+    let (_, v) = call(
+        &issuing,
+        test::TestRequest::get().uri(&format!("/v1/issuances/{ok_id}")),
+    )
+    .await;
+    assert_eq!(v["state"].as_str(), Some("issued"), "{v}");
+    // Logged at both ends: every decision at home, request and answer at the issuing end.
+    let home_log: Vec<String> = issuance_log::table
+        .order(issuance_log::id.asc())
+        .select(issuance_log::outcome)
+        .load(&mut conn(&home))
+        .unwrap();
+    assert_eq!(
+        home_log,
+        [
+            "issued",
+            "refused:resident_deceased",
+            "refused:outside_window_service",
+            "issued"
+        ]
+    );
+    let x_log: Vec<String> = issuance_log::table
+        .order(issuance_log::id.asc())
+        .select(issuance_log::outcome)
+        .load(&mut conn(&issuing))
+        .unwrap();
+    assert_eq!(
+        x_log,
+        [
+            "requested",
+            "issued",
+            "requested",
+            "refused:resident_deceased",
+            "refused:outside_window_service",
+            "requested",
+            "refused:outside_window_service",
+            "requested",
+            "issued"
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[actix_web::test]
+            async fn $name() {
+                super::$name(super::Backend::Sqlite).await
+            })*
+        }
+        mod postgres {
+            $(#[actix_web::test]
+            async fn $name() {
+                super::$name(super::Backend::Postgres).await
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    move_in_date_rules,
+    move_out_refusals,
+    issuance_hours_at_both_ends,
+);
