@@ -345,7 +345,11 @@ async fn post_resume(state: web::Data<AppState>) -> HttpResponse {
 /// `GET /admin/v1/relay`: the outbox and the relay's state.
 async fn get_relay_status(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let outbox = state.with_db(relay::outbox_status).await?;
-    Ok(HttpResponse::Ok().json(relay::status_json(&state, outbox)))
+    let undelivered = state.with_db(crate::mailbox::undelivered).await?;
+    let mut status = relay::status_json(&state, outbox);
+    // Messages kept here for the nodes below that they have not acknowledged yet.
+    status["mailbox"] = json!({ "undelivered": undelivered });
+    Ok(HttpResponse::Ok().json(status))
 }
 
 /// `GET /metrics`: Prometheus text.

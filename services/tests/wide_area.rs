@@ -4,7 +4,8 @@
 //!
 //! - Wide-area issuance B → A (through pref-27, national, pref-13 and back): the copy without
 //!   本籍/筆頭者, a repeat with the same key, refusals (unknown, moved out), logs at both ends.
-//! - Three special-procedure moves (A → B across prefectures, A → C inside one, A → B again) with
+//! - Four special-procedure moves (A → B across prefectures, A → C inside one, A → B again, and
+//!   the first resident back B → A) with
 //!   repeated and concurrent requests, a wrong PIN, and processes killed with SIGKILL between
 //!   the steps (both prefectures, the national server, the source and the destination), while a
 //!   sampler reads the CS databases: a moving resident is never active in zero municipalities,
@@ -197,6 +198,17 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Messages kept for the nodes below and not acknowledged yet.
+    fn undelivered(&self) -> i64 {
+        client::get(&format!("{}/admin/v1/relay", self.url), timeout())
+            .ok()
+            .and_then(|r| r.json().ok())
+            .and_then(|s| s["mailbox"]["undelivered"].as_i64())
+            .unwrap_or(-1)
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
@@ -378,19 +390,23 @@ fn wide_area_flows(backend: Backend) {
     // before the destinations, so a move between the reads cannot look like a gap).
     let stop = Arc::new(AtomicBool::new(false));
     let samples = Arc::new(AtomicU64::new(0));
+    // Per moving resident, the order the CS databases (A, B, C) are read in: its current
+    // source first.
+    let orders = Arc::new(std::sync::Mutex::new(vec![vec![0usize, 1, 2]; 3]));
     let sampler = {
         let urls: Vec<DbUrl> = [&dbs[3], &dbs[5], &dbs[4]]
             .iter()
             .map(|d| d.url.clone())
             .collect();
         let moving: Vec<String> = codes[..3].to_vec();
-        let (stop, samples) = (stop.clone(), samples.clone());
+        let (stop, samples, orders) = (stop.clone(), samples.clone(), orders.clone());
         thread::spawn(move || {
             let mut conns: Vec<_> = urls.iter().map(|u| u.connect().unwrap()).collect();
             while !stop.load(Ordering::SeqCst) {
-                for code in &moving {
+                for (k, code) in moving.iter().enumerate() {
+                    let order = orders.lock().unwrap()[k].clone();
                     let counts: Vec<Option<i64>> =
-                        conns.iter_mut().map(|c| active(c, code)).collect();
+                        order.iter().map(|&i| active(&mut conns[i], code)).collect();
                     if counts.iter().all(Option::is_some) {
                         let total: i64 = counts.iter().flatten().sum();
                         assert!(total >= 1, "{code} active nowhere: {counts:?}");
@@ -523,22 +539,61 @@ fn wide_area_flows(backend: Backend) {
         || (transfer_state(&cs_a, &id3)? == "completed").then_some(()),
     );
 
+    // Move 4: the first resident moves back B → A. Four identical move-outs at once file one
+    // transfer; the national server is killed after the move-out, B's prefecture after the
+    // move-in. (The sampler now reads B, the source, first.)
+    orders.lock().unwrap()[0] = vec![1, 0, 2];
+    let back = move_out(&codes[0], &a);
+    let filed: Vec<(u16, Value)> = thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| cs_b.post("/v1/transfers", &back, &[])))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        filed.iter().filter(|(s, _)| *s == 201).count(),
+        1,
+        "{filed:?}"
+    );
+    let id4 = filed[0].1["transfer_id"].as_str().unwrap().to_owned();
+    assert!(
+        filed.iter().all(|(_, v)| v["transfer_id"] == json!(id4)),
+        "{filed:?}"
+    );
+    national.restart_after(Duration::from_millis(200));
+    eventually(
+        "move-out information back at A",
+        &[&cs_b, &pref27, &national, &pref13, &cs_a],
+        || (transfer_state(&cs_a, &id4)? == "received").then_some(()),
+    );
+    let (status, m4) = cs_a.post("/v1/move-ins", &move_in(&codes[0], "4321"), &[]);
+    assert_eq!(status, 201, "{m4}");
+    pref27.restart_after(Duration::from_millis(100));
+    eventually(
+        "B completes move 4",
+        &[&cs_b, &pref27, &national, &pref13, &cs_a],
+        || (transfer_state(&cs_b, &id4)? == "completed").then_some(()),
+    );
+
     // Every outbox drained; the national server has each moved resident active at the
     // destination (A's late 転出 did not overwrite it).
     eventually(
-        "outboxes drained",
+        "outboxes drained and mailboxes acknowledged",
         &[&cs_a, &cs_b, &cs_c, &pref13, &pref27],
         || {
-            [&cs_a, &cs_b, &cs_c, &pref13, &pref27]
+            let outboxes = [&cs_a, &cs_b, &cs_c, &pref13, &pref27]
                 .iter()
-                .all(|n| n.pending() == 0)
-                .then_some(())
+                .all(|n| n.pending() == 0);
+            let mailboxes = [&pref13, &pref27, &national]
+                .iter()
+                .all(|n| n.undelivered() == 0);
+            (outboxes && mailboxes).then_some(())
         },
     );
     stop.store(true, Ordering::SeqCst);
     sampler.join().expect("a resident was active nowhere");
     let expected = [
-        (&codes[0], &b),
+        (&codes[0], &a),
         (&codes[1], &c),
         (&codes[2], &b),
         (&codes[3], &a),
@@ -563,7 +618,7 @@ fn wide_area_flows(backend: Backend) {
         );
     }
     eprintln!(
-        "wide-area ({backend:?}): issuance round trips in {:.1}s, 3 moves with 8 kills, {} invariant samples, total {:.1}s",
+        "wide-area ({backend:?}): issuance round trips in {:.1}s, 4 moves with 10 kills, {} invariant samples, total {:.1}s",
         issued_at.as_secs_f64(),
         samples.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64()
