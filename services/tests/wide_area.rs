@@ -215,6 +215,54 @@ impl Drop for Node {
     }
 }
 
+/// Moving residents of the soak stage.
+const SOAK: usize = 24;
+
+/// POSTs until the node answers below 500 (it may be down or restarting); a repeat is the same
+/// request, so a retry after a lost answer gets the same transfer.
+fn post_until_answered(url: &str, path: &str, body: &Value, retries: &AtomicU64) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        match client::post_json(
+            &format!("{url}{path}"),
+            body.to_string().as_bytes(),
+            &[],
+            Duration::from_secs(10),
+        ) {
+            Ok(r) if r.status < 500 => {
+                let v = r.json().unwrap_or(Value::Null);
+                assert!(r.status < 400, "{path}: {} {v}", r.status);
+                return (r.status, v);
+            }
+            _ => {
+                retries.fetch_add(1, Ordering::Relaxed);
+                assert!(Instant::now() < deadline, "{url}{path} never answered");
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Waits (through restarts) until the transfer has `state` at the node of `url`.
+fn wait_state(url: &str, id: &str, state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let now = client::get(&format!("{url}/v1/transfers/{id}"), Duration::from_secs(10))
+            .ok()
+            .filter(|r| r.status == 200)
+            .and_then(|r| r.json().ok())
+            .and_then(|v| v["state"].as_str().map(str::to_owned));
+        if now.as_deref() == Some(state) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} never reached {state} at {url}: {now:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn database_url(db: &TestDb) -> String {
     match &db.url {
         DbUrl::Sqlite(path) => format!("sqlite://{path}"),
@@ -325,7 +373,9 @@ fn wide_area_flows(backend: Backend) {
     cs_b.start();
 
     // Four residents of A, with 本籍 and 筆頭者.
-    let codes: Vec<String> = (0..4).map(|i| resident_code(3_000_000 + i)).collect();
+    let codes: Vec<String> = (0..4 + SOAK as u64)
+        .map(|i| resident_code(3_000_000 + i))
+        .collect();
     let seed: Vec<Value> = codes
         .iter()
         .enumerate()
@@ -392,13 +442,13 @@ fn wide_area_flows(backend: Backend) {
     let samples = Arc::new(AtomicU64::new(0));
     // Per moving resident, the order the CS databases (A, B, C) are read in: its current
     // source first.
-    let orders = Arc::new(std::sync::Mutex::new(vec![vec![0usize, 1, 2]; 3]));
+    let orders = Arc::new(std::sync::Mutex::new(vec![vec![0usize, 1, 2]; 3 + SOAK]));
     let sampler = {
         let urls: Vec<DbUrl> = [&dbs[3], &dbs[5], &dbs[4]]
             .iter()
             .map(|d| d.url.clone())
             .collect();
-        let moving: Vec<String> = codes[..3].to_vec();
+        let moving: Vec<String> = codes[..3].iter().chain(&codes[4..]).cloned().collect();
         let (stop, samples, orders) = (stop.clone(), samples.clone(), orders.clone());
         thread::spawn(move || {
             let mut conns: Vec<_> = urls.iter().map(|u| u.connect().unwrap()).collect();
@@ -575,6 +625,72 @@ fn wide_area_flows(backend: Backend) {
         || (transfer_state(&cs_b, &id4)? == "completed").then_some(()),
     );
 
+    // The soak: SOAK residents of A move at once, half to B and half to C, each driven by its
+    // own client that retries every step (same request) across failures, while random nodes
+    // are killed with SIGKILL and restarted mid-flow.
+    let soak_started = Instant::now();
+    let done = AtomicBool::new(false);
+    let kills = AtomicU64::new(0);
+    let retries = AtomicU64::new(0);
+    let soak_ids: Vec<String> = thread::scope(|s| {
+        let clients: Vec<_> = codes[4..]
+            .iter()
+            .enumerate()
+            .map(|(i, code)| {
+                let dest = if i % 2 == 0 {
+                    (&b, &cs_b.url)
+                } else {
+                    (&c, &cs_c.url)
+                };
+                let (a_url, dest_url, retries) = (cs_a.url.clone(), dest.1.clone(), &retries);
+                let body = move_out(code, dest.0);
+                let code = code.clone();
+                s.spawn(move || {
+                    // Staggered, so the kills fall on every step of some move.
+                    thread::sleep(Duration::from_millis(150 * i as u64));
+                    let (_, t) = post_until_answered(&a_url, "/v1/transfers", &body, retries);
+                    let id = t["transfer_id"].as_str().expect("transfer id").to_owned();
+                    wait_state(&dest_url, &id, "received");
+                    let (status, m) = post_until_answered(
+                        &dest_url,
+                        "/v1/move-ins",
+                        &json!({"resident_code": code, "pin": "4321", "move_date": today()}),
+                        retries,
+                    );
+                    assert!(status == 201 || status == 200, "{status} {m}");
+                    wait_state(&a_url, &id, "completed");
+                    id
+                })
+            })
+            .collect();
+        let killer = s.spawn(|| {
+            let nodes = [
+                &mut national,
+                &mut pref13,
+                &mut pref27,
+                &mut cs_a,
+                &mut cs_b,
+                &mut cs_c,
+            ];
+            let mut rng = soak_started.elapsed().as_nanos() as u64 | 1;
+            while !done.load(Ordering::SeqCst) && kills.load(Ordering::Relaxed) < 20 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                thread::sleep(Duration::from_millis(100 + rng % 300));
+                let victim = (rng >> 20) as usize % nodes.len();
+                nodes[victim].restart_after(Duration::from_millis(rng % 150));
+                kills.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let ids = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        done.store(true, Ordering::SeqCst);
+        killer.join().unwrap();
+        ids
+    });
+    assert_eq!(soak_ids.len(), SOAK);
+    let soak_time = soak_started.elapsed();
+
     // Every outbox drained; the national server has each moved resident active at the
     // destination (A's late 転出 did not overwrite it).
     eventually(
@@ -592,12 +708,15 @@ fn wide_area_flows(backend: Backend) {
     );
     stop.store(true, Ordering::SeqCst);
     sampler.join().expect("a resident was active nowhere");
-    let expected = [
+    let mut expected = vec![
         (&codes[0], &a),
         (&codes[1], &c),
         (&codes[2], &b),
         (&codes[3], &a),
     ];
+    for (i, code) in codes[4..].iter().enumerate() {
+        expected.push((code, if i % 2 == 0 { &b } else { &c }));
+    }
     let mut cs_conns: Vec<_> = [&dbs[3], &dbs[5], &dbs[4]]
         .iter()
         .map(|d| d.url.connect().unwrap())
@@ -618,8 +737,11 @@ fn wide_area_flows(backend: Backend) {
         );
     }
     eprintln!(
-        "wide-area ({backend:?}): issuance round trips in {:.1}s, 4 moves with 10 kills, {} invariant samples, total {:.1}s",
+        "wide-area ({backend:?}): issuance round trips in {:.1}s, 4 moves with 10 kills; soak: {SOAK} concurrent moves in {:.1}s with {} random kills and {} client retries; {} invariant samples, total {:.1}s",
         issued_at.as_secs_f64(),
+        soak_time.as_secs_f64(),
+        kills.load(Ordering::Relaxed),
+        retries.load(Ordering::Relaxed),
         samples.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64()
     );
