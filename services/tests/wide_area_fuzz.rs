@@ -1,6 +1,6 @@
 //! Hostile input against the wide-area JSON endpoints (`POST /v1/transfers`, `POST
 //! /v1/move-ins`, `POST /v1/issuances`, `GET /v1/transfers/{id}`, `GET /v1/issuances/{id}`,
-//! `GET /v1/mailbox`), generated with proptest: invalid JSON, non-objects, missing fields,
+//! `GET /v1/mailbox`, and messages relayed through `POST /v1/relay`), generated with proptest: invalid JSON, non-objects, missing fields,
 //! wrong types, malformed codes, dates and PINs, overlong and control-character text, deep
 //! nesting, hostile ids and query strings. Every answer must be a 4xx with the JSON error body
 //! (naming the field where there is one), never a panic or a 5xx, and the database must be
@@ -14,7 +14,7 @@ use diesel::prelude::*;
 use juki_node::config::{NodeIdentity, Role};
 use juki_node::db::DbConnection;
 use juki_node::routes;
-use juki_node::schema::{issuance_log, issuances, mailbox, outbox, residents, transfers};
+use juki_node::schema::{inbox, issuance_log, issuances, mailbox, outbox, residents, transfers};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 
 const OWN: &str = "131016";
 /// Inputs per endpoint and backend.
-const CASES: usize = 400;
+const CASES: usize = 1000;
 
 fn snapshot(c: &mut DbConnection) -> Vec<i64> {
     vec![
@@ -32,6 +32,7 @@ fn snapshot(c: &mut DbConnection) -> Vec<i64> {
         issuances::table.count().get_result(c).unwrap(),
         issuance_log::table.count().get_result(c).unwrap(),
         mailbox::table.count().get_result(c).unwrap(),
+        inbox::table.count().get_result(c).unwrap(),
     ]
 }
 
@@ -276,6 +277,65 @@ async fn fuzz(backend: Backend) {
             *by_status.entry(status).or_default() += 1;
             tried += 1;
         }
+    }
+    // Hostile messages relayed to a prefecture: each breaks the message (id, kind, codes) or
+    // the envelope (both an update and a message, or neither).
+    let valid_message = json!({"message_id": "move_out_info:131016-T1", "kind": "move_out_info",
+        "from": OWN, "to": "271004", "body": {}});
+    let broken_message = (
+        0..6u8,
+        not_a_string(),
+        bad_code(6),
+        "[a-z_]{1,20}",
+        129usize..300,
+    )
+        .prop_map(move |(how, other, code, kind, long)| {
+            let mut m = valid_message.clone();
+            let mut envelope = json!({"sender": "cs-131016", "seq": 1});
+            match how {
+                0 => {
+                    m["message_id"] = if long % 2 == 0 {
+                        json!("")
+                    } else {
+                        json!("m".repeat(long))
+                    }
+                }
+                1 => m[["message_id", "kind", "from", "to"][long % 4]] = other,
+                2 => m["kind"] = json!(format!("{kind}_x")),
+                3 => m["from"] = json!(code),
+                4 => m["to"] = json!(code),
+                _ => {
+                    envelope["update"] = json!({"resident_code": "12345678903"});
+                    if long % 2 == 0 {
+                        m = Value::Null;
+                    }
+                }
+            }
+            if !m.is_null() {
+                envelope["message"] = m;
+            }
+            json!({"sender": "cs-131016", "items": [{"seq": 1, "payload": envelope}]})
+        });
+    for _ in 0..CASES {
+        let body = broken_message.new_tree(&mut runner).unwrap().current();
+        let resp = test::call_service(
+            &app_pref,
+            test::TestRequest::post()
+                .uri("/v1/relay")
+                .set_json(&body)
+                .to_request(),
+        )
+        .await;
+        let status = resp.status().as_u16();
+        let bytes = test::read_body(resp).await;
+        let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        assert!(
+            (400..500).contains(&status),
+            "/v1/relay {status} {json} for {body}"
+        );
+        assert!(json["error"].is_string(), "{json}");
+        *by_status.entry(status).or_default() += 1;
+        tried += 1;
     }
     // Hostile ids and mailbox queries.
     let ids = proptest::string::string_regex("[ -~あ{}%/]{0,80}").unwrap();
