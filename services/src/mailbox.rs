@@ -374,6 +374,9 @@ fn dispatch(conn: &mut DbConnection, ctx: &CsContext, message: &Message) -> Resu
     }
 }
 
+/// Retry interval of the fetch after the upstream refused it with a 4xx.
+const PERMANENT_BACKOFF: Duration = Duration::from_secs(10);
+
 /// Longest wait of one long poll.
 pub const MAX_WAIT_SECS: u64 = 30;
 
@@ -395,6 +398,7 @@ pub async fn run_pull(state: AppState) {
     let initial = Duration::from_millis(100);
     let mut backoff = initial;
     let mut held = false;
+    let mut refused: Option<String> = None;
     loop {
         if !state
             .relay
@@ -441,6 +445,17 @@ pub async fn run_pull(state: AppState) {
         .and_then(|r| r);
         let messages = match fetched {
             Ok(m) => m,
+            // A refusal (a 4xx: this node is not a child of its upstream, or the upstream has
+            // no mailbox) does not go away by retrying soon: an error, once per reason, and a
+            // retry every PERMANENT_BACKOFF until the configuration is fixed.
+            Err(e) if e.starts_with("upstream answered 4") => {
+                if refused.as_deref() != Some(e.as_str()) {
+                    tracing::error!(upstream = %upstream, error = %e, retry_in_ms = PERMANENT_BACKOFF.as_millis() as u64, "mailbox: the upstream refuses this node's fetch");
+                    refused = Some(e);
+                }
+                tokio::time::sleep(PERMANENT_BACKOFF).await;
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(upstream = %upstream, error = %e, backoff_ms = backoff.as_millis() as u64, "mailbox: fetch failed; retrying");
                 tokio::time::sleep(backoff).await;
@@ -448,6 +463,7 @@ pub async fn run_pull(state: AppState) {
                 continue;
             }
         };
+        refused = None;
         backoff = initial;
         let Some(last) = messages.iter().map(|(id, _)| *id).max() else {
             continue;
