@@ -543,6 +543,105 @@ async fn issuance_hours_at_both_ends(backend: Backend) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The downward delivery only runs while the upstream is in its online window: a CS whose
+/// clock is on a Sunday does not fetch its message from the (real, listening) prefecture; on
+/// Monday at noon it fetches it, answers it, and acknowledges it with its next poll.
+async fn fetch_waits_for_the_upstream_window(backend: Backend) {
+    let (Some(db_pref), Some(db_cs)) = (TestDb::new(backend), TestDb::new(backend)) else {
+        return;
+    };
+    let mut pref = cs(&db_pref, A, NOON, false, None);
+    pref.identity = NodeIdentity {
+        role: juki_node::config::Role::Prefecture,
+        prefecture: Some(13),
+        municipality: None,
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let data = web::Data::new(pref.clone());
+    let server = actix_web::HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .configure(routes::configure)
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    // A request from CS 131024 for a resident of 131016, relayed to the prefecture.
+    let relay = json!({"sender": "cs-131024", "items": [{"seq": 1, "payload": {
+        "sender": "cs-131024", "seq": 1, "message": {
+            "message_id": "issuance_request:131024-I1", "kind": "issuance_request",
+            "from": "131024", "to": A,
+            "body": {"issuance_id": "131024-I1", "resident_code": code(8_000_001)}}}}]});
+    let (s, ack) = call(
+        &pref,
+        test::TestRequest::post().uri("/v1/relay").set_json(&relay),
+    )
+    .await;
+    assert_eq!(
+        (s, ack["applied"].as_u64()),
+        (StatusCode::OK, Some(1)),
+        "{ack}"
+    );
+    let undelivered = || {
+        juki_node::schema::mailbox::table
+            .filter(juki_node::schema::mailbox::delivered_at.is_null())
+            .count()
+            .get_result::<i64>(&mut conn(&pref))
+            .unwrap()
+    };
+    assert_eq!(undelivered(), 1);
+
+    let with_upstream = |state: AppState| {
+        let mut state = state;
+        state.relay = Arc::new(RelayControl::new(
+            Some(url.clone()),
+            Some(Calendar::new(&CalendarConfig::default()).unwrap()),
+            RelaySettings::default(),
+        ));
+        state
+    };
+    // Sunday 2024-06-02, noon in Tokyo: the prefecture is offline by the calendar.
+    let sunday = with_upstream(cs(&db_cs, A, "2024-06-02T03:00:00Z", false, None));
+    let task = actix_web::rt::spawn(mailbox::run_pull(sunday.clone()));
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(1500)).await;
+    task.abort();
+    assert_eq!(
+        snapshot(&mut conn(&sunday))[4],
+        0,
+        "nothing fetched on Sunday"
+    );
+    assert_eq!(mailbox::cursor(&mut conn(&sunday)).unwrap(), 0);
+
+    let monday = at(&sunday, NOON);
+    let task = actix_web::rt::spawn(mailbox::run_pull(monday.clone()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while undelivered() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not fetched and acknowledged"
+        );
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    task.abort();
+    let (s, v) = call(
+        &monday,
+        test::TestRequest::get().uri("/v1/issuances/131024-I1"),
+    )
+    .await;
+    assert_eq!(
+        (s, v["side"].as_str(), v["answer"]["error"].as_str()),
+        (StatusCode::OK, Some("home"), Some("unknown_resident")),
+        "{v}"
+    );
+    assert_eq!(mailbox::cursor(&mut conn(&monday)).unwrap(), 1);
+    handle.stop(false).await;
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -564,4 +663,5 @@ on_both_backends!(
     move_in_date_rules,
     move_out_refusals,
     issuance_hours_at_both_ends,
+    fetch_waits_for_the_upstream_window,
 );
