@@ -381,8 +381,26 @@ async fn move_out_refusals(backend: Backend) {
         "{e}"
     );
     assert_eq!(snapshot(&mut conn(&a)), before);
-    let (s, _) = post(&a, "/v1/transfers", out(&alive)).await;
-    assert_eq!(s, StatusCode::CREATED);
+    // Two move-outs of the same resident to different destinations at the same time: one is
+    // filed, the other refused (a resident never moves to two places).
+    let to_c = {
+        let mut v = out(&alive);
+        v["destination_municipality"] = json!("131024");
+        v
+    };
+    let first = actix_web::rt::spawn({
+        let a = a.clone();
+        let body = out(&alive);
+        async move { post(&a, "/v1/transfers", body).await.0 }
+    });
+    let second = actix_web::rt::spawn({
+        let a = a.clone();
+        async move { post(&a, "/v1/transfers", to_c).await.0 }
+    });
+    let mut answers = vec![first.await.unwrap(), second.await.unwrap()];
+    answers.sort();
+    assert_eq!(answers, [StatusCode::CREATED, StatusCode::CONFLICT]);
+    assert_eq!(snapshot(&mut conn(&a))[2], 1, "one transfer");
     let (s, _) = call(&a, test::TestRequest::get().uri("/v1/transfers/nope-T9")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
