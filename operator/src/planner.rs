@@ -138,6 +138,9 @@ pub struct Plan {
     pub wake_at: Option<Timestamp>,
     /// The next phase change the calendar foresees, for status.
     pub next: Option<(Timestamp, NodePhase)>,
+    /// Nothing worth writing to status yet: a node whose upstream is still starting at window
+    /// open shows WaitingForUpstream only if the wait lasts beyond the grace (it wakes then).
+    pub defer_status: bool,
 }
 
 impl Plan {
@@ -151,6 +154,7 @@ impl Plan {
             operating_date: None,
             wake_at: None,
             next: None,
+            defer_status: false,
         }
     }
 
@@ -250,6 +254,23 @@ pub fn plan(calendar: &Calendar, node: &NodeView<'_>, now: Timestamp) -> Plan {
         }
         None => next_window(calendar, node, now).map(|w| w.start),
     };
+    if let Some(w) = window
+        && plan.phase == NodePhase::Offline
+        && plan.reason == "WaitingForUpstream"
+        && node.phase == NodePhase::Offline
+        && node.reason != Some("WaitingForUpstream")
+        && matches!(
+            node.upstream,
+            Upstream::Phase(NodePhase::Offline | NodePhase::Starting)
+        )
+        && let Ok(grace_end) = w.start.checked_add(WAITING_GRACE)
+        && now < grace_end
+    {
+        // The upstream's own change to Online wakes this node; a status write now would be
+        // one of a thousand at the moment the tiers above are starting.
+        plan.defer_status = true;
+        wake = Some(wake.map_or(grace_end, |w| w.min(grace_end)));
+    }
     if let Some((_, until)) = override_active {
         wake = Some(wake.map_or(until, |w| w.min(until)));
     }
@@ -440,6 +461,14 @@ fn offline(calendar: &Calendar, node: &NodeView<'_>, now: Timestamp) -> Plan {
         return batch_or_offline(calendar, node, Some(w.date));
     }
     let today = calendar.date_of(now);
+    // The day's batches done: stay as the transition left it (one write, not two).
+    if let Some(w) = last_ended_window(calendar, node, now)
+        && w.date == today
+        && node.phase == NodePhase::Offline
+        && node.last_batch_date.is_some_and(|d| d >= w.date)
+    {
+        return batch_or_offline(calendar, node, Some(w.date));
+    }
     let status = calendar.day_status(today);
     if status.is_open() {
         Plan::new(
@@ -473,10 +502,11 @@ fn drain(node: &NodeView<'_>, date: Option<Date>) -> Plan {
         .replicas(node.replicas)
         .action(Action::FinalRequest)
         .date(date),
+        // Named as the next look will name it (WaitingForPods), so that stopping is one write.
         FinalAnswer::Done => Plan::new(
             Stopping,
-            "FinalAnswerReceived",
-            "final answer received; scaling to 0",
+            "WaitingForPods",
+            format!("{} pods still running", node.pods),
         )
         .replicas(0)
         .date(date),
@@ -720,6 +750,82 @@ mod tests {
             plan(&cal, &v, tokyo("2026-11-30T23:00")).action,
             Action::None
         );
+    }
+
+    /// What a status shows of a plan: equal plans write nothing on the next look.
+    fn shown(p: &Plan) -> impl PartialEq + std::fmt::Debug {
+        (
+            p.phase,
+            p.reason,
+            p.message.clone(),
+            p.operating_date,
+            p.next,
+        )
+    }
+
+    #[test]
+    fn each_stop_step_is_written_once_the_next_look_plans_the_same() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        let date = jiff::civil::date(2026, 11, 30);
+        let at = tokyo("2026-11-30T21:10");
+        let mut v = view(Tier::Cs, NodePhase::Draining);
+        v.final_answer = FinalAnswer::Done;
+        v.pods = 1;
+        let stopping = plan(&cal, &v, at);
+        assert_eq!(
+            (stopping.phase, stopping.reason),
+            (NodePhase::Stopping, "WaitingForPods")
+        );
+        v.phase = NodePhase::Stopping;
+        v.reason = Some(stopping.reason);
+        v.final_answer = FinalAnswer::NotRequested;
+        assert_eq!(shown(&plan(&cal, &v, at)), shown(&stopping));
+
+        let jobs = [
+            ("statistics".to_string(), date, JobState::Succeeded),
+            ("backup".to_string(), date, JobState::Succeeded),
+        ];
+        v.phase = NodePhase::DailyBatch;
+        v.pods = 0;
+        v.jobs = &jobs;
+        let done = plan(&cal, &v, at);
+        assert_eq!(
+            (done.phase, done.reason),
+            (NodePhase::Offline, "BatchSucceeded")
+        );
+        v.phase = NodePhase::Offline;
+        v.reason = Some(done.reason);
+        v.last_batch_date = Some(date);
+        v.jobs = &[];
+        assert_eq!(
+            shown(&plan(&cal, &v, tokyo("2026-11-30T23:50"))),
+            shown(&done)
+        );
+        // The next day it is an ordinary night again.
+        assert_eq!(
+            plan(&cal, &v, tokyo("2026-12-01T06:00")).reason,
+            "OutsideWindow"
+        );
+    }
+
+    #[test]
+    fn at_window_open_a_routine_wait_for_a_starting_upstream_is_not_written_until_the_grace_ends() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        let mut v = view(Tier::Cs, NodePhase::Offline);
+        let start = plan(&cal, &v, tokyo("2026-11-30T06:00")).next.unwrap().0;
+        v.upstream = Upstream::Phase(NodePhase::Starting);
+        let soon = start + SignedDuration::from_secs(20);
+        let p = plan(&cal, &v, soon);
+        assert_eq!((p.reason, p.defer_status), ("WaitingForUpstream", true));
+        assert_eq!(p.wake_at, Some(start + SignedDuration::from_mins(5)));
+        // Past the grace, or a failed upstream, or already shown: written.
+        let late = start + SignedDuration::from_mins(6);
+        assert!(!plan(&cal, &v, late).defer_status);
+        v.upstream = Upstream::Phase(NodePhase::Failed);
+        assert!(!plan(&cal, &v, soon).defer_status);
+        v.upstream = Upstream::Phase(NodePhase::Starting);
+        v.reason = Some("WaitingForUpstream");
+        assert!(!plan(&cal, &v, soon).defer_status);
     }
 
     #[test]

@@ -53,7 +53,24 @@ pub(super) async fn run(triggers: Triggers, ctx: Arc<Context>) {
     // A node's neighbours react to its phase changes: its downstream may start, its upstream may
     // stop. The cached topology holds every node already parsed, so this stays cheap at 1,789.
     let mapper_ctx = ctx.clone();
+    // A neighbour reads only a node's place in the tree (its spec) and whether it is up or
+    // stopped (its phase): a new reason or message is no news to it. Without this, every status
+    // write at window open would wake all the nodes below.
+    let seen = std::sync::Mutex::new(std::collections::HashMap::<ObjectRef<JukiNode>, _>::new());
     let neighbours = move |changed: Arc<JukiNode>| {
+        let status = changed.status.as_ref();
+        let phase = status.and_then(|s| s.phase);
+        let failed_reason = status
+            .filter(|_| phase == Some(NodePhase::Failed))
+            .and_then(|s| s.reason.clone());
+        let visible = (changed.metadata.generation, phase, failed_reason);
+        let previous = seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(ObjectRef::from_obj(changed.as_ref()), visible.clone());
+        if previous.as_ref() == Some(&visible) {
+            return Vec::new();
+        }
         let Ok((changed, _)) = from_jukinode(&changed, "default") else {
             return Vec::new();
         };
@@ -205,6 +222,12 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         readiness_timeout: ctx.clock.clock_duration(ctx.settings.readiness_timeout),
     };
     let plan = plan(&calendar, &view, now);
+    // The Deployment's status lags its pods: with none left, none is ready.
+    let ready = if plan.replicas == Some(0) && view.pods == 0 {
+        0
+    } else {
+        ready
+    };
     tracing::debug!(node = %format!("{ns}/{name}"), %now, ?phase, planned = ?plan.phase, reason = plan.reason, upstream = ?view.upstream, ready, "planned");
 
     let upstream_name = match topology.resolved[me] {
@@ -256,7 +279,7 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         upstream_name,
         final_answer,
     );
-    if Some(&new_status) != node.status.as_ref() {
+    if !plan.defer_status && Some(&new_status) != node.status.as_ref() {
         tracing::debug!(node = %format!("{ns}/{name}"), changed = ?changed_fields(node.status.as_ref(), &new_status), "status write");
         write_status(node, ctx, &new_status).await?;
     }
@@ -285,7 +308,11 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
             .manual_override
             .as_ref()
             .is_some_and(|o| o.until.0 > now);
-        if ctx.settings.transition_events || warning || overridden || notable(plan.reason) {
+        let batches_ran = plan
+            .operating_date
+            .is_some_and(|d| !calendar.batch_runs_for(node.spec.tier, d).is_empty());
+        let notable = notable(plan.reason) && (plan.reason != "BatchSucceeded" || batches_ran);
+        if ctx.settings.transition_events || warning || overridden || notable {
             publish(
                 node,
                 ctx,
@@ -592,6 +619,21 @@ async fn wait_for_cache(node: &JukiNode, ctx: &Context) {
     tracing::debug!(node = %key, "the node cache did not catch up with a status write within 2 s");
 }
 
+/// Waits (up to 2 s) until the Deployment cache shows `replicas`, so that the reconcile the
+/// status write triggers does not patch the same replicas again from a stale copy.
+async fn wait_for_deployment_cache(ctx: &Context, ns: &str, name: &str, replicas: i32) {
+    let key = ObjectRef::new(name).within(ns);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let cached = ctx.deployments.get(&key);
+        if cached.is_none_or(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(replicas)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tracing::debug!(deployment = %key, "the Deployment cache did not catch up with a patch within 2 s");
+}
+
 async fn publish(node: &JukiNode, ctx: &Context, warning: bool, reason: &str, note: String) {
     let event = Event {
         type_: if warning {
@@ -767,6 +809,7 @@ async fn ensure_owned(
         )
         .await
         .map_err(Error::api(format!("Deployment {name}")))?;
+        wait_for_deployment_cache(ctx, &ns, &name, replicas).await;
         return Ok(());
     }
     let hash = content_hash(&desired);
