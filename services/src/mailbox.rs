@@ -40,6 +40,8 @@ pub enum MessageKind {
     MoveOutInfo,
     /// 転入通知: destination B → source A.
     MoveInNotice,
+    /// 転出取消: source A → destination B.
+    MoveOutCancelled,
     /// Wide-area issuance: issuing CS → home CS.
     IssuanceRequest,
     /// The copy data or the refusal: home CS → issuing CS.
@@ -360,6 +362,7 @@ fn dispatch(conn: &mut DbConnection, ctx: &CsContext, message: &Message) -> Resu
     let result = match message.kind {
         MessageKind::MoveOutInfo => crate::transfer::receive_move_out_info(conn, ctx, message),
         MessageKind::MoveInNotice => crate::transfer::receive_move_in_notice(conn, ctx, message),
+        MessageKind::MoveOutCancelled => crate::transfer::receive_cancellation(conn, ctx, message),
         MessageKind::IssuanceRequest => crate::issuance::receive_request(conn, ctx, message),
         MessageKind::IssuanceAnswer => crate::issuance::receive_answer(conn, ctx, message),
     };

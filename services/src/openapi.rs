@@ -107,6 +107,15 @@ pub fn document() -> Value {
                     "404": error_response("Unknown transfer")
                 }
             }},
+            "/v1/transfers/{id}/cancel": {"post": {
+                "summary": "Cancel a move-out at the source (転出取消) before the move-in: both ends become cancelled",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": json_response("Cancelled (again: Idempotent-Replayed: true)", json!({"$ref": "#/components/schemas/Transfer"})),
+                    "404": error_response("Unknown transfer, or not a source transfer"),
+                    "409": error_response("already_completed: the person moved in")
+                }
+            }},
             "/v1/move-ins": {"post": {
                 "summary": "Move in at the destination CS with the card and its PIN; registers the person (転入) and sends the move-in notice (転入通知) to the source",
                 "requestBody": {"required": true, "content": {"application/json": {"schema":
@@ -115,7 +124,7 @@ pub fn document() -> Value {
                     "201": json_response("Moved in (state moved_in)", json!({"$ref": "#/components/schemas/Transfer"})),
                     "200": json_response("The same request again (header Idempotent-Replayed: true)", json!({"$ref": "#/components/schemas/Transfer"})),
                     "400": error_response("Malformed request"),
-                    "409": error_response("no_move_out_information, already_moved_in, pin_locked, already_active, outside_window_service"),
+                    "409": error_response("no_move_out_information, transfer_cancelled, already_moved_in, pin_locked, already_active, outside_window_service"),
                     "422": error_response("A field breaks a rule: pin_mismatch, move_in_deadline (14 days), planned_date_deadline (30 days), future_date")
                 }
             }},
@@ -254,7 +263,7 @@ pub fn document() -> Value {
                 }},
             "Transfer": {"type": "object", "properties": {
                 "transfer_id": {"type": "string"}, "side": {"enum": ["source", "destination"]},
-                "state": {"enum": ["move_out_filed", "completed", "received", "moved_in"]},
+                "state": {"enum": ["move_out_filed", "completed", "received", "moved_in", "cancelled"]},
                 "resident_code": {"type": "string"}, "from_municipality": {"type": "string"},
                 "to_municipality": {"type": "string"}, "planned_date": {"type": "string"},
                 "planned_address": {"type": "string"}, "move_date": {"type": ["string", "null"]},

@@ -116,6 +116,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/admin/v1/relay", web::get().to(get_relay_status))
     .route("/v1/transfers", web::post().to(post_transfer))
     .route("/v1/transfers/{id}", web::get().to(get_transfer))
+    .route("/v1/transfers/{id}/cancel", web::post().to(post_cancel))
     .route("/v1/move-ins", web::post().to(post_move_in))
     .route("/v1/issuances", web::post().to(post_issuance))
     .route("/v1/issuances/{id}", web::get().to(get_issuance))
@@ -463,6 +464,29 @@ async fn get_transfer(
         .with_db(move |conn| crate::transfer::get(conn, &id))
         .await?;
     Ok(HttpResponse::Ok().json(view))
+}
+
+/// `POST /v1/transfers/{id}/cancel`: 転出取消 at the source before the move-in.
+async fn post_cancel(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let ctx = state.cs_context(false)?;
+    let id = path.into_inner();
+    checked_id(&id)?;
+    let (view, replayed) = state
+        .with_write(move |conn| crate::transfer::cancel(conn, &ctx, &id))
+        .await?;
+    if !replayed {
+        state.relay.wake();
+    }
+    Ok(if replayed {
+        HttpResponse::Ok()
+            .insert_header(("Idempotent-Replayed", "true"))
+            .json(view)
+    } else {
+        HttpResponse::Ok().json(view)
+    })
 }
 
 /// `POST /v1/move-ins`: the person moves in here (the destination) with card and PIN.

@@ -35,6 +35,8 @@ use crate::store::{self, lock_writes, reserve_ids};
 /// Source states.
 pub const MOVE_OUT_FILED: &str = "move_out_filed";
 pub const COMPLETED: &str = "completed";
+/// Both ends: the move-out was cancelled at the source (転出取消) before the move-in.
+pub const CANCELLED: &str = "cancelled";
 /// Destination states.
 pub const RECEIVED: &str = "received";
 pub const MOVED_IN: &str = "moved_in";
@@ -395,7 +397,8 @@ pub fn move_out(
         let planned = req.planned_date.to_string();
         let previous = of_resident(conn, &req.resident_code, "source")?;
         if let Some(same) = previous.iter().find(|t| {
-            t.to_municipality == req.destination
+            t.state != CANCELLED
+                && t.to_municipality == req.destination
                 && t.planned_date == planned
                 && t.planned_address == req.planned_address
         }) && verify_pin(&same.pin_hash, &req.pin)
@@ -560,6 +563,13 @@ pub fn move_in(
             .or_else(|| candidates.iter().find(|t| t.state == MOVED_IN))
             .cloned()
         else {
+            if candidates.iter().any(|t| t.state == CANCELLED) {
+                return Err(Error::StateConflict {
+                    rule: "transfer_cancelled",
+                    field: Some("resident_code"),
+                    message: "the move-out was cancelled at the source municipality".into(),
+                });
+            }
             return Err(Error::StateConflict {
                 rule: "no_move_out_information",
                 field: Some("resident_code"),
@@ -686,6 +696,9 @@ pub fn receive_move_in_notice(
     if row.state == COMPLETED {
         return Ok(());
     }
+    // A cancellation that crossed the move-in: the person did move in at B with card and PIN,
+    // so the move stands (else they would be active in two municipalities).
+    let crossed = row.state == CANCELLED;
     let own = ctx.identity.municipality.clone().unwrap_or_default();
     let resident = store::find_resident(conn, &row.resident_code)?;
     let active_here = match &resident {
@@ -718,6 +731,12 @@ pub fn receive_move_in_notice(
             domicile_head: r.domicile_head.clone(),
         };
         store::apply_updates(conn, &ctx.identity.sender_id(), vec![update], ctx.now)?;
+        if crossed {
+            row.note = Some(
+                "moved in at the destination before the cancellation reached it; the move stands"
+                    .into(),
+            );
+        }
     } else {
         row.note = Some("the resident was no longer active here; no 転出 recorded".into());
     }
@@ -732,6 +751,72 @@ pub fn receive_move_in_notice(
         to = %row.to_municipality,
         "transfer: move-in notice received; moved out and reported upstream"
     );
+    Ok(())
+}
+
+/// Cancels a move-out at the source (転出取消) while the person has not moved in: the transfer
+/// is `cancelled` and the destination is told. A repeat answers the cancelled transfer again.
+pub fn cancel(
+    conn: &mut DbConnection,
+    ctx: &CsContext,
+    id: &str,
+) -> Result<(TransferView, bool), Error> {
+    let own = ctx
+        .identity
+        .municipality
+        .clone()
+        .ok_or(Error::WrongRole(ctx.identity.role.as_str()))?;
+    conn.transaction(|conn| {
+        lock_writes(conn)?;
+        let mut row = find(conn, id)?
+            .filter(|t| t.side == "source")
+            .ok_or_else(|| Error::NotFound(format!("transfer {id}")))?;
+        match row.state.as_str() {
+            CANCELLED => return Ok((TransferView::from(row), true)),
+            MOVE_OUT_FILED => {}
+            _ => {
+                return Err(Error::StateConflict {
+                    rule: "already_completed",
+                    field: None,
+                    message: "the person moved in at the destination; the move stands".into(),
+                });
+            }
+        }
+        row.state = CANCELLED.into();
+        row.updated_at = ctx.now.to_string();
+        save(conn, &row)?;
+        let message = Message::new(
+            MessageKind::MoveOutCancelled,
+            &row.transfer_id,
+            &own,
+            &row.to_municipality,
+            serde_json::json!({ "transfer_id": row.transfer_id }),
+        );
+        mailbox::enqueue(conn, &ctx.identity.sender_id(), &message, ctx.now)?;
+        tracing::info!(transfer_id = %row.transfer_id, to = %row.to_municipality, "transfer: move-out cancelled");
+        Ok((TransferView::from(row), false))
+    })
+}
+
+/// A cancellation at the destination: a `received` transfer becomes `cancelled`; after the
+/// move-in it changes nothing (the notice completes the move at the source).
+pub fn receive_cancellation(
+    conn: &mut DbConnection,
+    ctx: &CsContext,
+    message: &Message,
+) -> Result<(), Error> {
+    let id = message.body["transfer_id"]
+        .as_str()
+        .ok_or_else(|| Error::InvalidBody("cancellation without transfer_id".into()))?;
+    let Some(mut row) = find(conn, id)?.filter(|t| t.side == "destination") else {
+        return Ok(());
+    };
+    if row.state == RECEIVED {
+        row.state = CANCELLED.into();
+        row.updated_at = ctx.now.to_string();
+        save(conn, &row)?;
+        tracing::info!(transfer_id = %row.transfer_id, "transfer: cancellation received");
+    }
     Ok(())
 }
 

@@ -561,6 +561,111 @@ async fn issuance_hours_at_both_ends(backend: Backend) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// 転出取消: a cancelled move-out cannot be moved in at B and leaves the resident at A; a
+/// cancellation that crosses a move-in does not undo it (the notice completes the move at A), so
+/// the resident is active in exactly one municipality either way.
+async fn cancellation(backend: Backend) {
+    let (Some(db_a), Some(db_b)) = (TestDb::new(backend), TestDb::new(backend)) else {
+        return;
+    };
+    let a = cs(&db_a, A, NOON, false, None);
+    let b = cs(&db_b, B, NOON, false, None);
+    let stays = code(9_000_001);
+    let goes = code(9_000_002);
+    for c in [&stays, &goes] {
+        assert_eq!(
+            post(&a, "/v1/updates", resident(c, "転入")).await.0,
+            StatusCode::CREATED
+        );
+    }
+    let out = |c: &str| {
+        json!({"resident_code": c, "destination_municipality": B,
+        "planned_date": "2024-06-03", "planned_address": "大阪", "pin": "1357"})
+    };
+    let (_, t1) = post(&a, "/v1/transfers", out(&stays)).await;
+    let (_, t2) = post(&a, "/v1/transfers", out(&goes)).await;
+    let (id1, id2) = (
+        t1["transfer_id"].as_str().unwrap(),
+        t2["transfer_id"].as_str().unwrap(),
+    );
+    deliver(&a, &b);
+    let cancel = |id: &str| test::TestRequest::post().uri(&format!("/v1/transfers/{id}/cancel"));
+    // The first is cancelled before the move-in: B refuses the move-in.
+    let (s, v) = call(&a, cancel(id1)).await;
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::OK, Some("cancelled")),
+        "{v}"
+    );
+    let (s, v) = call(&a, cancel(id1)).await;
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::OK, Some("cancelled")),
+        "repeat: {v}"
+    );
+    deliver(&a, &b);
+    let (_, v) = call(
+        &b,
+        test::TestRequest::get().uri(&format!("/v1/transfers/{id1}")),
+    )
+    .await;
+    assert_eq!(v["state"], "cancelled");
+    let move_in = |c: &str| json!({"resident_code": c, "pin": "1357", "move_date": "2024-06-03"});
+    let (s, e) = post(&b, "/v1/move-ins", move_in(&stays)).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (StatusCode::CONFLICT, Some("transfer_cancelled")),
+        "{e}"
+    );
+    // The second moves in at B; A's cancellation crosses the notice.
+    let (s, _) = post(&b, "/v1/move-ins", move_in(&goes)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, v) = call(&a, cancel(id2)).await;
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::OK, Some("cancelled"))
+    );
+    deliver(&a, &b);
+    deliver(&b, &a);
+    let (_, v) = call(
+        &a,
+        test::TestRequest::get().uri(&format!("/v1/transfers/{id2}")),
+    )
+    .await;
+    assert_eq!(v["state"], "completed", "{v}");
+    assert!(
+        v["note"].as_str().unwrap().contains("the move stands"),
+        "{v}"
+    );
+    let (_, v) = call(
+        &b,
+        test::TestRequest::get().uri(&format!("/v1/transfers/{id2}")),
+    )
+    .await;
+    assert_eq!(v["state"], "moved_in", "{v}");
+    let (s, e) = call(&a, cancel(id2)).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (StatusCode::CONFLICT, Some("already_completed"))
+    );
+    // Exactly one active record each: `stays` at A, `goes` at B.
+    for (c, at_a, at_b) in [(&stays, 1, 0), (&goes, 0, 1)] {
+        let count = |state: &AppState| {
+            residents::table
+                .filter(residents::resident_code.eq(c))
+                .filter(residents::status.eq("active"))
+                .count()
+                .get_result::<i64>(&mut conn(state))
+                .unwrap()
+        };
+        assert_eq!((count(&a), count(&b)), (at_a, at_b), "{c}");
+    }
+    // A new move-out after the cancellation files a new transfer.
+    let (s, v) = post(&a, "/v1/transfers", out(&stays)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_ne!(v["transfer_id"].as_str(), Some(id1));
+}
+
 /// The downward delivery only runs while the upstream is in its online window: a CS whose
 /// clock is on a Sunday does not fetch its message from the (real, listening) prefecture; on
 /// Monday at noon it fetches it, answers it, and acknowledges it with its next poll.
@@ -682,4 +787,5 @@ on_both_backends!(
     move_out_refusals,
     issuance_hours_at_both_ends,
     fetch_waits_for_the_upstream_window,
+    cancellation,
 );

@@ -1,5 +1,5 @@
 //! Hostile input against the wide-area JSON endpoints (`POST /v1/transfers`, `POST
-//! /v1/move-ins`, `POST /v1/issuances`, `GET /v1/transfers/{id}`, `GET /v1/issuances/{id}`,
+//! /v1/move-ins`, `POST /v1/issuances`, `POST /v1/transfers/{id}/cancel`, `GET /v1/transfers/{id}`, `GET /v1/issuances/{id}`,
 //! `GET /v1/mailbox`, and messages relayed through `POST /v1/relay`), generated with proptest: invalid JSON, non-objects, missing fields,
 //! wrong types, malformed codes, dates and PINs, overlong and control-character text, deep
 //! nesting, hostile ids and query strings. Every answer must be a 4xx with the JSON error body
@@ -370,6 +370,17 @@ async fn fuzz(backend: Backend) {
             *by_status.entry(status).or_default() += 1;
             tried += 1;
         }
+        let resp = test::call_service(
+            &app_cs,
+            test::TestRequest::post()
+                .uri(&format!("/v1/transfers/{encoded}/cancel"))
+                .to_request(),
+        )
+        .await;
+        let status = resp.status().as_u16();
+        assert!((400..500).contains(&status), "cancel {encoded}: {status}");
+        *by_status.entry(status).or_default() += 1;
+        tried += 1;
         let (recipient, after, wait, shape) = queries.new_tree(&mut runner).unwrap().current();
         let recipient: String = recipient.bytes().map(|b| format!("%{b:02X}")).collect();
         let query = match shape {
