@@ -318,6 +318,7 @@ fn log(
     counterpart: &str,
     outcome: &str,
     detail: &str,
+    trace_id: &str,
 ) -> Result<(), Error> {
     let id = reserve_ids(conn, "issuance_log", 1)?;
     diesel::insert_into(issuance_log::table)
@@ -339,6 +340,7 @@ fn log(
         counterpart,
         outcome,
         detail,
+        trace_id,
         "wide-area issuance"
     );
     Ok(())
@@ -391,6 +393,7 @@ pub fn request(
                 &req.home_municipality,
                 "refused:outside_window_service",
                 "this municipality is outside the window-service hours",
+                ctx.trace_id(),
             )?;
             return Ok(Requested::Closed);
         }
@@ -422,6 +425,7 @@ pub fn request(
             &req.home_municipality,
             REQUESTED,
             req.requested_by.as_deref().unwrap_or(""),
+            ctx.trace_id(),
         )?;
         let message = Message::new(
             MessageKind::IssuanceRequest,
@@ -429,7 +433,8 @@ pub fn request(
             &own,
             &req.home_municipality,
             json!({"issuance_id": issuance_id, "resident_code": req.resident_code}),
-        );
+        )
+        .in_trace(ctx.trace.as_ref());
         mailbox::enqueue(conn, &ctx.identity.sender_id(), &message, now)?;
         Ok(Requested::Sent(Box::new(IssuanceView::from(row)), false))
     })
@@ -494,6 +499,7 @@ pub fn receive_request(
         &message.from,
         &answer.outcome(),
         "",
+        ctx.trace_id(),
     )?;
     let reply = Message::new(
         MessageKind::IssuanceAnswer,
@@ -505,7 +511,8 @@ pub fn receive_request(
             answer,
         })
         .map_err(|e| Error::Corrupt(e.to_string()))?,
-    );
+    )
+    .in_trace(ctx.trace.as_ref());
     mailbox::enqueue(conn, &ctx.identity.sender_id(), &reply, ctx.now)?;
     Ok(())
 }
@@ -541,6 +548,7 @@ pub fn receive_answer(
         &row.home_municipality,
         &body.answer.outcome(),
         "",
+        ctx.trace_id(),
     )?;
     Ok(())
 }
@@ -552,7 +560,11 @@ pub fn http_answer(view: &IssuanceView) -> (u16, Value) {
         ISSUED => (200, body),
         REFUSED => {
             let a = view.answer.clone().unwrap_or(Value::Null);
-            let status = a["status"].as_u64().map_or(409, |s| s as u16);
+            // Always a 4xx: the home CS's status, if it is one.
+            let status = a["status"]
+                .as_u64()
+                .filter(|s| (400..500).contains(s))
+                .map_or(409, |s| s as u16);
             (
                 status,
                 json!({

@@ -31,6 +31,7 @@ use crate::relay::{Envelope, RelayItem};
 use crate::routes::AppState;
 use crate::schema::{counters, inbox, mailbox, outbox};
 use crate::store::{insert_rows, reserve_ids};
+use crate::trace::TraceParent;
 
 /// What a message carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +58,9 @@ pub struct Message {
     pub from: String,
     pub to: String,
     pub body: Value,
+    /// W3C trace context: the span of the request (or message) that sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl Message {
@@ -71,7 +75,15 @@ impl Message {
             from: from.to_owned(),
             to: to.to_owned(),
             body,
+            traceparent: None,
         }
+    }
+
+    /// The message as a new span of `trace` (a new trace without one).
+    pub fn in_trace(mut self, trace: Option<&TraceParent>) -> Message {
+        let span = trace.map_or_else(TraceParent::root, TraceParent::child);
+        self.traceparent = Some(span.header());
+        self
     }
 
     /// The destination's prefecture (the message's municipality codes are checked).
@@ -126,7 +138,10 @@ pub fn enqueue(
     now: Timestamp,
 ) -> Result<i64, Error> {
     let seq = reserve_ids(conn, "outbox", 1)?;
-    let payload = json!({ "sender": sender, "seq": seq, "message": message }).to_string();
+    // The envelope's traceparent is the one the relay request carries.
+    let payload = json!({ "sender": sender, "seq": seq, "message": message,
+        "traceparent": message.traceparent })
+    .to_string();
     diesel::insert_into(outbox::table)
         .values(OutboxRow {
             seq,
@@ -304,6 +319,15 @@ pub struct CsContext {
     pub extensions: Vec<crate::issuance::Extension>,
     pub own_names: Vec<String>,
     pub now: Timestamp,
+    /// The trace the work belongs to: the request's, or the message's being handled.
+    pub trace: Option<TraceParent>,
+}
+
+impl CsContext {
+    /// The trace id for log lines ("" without a trace).
+    pub fn trace_id(&self) -> &str {
+        self.trace.as_ref().map_or("", |t| t.trace_id.as_str())
+    }
 }
 
 /// Applies fetched messages and moves the cursor to `last`, in one transaction.
@@ -344,7 +368,11 @@ pub fn apply_fetched(
                         tracing::error!(id, to = %message.to, "mailbox: message for another municipality skipped");
                         continue;
                     }
-                    dispatch(conn, ctx, &message)?;
+                    let ctx = CsContext {
+                        trace: message.traceparent.as_deref().and_then(TraceParent::parse),
+                        ..ctx.clone()
+                    };
+                    dispatch(conn, &ctx, &message)?;
                 }
                 Role::National => {}
             }
@@ -478,6 +506,7 @@ pub async fn run_pull(state: AppState) {
             extensions,
             own_names: state.wide.own_names(&state.identity),
             now: state.clock.now(),
+            trace: None,
         };
         let count = messages.len();
         match state

@@ -385,7 +385,24 @@ impl AppState {
             },
             own_names: self.wide.own_names(&self.identity),
             now: self.clock.now(),
+            trace: None,
         })
+    }
+
+    /// [`AppState::cs_context`] inside the request's trace (`traceparent`), or a new one.
+    fn traced_context(
+        &self,
+        http: &HttpRequest,
+        with_extensions: bool,
+    ) -> Result<CsContext, Error> {
+        let mut ctx = self.cs_context(with_extensions)?;
+        let parent = http
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceParent::parse);
+        ctx.trace = Some(parent.unwrap_or_else(TraceParent::root));
+        Ok(ctx)
     }
 
     /// The window-service hours of the calendar (no calendar: always open).
@@ -435,9 +452,10 @@ fn checked_id(id: &str) -> Result<(), Error> {
 /// `POST /v1/transfers`: a card holder files a move-out here (the source).
 async fn post_transfer(
     state: web::Data<AppState>,
+    http: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, Error> {
-    let ctx = state.cs_context(false)?;
+    let ctx = state.traced_context(&http, false)?;
     let own = state.own_municipality()?.to_owned();
     let req = crate::transfer::parse_move_out(&json_body(&body)?, &own, state.clock.today())?;
     if !state.in_window_service(ctx.now) {
@@ -469,9 +487,10 @@ async fn get_transfer(
 /// `POST /v1/transfers/{id}/cancel`: 転出取消 at the source before the move-in.
 async fn post_cancel(
     state: web::Data<AppState>,
+    http: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let ctx = state.cs_context(false)?;
+    let ctx = state.traced_context(&http, false)?;
     let id = path.into_inner();
     checked_id(&id)?;
     let (view, replayed) = state
@@ -490,8 +509,12 @@ async fn post_cancel(
 }
 
 /// `POST /v1/move-ins`: the person moves in here (the destination) with card and PIN.
-async fn post_move_in(state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, Error> {
-    let ctx = state.cs_context(false)?;
+async fn post_move_in(
+    state: web::Data<AppState>,
+    http: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, Error> {
+    let ctx = state.traced_context(&http, false)?;
     let req = crate::transfer::parse_move_in(&json_body(&body)?, state.clock.today())?;
     if !state.in_window_service(ctx.now) {
         return Err(outside_window_service());
@@ -524,7 +547,7 @@ async fn post_issuance(
     query: web::Query<WaitQuery>,
     body: web::Bytes,
 ) -> Result<HttpResponse, Error> {
-    let ctx = state.cs_context(true)?;
+    let ctx = state.traced_context(&req, true)?;
     let own = state.own_municipality()?.to_owned();
     let key = idempotency_key(req.headers())?;
     let request = crate::issuance::parse_request(&json_body(&body)?, &own)?;

@@ -290,9 +290,10 @@ pub(crate) fn apply_updates(
     sender: &str,
     updates: Vec<Update>,
     now: Timestamp,
+    trace: Option<&TraceParent>,
 ) -> Result<Vec<Accepted>, Error> {
     let parsed = updates.into_iter().map(Ok).collect();
-    apply_parsed(conn, sender, parsed, false, now, None)
+    apply_parsed(conn, sender, parsed, false, now, trace)
 }
 
 fn apply_parsed(

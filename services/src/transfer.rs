@@ -347,8 +347,15 @@ fn of_resident(conn: &mut DbConnection, code: &str, side: &str) -> Result<Vec<Tr
         .filter(transfers::side.eq(side))
         .select(TransferRow::as_select())
         .load(conn)?;
-    // Newest first (the ids end in a per-node counter; created_at breaks ties across nodes).
-    rows.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    // Newest first (by instant: RFC 3339 texts with and without fractional seconds do not sort
+    // as text).
+    rows.sort_by_key(|t| {
+        std::cmp::Reverse(
+            t.created_at
+                .parse::<jiff::Timestamp>()
+                .unwrap_or(jiff::Timestamp::MIN),
+        )
+    });
     Ok(rows)
 }
 
@@ -474,9 +481,11 @@ pub fn move_out(
             &own,
             &req.destination,
             serde_json::to_value(&body).map_err(|e| Error::Corrupt(e.to_string()))?,
-        );
+        )
+        .in_trace(ctx.trace.as_ref());
         mailbox::enqueue(conn, &sender, &message, now)?;
         tracing::info!(
+            trace_id = %ctx.trace_id(),
             transfer_id = %transfer_id,
             resident_code = %req.resident_code,
             to = %req.destination,
@@ -520,6 +529,7 @@ pub fn receive_move_out_info(
         .values(&row)
         .execute(conn)?;
     tracing::info!(
+            trace_id = %ctx.trace_id(),
         transfer_id = %row.transfer_id,
         resident_code = %row.resident_code,
         from = %row.from_municipality,
@@ -650,7 +660,7 @@ pub fn move_in(
         };
         // The 転入 first: its outbox row precedes the notice, so every tier above applies it
         // before the notice passes and before A's confirmed 転出 can arrive.
-        store::apply_updates(conn, &sender, vec![update], now)?;
+        store::apply_updates(conn, &sender, vec![update], now, ctx.trace.as_ref())?;
         row.state = MOVED_IN.into();
         row.move_date = Some(move_date.clone());
         row.new_address = Some(address.clone());
@@ -668,9 +678,11 @@ pub fn move_in(
             &own,
             &row.from_municipality,
             serde_json::to_value(&notice).map_err(|e| Error::Corrupt(e.to_string()))?,
-        );
+        )
+        .in_trace(ctx.trace.as_ref());
         mailbox::enqueue(conn, &sender, &message, now)?;
         tracing::info!(
+            trace_id = %ctx.trace_id(),
             transfer_id = %row.transfer_id,
             resident_code = %row.resident_code,
             from = %row.from_municipality,
@@ -730,7 +742,13 @@ pub fn receive_move_in_notice(
             permanent_domicile: r.permanent_domicile.clone(),
             domicile_head: r.domicile_head.clone(),
         };
-        store::apply_updates(conn, &ctx.identity.sender_id(), vec![update], ctx.now)?;
+        store::apply_updates(
+            conn,
+            &ctx.identity.sender_id(),
+            vec![update],
+            ctx.now,
+            ctx.trace.as_ref(),
+        )?;
         if crossed {
             row.note = Some(
                 "moved in at the destination before the cancellation reached it; the move stands"
@@ -746,6 +764,7 @@ pub fn receive_move_in_notice(
     row.updated_at = ctx.now.to_string();
     save(conn, &row)?;
     tracing::info!(
+            trace_id = %ctx.trace_id(),
         transfer_id = %row.transfer_id,
         resident_code = %row.resident_code,
         to = %row.to_municipality,
@@ -791,9 +810,9 @@ pub fn cancel(
             &own,
             &row.to_municipality,
             serde_json::json!({ "transfer_id": row.transfer_id }),
-        );
+        ).in_trace(ctx.trace.as_ref());
         mailbox::enqueue(conn, &ctx.identity.sender_id(), &message, ctx.now)?;
-        tracing::info!(transfer_id = %row.transfer_id, to = %row.to_municipality, "transfer: move-out cancelled");
+        tracing::info!(trace_id = %ctx.trace_id(), transfer_id = %row.transfer_id, to = %row.to_municipality, "transfer: move-out cancelled");
         Ok((TransferView::from(row), false))
     })
 }
@@ -815,7 +834,7 @@ pub fn receive_cancellation(
         row.state = CANCELLED.into();
         row.updated_at = ctx.now.to_string();
         save(conn, &row)?;
-        tracing::info!(transfer_id = %row.transfer_id, "transfer: cancellation received");
+        tracing::info!(trace_id = %ctx.trace_id(), transfer_id = %row.transfer_id, "transfer: cancellation received");
     }
     Ok(())
 }

@@ -22,7 +22,7 @@ use juki_node::db::{self, DbConnection};
 use juki_node::mailbox::{self, CsContext, WideArea};
 use juki_node::relay::{RelayControl, RelaySettings};
 use juki_node::routes::{self, AppState};
-use juki_node::schema::{issuance_log, issuances, outbox, residents, transfers};
+use juki_node::schema::{change_history, issuance_log, issuances, outbox, residents, transfers};
 use serde_json::{Value, json};
 
 const A: &str = "131016";
@@ -121,6 +121,7 @@ fn deliver(from: &AppState, to: &AppState) {
         extensions: juki_node::issuance::read_extensions(to.wide.extensions.as_deref()),
         own_names: to.wide.own_names(&to.identity),
         now: to.clock.now(),
+        trace: None,
     };
     mailbox::apply_fetched(&mut c, &ctx, &messages, last).unwrap();
 }
@@ -666,6 +667,92 @@ async fn cancellation(backend: Backend) {
     assert_ne!(v["transfer_id"].as_str(), Some(id1));
 }
 
+/// One move is traceable: the move-out information carries the move-out request's trace; the
+/// 転入 at B, the move-in notice and A's confirmed 転出 carry the move-in request's trace; an
+/// issuance answer carries the request's trace.
+async fn traces_follow_the_messages(backend: Backend) {
+    let (Some(db_a), Some(db_b)) = (TestDb::new(backend), TestDb::new(backend)) else {
+        return;
+    };
+    let a = cs(&db_a, A, NOON, false, None);
+    let b = cs(&db_b, B, NOON, false, None);
+    let who = code(9_100_001);
+    post(&a, "/v1/updates", resident(&who, "転入")).await;
+    let t1 = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let t2 = "0af7651916cd43dd8448eb211c80319c";
+    let t3 = "a3ce929d0e0e47364bf92f3577b34da6";
+    let header = |t: &str| ("traceparent", format!("00-{t}-00f067aa0ba902b7-01"));
+    let last_envelope = |state: &AppState| -> Value {
+        let p: String = outbox::table
+            .order(outbox::seq.desc())
+            .select(outbox::payload)
+            .first(&mut conn(state))
+            .unwrap();
+        serde_json::from_str(&p).unwrap()
+    };
+    let (s, t) = call(
+        &a,
+        test::TestRequest::post()
+            .uri("/v1/transfers")
+            .insert_header(header(t1))
+            .set_json(json!({"resident_code": who, "destination_municipality": B,
+                "planned_date": "2024-06-03", "planned_address": "大阪", "pin": "1234"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let info = last_envelope(&a);
+    assert!(info["traceparent"].as_str().unwrap().contains(t1), "{info}");
+    assert_eq!(info["traceparent"], info["message"]["traceparent"]);
+    deliver(&a, &b);
+    let (s, _) = call(
+        &b,
+        test::TestRequest::post()
+            .uri("/v1/move-ins")
+            .insert_header(header(t2))
+            .set_json(json!({"resident_code": who, "pin": "1234", "move_date": "2024-06-03"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(
+        last_envelope(&b)["traceparent"]
+            .as_str()
+            .unwrap()
+            .contains(t2)
+    );
+    deliver(&b, &a);
+    let traces = |state: &AppState| -> Vec<(String, Option<String>)> {
+        change_history::table
+            .order(change_history::id.asc())
+            .select((change_history::reason, change_history::trace_id))
+            .load(&mut conn(state))
+            .unwrap()
+    };
+    assert_eq!(traces(&b), [("move_in".to_owned(), Some(t2.to_owned()))]);
+    assert_eq!(
+        traces(&a).last().unwrap(),
+        &("move_out".to_owned(), Some(t2.to_owned()))
+    );
+
+    // Issuance: A (issuing) asks B (now the home) in trace t3.
+    let (s, _) = call(
+        &a,
+        test::TestRequest::post()
+            .uri("/v1/issuances?wait=0")
+            .insert_header(header(t3))
+            .insert_header(("Idempotency-Key", "traced"))
+            .set_json(json!({"resident_code": who, "home_municipality": B})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    deliver(&a, &b);
+    let answer = last_envelope(&b);
+    assert_eq!(answer["message"]["kind"], "issuance_answer");
+    assert!(
+        answer["traceparent"].as_str().unwrap().contains(t3),
+        "{answer}"
+    );
+}
+
 /// The downward delivery only runs while the upstream is in its online window: a CS whose
 /// clock is on a Sunday does not fetch its message from the (real, listening) prefecture; on
 /// Monday at noon it fetches it, answers it, and acknowledges it with its next poll.
@@ -788,4 +875,5 @@ on_both_backends!(
     issuance_hours_at_both_ends,
     fetch_waits_for_the_upstream_window,
     cancellation,
+    traces_follow_the_messages,
 );
