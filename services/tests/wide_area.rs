@@ -434,6 +434,16 @@ fn wide_area_flows(backend: Backend) {
             .unwrap();
         assert!(outcomes.contains(&"issued".to_owned()), "{outcomes:?}");
     }
+    // … and as a log line at both ends.
+    for node in [&cs_a, &cs_b] {
+        let log = std::fs::read_to_string(&node.log).unwrap();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("wide-area issuance") && l.contains(&issuance_id)),
+            "{}: no log line for {issuance_id}",
+            node.name
+        );
+    }
     let issued_at = started.elapsed();
 
     // The sampler: the moving residents are never active in zero CSs (the source is read
