@@ -255,21 +255,36 @@ pub fn check_recipient(identity: &NodeIdentity, recipient: &str) -> Result<(), E
     }
 }
 
-/// Marks `recipient`'s messages up to `after` delivered (the child's acknowledgement).
+/// How long a delivered message is kept (a child restored from an older backup fetches again
+/// what it had applied after that backup); then it is deleted, with the PIN hash and 本籍 it
+/// may carry.
+pub const RETENTION_DAYS: i64 = 7;
+
+/// Marks `recipient`'s messages up to `after` delivered (the child's acknowledgement) and
+/// deletes its messages delivered more than [`RETENTION_DAYS`] ago.
 pub fn acknowledge(
     conn: &mut DbConnection,
     recipient: &str,
     after: i64,
     now: Timestamp,
 ) -> Result<usize, Error> {
-    Ok(diesel::update(
+    let marked = diesel::update(
         mailbox::table
             .filter(mailbox::recipient.eq(recipient))
             .filter(mailbox::id.le(after))
             .filter(mailbox::delivered_at.is_null()),
     )
     .set(mailbox::delivered_at.eq(now.to_string()))
-    .execute(conn)?)
+    .execute(conn)?;
+    if let Ok(cutoff) = now.checked_sub(jiff::SignedDuration::from_hours(24 * RETENTION_DAYS)) {
+        diesel::delete(
+            mailbox::table
+                .filter(mailbox::recipient.eq(recipient))
+                .filter(mailbox::delivered_at.lt(cutoff.to_string())),
+        )
+        .execute(conn)?;
+    }
+    Ok(marked)
 }
 
 /// `recipient`'s messages after `after`, oldest first: `[{"id", "message"}]`.

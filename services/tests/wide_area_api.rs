@@ -753,6 +753,72 @@ async fn traces_follow_the_messages(backend: Backend) {
     );
 }
 
+/// A prefecture's mailbox: the child's `after` acknowledges, and delivered messages are
+/// deleted once older than the retention (seven days).
+async fn delivered_messages_expire(backend: Backend) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    let mut pref = cs(&db, A, NOON, false, None);
+    pref.identity = NodeIdentity {
+        role: juki_node::config::Role::Prefecture,
+        prefecture: Some(13),
+        municipality: None,
+    };
+    let message = |seq: i64| {
+        json!({"seq": seq, "payload": {"sender": "cs-131024", "seq": seq,
+        "message": {"message_id": format!("issuance_request:131024-I{seq}"),
+            "kind": "issuance_request", "from": "131024", "to": A,
+            "body": {"issuance_id": format!("131024-I{seq}"), "resident_code": code(1)}}}})
+    };
+    let relay = json!({"sender": "cs-131024", "items": [message(1), message(2)]});
+    let (s, _) = call(
+        &pref,
+        test::TestRequest::post().uri("/v1/relay").set_json(&relay),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let fetch = |state: &AppState, after: i64| {
+        let state = state.clone();
+        async move {
+            call(
+                &state,
+                test::TestRequest::get()
+                    .uri(&format!("/v1/mailbox?recipient=cs-{A}&after={after}")),
+            )
+            .await
+        }
+    };
+    let (s, v) = fetch(&pref, 0).await;
+    assert_eq!(
+        (s, v["messages"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(2)),
+        "{v}"
+    );
+    let (_, v) = fetch(&pref, 1).await;
+    assert_eq!(v["messages"][0]["id"], 2, "after acknowledges: {v}");
+    let rows = |state: &AppState| -> i64 {
+        juki_node::schema::mailbox::table
+            .count()
+            .get_result(&mut conn(state))
+            .unwrap()
+    };
+    assert_eq!(rows(&pref), 2, "kept for now");
+    let later = at(&pref, "2024-06-11T03:00:00Z");
+    let (_, v) = fetch(&later, 2).await;
+    assert_eq!(v["messages"], json!([]));
+    assert_eq!(
+        rows(&later),
+        1,
+        "the first, delivered eight days ago, is deleted"
+    );
+    let (s, v) = call(&later, test::TestRequest::get().uri("/admin/v1/relay")).await;
+    assert_eq!(
+        (s, &v["mailbox"]["undelivered"]),
+        (StatusCode::OK, &json!(0))
+    );
+}
+
 /// The downward delivery only runs while the upstream is in its online window: a CS whose
 /// clock is on a Sunday does not fetch its message from the (real, listening) prefecture; on
 /// Monday at noon it fetches it, answers it, and acknowledges it with its next poll.
@@ -876,4 +942,5 @@ on_both_backends!(
     fetch_waits_for_the_upstream_window,
     cancellation,
     traces_follow_the_messages,
+    delivered_messages_expire,
 );
