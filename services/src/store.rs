@@ -279,7 +279,18 @@ fn apply_all(
         .iter()
         .map(|item| domain::parse_update(item, ctx))
         .collect();
-    apply_parsed(conn, sender, parsed, submission.batch, now, trace)
+    let results = apply_parsed(conn, sender, parsed, submission.batch, now, trace)?;
+    // A 死亡 or an ordinary 転出 ends a pending special-procedure move-out of the resident
+    // (only these reasons pay for the lookup).
+    let ending: Vec<&str> = results
+        .iter()
+        .filter(|r| matches!(r.reason, domain::Reason::Death | domain::Reason::MoveOut))
+        .map(|r| r.resident_code.as_str())
+        .collect();
+    if !ending.is_empty() {
+        crate::transfer::cancel_pending_of(conn, sender, &ending, now, trace)?;
+    }
+    Ok(results)
 }
 
 /// Applies updates this node built itself (the special transfer procedure's 転入 at the

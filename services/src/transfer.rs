@@ -817,6 +817,41 @@ pub fn cancel(
     })
 }
 
+/// Cancels the pending move-outs (`move_out_filed`) of `codes` at this source, because the
+/// existing system recorded a 死亡 or an ordinary 転出 for them (inside that transaction): the
+/// destination is told, and a move-in there is refused.
+pub(crate) fn cancel_pending_of(
+    conn: &mut DbConnection,
+    sender: &str,
+    codes: &[&str],
+    now: jiff::Timestamp,
+    trace: Option<&crate::trace::TraceParent>,
+) -> Result<usize, Error> {
+    let rows: Vec<TransferRow> = transfers::table
+        .filter(transfers::side.eq("source"))
+        .filter(transfers::state.eq(MOVE_OUT_FILED))
+        .filter(transfers::resident_code.eq_any(codes))
+        .select(TransferRow::as_select())
+        .load(conn)?;
+    for mut row in rows.iter().cloned() {
+        row.state = CANCELLED.into();
+        row.note = Some("cancelled: 死亡 or 転出 recorded by the existing system".into());
+        row.updated_at = now.to_string();
+        save(conn, &row)?;
+        let message = Message::new(
+            MessageKind::MoveOutCancelled,
+            &row.transfer_id,
+            &row.from_municipality,
+            &row.to_municipality,
+            serde_json::json!({ "transfer_id": row.transfer_id }),
+        )
+        .in_trace(trace);
+        mailbox::enqueue(conn, sender, &message, now)?;
+        tracing::info!(transfer_id = %row.transfer_id, resident_code = %row.resident_code, "transfer: move-out cancelled by an update");
+    }
+    Ok(rows.len())
+}
+
 /// A cancellation at the destination: a `received` transfer becomes `cancelled`; after the
 /// move-in it changes nothing (the notice completes the move at the source).
 pub fn receive_cancellation(

@@ -664,7 +664,28 @@ async fn cancellation(backend: Backend) {
     // A new move-out after the cancellation files a new transfer.
     let (s, v) = post(&a, "/v1/transfers", out(&stays)).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_ne!(v["transfer_id"].as_str(), Some(id1));
+    let id3 = v["transfer_id"].as_str().unwrap().to_owned();
+    assert_ne!(id3, id1);
+    deliver(&a, &b);
+    // The existing system records a 死亡 meanwhile: the pending move-out is cancelled at both
+    // ends and B refuses the move-in.
+    let mut death = resident(&stays, "死亡");
+    death["change_date"] = json!("2024-06-02");
+    assert_eq!(post(&a, "/v1/updates", death).await.0, StatusCode::CREATED);
+    let (_, v) = call(
+        &a,
+        test::TestRequest::get().uri(&format!("/v1/transfers/{id3}")),
+    )
+    .await;
+    assert_eq!(v["state"], "cancelled", "{v}");
+    assert!(v["note"].as_str().unwrap().contains("死亡"), "{v}");
+    deliver(&a, &b);
+    let (s, e) = post(&b, "/v1/move-ins", move_in(&stays)).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (StatusCode::CONFLICT, Some("transfer_cancelled")),
+        "{e}"
+    );
 }
 
 /// One move is traceable: the move-out information carries the move-out request's trace; the
