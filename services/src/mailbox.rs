@@ -524,12 +524,27 @@ pub async fn run_pull(state: AppState) {
             trace: None,
         };
         let count = messages.len();
+        let kinds: Vec<String> = messages
+            .iter()
+            .map(|(_, m)| {
+                // Only the known kinds become label values.
+                let kind = MessageKind::deserialize(&m["kind"])
+                    .ok()
+                    .and_then(|k| serde_json::to_value(k).ok())
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "unknown".into());
+                format!("message_{kind}")
+            })
+            .collect();
         match state
             .with_write(move |conn| apply_fetched(conn, &ctx, &messages, last))
             .await
         {
             Ok(()) => {
                 tracing::debug!(count, last, "mailbox: messages applied");
+                for kind in &kinds {
+                    state.metrics.wide_area(kind, 1);
+                }
                 state.relay.wake();
                 state.wide.mailbox.notify_waiters();
                 state.wide.answers.notify_waiters();

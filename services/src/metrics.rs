@@ -11,6 +11,7 @@
 //! | `juki_node_relay_duration_seconds` (histogram) | `result` (`ok`, `error`) |
 //! | `juki_node_relay_errors_total` (counter) | — |
 //! | `juki_node_relay_rejected_total` (counter) | — attempts refused with a permanent 4xx |
+//! | `juki_node_wide_area_total` (counter) | `event`: filings here (`move_out_filed`, `moved_in`, `move_out_cancelled`, `issuance_requested`) and messages fetched from the upstream (`message_<kind>`) |
 
 use std::fmt;
 use std::sync::Arc;
@@ -40,6 +41,7 @@ struct Inner {
     relay_duration: Histogram<f64>,
     relay_errors: Counter<u64>,
     relay_rejected: Counter<u64>,
+    wide_area: Counter<u64>,
 }
 
 impl fmt::Debug for Metrics {
@@ -110,6 +112,12 @@ impl Metrics {
                 "Relay attempts the upstream refused with a permanent 4xx (the outbox is held until the cause is fixed).",
             )
             .build();
+        let wide_area = meter
+            .u64_counter("juki_node_wide_area")
+            .with_description(
+                "Wide-area service events: filings at this node and messages fetched from the upstream, by event.",
+            )
+            .build();
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -121,6 +129,7 @@ impl Metrics {
                 relay_duration,
                 relay_errors,
                 relay_rejected,
+                wide_area,
             }),
         }
     }
@@ -166,6 +175,15 @@ impl Metrics {
         self.inner.relay_rejected.add(1, &[]);
     }
 
+    /// Counts `n` wide-area events (see the table above).
+    pub fn wide_area(&self, event: &str, n: u64) {
+        if n > 0 {
+            self.inner
+                .wide_area
+                .add(n, &[KeyValue::new("event", event.to_owned())]);
+        }
+    }
+
     /// The Prometheus text exposition of every series.
     pub fn render(&self) -> String {
         let families = self.inner.registry.gather();
@@ -187,6 +205,7 @@ mod tests {
         m.set_outbox_depth(3);
         m.set_held(1);
         m.relay(0.01, true);
+        m.wide_area("moved_in", 1);
         let text = m.render();
         for needle in [
             "juki_node_http_requests_total{method=\"POST\",route=\"/v1/updates\",status=\"201\"} 1",
@@ -194,6 +213,7 @@ mod tests {
             "juki_node_outbox_depth 3",
             "juki_node_updates_held 1",
             "juki_node_relay_duration_seconds_count{result=\"ok\"} 1",
+            "juki_node_wide_area_total{event=\"moved_in\"} 1",
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }

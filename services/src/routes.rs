@@ -466,6 +466,7 @@ async fn post_transfer(
         .await?;
     if !replayed {
         state.relay.wake();
+        state.metrics.wide_area("move_out_filed", 1);
     }
     Ok(created_or_replayed(&view, replayed))
 }
@@ -498,6 +499,7 @@ async fn post_cancel(
         .await?;
     if !replayed {
         state.relay.wake();
+        state.metrics.wide_area("move_out_cancelled", 1);
     }
     Ok(if replayed {
         HttpResponse::Ok()
@@ -526,6 +528,7 @@ async fn post_move_in(
         crate::transfer::MoveInResult::Done(view, replayed) => {
             if !replayed {
                 state.relay.wake();
+                state.metrics.wide_area("moved_in", 1);
             }
             Ok(created_or_replayed(&*view, replayed))
         }
@@ -567,6 +570,7 @@ async fn post_issuance(
     };
     if !replayed {
         state.relay.wake();
+        state.metrics.wide_area("issuance_requested", 1);
     }
     let deadline = std::time::Instant::now()
         + std::time::Duration::from_secs(query.wait.unwrap_or(10).min(60));

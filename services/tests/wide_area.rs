@@ -531,6 +531,14 @@ fn wide_area_flows(backend: Backend) {
         || (transfer_state(&cs_a, &id1)? == "completed").then_some(()),
     );
     assert_eq!(transfer_state(&cs_b, &id1).as_deref(), Some("moved_in"));
+    let metrics = client::get(&format!("{}/metrics", cs_b.url), timeout()).unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.body);
+    for needle in [
+        "juki_node_wide_area_total{event=\"moved_in\"} 1",
+        "juki_node_wide_area_total{event=\"message_move_out_info\"} 1",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing in\n{metrics}");
+    }
     let (status, replay) = cs_b.post("/v1/move-ins", &move_in(&codes[0], "4321"), &[]);
     assert_eq!((status, &replay["state"]), (200, &json!("moved_in")));
     // Moved out of A: no copy from A any more; B issues one now.
