@@ -403,8 +403,12 @@ pub fn move_out(
         lock_writes(conn)?;
         let planned = req.planned_date.to_string();
         let previous = of_resident(conn, &req.resident_code, "source")?;
+        let today = now
+            .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(9)))
+            .date();
         if let Some(same) = previous.iter().find(|t| {
             t.state != CANCELLED
+                && !(t.state == MOVE_OUT_FILED && expired(t, today))
                 && t.to_municipality == req.destination
                 && t.planned_date == planned
                 && t.planned_address == req.planned_address
@@ -412,7 +416,19 @@ pub fn move_out(
         {
             return Ok((TransferView::from(same.clone()), true));
         }
-        if let Some(open) = previous.iter().find(|t| t.state == MOVE_OUT_FILED) {
+        for open in previous.iter().filter(|t| t.state == MOVE_OUT_FILED) {
+            if expired(open, today) {
+                // No move-in can follow any more (B refuses after 30 days): it lapses.
+                end_pending(
+                    conn,
+                    &sender,
+                    open.clone(),
+                    "expired: no move-in within 30 days of the planned date",
+                    now,
+                    ctx.trace.as_ref(),
+                )?;
+                continue;
+            }
             return Err(Error::StateConflict {
                 rule: "transfer_in_progress",
                 field: Some("resident_code"),
@@ -833,23 +849,52 @@ pub(crate) fn cancel_pending_of(
         .filter(transfers::resident_code.eq_any(codes))
         .select(TransferRow::as_select())
         .load(conn)?;
-    for mut row in rows.iter().cloned() {
-        row.state = CANCELLED.into();
-        row.note = Some("cancelled: 死亡 or 転出 recorded by the existing system".into());
-        row.updated_at = now.to_string();
-        save(conn, &row)?;
-        let message = Message::new(
-            MessageKind::MoveOutCancelled,
-            &row.transfer_id,
-            &row.from_municipality,
-            &row.to_municipality,
-            serde_json::json!({ "transfer_id": row.transfer_id }),
-        )
-        .in_trace(trace);
-        mailbox::enqueue(conn, sender, &message, now)?;
-        tracing::info!(transfer_id = %row.transfer_id, resident_code = %row.resident_code, "transfer: move-out cancelled by an update");
+    for row in rows.iter().cloned() {
+        end_pending(
+            conn,
+            sender,
+            row,
+            "cancelled: 死亡 or 転出 recorded by the existing system",
+            now,
+            trace,
+        )?;
     }
     Ok(rows.len())
+}
+
+/// True when a filed move-out can no longer be moved in (30 days after its planned date).
+fn expired(row: &TransferRow, today: Date) -> bool {
+    row.planned_date.parse::<Date>().is_ok_and(|planned| {
+        planned
+            .checked_add(PLANNED_DAYS.days())
+            .is_ok_and(|last| today > last)
+    })
+}
+
+/// Ends a pending move-out at the source (`cancelled`, with `note`) and tells the destination.
+fn end_pending(
+    conn: &mut DbConnection,
+    sender: &str,
+    mut row: TransferRow,
+    note: &str,
+    now: jiff::Timestamp,
+    trace: Option<&crate::trace::TraceParent>,
+) -> Result<(), Error> {
+    row.state = CANCELLED.into();
+    row.note = Some(note.to_owned());
+    row.updated_at = now.to_string();
+    save(conn, &row)?;
+    let message = Message::new(
+        MessageKind::MoveOutCancelled,
+        &row.transfer_id,
+        &row.from_municipality,
+        &row.to_municipality,
+        serde_json::json!({ "transfer_id": row.transfer_id }),
+    )
+    .in_trace(trace);
+    mailbox::enqueue(conn, sender, &message, now)?;
+    tracing::info!(transfer_id = %row.transfer_id, resident_code = %row.resident_code, note, "transfer: pending move-out ended");
+    Ok(())
 }
 
 /// A cancellation at the destination: a `received` transfer becomes `cancelled`; after the

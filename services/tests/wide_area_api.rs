@@ -667,6 +667,58 @@ async fn cancellation(backend: Backend) {
     let id3 = v["transfer_id"].as_str().unwrap().to_owned();
     assert_ne!(id3, id1);
     deliver(&a, &b);
+    // A move-out 31 days past its planned date lapses when the next one is filed.
+    let lapsing = code(9_000_003);
+    assert_eq!(
+        post(&a, "/v1/updates", resident(&lapsing, "転入")).await.0,
+        StatusCode::CREATED
+    );
+    let (s, old) = post(&a, "/v1/transfers", out(&lapsing)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, e) = post(
+        &a,
+        "/v1/transfers",
+        json!({"resident_code": lapsing,
+        "destination_municipality": "131024", "planned_date": "2024-06-03",
+        "planned_address": "文京", "pin": "1357"}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (StatusCode::CONFLICT, Some("transfer_in_progress"))
+    );
+    let a_later = at(&a, "2024-07-04T03:00:00Z");
+    let (s, new) = post(
+        &a_later,
+        "/v1/transfers",
+        json!({"resident_code": lapsing,
+        "destination_municipality": "131024", "planned_date": "2024-07-05",
+        "planned_address": "文京", "pin": "1357"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{new}");
+    let old_id = old["transfer_id"].as_str().unwrap();
+    let (_, v) = call(
+        &a,
+        test::TestRequest::get().uri(&format!("/v1/transfers/{old_id}")),
+    )
+    .await;
+    assert_eq!(v["state"], "cancelled", "{v}");
+    assert!(v["note"].as_str().unwrap().starts_with("expired"), "{v}");
+    // The lapsed request repeated now is refused for its planned date (never answered with the
+    // lapsed transfer).
+    let (s, again) = post(
+        &at(&a, "2024-07-04T03:00:00Z"),
+        "/v1/transfers",
+        out(&lapsing),
+    )
+    .await;
+    assert_eq!(
+        (s, again["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("planned_date_past")),
+        "{again}"
+    );
+
     // The existing system records a 死亡 meanwhile: the pending move-out is cancelled at both
     // ends and B refuses the move-in.
     let mut death = resident(&stays, "死亡");
