@@ -200,8 +200,20 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
         settings.api::<Pod>(&client),
         owned,
         |p| {
+            // Only the Ready condition is read: a node is Online when its pods say so, without
+            // waiting for the Deployment status, which lags far behind when a whole tier starts.
             p.spec = None;
-            p.status = None;
+            if let Some(status) = p.status.as_mut() {
+                let ready = status
+                    .conditions
+                    .take()
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| c.type_ == "Ready")
+                    .collect::<Vec<_>>();
+                *status = Default::default();
+                status.conditions = Some(ready);
+            }
         },
         Some(pod_deleted),
     );

@@ -175,7 +175,8 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         .as_ref()
         .and_then(|d| d.status.as_ref())
         .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .max(pods_of(ctx, &ns, &name).1);
     let phase = status.phase.unwrap_or(NodePhase::Offline);
     let operating_date = status
         .operating_date
@@ -371,7 +372,7 @@ async fn pods_now(
     phase: NodePhase,
     since: Option<&Time>,
 ) -> i32 {
-    let cached = pods_of(ctx, ns, name);
+    let (cached, _) = pods_of(ctx, ns, name);
     let waited = since.is_some_and(|t| {
         ctx.clock.now().duration_since(t.0)
             >= ctx.clock.clock_duration(ctx.settings.transition_poll)

@@ -236,18 +236,27 @@ pub fn jobs_of(ctx: &Context, namespace: &str, node: &str) -> Vec<(String, Date,
         .collect()
 }
 
-/// Pods of the node's Deployment that still exist (batch Job pods excluded).
-pub fn pods_of(ctx: &Context, namespace: &str, node: &str) -> i32 {
-    let count = ctx
-        .pods
-        .state()
-        .iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
-        .filter(|p| {
-            p.metadata.labels.as_ref().is_some_and(|l| {
+/// Pods of the node's Deployment that still exist (batch Job pods excluded), and how many of
+/// them are Ready and not being deleted.
+pub fn pods_of(ctx: &Context, namespace: &str, node: &str) -> (i32, i32) {
+    let (mut all, mut ready) = (0, 0);
+    for p in ctx.pods.state() {
+        let mine = p.metadata.namespace.as_deref() == Some(namespace)
+            && p.metadata.labels.as_ref().is_some_and(|l| {
                 l.get(NODE_LABEL).is_some_and(|n| n == node) && !l.contains_key(BATCH_LABEL)
-            })
-        })
-        .count();
-    i32::try_from(count).unwrap_or(i32::MAX)
+            });
+        if !mine {
+            continue;
+        }
+        all += 1;
+        let is_ready = p
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if is_ready && p.metadata.deletion_timestamp.is_none() {
+            ready += 1;
+        }
+    }
+    (all, ready)
 }
