@@ -186,6 +186,8 @@ async fn prepare_logged(
             extensions: config.extensions.clone(),
             ..crate::mailbox::WideArea::default()
         }),
+        mtls: config.tls.is_some(),
+        allow: Arc::new(config.allow_list.clone()),
     };
     Ok((state, applied))
 }
@@ -198,8 +200,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = HttpServer::new({
         let data = web::Data::new(state.clone());
         move || app(data.clone())
-    })
-    .bind(listen)?;
+    });
+    let server = match &config.tls {
+        Some(files) => {
+            crate::client::set_tls(files.client_config()?);
+            server
+                .on_connect(remember_peer)
+                .bind_rustls_0_23(listen, files.server_config()?)?
+        }
+        None => {
+            tracing::warn!(
+                "no TLS files: serving plain HTTP without authentication (local use only)"
+            );
+            server.bind(listen)?
+        }
+    };
     tracing::info!(
         role = state.identity.role.as_str(),
         name = %state.identity.sender_id(),
@@ -208,6 +223,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         calendar = state.relay.calendar.is_some(),
         database = kind,
         database_url = %location,
+        tls = config.tls.is_some(),
+        allow_list = state.allow.entries.len(),
         migrations_applied = applied.len(),
         migrations = ?applied,
         "juki-node serving"
@@ -219,8 +236,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The application: routes, plus per request a metric and a debug log line.
-fn app(
+/// Keeps what the TLS handshake learnt about the client for the requests of the connection.
+fn remember_peer(conn: &dyn std::any::Any, data: &mut actix_web::dev::Extensions) {
+    type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
+    if let Some(tls) = conn.downcast_ref::<Tls>() {
+        let (_, session) = tls.get_ref();
+        data.insert(crate::tls::Peer::of(session.peer_certificates()));
+    }
+}
+
+/// The application: routes behind authentication and the tree rules (authz.rs), plus per
+/// request a metric and a debug log line.
+pub fn app(
     data: web::Data<AppState>,
 ) -> App<
     impl actix_web::dev::ServiceFactory<
@@ -241,9 +268,52 @@ fn app(
                 .match_pattern()
                 .unwrap_or_else(|| "unmatched".to_owned());
             let started = std::time::Instant::now();
-            let response = srv.call(req);
+            let state = req.app_data::<web::Data<AppState>>().cloned();
+            let checked = state
+                .as_ref()
+                .map_or(Ok(None), |s| routes::authenticate(s, &req, &route));
+            // A refusal at the agency endpoint goes into the provision log before the answer.
+            let mut log_refusal = None;
+            let (response, refused) = match checked {
+                Ok(caller) => {
+                    if let Some(caller) = caller {
+                        actix_web::HttpMessage::extensions_mut(&req).insert(caller);
+                    }
+                    (Some(srv.call(req)), None)
+                }
+                Err(e) => {
+                    let status = actix_web::ResponseError::status_code(&e).as_u16();
+                    let who = refused_identity(&req, state.as_ref().map(|s| s.get_ref()));
+                    tracing::warn!(
+                        method = %method,
+                        route = %route,
+                        caller = %who,
+                        status,
+                        error = e.tag(),
+                        "request refused: {e}"
+                    );
+                    metrics.auth_refused(status, &route);
+                    if route == "/v1/agency/queries" {
+                        log_refusal = state.clone().map(|s| (s, who, e.tag()));
+                    }
+                    let response = actix_web::ResponseError::error_response(&e);
+                    (None, Some(req.into_response(response)))
+                }
+            };
             async move {
-                let response = response.await?;
+                if let Some((state, who, detail)) = log_refusal {
+                    let now = state.clock.now();
+                    state
+                        .with_write(move |c| crate::provision::log_refusal(c, &who, detail, now))
+                        .await
+                        .map_err(actix_web::Error::from)?;
+                    state.metrics.provision("refused");
+                }
+                let response = match (response, refused) {
+                    (Some(call), _) => call.await?,
+                    (None, Some(refused)) => refused,
+                    (None, None) => unreachable!("a request is either served or refused"),
+                };
                 let status = response.status().as_u16();
                 metrics.request(&method, &route, status);
                 tracing::debug!(
@@ -257,4 +327,21 @@ fn app(
             }
         })
         .configure(routes::configure)
+}
+
+/// The identity a refused request came with, for the log line and the provision log.
+fn refused_identity(req: &actix_web::dev::ServiceRequest, state: Option<&AppState>) -> String {
+    let from_tls = state.is_some_and(|s| s.mtls);
+    if from_tls {
+        match req.conn_data::<crate::tls::Peer>() {
+            Some(crate::tls::Peer::Known(c)) => c.name(),
+            Some(crate::tls::Peer::Unknown(cn)) => format!("unknown CN {cn:?}"),
+            _ => "anonymous".into(),
+        }
+    } else {
+        req.headers()
+            .get(routes::IDENTITY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(|| "anonymous".into(), |v| v.chars().take(128).collect())
+    }
 }

@@ -548,6 +548,8 @@ fn restore_postgres(file: &Path, target: &str, force: bool) -> Result<DbConnecti
             Ok::<_, Error>(())
         })?;
     }
+    // The append-only trigger function (db::install_guards) is in the archive too.
+    conn.batch_execute("DROP FUNCTION IF EXISTS public.juki_append_only() CASCADE")?;
     let url = pgtools::split_password(target);
     let args = vec![
         "--single-transaction".to_owned(),

@@ -1,10 +1,23 @@
-//! A minimal blocking HTTP/1.1 client for node-to-node calls (`http://` only, one request per
-//! connection, `Connection: close`). The relay runs it on the blocking thread pool; it needs no
-//! extra dependency and no TLS stack (links between tiers are inside the cluster network).
+//! A minimal blocking HTTP/1.1 client for node-to-node calls (one request per connection,
+//! `Connection: close`). The relay and the mailbox run it on the blocking thread pool.
+//! `https://` URLs use mutual TLS with the node's own certificate ([`set_tls`]).
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+
+/// The node's client TLS configuration (its certificate and the project CA), set once at
+/// start when the node is given TLS files.
+static TLS: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+
+/// Sets the client TLS configuration of this process for `https://` URLs (first call wins).
+pub fn set_tls(config: ClientConfig) {
+    let _ = TLS.set(Arc::new(config));
+}
 
 /// A response: status code and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,11 +32,17 @@ impl Response {
     }
 }
 
-/// Splits `http://host:port/path` into (`host:port`, `/path`).
-fn split_url(url: &str) -> Result<(String, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url:?}: only http:// URLs are supported"))?;
+/// Splits `http[s]://host:port/path` into (`host:port`, `/path`); true for https.
+fn split_url(url: &str) -> Result<(String, String, bool), String> {
+    let (rest, https) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => {
+            return Err(format!(
+                "{url:?}: only http:// and https:// URLs are supported"
+            ));
+        }
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -33,10 +52,21 @@ fn split_url(url: &str) -> Result<(String, String), String> {
     }
     let authority = if authority.contains(':') && !authority.ends_with(']') {
         authority.to_owned()
+    } else if https {
+        format!("{authority}:443")
     } else {
         format!("{authority}:80")
     };
-    Ok((authority, path.to_owned()))
+    Ok((authority, path.to_owned(), https))
+}
+
+/// Reads until the peer closes; a TLS peer that closes without close_notify ends the body too
+/// (the response carries its length).
+fn read_all(stream: &mut impl Read, raw: &mut Vec<u8>) -> std::io::Result<()> {
+    match stream.read_to_end(raw) {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => Ok(()),
+        other => other.map(|_| ()),
+    }
 }
 
 /// Sends one request with a JSON body (or none) and reads the whole response.
@@ -47,7 +77,19 @@ pub fn request(
     headers: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<Response, String> {
-    let (authority, path) = split_url(url)?;
+    request_with(TLS.get(), method, url, body, headers, timeout)
+}
+
+/// [`request`] with an explicit TLS configuration for `https://` URLs.
+pub fn request_with(
+    tls: Option<&Arc<ClientConfig>>,
+    method: &str,
+    url: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Response, String> {
+    let (authority, path, https) = split_url(url)?;
     let addr = authority
         .to_socket_addrs()
         .map_err(|e| format!("resolve {authority}: {e}"))?
@@ -75,13 +117,30 @@ pub fn request(
     head.push_str("\r\n");
     let mut message = head.into_bytes();
     message.extend_from_slice(body);
-    stream
-        .write_all(&message)
-        .map_err(|e| format!("send to {addr}: {e}"))?;
     let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .map_err(|e| format!("read from {addr}: {e}"))?;
+    if https {
+        let tls = tls.ok_or_else(|| format!("{url}: https needs the node's TLS files"))?;
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority.as_str(), |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("{url}: server name {host:?}: {e}"))?;
+        let conn = rustls::ClientConnection::new(tls.clone(), name)
+            .map_err(|e| format!("TLS to {addr}: {e}"))?;
+        let mut stream = rustls::StreamOwned::new(conn, stream);
+        stream
+            .write_all(&message)
+            .and_then(|()| stream.flush())
+            .map_err(|e| format!("send to {addr}: {e}"))?;
+        read_all(&mut stream, &mut raw).map_err(|e| format!("read from {addr}: {e}"))?;
+    } else {
+        stream
+            .write_all(&message)
+            .map_err(|e| format!("send to {addr}: {e}"))?;
+        read_all(&mut stream, &mut raw).map_err(|e| format!("read from {addr}: {e}"))?;
+    }
     parse_response(&raw).map_err(|e| format!("response from {addr}: {e}"))
 }
 
@@ -168,13 +227,17 @@ mod tests {
     fn urls_and_responses() {
         assert_eq!(
             split_url("http://pref-13:8080/v1/relay").unwrap(),
-            ("pref-13:8080".into(), "/v1/relay".into())
+            ("pref-13:8080".into(), "/v1/relay".into(), false)
         );
         assert_eq!(
             split_url("http://national").unwrap(),
-            ("national:80".into(), "/".into())
+            ("national:80".into(), "/".into(), false)
         );
-        assert!(split_url("https://x/").is_err());
+        assert_eq!(
+            split_url("https://national").unwrap(),
+            ("national:443".into(), "/".into(), true)
+        );
+        assert!(split_url("ftp://x/").is_err());
         let r = parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").unwrap();
         assert_eq!((r.status, r.body.as_slice()), (200, &b"{}"[..]));
         let r = parse_response(

@@ -150,6 +150,23 @@ pub struct NodeArgs {
     /// configuration file). A missing file means none.
     #[arg(long, env = "JUKI_EXTENSIONS")]
     pub extensions: Option<PathBuf>,
+    /// This node's certificate chain (PEM, leaf first; CN = national, pref-PP or cs-MMMMMM).
+    /// With --tls-key and --tls-ca the node serves HTTPS only, asks callers for client
+    /// certificates of the CA and enforces the tree rules; its upstream URL is then https://.
+    /// Without them it serves plain HTTP with no authentication (local demos and tests only).
+    #[arg(long, env = "JUKI_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "JUKI_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// The project CA certificate (PEM) that signs every node, operator and agency certificate.
+    #[arg(long, env = "JUKI_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+    /// The agency allow-list (JSON `{"allow": [{"agency", "affair", "items": [...]}]}`): the
+    /// (agency, affair) pairs the national or prefectural server answers, and the items each
+    /// affair receives. Without it every agency query is refused (and logged).
+    #[arg(long, env = "JUKI_ALLOW_LIST")]
+    pub allow_list: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -243,6 +260,10 @@ pub struct NodeConfig {
     pub name: Option<String>,
     /// The active ServiceExtensions file.
     pub extensions: Option<PathBuf>,
+    /// Mutual TLS (None: plain HTTP without authentication).
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// The agency allow-list (empty: every query refused).
+    pub allow_list: crate::provision::AllowList,
 }
 
 /// The node configuration file (`/etc/juki/node.json`, rendered by the operator).
@@ -412,13 +433,31 @@ impl NodeArgs {
                 .or_else(|| file.upstream_url.clone())
                 .map(|u| u.trim_end_matches('/').to_owned()),
         };
+        let tls = match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            }),
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "https://" } else { "http://" };
         if let Some(u) = &upstream
-            && !u.starts_with("http://")
+            && !u.starts_with(scheme)
         {
             return Err(Error::Config(format!(
-                "upstream URL {u:?}: only http:// is supported"
+                "upstream URL {u:?}: must start with {scheme} ({})",
+                if tls.is_some() {
+                    "the node has TLS files"
+                } else {
+                    "https needs --tls-cert, --tls-key and --tls-ca"
+                }
             )));
         }
+        let allow_list = match &self.allow_list {
+            Some(path) => crate::provision::AllowList::read(path)?,
+            None => crate::provision::AllowList::default(),
+        };
         let calendar_path = self.calendar.clone().or(file.calendar.clone()).or_else(|| {
             // The operator renders calendar.json next to node.json.
             let beside = self.config.as_ref()?.parent()?.join("calendar.json");
@@ -438,6 +477,8 @@ impl NodeArgs {
             listen: file.listen,
             name: file.name,
             extensions,
+            tls,
+            allow_list,
         })
     }
 }

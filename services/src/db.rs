@@ -139,13 +139,53 @@ fn migration_error(step: &str, e: impl std::fmt::Display) -> Error {
     Error::Migration(format!("{step}: {e}"))
 }
 
-/// Applies every pending migration; returns the versions applied.
+/// Applies every pending migration and the append-only guards; returns the versions applied.
 pub fn run_migrations(conn: &mut DbConnection) -> Result<Vec<String>, Error> {
     let applied = match conn {
         DbConnection::Pg(c) => c.run_pending_migrations(MIGRATIONS).map(versions),
         DbConnection::Sqlite(c) => c.run_pending_migrations(MIGRATIONS).map(versions),
     };
-    applied.map_err(|e| migration_error("apply", e))
+    let applied = applied.map_err(|e| migration_error("apply", e))?;
+    install_guards(conn)?;
+    Ok(applied)
+}
+
+/// The append-only logs: rows are only ever inserted.
+pub const APPEND_ONLY: &[&str] = &["provision_log"];
+
+/// Installs (idempotently) the triggers that refuse UPDATE, DELETE and (PostgreSQL) TRUNCATE on
+/// the append-only logs. Their syntax differs per backend, so they are not in the portable
+/// migrations; dropping the table (reverting its migration) drops them too.
+pub fn install_guards(conn: &mut DbConnection) -> Result<(), Error> {
+    let sql = match conn {
+        DbConnection::Sqlite(_) => APPEND_ONLY
+            .iter()
+            .map(|t| {
+                format!(
+                    "CREATE TRIGGER IF NOT EXISTS {t}_no_update BEFORE UPDATE ON {t} \
+                     BEGIN SELECT RAISE(ABORT, '{t} is append-only'); END; \
+                     CREATE TRIGGER IF NOT EXISTS {t}_no_delete BEFORE DELETE ON {t} \
+                     BEGIN SELECT RAISE(ABORT, '{t} is append-only'); END;"
+                )
+            })
+            .collect::<String>(),
+        DbConnection::Pg(_) => {
+            let mut sql = "CREATE OR REPLACE FUNCTION juki_append_only() RETURNS trigger \
+                 LANGUAGE plpgsql AS $$ BEGIN \
+                 RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$;"
+                .to_owned();
+            for t in APPEND_ONLY {
+                sql.push_str(&format!(
+                    " CREATE OR REPLACE TRIGGER {t}_append_only \
+                     BEFORE UPDATE OR DELETE OR TRUNCATE ON {t} \
+                     FOR EACH STATEMENT EXECUTE FUNCTION juki_append_only();"
+                ));
+            }
+            sql
+        }
+    };
+    conn.batch_execute(&sql)
+        .map_err(|e| migration_error("append-only guards", e))
 }
 
 /// Reverts every applied migration; returns the versions reverted.

@@ -37,6 +37,12 @@ pub enum Error {
     NoRoute(String),
     #[error("this endpoint is not served by a {0} node")]
     WrongRole(&'static str),
+    /// No client certificate (or, without TLS, no identity header) where one is needed.
+    #[error("authentication required: {0}")]
+    Unauthenticated(String),
+    /// The caller's identity may not do this (the tree rules of authz.rs, the allow-list).
+    #[error("{message}")]
+    Forbidden { rule: &'static str, message: String },
     /// One item of a batch failed; nothing of the batch was written.
     #[error("item {index}: {source}")]
     InBatch {
@@ -97,6 +103,8 @@ impl Error {
             Error::IdempotencyKeyReused(_) => "idempotency_key_reused",
             Error::NotFound(_) | Error::NoRoute(_) => "not_found",
             Error::WrongRole(_) => "wrong_role",
+            Error::Unauthenticated(_) => "unauthenticated",
+            Error::Forbidden { rule, .. } => rule,
             Error::InBatch { source, .. } => source.tag(),
             Error::Database(_)
             | Error::Migration(_)
@@ -155,7 +163,10 @@ impl ResponseError for Error {
             Error::InvalidField { .. } | Error::IdempotencyKeyReused(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            Error::ForeignMunicipality { .. } | Error::WrongRole(_) => StatusCode::FORBIDDEN,
+            Error::ForeignMunicipality { .. } | Error::WrongRole(_) | Error::Forbidden { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::StateConflict { .. } => StatusCode::CONFLICT,
             Error::InvalidBody(_) | Error::MissingIdempotencyKey => StatusCode::BAD_REQUEST,
             Error::NotFound(_) | Error::NoRoute(_) => StatusCode::NOT_FOUND,

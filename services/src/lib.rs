@@ -4,6 +4,7 @@
 //! database transactions, [`routes`] is the HTTP surface.
 
 pub mod app;
+pub mod authz;
 pub mod batch;
 pub mod client;
 pub mod clock;
@@ -18,10 +19,12 @@ pub mod metrics;
 pub mod models;
 pub mod openapi;
 pub mod pgtools;
+pub mod provision;
 pub mod relay;
 pub mod routes;
 pub mod schema;
 pub mod store;
+pub mod tls;
 pub mod trace;
 pub mod transfer;
 pub mod views;

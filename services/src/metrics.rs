@@ -11,6 +11,8 @@
 //! | `juki_node_relay_duration_seconds` (histogram) | `result` (`ok`, `error`) |
 //! | `juki_node_relay_errors_total` (counter) | — |
 //! | `juki_node_relay_rejected_total` (counter) | — attempts refused with a permanent 4xx |
+//! | `juki_node_auth_refusals_total` (counter) | `status` (`401`, `403`), `route` — requests refused by authentication or the tree rules |
+//! | `juki_node_provisions_total` (counter) | `outcome` (`provided`, `not_found`, `refused`, `disclosed`) |
 //! | `juki_node_wide_area_total` (counter) | `event`: filings here (`move_out_filed`, `moved_in`, `move_out_cancelled`, `issuance_requested`) and messages fetched from the upstream (`message_<kind>`) |
 
 use std::fmt;
@@ -42,6 +44,8 @@ struct Inner {
     relay_errors: Counter<u64>,
     relay_rejected: Counter<u64>,
     wide_area: Counter<u64>,
+    auth_refusals: Counter<u64>,
+    provisions: Counter<u64>,
 }
 
 impl fmt::Debug for Metrics {
@@ -118,8 +122,22 @@ impl Metrics {
                 "Wide-area service events: filings at this node and messages fetched from the upstream, by event.",
             )
             .build();
+        let auth_refusals = meter
+            .u64_counter("juki_node_auth_refusals")
+            .with_description(
+                "Requests refused: 401 without an identity, 403 when the tree rules forbid it.",
+            )
+            .build();
+        let provisions = meter
+            .u64_counter("juki_node_provisions")
+            .with_description(
+                "Agency queries and disclosures, by outcome (each is in provision_log).",
+            )
+            .build();
         Metrics {
             inner: Arc::new(Inner {
+                auth_refusals,
+                provisions,
                 registry,
                 provider,
                 requests,
@@ -184,6 +202,24 @@ impl Metrics {
         }
     }
 
+    /// Counts a request refused with `status` (401 or 403) on `route`.
+    pub fn auth_refused(&self, status: u16, route: &str) {
+        self.inner.auth_refusals.add(
+            1,
+            &[
+                KeyValue::new("status", i64::from(status)),
+                KeyValue::new("route", route.to_owned()),
+            ],
+        );
+    }
+
+    /// Counts one provision-log entry by outcome.
+    pub fn provision(&self, outcome: &'static str) {
+        self.inner
+            .provisions
+            .add(1, &[KeyValue::new("outcome", outcome)]);
+    }
+
     /// The Prometheus text exposition of every series.
     pub fn render(&self) -> String {
         let families = self.inner.registry.gather();
@@ -206,6 +242,8 @@ mod tests {
         m.set_held(1);
         m.relay(0.01, true);
         m.wide_area("moved_in", 1);
+        m.auth_refused(403, "/v1/relay");
+        m.provision("provided");
         let text = m.render();
         for needle in [
             "juki_node_http_requests_total{method=\"POST\",route=\"/v1/updates\",status=\"201\"} 1",
@@ -214,6 +252,8 @@ mod tests {
             "juki_node_updates_held 1",
             "juki_node_relay_duration_seconds_count{result=\"ok\"} 1",
             "juki_node_wide_area_total{event=\"moved_in\"} 1",
+            "juki_node_auth_refusals_total{route=\"/v1/relay\",status=\"403\"} 1",
+            "juki_node_provisions_total{outcome=\"provided\"} 1",
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }

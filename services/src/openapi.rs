@@ -15,6 +15,61 @@ fn json_response(description: &str, schema: Value) -> Value {
 
 /// The OpenAPI document.
 pub fn document() -> Value {
+    let mut doc = base_document();
+    if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), provision_paths()) {
+        paths.extend(more);
+    }
+    doc
+}
+
+/// The provision endpoints (a separate literal: one `json!` of every path exceeds the macro
+/// recursion limit).
+fn provision_paths() -> Value {
+    json!({
+            "/v1/agency/queries": {"post": {
+                "summary": "An agency's identity query by resident-record code or by the four items (national and prefectural servers); only (agency, affair) pairs on the allow-list, only the items the affair allows; every query is in the provision log",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["affair", "reason", "by"], "additionalProperties": false,
+                    "properties": {
+                        "affair": {"type": "string", "minLength": 1, "maxLength": 128},
+                        "reason": {"type": "string", "minLength": 1, "maxLength": 500},
+                        "by": {"oneOf": [
+                            {"type": "object", "required": ["resident_code"], "additionalProperties": false,
+                             "properties": {"resident_code": {"type": "string", "pattern": "^[0-9]{11}$"}}},
+                            {"type": "object", "required": ["name", "birth_date", "sex", "address"], "additionalProperties": false,
+                             "properties": {"name": {"type": "string"}, "birth_date": {"type": "string", "format": "date"},
+                                "sex": {"enum": ["male", "female", "男", "女"]}, "address": {"type": "string"}}}
+                        ]}
+                    }}}}},
+                "responses": {
+                    "200": json_response("Provided: {provision_id, affair, record} with the allowed items only",
+                        json!({"type": "object"})),
+                    "400": error_response("Malformed request"),
+                    "401": error_response("No agency certificate"),
+                    "403": error_response("Not an agency, or the (agency, affair) pair is not on the allow-list (logged)"),
+                    "404": error_response("No resident matches (logged)"),
+                    "409": error_response("The four items match more than one resident (logged)"),
+                    "422": error_response("A field breaks a rule")
+                }
+            }},
+            "/v1/disclosures": {"post": {
+                "summary": "開示: a resident's own record here and every provision about them, asked at a municipality (national and prefectural servers; logged)",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["resident_code"], "additionalProperties": false,
+                    "properties": {"resident_code": {"type": "string", "pattern": "^[0-9]{11}$"}}}}}},
+                "responses": {
+                    "200": json_response("{disclosure_id, record, provisions}", json!({"type": "object"})),
+                    "400": error_response("Malformed request"),
+                    "401": error_response("No municipality certificate"),
+                    "403": error_response("Not a municipality (of this prefecture)"),
+                    "404": error_response("No such resident here"),
+                    "422": error_response("A field breaks a rule")
+                }
+            }}
+    })
+}
+
+fn base_document() -> Value {
     let code_param = json!([{
         "name": "code", "in": "path", "required": true,
         "description": "住民票コード (11 digits with check digit)",
@@ -207,7 +262,10 @@ pub fn document() -> Value {
                 "responses": {"200": json_response("OpenAPI 3.1", json!({"type": "object"}))}
             }}
         },
-        "components": {"schemas": {
+        "security": [{"mutualTLS": []}],
+        "components": {"securitySchemes": {"mutualTLS": {"type": "mutualTLS",
+            "description": "Client certificate of the project CA; its CN is the caller's identity (national, pref-PP, cs-MMMMMM, muni-MMMMMM, agency-NAME, operator). /healthz, /readyz, /metrics and /openapi.json need none. Without TLS the node is open (local use) and an x-juki-identity header is checked instead."}},
+        "schemas": {
             "Error": {"type": "object", "required": ["error", "message", "field"], "properties": {
                 "error": {"type": "string", "description": "stable tag"},
                 "message": {"type": "string"},

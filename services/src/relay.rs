@@ -187,6 +187,26 @@ pub(crate) struct Envelope {
 }
 
 impl RelayBatch {
+    /// Who each item comes from (`cs-<municipality>`: the CS that filed it) and, for an
+    /// update, the municipality it names — what the authorisation checks (authz.rs).
+    pub fn origins(&self) -> Result<Vec<(String, Option<String>)>, Error> {
+        self.items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| {
+                let e = Envelope::deserialize(&item.payload).map_err(|e| {
+                    Error::InvalidBody(format!("payload of seq {}: {e}", item.seq))
+                        .in_batch(Some(index))
+                })?;
+                Ok(match (&e.update, &e.message) {
+                    (_, Some(m)) => (format!("cs-{}", m.from), None),
+                    (Some(u), None) => (e.sender, Some(u.municipality_code.clone())),
+                    (None, None) => (e.sender, None),
+                })
+            })
+            .collect()
+    }
+
     fn check(&self) -> Result<(), Error> {
         if self.sender.is_empty() || self.sender.len() > 64 {
             return Err(Error::InvalidBody("sender must be 1–64 characters".into()));

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use serde_json::{Value, json};
 
+use crate::authz::{self, Caller};
 use crate::clock::Clock;
 use crate::config::{NodeIdentity, Role};
 use crate::db::{DbConnection, Pool};
@@ -31,6 +32,49 @@ pub struct AppState {
     pub writes: Arc<std::sync::Mutex<()>>,
     /// The wide-area services' state (mailbox and answer notifications, extensions file).
     pub wide: Arc<WideArea>,
+    /// Mutual TLS is on: every caller is identified by its client certificate and the tree
+    /// rules apply to every request. Off (plain HTTP), a request may name its identity in
+    /// [`IDENTITY_HEADER`] and is then checked the same way; one without it is not checked.
+    pub mtls: bool,
+    /// The agency allow-list of the provision service.
+    pub allow: Arc<crate::provision::AllowList>,
+}
+
+/// Without TLS, the header a caller names its identity in (local demos and tests only: a node
+/// reachable by anyone else must run with TLS, where the header is ignored).
+pub const IDENTITY_HEADER: &str = "x-juki-identity";
+
+/// The caller of a request and whether it may call `route` (the 401 or 403 otherwise).
+pub fn authenticate(
+    state: &AppState,
+    req: &actix_web::dev::ServiceRequest,
+    route: &str,
+) -> Result<Option<Caller>, Error> {
+    let caller = if state.mtls {
+        match req.conn_data::<crate::tls::Peer>() {
+            Some(crate::tls::Peer::Known(c)) => Some(c.clone()),
+            Some(crate::tls::Peer::Unknown(cn)) if !authz::PUBLIC_ROUTES.contains(&route) => {
+                return Err(Error::Unauthenticated(format!(
+                    "the client certificate's CN {cn:?} is not a jukinet identity"
+                )));
+            }
+            _ => None,
+        }
+    } else {
+        match req.headers().get(IDENTITY_HEADER) {
+            None => return Ok(None),
+            Some(v) => Some(v.to_str().ok().and_then(Caller::parse).ok_or_else(|| {
+                Error::Unauthenticated(format!("{IDENTITY_HEADER} {v:?} is not a jukinet identity"))
+            })?),
+        }
+    };
+    authz::decide(&state.identity, caller.as_ref(), route)?;
+    Ok(caller)
+}
+
+/// The authenticated caller of a request, if any.
+fn caller_of(req: &HttpRequest) -> Option<Caller> {
+    req.extensions().get::<Caller>().cloned()
 }
 
 impl AppState {
@@ -51,6 +95,8 @@ impl AppState {
             metrics: Metrics::new(),
             writes: Arc::default(),
             wide: Arc::default(),
+            mtls: false,
+            allow: Arc::default(),
         }
     }
 
@@ -121,6 +167,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/v1/issuances", web::post().to(post_issuance))
     .route("/v1/issuances/{id}", web::get().to(get_issuance))
     .route("/v1/mailbox", web::get().to(get_mailbox))
+    .route("/v1/agency/queries", web::post().to(post_agency_query))
+    .route("/v1/disclosures", web::post().to(post_disclosure))
     .app_data(
         web::QueryConfig::default()
             .error_handler(|e, _| Error::InvalidBody(format!("query: {e}")).into()),
@@ -269,6 +317,14 @@ async fn post_relay(
     }
     let batch: RelayBatch = serde_json::from_slice(&body)
         .map_err(|e| Error::InvalidBody(format!("relay batch: {e}")))?;
+    if let Some(caller) = caller_of(&req) {
+        let origins = batch.origins()?;
+        let origins: Vec<(&str, Option<&str>)> = origins
+            .iter()
+            .map(|(o, m)| (o.as_str(), m.as_deref()))
+            .collect();
+        authz::check_relay(&state.identity, &caller, &batch.sender, &origins)?;
+    }
     let identity = state.identity.clone();
     let now = state.clock.now();
     let trace_id = req
@@ -624,6 +680,7 @@ struct MailboxQuery {
 /// cursor (which acknowledges the earlier ones); a long poll of up to `wait` seconds.
 async fn get_mailbox(
     state: web::Data<AppState>,
+    req: HttpRequest,
     query: web::Query<MailboxQuery>,
 ) -> Result<HttpResponse, Error> {
     let MailboxQuery {
@@ -632,6 +689,9 @@ async fn get_mailbox(
         wait,
     } = query.into_inner();
     crate::mailbox::check_recipient(&state.identity, &recipient)?;
+    if let Some(caller) = caller_of(&req) {
+        authz::check_mailbox(&caller, &recipient)?;
+    }
     let after = after.unwrap_or(0);
     if after < 0 {
         return Err(Error::InvalidField {
@@ -661,4 +721,89 @@ async fn get_mailbox(
         }
         let _ = tokio::time::timeout(deadline - now, notified).await;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Provision to agencies and disclosure (provision.rs)
+
+/// The outcome a provision-log entry records for a finished query.
+fn provision_outcome(result: &Result<Value, Error>) -> &'static str {
+    match result {
+        Ok(_) => "provided",
+        Err(Error::NotFound(_)) => "not_found",
+        Err(Error::Forbidden { .. } | Error::StateConflict { .. }) => "refused",
+        Err(_) => "failed",
+    }
+}
+
+/// `POST /v1/agency/queries`: an agency's identity query (national or prefectural server).
+async fn post_agency_query(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, Error> {
+    if state.identity.role == Role::Cs {
+        return Err(Error::WrongRole(state.identity.role.as_str()));
+    }
+    let Some(Caller::Agency(agency)) = caller_of(&req) else {
+        // Only an open node (no TLS) gets here without an identity; refused and logged.
+        let now = state.clock.now();
+        state
+            .with_write(move |c| {
+                crate::provision::log_refusal(c, "anonymous", "unauthenticated", now)
+            })
+            .await?;
+        state.metrics.provision("refused");
+        return Err(Error::Unauthenticated(
+            "agency queries need an agency certificate (CN agency-<name>)".into(),
+        ));
+    };
+    let query = crate::provision::parse_query(&json_body(&body)?)?;
+    let (node, allow, now) = (
+        state.identity.clone(),
+        state.allow.clone(),
+        state.clock.now(),
+    );
+    let who = agency.clone();
+    let result = state
+        .with_write(move |conn| crate::provision::query(conn, &node, &allow, &who, &query, now))
+        .await;
+    let outcome = provision_outcome(&result);
+    state.metrics.provision(outcome);
+    tracing::info!(agency = %agency, outcome, "agency query");
+    Ok(HttpResponse::Ok().json(result?))
+}
+
+/// `POST /v1/disclosures` `{"resident_code"}`: 開示 of a resident's record and of the
+/// provisions about them, asked at a municipality's counter.
+async fn post_disclosure(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, Error> {
+    if state.identity.role == Role::Cs {
+        return Err(Error::WrongRole(state.identity.role.as_str()));
+    }
+    let Some(Caller::Municipality(m)) = caller_of(&req) else {
+        return Err(Error::Unauthenticated(
+            "disclosures are asked by a municipality (CN muni-<code>)".into(),
+        ));
+    };
+    let body = json_body(&body)?;
+    if body
+        .as_object()
+        .is_none_or(|o| o.keys().any(|k| k != "resident_code"))
+    {
+        return Err(Error::InvalidBody(
+            "expected {\"resident_code\": \"...\"}".into(),
+        ));
+    }
+    let code = crate::provision::resident_code(&body)?;
+    let (node, now) = (state.identity.clone(), state.clock.now());
+    let requester = format!("resident via muni-{m}");
+    let answer = state
+        .with_write(move |conn| crate::provision::disclose(conn, &node, &requester, &code, now))
+        .await?;
+    state.metrics.provision("disclosed");
+    Ok(HttpResponse::Ok().json(answer))
 }

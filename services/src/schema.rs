@@ -63,13 +63,16 @@ diesel::table! {
 
 diesel::table! {
     provision_log (id) {
-        id -> BigInt,
+        id -> Text,
         at -> Text,
         recipient -> Text,
         affair -> Text,
         reason -> Text,
+        query_kind -> Text,
+        resident_code -> Nullable<Text>,
         items -> Text,
-        resident_code -> Text,
+        outcome -> Text,
+        detail -> Text,
     }
 }
 

@@ -540,8 +540,9 @@ async fn items_of_a_batch_see_each_other(backend: Backend) {
     );
 }
 
-/// The migrations in services/migrations (init, outbox_pending, history_trace, wide_area).
-const MIGRATION_COUNT: usize = 4;
+/// The migrations in services/migrations (init, outbox_pending, history_trace, wide_area,
+/// provision).
+const MIGRATION_COUNT: usize = 5;
 
 async fn health_readiness_and_migrations_revert_cleanly(backend: Backend) {
     let (_db, state, app) = setup!(backend);
@@ -670,19 +671,33 @@ async fn every_table_matches_its_diesel_definition(backend: Backend) {
 
     diesel::insert_into(provision_log::table)
         .values((
-            provision_log::id.eq(1_i64),
+            provision_log::id.eq("0001"),
             provision_log::at.eq("2024-06-03T03:00:00Z"),
             provision_log::recipient.eq("agency"),
             provision_log::affair.eq("pension"),
             provision_log::reason.eq("identity check"),
-            provision_log::items.eq("[\"name\"]"),
+            provision_log::query_kind.eq("code"),
             provision_log::resident_code.eq(TARO),
+            provision_log::items.eq("[\"name\"]"),
+            provision_log::outcome.eq("provided"),
+            provision_log::detail.eq(""),
         ))
         .execute(conn)
         .unwrap();
-    let row: (i64, String, String, String, String, String, String) =
-        provision_log::table.first(conn).unwrap();
-    assert_eq!(row.6, TARO);
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        String,
+        String,
+        String,
+    );
+    let row: Row = provision_log::table.first(conn).unwrap();
+    assert_eq!(row.6.as_deref(), Some(TARO));
 
     // A bad status is refused by the CHECK constraint on both backends.
     let bad = diesel::insert_into(juki_node::schema::residents::table)

@@ -114,7 +114,19 @@ type Contents = (
     Vec<(String, i64, String)>,
     Vec<(String, i64)>,
     Vec<(String, String, String, i64)>,
-    Vec<(i64, String, String, String, String, String, String)>,
+    Vec<ProvisionRow>,
+);
+
+type ProvisionRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
 );
 
 fn contents(conn: &mut DbConnection) -> Contents {
@@ -171,8 +183,10 @@ fn contents(conn: &mut DbConnection) -> Contents {
                 provision_log::recipient,
                 provision_log::affair,
                 provision_log::reason,
-                provision_log::items,
+                provision_log::query_kind,
                 provision_log::resident_code,
+                provision_log::items,
+                provision_log::outcome,
             ))
             .load(conn)
             .unwrap(),
@@ -196,13 +210,16 @@ async fn populated(db: &TestDb) -> AppState {
         .unwrap();
     diesel::insert_into(provision_log::table)
         .values((
-            provision_log::id.eq(1),
+            provision_log::id.eq("0001"),
             provision_log::at.eq(NOW),
             provision_log::recipient.eq("地方公共団体情報システム機構"),
             provision_log::affair.eq("年金給付"),
             provision_log::reason.eq("現況確認"),
-            provision_log::items.eq(r#"["name","address"]"#),
+            provision_log::query_kind.eq("code"),
             provision_log::resident_code.eq(TARO),
+            provision_log::items.eq(r#"["name","address"]"#),
+            provision_log::outcome.eq("provided"),
+            provision_log::detail.eq(""),
         ))
         .execute(&mut conn)
         .unwrap();

@@ -148,7 +148,7 @@ fn serve_logs_json_lines_with_startup_relay_and_final_request() {
         json!(format!("127.0.0.1:{}", national.port))
     );
     assert_eq!(fields["database"], json!("sqlite"));
-    assert_eq!(fields["migrations_applied"], json!(4));
+    assert_eq!(fields["migrations_applied"], json!(5));
 
     let upstream = national.url();
     let mut cs_args = CS.to_vec();

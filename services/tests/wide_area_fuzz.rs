@@ -4,7 +4,10 @@
 //! wrong types, malformed codes, dates and PINs, overlong and control-character text, deep
 //! nesting, hostile ids and query strings. Every answer must be a 4xx with the JSON error body
 //! (naming the field where there is one), never a panic or a 5xx, and the database must be
-//! unchanged. The number of inputs tried is printed (`-- --nocapture`).
+//! unchanged. The same for the provision endpoints (`POST /v1/agency/queries`, `POST
+//! /v1/disclosures`) of a national server behind its real middleware, as an agency and as a
+//! municipality: no provision-log row for a malformed request. The number of inputs tried is
+//! printed (`-- --nocapture`).
 
 mod common;
 
@@ -14,7 +17,9 @@ use diesel::prelude::*;
 use juki_node::config::{NodeIdentity, Role};
 use juki_node::db::DbConnection;
 use juki_node::routes;
-use juki_node::schema::{inbox, issuance_log, issuances, mailbox, outbox, residents, transfers};
+use juki_node::schema::{
+    inbox, issuance_log, issuances, mailbox, outbox, provision_log, residents, transfers,
+};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
@@ -33,6 +38,7 @@ fn snapshot(c: &mut DbConnection) -> Vec<i64> {
         issuance_log::table.count().get_result(c).unwrap(),
         mailbox::table.count().get_result(c).unwrap(),
         inbox::table.count().get_result(c).unwrap(),
+        provision_log::table.count().get_result(c).unwrap(),
     ]
 }
 
@@ -111,7 +117,8 @@ enum Kind {
     Pin,
 }
 
-/// One hostile body built from a valid one: a whole-body attack or one field broken.
+/// One hostile body built from a valid one: a whole-body attack or one field broken (a field
+/// `a.b` is `b` inside the object `a`).
 fn hostile(valid: Value, fields: Vec<(&'static str, Kind)>) -> BoxedStrategy<Vec<u8>> {
     let raw = prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..200),
@@ -136,8 +143,17 @@ fn hostile(valid: Value, fields: Vec<(&'static str, Kind)>) -> BoxedStrategy<Vec
         bad_pin(),
     )
         .prop_map(move |(i, how, other, code, date, text, pin)| {
-            let (field, kind) = fields[i];
-            let mut o = obj.clone();
+            let (path, kind) = fields[i];
+            let mut top = obj.clone();
+            let (o, field) = match path.split_once('.') {
+                Some((outer, inner)) => (
+                    top.get_mut(outer)
+                        .and_then(Value::as_object_mut)
+                        .expect("a nested field's object"),
+                    inner,
+                ),
+                None => (&mut top, path),
+            };
             match how {
                 0 => {
                     o.remove(field);
@@ -157,8 +173,8 @@ fn hostile(valid: Value, fields: Vec<(&'static str, Kind)>) -> BoxedStrategy<Vec
                 }
             }
             // A few extra keys never make an invalid body valid.
-            o.insert("__proto__".into(), json!({"admin": true}));
-            Value::Object(o).to_string().into_bytes()
+            top.insert("__proto__".into(), json!({"admin": true}));
+            Value::Object(top).to_string().into_bytes()
         });
     prop_oneof![1 => raw, 1 => truncated, 3 => broken].boxed()
 }
@@ -427,4 +443,105 @@ async fn sqlite_hostile_input_is_refused_without_change() {
 #[actix_web::test]
 async fn postgres_hostile_input_is_refused_without_change() {
     fuzz(Backend::Postgres).await;
+}
+
+/// Hostile bodies for the provision endpoints, sent with a valid identity.
+async fn provision_fuzz(backend: Backend) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    let mut national = db.state();
+    national.identity = NodeIdentity {
+        role: Role::National,
+        prefecture: None,
+        municipality: None,
+    };
+    national.allow = std::sync::Arc::new(
+        juki_node::provision::AllowList::parse(
+            r#"{"allow": [{"agency": "nenkin", "affair": "pension", "items": ["name"]}]}"#,
+        )
+        .unwrap(),
+    );
+    let app = test::init_service(juki_node::app::app(web::Data::new(national.clone()))).await;
+    let before = snapshot(&mut national.pool.get().unwrap());
+    let taro = "12345678903";
+    let endpoints: Vec<(&str, &str, Value, Vec<(&'static str, Kind)>)> = vec![
+        (
+            "/v1/agency/queries",
+            "agency-nenkin",
+            json!({"affair": "pension", "reason": "現況確認", "by": {"resident_code": taro}}),
+            vec![
+                ("affair", Kind::Text),
+                ("reason", Kind::Text),
+                ("by.resident_code", Kind::Code(11)),
+            ],
+        ),
+        (
+            "/v1/agency/queries",
+            "agency-nenkin",
+            json!({"affair": "pension", "reason": "現況確認", "by": {"name": "山田 太郎",
+                "birth_date": "1990-04-01", "sex": "男", "address": "千代田1-1"}}),
+            vec![
+                ("by.name", Kind::Text),
+                ("by.birth_date", Kind::Date),
+                ("by.address", Kind::Text),
+                ("by.sex", Kind::Pin),
+            ],
+        ),
+        (
+            "/v1/disclosures",
+            "muni-131016",
+            json!({"resident_code": taro}),
+            vec![("resident_code", Kind::Code(11))],
+        ),
+    ];
+    let mut runner = TestRunner::new(Config {
+        rng_algorithm: proptest::test_runner::RngAlgorithm::ChaCha,
+        ..Config::default()
+    });
+    let (mut tried, mut by_status) = (0usize, std::collections::BTreeMap::<u16, usize>::new());
+    for (uri, identity, valid, fields) in endpoints {
+        let strategy = hostile(valid, fields);
+        for _ in 0..CASES {
+            let body = strategy.new_tree(&mut runner).unwrap().current();
+            let resp = test::call_service(
+                &app,
+                test::TestRequest::post()
+                    .uri(uri)
+                    .insert_header(("content-type", "application/json"))
+                    .insert_header(("x-juki-identity", identity))
+                    .set_payload(body.clone())
+                    .to_request(),
+            )
+            .await;
+            let status = resp.status().as_u16();
+            let bytes = test::read_body(resp).await;
+            let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            assert!(
+                (400..500).contains(&status) && json["error"].is_string(),
+                "{uri} {status} {json} for {:?}",
+                String::from_utf8_lossy(&body)
+            );
+            *by_status.entry(status).or_default() += 1;
+            tried += 1;
+        }
+    }
+    assert_eq!(
+        snapshot(&mut national.pool.get().unwrap()),
+        before,
+        "the national database changed"
+    );
+    eprintln!(
+        "provision fuzz ({backend:?}): {tried} hostile inputs, answers by status {by_status:?}"
+    );
+}
+
+#[actix_web::test]
+async fn sqlite_hostile_provision_input_is_refused_without_change() {
+    provision_fuzz(Backend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn postgres_hostile_provision_input_is_refused_without_change() {
+    provision_fuzz(Backend::Postgres).await;
 }
