@@ -519,7 +519,7 @@ async fn openapi_describes_every_route() {
         }
     }
     // The routes registered in routes::configure.
-    assert_eq!(operations, 18);
+    assert_eq!(operations, 20);
 }
 
 /// An item the upstream refuses (a 4xx naming it) holds the outbox in order, loudly: an error
