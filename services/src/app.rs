@@ -170,7 +170,9 @@ async fn prepare_logged(
         final_timeout: Duration::from_secs(args.final_request_timeout_secs),
         ..RelaySettings::default()
     };
+    let writes: Arc<std::sync::Mutex<()>> = Arc::default();
     let state = AppState {
+        provision_log: crate::provision_log::LogWriter::start(pool.clone(), Arc::clone(&writes)),
         pool,
         identity: config.identity,
         clock,
@@ -180,12 +182,13 @@ async fn prepare_logged(
             settings,
         )),
         metrics: Metrics::new(),
-        writes: Arc::default(),
+        writes,
         wide: Arc::new(crate::mailbox::WideArea {
             name: config.name.clone(),
             extensions: config.extensions.clone(),
             ..crate::mailbox::WideArea::default()
         }),
+        reads: Some(db::read_pool(&config.database, args.db_pool_size.max(1))),
         mtls: config.tls.is_some(),
         allow: Arc::new(config.allow_list.clone()),
     };
@@ -302,9 +305,10 @@ pub fn app(
             };
             async move {
                 if let Some((state, who, detail)) = log_refusal {
-                    let now = state.clock.now();
+                    let row = crate::provision::refusal_row(&who, detail, state.clock.now());
                     state
-                        .with_write(move |c| crate::provision::log_refusal(c, &who, detail, now))
+                        .provision_log
+                        .write(row)
                         .await
                         .map_err(actix_web::Error::from)?;
                     state.metrics.provision("refused");

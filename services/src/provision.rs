@@ -16,6 +16,7 @@ use crate::db::DbConnection;
 use crate::domain::{Reason, Sex, Status};
 use crate::error::Error;
 use crate::models::ResidentRow;
+use crate::provision_log::LogRow;
 use crate::schema::{change_history, provision_log, residents};
 
 /// The items an affair may be allowed (the individual number is never provided here).
@@ -291,7 +292,7 @@ fn new_id(now: Timestamp) -> String {
     )
 }
 
-/// One row of the provision log, as written.
+/// What one provision-log row says, before it gets its id and instant.
 #[derive(Debug, Clone)]
 struct LogEntry<'a> {
     recipient: &'a str,
@@ -304,23 +305,21 @@ struct LogEntry<'a> {
     detail: &'a str,
 }
 
-fn write_log(conn: &mut DbConnection, now: Timestamp, e: &LogEntry) -> Result<String, Error> {
-    let id = new_id(now);
-    diesel::insert_into(provision_log::table)
-        .values((
-            provision_log::id.eq(&id),
-            provision_log::at.eq(now.to_string()),
-            provision_log::recipient.eq(e.recipient),
-            provision_log::affair.eq(e.affair),
-            provision_log::reason.eq(e.reason),
-            provision_log::query_kind.eq(e.query_kind),
-            provision_log::resident_code.eq(e.resident_code),
-            provision_log::items.eq(serde_json::to_string(e.items).unwrap_or_default()),
-            provision_log::outcome.eq(e.outcome),
-            provision_log::detail.eq(e.detail),
-        ))
-        .execute(conn)?;
-    Ok(id)
+impl LogEntry<'_> {
+    fn row(&self, now: Timestamp) -> LogRow {
+        LogRow {
+            id: new_id(now),
+            at: now.to_string(),
+            recipient: self.recipient.to_owned(),
+            affair: self.affair.to_owned(),
+            reason: self.reason.to_owned(),
+            query_kind: self.query_kind.to_owned(),
+            resident_code: self.resident_code.map(str::to_owned),
+            items: serde_json::to_string(self.items).unwrap_or_default(),
+            outcome: self.outcome.to_owned(),
+            detail: self.detail.to_owned(),
+        }
+    }
 }
 
 /// Whether this node answers for `row` (a prefecture only for its own active or deceased
@@ -403,8 +402,9 @@ fn render(
     Ok(Value::Object(out))
 }
 
-/// Answers an agency's query, logging it (provided, not found, ambiguous or refused) first.
-/// Returns `{"provision_id", "record"}`.
+/// Answers an agency's query: the answer (`{"provision_id", "affair", "record"}` or the
+/// refusal) and the log row that must be committed before it is given (provided, not found,
+/// ambiguous or refused; see `provision_log.rs`).
 pub fn query(
     conn: &mut DbConnection,
     node: &NodeIdentity,
@@ -412,7 +412,7 @@ pub fn query(
     agency: &str,
     q: &Query,
     now: Timestamp,
-) -> Result<Value, Error> {
+) -> Result<(Result<Value, Error>, LogRow), Error> {
     if node.role == Role::Cs {
         return Err(Error::WrongRole(node.role.as_str()));
     }
@@ -431,67 +431,62 @@ pub fn query(
     };
     let Some(items) = allow.items(agency, &q.affair) else {
         entry.detail = "affair_not_allowed";
-        let id = write_log(conn, now, &entry)?;
-        return Err(Error::Forbidden {
+        let row = entry.row(now);
+        let refusal = Error::Forbidden {
             rule: "affair_not_allowed",
             message: format!(
-                "{agency} may not query for affair {:?} (not on this node's allow-list; provision {id})",
-                q.affair
+                "{agency} may not query for affair {:?} (not on this node's allow-list; provision {})",
+                q.affair, row.id
             ),
-        });
+        };
+        return Ok((Err(refusal), row));
     };
     entry.items = items;
     let rows = lookup(conn, node, &q.by)?;
-    match rows.as_slice() {
+    Ok(match rows.as_slice() {
         [row] => {
             let record = render(conn, row, items)?;
             entry.resident_code = Some(&row.resident_code);
             entry.outcome = "provided";
-            let id = write_log(conn, now, &entry)?;
-            Ok(json!({ "provision_id": id, "affair": q.affair, "record": record }))
+            let log = entry.row(now);
+            let answer = json!({ "provision_id": log.id, "affair": q.affair, "record": record });
+            (Ok(answer), log)
         }
         [] => {
             entry.outcome = "not_found";
-            let id = write_log(conn, now, &entry)?;
-            Err(Error::NotFound(format!(
-                "resident matching the query (provision {id})"
-            )))
+            let log = entry.row(now);
+            let message = format!("resident matching the query (provision {})", log.id);
+            (Err(Error::NotFound(message)), log)
         }
         _ => {
             entry.detail = "ambiguous_match";
-            let id = write_log(conn, now, &entry)?;
-            Err(Error::StateConflict {
+            let log = entry.row(now);
+            let refusal = Error::StateConflict {
                 rule: "ambiguous_match",
                 field: Some("by"),
                 message: format!(
-                    "more than one resident matches the four items; ask by resident_code (provision {id})"
+                    "more than one resident matches the four items; ask by resident_code (provision {})",
+                    log.id
                 ),
-            })
+            };
+            (Err(refusal), log)
         }
-    }
+    })
 }
 
-/// A refusal before the query could be read (wrong identity at the agency endpoint).
-pub fn log_refusal(
-    conn: &mut DbConnection,
-    recipient: &str,
-    detail: &str,
-    now: Timestamp,
-) -> Result<String, Error> {
-    write_log(
-        conn,
-        now,
-        &LogEntry {
-            recipient,
-            affair: "",
-            reason: "",
-            query_kind: "unknown",
-            resident_code: None,
-            items: &[],
-            outcome: "refused",
-            detail,
-        },
-    )
+/// The log row of a refusal before the query was read (wrong identity at the agency endpoint).
+pub fn refusal_row(recipient: &str, detail: &str, now: Timestamp) -> LogRow {
+    LogEntry {
+        recipient,
+        affair: "",
+        reason: "",
+        query_kind: "unknown",
+        resident_code: None,
+        items: &[],
+        outcome: "refused",
+        detail,
+    }
+    .row(now)
 }
 
 /// One provision of a resident's data, as disclosed to them.
@@ -546,20 +541,19 @@ pub fn disclose(
             provision_log::outcome,
         ))
         .load(conn)?;
-    let id = write_log(
-        conn,
-        now,
-        &LogEntry {
-            recipient: requester,
-            affair: "disclosure",
-            reason: "開示請求 (the resident's own request)",
-            query_kind: "disclosure",
-            resident_code: Some(code),
-            items: ITEMS,
-            outcome: "disclosed",
-            detail: "",
-        },
-    )?;
+    let log = LogEntry {
+        recipient: requester,
+        affair: "disclosure",
+        reason: "開示請求 (the resident's own request)",
+        query_kind: "disclosure",
+        resident_code: Some(code),
+        items: ITEMS,
+        outcome: "disclosed",
+        detail: "",
+    }
+    .row(now);
+    let id = log.id.clone();
+    crate::provision_log::insert(conn, std::slice::from_ref(&log))?;
     Ok(json!({
         "disclosure_id": id,
         "record": record,
@@ -628,7 +622,7 @@ mod tests {
         assert_eq!(four.by.kind(), "four_items");
         let field = |v: Value| match parse_query(&v) {
             Err(Error::InvalidField { field, rule, .. }) => format!("{field}/{rule}"),
-            Err(e) => format!("{}", e.tag()),
+            Err(e) => e.tag().to_string(),
             Ok(_) => "ok".into(),
         };
         assert_eq!(field(json!({"reason": "r", "by": {}})), "affair/required");

@@ -38,6 +38,10 @@ pub struct AppState {
     pub mtls: bool,
     /// The agency allow-list of the provision service.
     pub allow: Arc<crate::provision::AllowList>,
+    /// Commits provision-log rows in batches (see provision_log.rs).
+    pub provision_log: crate::provision_log::LogWriter,
+    /// The agency queries' reads (None: the main pool).
+    pub reads: Option<crate::db::ReadPool>,
 }
 
 /// Without TLS, the header a caller names its identity in (local demos and tests only: a node
@@ -87,17 +91,43 @@ impl AppState {
 
     /// A node without upstream (relay disabled) and with fresh metrics.
     pub fn new(pool: Pool, identity: NodeIdentity, clock: Arc<dyn Clock>) -> Self {
+        let writes = Arc::default();
         AppState {
+            provision_log: crate::provision_log::LogWriter::start(
+                pool.clone(),
+                Arc::clone(&writes),
+            ),
             pool,
             identity,
             clock,
             relay: Arc::new(RelayControl::default()),
             metrics: Metrics::new(),
-            writes: Arc::default(),
+            writes,
             wide: Arc::default(),
             mtls: false,
             allow: Arc::default(),
+            reads: None,
         }
+    }
+
+    /// [`AppState::with_db`] on the read pool when there is one.
+    pub async fn with_read<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<T, Error> + Send + 'static,
+    {
+        let Some(reads) = self.reads.clone() else {
+            return self.with_db(f).await;
+        };
+        web::block(move || {
+            let mut c = reads.get()?;
+            let result = f(&mut c.conn);
+            // A failed read may have lost its connection: the pool replaces it.
+            c.broken = matches!(result, Err(Error::Database(_)));
+            result
+        })
+        .await
+        .map_err(|e| Error::Blocking(e.to_string()))?
     }
 
     /// Runs `f` with a pooled connection on the blocking thread pool.
@@ -747,12 +777,8 @@ async fn post_agency_query(
     }
     let Some(Caller::Agency(agency)) = caller_of(&req) else {
         // Only an open node (no TLS) gets here without an identity; refused and logged.
-        let now = state.clock.now();
-        state
-            .with_write(move |c| {
-                crate::provision::log_refusal(c, "anonymous", "unauthenticated", now)
-            })
-            .await?;
+        let row = crate::provision::refusal_row("anonymous", "unauthenticated", state.clock.now());
+        state.provision_log.write(row).await?;
         state.metrics.provision("refused");
         return Err(Error::Unauthenticated(
             "agency queries need an agency certificate (CN agency-<name>)".into(),
@@ -765,12 +791,14 @@ async fn post_agency_query(
         state.clock.now(),
     );
     let who = agency.clone();
-    let result = state
-        .with_write(move |conn| crate::provision::query(conn, &node, &allow, &who, &query, now))
-        .await;
+    let (result, log) = state
+        .with_read(move |conn| crate::provision::query(conn, &node, &allow, &who, &query, now))
+        .await?;
+    // The answer leaves only once its log row is committed.
+    state.provision_log.write(log).await?;
     let outcome = provision_outcome(&result);
     state.metrics.provision(outcome);
-    tracing::info!(agency = %agency, outcome, "agency query");
+    tracing::debug!(agency = %agency, outcome, "agency query");
     Ok(HttpResponse::Ok().json(result?))
 }
 

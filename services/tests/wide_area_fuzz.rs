@@ -445,6 +445,8 @@ async fn postgres_hostile_input_is_refused_without_change() {
     fuzz(Backend::Postgres).await;
 }
 
+type Fields = Vec<(&'static str, Kind)>;
+
 /// Hostile bodies for the provision endpoints, sent with a valid identity.
 async fn provision_fuzz(backend: Backend) {
     let Some(db) = TestDb::new(backend) else {
@@ -465,7 +467,8 @@ async fn provision_fuzz(backend: Backend) {
     let app = test::init_service(juki_node::app::app(web::Data::new(national.clone()))).await;
     let before = snapshot(&mut national.pool.get().unwrap());
     let taro = "12345678903";
-    let endpoints: Vec<(&str, &str, Value, Vec<(&'static str, Kind)>)> = vec![
+    // (route, identity, a valid body, its fields)
+    let endpoints: Vec<(&str, &str, Value, Fields)> = vec![
         (
             "/v1/agency/queries",
             "agency-nenkin",

@@ -1,0 +1,414 @@
+//! Identity queries by resident-record code against a national database of synthetic residents,
+//! beside the raw indexed point-select rate of the same database, in one run.
+//!
+//! `cargo bench -p juki-node --bench provision` (PostgreSQL: JUKINET_TEST_PG_URL, e.g. from
+//! `eval "$(scripts/postgres start)"`):
+//! 1. Database `juki_bench_provision_<N>` with N residents (default 10,000,000;
+//!    JUKINET_PROVISION_N lowers it), migrated by juki-node, loaded server-side with
+//!    generate_series in chunks (valid 住民票コード with check digit). It is kept for the next run
+//!    (a load of 10 M takes minutes); JUKINET_PROVISION_RELOAD=1 rebuilds it.
+//! 2. The floor: pgbench, select-only custom script (`SELECT * FROM residents WHERE
+//!    resident_code = …` for a random resident), prepared statements, C clients, D seconds.
+//! 3. The release juki-node binary as the national server (plain HTTP; the agency named by the
+//!    x-juki-identity header of an open node), C keep-alive client threads posting
+//!    `POST /v1/agency/queries` by resident-record code for random residents for D seconds; each
+//!    query writes its provision_log row before the answer. Queries/s, p50/p99, and a check that
+//!    the log grew by exactly the number of answered queries.
+//!
+//! C = JUKINET_PROVISION_CLIENTS (default 8), D = JUKINET_PROVISION_SECONDS (default 15).
+//! Target: at least 50% of the raw rate. Prints PASS/MISS and always exits 0.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use juki_node::client;
+use juki_node::db::{self, DbUrl};
+
+const TARGET: f64 = 0.50;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+/// The resident-record code of synthetic resident `i` (10 digits and the check digit).
+fn code(i: u64) -> String {
+    let mut d = [0u8; 10];
+    let mut n = i;
+    for x in d.iter_mut().rev() {
+        *x = (n % 10) as u8;
+        n /= 10;
+    }
+    format!("{i:010}{}", juki_codes::resident_record_check_digit(&d))
+}
+
+/// The same check digit in SQL (and in pgbench's expression language below).
+const SQL_CODE: &str = "lpad(i::text, 10, '0') || (CASE WHEN r <= 1 THEN 0 ELSE 11 - r END)::text";
+const SQL_R: &str = "(5 * (i / 1000000000 % 10) + 4 * (i / 100000000 % 10) + 3 * (i / 10000000 % 10) \
+    + 2 * (i / 1000000 % 10) + 7 * (i / 100000 % 10) + 6 * (i / 10000 % 10) + 5 * (i / 1000 % 10) \
+    + 4 * (i / 100 % 10) + 3 * (i / 10 % 10) + 2 * (i % 10)) % 11";
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let after = base.find("://").map_or(0, |i| i + 3);
+    let prefix = base[after..].find('/').map_or(base, |i| &base[..after + i]);
+    match query {
+        Some(q) => format!("{prefix}/{name}?{q}"),
+        None => format!("{prefix}/{name}"),
+    }
+}
+
+/// Creates and loads the database unless a complete one is there; returns its URL.
+fn prepare(admin_url: &str, n: u64) -> Result<String, String> {
+    let name = format!("juki_bench_provision_{n}");
+    let url = with_database(admin_url, &name);
+    let mut admin = PgConnection::establish(admin_url).map_err(|e| e.to_string())?;
+    let reload = std::env::var("JUKINET_PROVISION_RELOAD").as_deref() == Ok("1");
+    if !reload && let Ok(mut conn) = PgConnection::establish(&url) {
+        let loaded: Result<i64, _> = diesel::sql_query("SELECT n FROM bench_loaded")
+            .get_result::<Loaded>(&mut conn)
+            .map(|l| l.n);
+        if loaded == Ok(n as i64) {
+            println!("provision: reusing {name} ({n} residents)");
+            return Ok(url);
+        }
+    }
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .and_then(|()| admin.batch_execute(&format!("CREATE DATABASE {name}")))
+        .map_err(|e| e.to_string())?;
+    let mut conn = DbUrl::Postgres(url.clone())
+        .connect()
+        .map_err(|e| e.to_string())?;
+    db::run_migrations(&mut conn).map_err(|e| e.to_string())?;
+    let juki_node::db::DbConnection::Pg(pg) = &mut conn else {
+        return Err("not PostgreSQL".into());
+    };
+    let started = Instant::now();
+    let chunk = 1_000_000u64;
+    let mut from = 1u64;
+    while from <= n {
+        let to = (from + chunk - 1).min(n);
+        pg.batch_execute(&format!(
+            "INSERT INTO residents (resident_code, individual_number, name, name_kana, birth_date, sex, \
+             address, municipality_code, status, updated_at) \
+             SELECT {SQL_CODE}, NULL, '住民 ' || i, 'ジュウミン', \
+               (DATE '1930-01-01' + (i % 30000)::int)::text, CASE WHEN i % 2 = 0 THEN 'male' ELSE 'female' END, \
+               '千代田区千代田' || (i % 1000) || '-' || (i % 97), \
+               (ARRAY['131016', '011002', '271004', '401005'])[1 + i % 4], 'active', '2026-11-29T00:00:00Z' \
+             FROM (SELECT i, {SQL_R} AS r FROM generate_series({from}::bigint, {to}::bigint) AS i) AS s"
+        ))
+        .map_err(|e| format!("load {from}..{to}: {e}"))?;
+        println!(
+            "provision: loaded {to} of {n} residents ({:.0} s)",
+            started.elapsed().as_secs_f64()
+        );
+        let _ = std::io::stdout().flush();
+        from = to + 1;
+    }
+    pg.batch_execute("VACUUM ANALYZE residents")
+        .and_then(|()| {
+            pg.batch_execute(&format!(
+                "CREATE TABLE bench_loaded AS SELECT {n}::bigint AS n"
+            ))
+        })
+        .map_err(|e| e.to_string())?;
+    println!(
+        "provision: {n} residents loaded in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(url)
+}
+
+#[derive(QueryableByName)]
+struct Loaded {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+fn log_rows(url: &str) -> Result<i64, String> {
+    let mut conn = PgConnection::establish(url).map_err(|e| e.to_string())?;
+    diesel::sql_query("SELECT count(*) AS n FROM provision_log")
+        .get_result::<Loaded>(&mut conn)
+        .map(|l| l.n)
+        .map_err(|e| e.to_string())
+}
+
+fn pgbench() -> Result<std::path::PathBuf, String> {
+    if let Ok(p) = std::env::var("JUKI_PGBENCH") {
+        return Ok(p.into());
+    }
+    let mut dirs: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|e| format!("pgbench: {e}"))?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin/pgbench")))
+        .filter(|p| p.exists())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+        .ok_or_else(|| "pgbench not found under /usr/lib/postgresql".into())
+}
+
+/// pgbench with a select-only script of random residents: transactions (= queries) per second.
+fn raw_rate(url: &str, n: u64, clients: u64, seconds: u64, dir: &Path) -> Result<f64, String> {
+    let script = dir.join("select.sql");
+    let r = SQL_R.replace('i', ":i");
+    std::fs::write(
+        &script,
+        format!(
+            "\\set i random(1, {n})\n\\set r {r}\n\\set cd CASE WHEN :r <= 1 THEN 0 ELSE 11 - :r END\n\
+             SELECT * FROM residents WHERE resident_code = lpad(:i::text, 10, '0') || :cd::text;\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let out = Command::new(pgbench()?)
+        .args(["-n", "-M", "prepared", "-j", "2"])
+        .args(["-c", &clients.to_string(), "-T", &seconds.to_string()])
+        .arg("-f")
+        .arg(&script)
+        .arg(url)
+        .output()
+        .map_err(|e| format!("pgbench: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "pgbench: {}{text}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let failed = text
+        .lines()
+        .find(|l| l.contains("number of failed transactions"));
+    if let Some(l) = failed
+        && !l.contains(": 0 ")
+    {
+        return Err(format!("pgbench: {l}"));
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("pgbench: no tps in {text}"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One keep-alive POST; returns the status.
+fn post(stream: &mut BufReader<TcpStream>, body: &str) -> Result<u16, String> {
+    let request = format!(
+        "POST /v1/agency/queries HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n\
+         x-juki-identity: agency-bench\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .get_mut()
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut status = 0u16;
+    let mut length = 0usize;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stream.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+            return Err("connection closed".into());
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if status == 0 {
+            status = l
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+        } else if let Some((k, v)) = l.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).map_err(|e| e.to_string())?;
+    Ok(status)
+}
+
+struct Load {
+    answered: u64,
+    errors: u64,
+    latencies_ms: Vec<f64>,
+}
+
+fn load(port: u16, n: u64, clients: u64, seconds: u64) -> Load {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let threads: Vec<_> = (0..clients)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (t + 1);
+                let mut out = Load { answered: 0, errors: 0, latencies_ms: Vec::new() };
+                let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {
+                    out.errors += 1;
+                    return out;
+                };
+                let _ = stream.set_nodelay(true);
+                let mut stream = BufReader::new(stream);
+                while Instant::now() < deadline {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let body = format!(
+                        r#"{{"affair":"bench","reason":"benchmark","by":{{"resident_code":"{}"}}}}"#,
+                        code(1 + x % n)
+                    );
+                    let started = Instant::now();
+                    match post(&mut stream, &body) {
+                        Ok(200) => {
+                            out.answered += 1;
+                            out.latencies_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+                        }
+                        _ => out.errors += 1,
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    let mut all = Load {
+        answered: 0,
+        errors: 0,
+        latencies_ms: Vec::new(),
+    };
+    for t in threads {
+        if let Ok(l) = t.join() {
+            all.answered += l.answered;
+            all.errors += l.errors;
+            all.latencies_ms.extend(l.latencies_ms);
+        }
+    }
+    all.latencies_ms.sort_by(f64::total_cmp);
+    all
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn run(admin_url: &str) -> Result<(), String> {
+    let n = env_number("JUKINET_PROVISION_N", 10_000_000).max(1000);
+    let clients = env_number("JUKINET_PROVISION_CLIENTS", 8).max(1);
+    let seconds = env_number("JUKINET_PROVISION_SECONDS", 15).max(1);
+    let dir = std::env::temp_dir().join(format!("juki-bench-provision-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let url = prepare(admin_url, n)?;
+
+    println!("provision: raw floor (pgbench select-only, {clients} clients, {seconds} s) …");
+    let _ = std::io::stdout().flush();
+    let raw = raw_rate(&url, n, clients, seconds, &dir)?;
+
+    let allow = dir.join("allow.json");
+    std::fs::write(&allow, r#"{"allow": [{"agency": "bench", "affair": "bench", "items": ["resident_code", "name", "birth_date", "sex", "address"]}]}"#)
+        .map_err(|e| e.to_string())?;
+    let port = free_port();
+    let log = dir.join("national.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_juki-node"))
+        .args([
+            "serve",
+            "--role",
+            "national",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args([
+            "--database-url",
+            &url,
+            "--db-pool-size",
+            &clients.to_string(),
+        ])
+        .arg("--allow-list")
+        .arg(&allow)
+        .env_remove("JUKI_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)
+        .spawn()
+        .map_err(|e| format!("start juki-node: {e}"))?;
+    let _node = Node(child);
+    let ready = Instant::now() + Duration::from_secs(60);
+    while !client::get(
+        &format!("http://127.0.0.1:{port}/readyz"),
+        Duration::from_secs(2),
+    )
+    .is_ok_and(|r| r.status == 200)
+    {
+        if Instant::now() > ready {
+            return Err(format!("juki-node not ready (see {})", log.display()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = log_rows(&url)?;
+    println!("provision: identity queries ({clients} keep-alive clients, {seconds} s) …");
+    let _ = std::io::stdout().flush();
+    let started = Instant::now();
+    let result = load(port, n, clients, seconds);
+    let elapsed = started.elapsed().as_secs_f64();
+    let logged = log_rows(&url)? - before;
+    let qps = result.answered as f64 / elapsed;
+    let ratio = qps / raw;
+    println!(
+        "\n| residents | raw point-select q/s (pgbench -S-like) | provision q/s | ratio | p50 / p99 ms | errors | log rows written | target ≥ 50% |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {n} | {raw:.0} | {qps:.0} | {:.1}% | {:.2} / {:.2} | {} | {logged} (queries {}) | {} |",
+        ratio * 100.0,
+        percentile(&result.latencies_ms, 0.50),
+        percentile(&result.latencies_ms, 0.99),
+        result.errors,
+        result.answered,
+        if ratio >= TARGET { "PASS" } else { "MISS" }
+    );
+    if logged != result.answered as i64 {
+        println!(
+            "provision: the log has {logged} new rows for {} answered queries",
+            result.answered
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn main() {
+    match std::env::var("JUKINET_TEST_PG_URL") {
+        Ok(url) if !url.is_empty() => {
+            if let Err(e) = run(&url) {
+                println!("provision: failed: {e}");
+            }
+        }
+        _ => println!("provision: skipped (JUKINET_TEST_PG_URL is unset)"),
+    }
+}
