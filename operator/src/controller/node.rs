@@ -94,8 +94,21 @@ pub(super) async fn run(triggers: Triggers, ctx: Arc<Context>) {
         move |_: Arc<ServiceExtension>| all_nodes()
     };
     let store = nodes.store.clone();
+    // Nodes read a calendar's spec, not the status its own controller writes (at start and at
+    // midnight): only a new generation (or a new calendar of that name) wakes the 1,789 nodes that use it.
+    let calendar_generations = std::sync::Mutex::new(std::collections::HashMap::new());
     let for_calendar = move |c: Arc<OperatingCalendar>| {
         let name = c.metadata.name.clone().unwrap_or_default();
+        let previous = calendar_generations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                name.clone(),
+                (c.metadata.uid.clone(), c.metadata.generation),
+            );
+        if previous.as_ref() == Some(&(c.metadata.uid.clone(), c.metadata.generation)) {
+            return Vec::new();
+        }
         store
             .state()
             .iter()
