@@ -275,6 +275,16 @@ async fn an_agency_gets_only_the_items_of_its_affair_and_every_query_is_logged(b
         "{body}"
     );
 
+    // Probes answer whatever identity a caller claims.
+    let probe = test::TestRequest::get()
+        .uri("/healthz")
+        .insert_header(("x-juki-identity", "nobody-at-all"))
+        .to_request();
+    assert_eq!(
+        test::call_service(&app, probe).await.status(),
+        StatusCode::OK
+    );
+
     // A malformed query is a 4xx naming the field and writes nothing.
     let (status, body) = post_as!(
         app,
