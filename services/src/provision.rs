@@ -210,7 +210,7 @@ fn only_keys(v: &Value, allowed: &[&str], at: &str) -> Result<(), Error> {
     }
 }
 
-pub(crate) fn resident_code(v: &Value) -> Result<String, Error> {
+fn resident_code(v: &Value) -> Result<String, Error> {
     let code = text(v, "resident_code", "resident_code", 11)?;
     juki_codes::validate_resident_record_code(&code).map_err(|e| {
         invalid(
@@ -274,6 +274,12 @@ pub fn parse_query(v: &Value) -> Result<Query, Error> {
     // Unknown fields last, so that a broken known field is the error named.
     only_keys(v, &["affair", "reason", "by"], "body")?;
     Ok(Query { affair, reason, by })
+}
+
+/// Parses the body of `POST /v1/disclosures`: `{"resident_code"}`.
+pub fn parse_disclosure(v: &Value) -> Result<String, Error> {
+    only_keys(v, &["resident_code"], "body")?;
+    resident_code(v)
 }
 
 /// A new log id: the instant in microseconds, a counter of this process (order within one

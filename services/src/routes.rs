@@ -821,16 +821,7 @@ async fn post_disclosure(
             "disclosures are asked by a municipality (CN muni-<code>)".into(),
         ));
     };
-    let body = json_body(&body)?;
-    if body
-        .as_object()
-        .is_none_or(|o| o.keys().any(|k| k != "resident_code"))
-    {
-        return Err(Error::InvalidBody(
-            "expected {\"resident_code\": \"...\"}".into(),
-        ));
-    }
-    let code = crate::provision::resident_code(&body)?;
+    let code = crate::provision::parse_disclosure(&json_body(&body)?)?;
     let (node, now) = (state.identity.clone(), state.clock.now());
     let requester = format!("resident via muni-{m}");
     let answer = state

@@ -9,7 +9,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -25,14 +24,6 @@ use serde_json::{Value, json};
 
 const TARO: &str = "12345678903";
 const TIMEOUT: Duration = Duration::from_secs(20);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One node process serving HTTPS only.
 struct Node {
@@ -51,7 +42,7 @@ impl Node {
         dir: &Path,
         probe: &Arc<ClientConfig>,
     ) -> Node {
-        let port = free_port();
+        let port = common::free_port();
         let log = dir.join(format!("{name}.log"));
         let out = OpenOptions::new()
             .create(true)

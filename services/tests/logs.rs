@@ -2,22 +2,15 @@
 //! relay batches with their trace id, final request), human-readable lines by default, and
 //! stdout left to the batch commands' JSON.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use juki_node::client;
 use serde_json::{Value, json};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn temp_db(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!(
@@ -39,7 +32,7 @@ struct Node {
 
 impl Node {
     fn start(args: &[&str], name: &str, json_env: Option<&str>) -> Node {
-        let port = free_port();
+        let port = common::free_port();
         let db = temp_db(name);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_juki-node"));
         cmd.arg("serve")

@@ -8,7 +8,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -137,14 +136,6 @@ fn workload(muni: &str, base: u64, rng: &mut Rng) -> (Vec<Value>, BTreeMap<Strin
     (updates, expected)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One node process, restartable with the same arguments.
 struct Node {
     name: String,
@@ -162,7 +153,7 @@ impl Node {
         upstream: Option<&str>,
         dir: &Path,
     ) -> Node {
-        let port = free_port();
+        let port = common::free_port();
         let mut args: Vec<String> = ["serve", "--database-url", database, "--listen"]
             .iter()
             .map(|s| s.to_string())

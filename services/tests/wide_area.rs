@@ -14,7 +14,6 @@
 mod common;
 
 use std::fs::{File, OpenOptions};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -61,14 +60,6 @@ fn resident_code(n: u64) -> String {
     with_check(d, juki_codes::resident_record_check_digit(&d))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn today() -> String {
     jiff::Timestamp::now()
         .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(9)))
@@ -93,7 +84,7 @@ impl Node {
         upstream: Option<&str>,
         dir: &Path,
     ) -> Node {
-        let port = free_port();
+        let port = common::free_port();
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--database-url".into(),

@@ -68,6 +68,15 @@ fn with_database(url: &str, name: &str) -> String {
     }
 }
 
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl TestDb {
     /// A fresh database, or None (after printing "skipped: ...") when PostgreSQL is not
     /// configured. With JUKINET_REQUIRE_PG=1 a missing server fails the test instead.
