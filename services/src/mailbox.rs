@@ -214,7 +214,7 @@ pub(crate) fn route_from_child(
             let seq = reserve_ids(conn, "outbox", 1)?;
             let rows = [OutboxRow {
                 seq,
-                payload: item.payload.to_string(),
+                payload: item.payload.get().to_owned(),
                 created_at: at.clone(),
                 sent_at: None,
             }];

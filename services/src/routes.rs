@@ -351,12 +351,12 @@ async fn post_relay(
     }
     let batch: RelayBatch = serde_json::from_slice(&body)
         .map_err(|e| Error::InvalidBody(format!("relay batch: {e}")))?;
+    let envelopes = batch.envelopes()?;
     if let Some(caller) = caller_of(&req) {
-        let origins = batch.origins()?;
-        let origins: Vec<(&str, Option<&str>)> = origins
-            .iter()
-            .map(|(o, m)| (o.as_str(), m.as_deref()))
-            .collect();
+        let origins: Vec<(String, Option<&str>)> =
+            envelopes.iter().map(relay::Envelope::origin).collect();
+        let origins: Vec<(&str, Option<&str>)> =
+            origins.iter().map(|(o, m)| (o.as_str(), *m)).collect();
         authz::check_relay(&state.identity, &caller, &batch.sender, &origins)?;
     }
     let identity = state.identity.clone();
@@ -372,7 +372,7 @@ async fn post_relay(
     let (first_seq, count) = (batch.items.first().map_or(0, |i| i.seq), batch.items.len());
     let started = std::time::Instant::now();
     let ack = state
-        .with_write(move |conn| relay::apply_batch(conn, &identity, &batch, now))
+        .with_write(move |conn| relay::apply_batch(conn, &identity, &batch, envelopes, now))
         .await
         .inspect_err(|e| {
             tracing::warn!(
