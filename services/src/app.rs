@@ -172,7 +172,10 @@ async fn prepare_logged(
     };
     let writes: Arc<std::sync::Mutex<()>> = Arc::default();
     let state = AppState {
-        provision_log: crate::provision_log::LogWriter::start(pool.clone(), Arc::clone(&writes)),
+        provision_desk: crate::provision_desk::Desk::start(
+            config.database.clone(),
+            Arc::clone(&writes),
+        ),
         pool,
         identity: config.identity,
         clock,
@@ -188,7 +191,6 @@ async fn prepare_logged(
             extensions: config.extensions.clone(),
             ..crate::mailbox::WideArea::default()
         }),
-        reads: Some(db::read_pool(&config.database, args.db_pool_size.max(1))),
         mtls: config.tls.is_some(),
         allow: Arc::new(config.allow_list.clone()),
     };
@@ -306,9 +308,10 @@ pub fn app(
             async move {
                 if let Some((state, who, detail)) = log_refusal {
                     let row = crate::provision::refusal_row(&who, detail, state.clock.now());
-                    state
-                        .provision_log
-                        .write(row)
+                    // Logged like any refusal; the answer is the refusal below.
+                    let _logged = state
+                        .provision_desk
+                        .log(row, Ok(serde_json::Value::Null))
                         .await
                         .map_err(actix_web::Error::from)?;
                     state.metrics.provision("refused");

@@ -69,12 +69,6 @@ impl DbUrl {
 
     /// Opens one connection (SQLite connections get WAL mode and a busy timeout).
     pub fn connect(&self) -> Result<DbConnection, r2d2::Error> {
-        self.connect_with(true)
-    }
-
-    /// [`DbUrl::connect`]; `custom_plans` as below (the lookups of one resident by key, as the
-    /// provision pool makes them, are well served by PostgreSQL's cached generic plans).
-    fn connect_with(&self, custom_plans: bool) -> Result<DbConnection, r2d2::Error> {
         match self {
             DbUrl::Sqlite(path) => {
                 let mut conn =
@@ -98,10 +92,8 @@ impl DbUrl {
                 // became sequential scans whose cost grew with the tables (found by the
                 // throughput benchmark: ingestion fell from 6,400 to 3,800 updates/s between
                 // 20,000 and 60,000 rows). Custom plans see the tables' current size.
-                if custom_plans {
-                    conn.batch_execute("SET plan_cache_mode = force_custom_plan")
-                        .map_err(r2d2::Error::QueryError)?;
-                }
+                conn.batch_execute("SET plan_cache_mode = force_custom_plan")
+                    .map_err(r2d2::Error::QueryError)?;
                 Ok(DbConnection::Pg(conn))
             }
         }
@@ -141,54 +133,6 @@ pub fn pool(url: &DbUrl, max_size: u32) -> Pool {
         .min_idle(Some(0))
         .connection_timeout(Duration::from_secs(5))
         .build_unchecked(Manager { url: url.clone() })
-}
-
-/// A connection of the [`ReadPool`]: its user marks it broken after a database error, and the
-/// pool then replaces it.
-#[derive(Debug)]
-pub struct ReadConnection {
-    pub conn: DbConnection,
-    pub broken: bool,
-}
-
-/// Manager of the [`ReadPool`].
-#[derive(Debug, Clone)]
-pub struct ReadManager {
-    url: DbUrl,
-}
-
-impl ManageConnection for ReadManager {
-    type Connection = ReadConnection;
-    type Error = r2d2::Error;
-
-    fn connect(&self) -> Result<ReadConnection, r2d2::Error> {
-        Ok(ReadConnection {
-            conn: self.url.connect_with(false)?,
-            broken: false,
-        })
-    }
-
-    fn is_valid(&self, c: &mut ReadConnection) -> Result<(), r2d2::Error> {
-        c.conn.ping().map(|_| ()).map_err(r2d2::Error::QueryError)
-    }
-
-    fn has_broken(&self, c: &mut ReadConnection) -> bool {
-        c.broken || c.conn.is_broken()
-    }
-}
-
-/// A pool for short reads on the hot path of the agency queries: no ping at checkout (a round
-/// trip per query, a quarter of the provision throughput in the benchmark); a connection that
-/// failed is marked broken by its user and dropped on return instead.
-pub type ReadPool = r2d2::Pool<ReadManager>;
-
-pub fn read_pool(url: &DbUrl, max_size: u32) -> ReadPool {
-    r2d2::Pool::builder()
-        .max_size(max_size)
-        .min_idle(Some(0))
-        .connection_timeout(Duration::from_secs(5))
-        .test_on_check_out(false)
-        .build_unchecked(ReadManager { url: url.clone() })
 }
 
 fn migration_error(step: &str, e: impl std::fmt::Display) -> Error {

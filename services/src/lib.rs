@@ -20,6 +20,7 @@ pub mod models;
 pub mod openapi;
 pub mod pgtools;
 pub mod provision;
+pub mod provision_desk;
 pub mod provision_log;
 pub mod relay;
 pub mod routes;

@@ -5,7 +5,9 @@
 //! and gets only the items that affair allows. Every provision, refusal and disclosure is a row
 //! of `provision_log`, written before the answer leaves (append-only: see `db::install_guards`).
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use diesel::prelude::*;
 use jiff::Timestamp;
@@ -283,18 +285,25 @@ pub fn parse_disclosure(v: &Value) -> Result<String, Error> {
 }
 
 /// A new log id: the instant in microseconds, a counter of this process (order within one
-/// microsecond) and 48 random bits (no collision between the replicas that share a database),
-/// in hex, so ids sort by time.
+/// microsecond) and 48 random bits drawn once per process (no collision between the replicas
+/// that share a database), in hex, so ids sort by time.
 fn new_id(now: Timestamp) -> String {
     static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    static PROCESS: OnceLock<u64> = OnceLock::new();
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut random = [0u8; 8];
-    // SystemRandom fails only without an OS random source; time and counter still differ then.
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random[2..]);
-    format!(
-        "{:016x}{seq:08x}{:012x}",
-        now.as_microsecond().max(0),
+    let process = *PROCESS.get_or_init(|| {
+        let mut random = [0u8; 8];
+        // SystemRandom fails only without an OS random source; the clock still varies then.
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random[2..])
+            .is_err()
+        {
+            random[2..].copy_from_slice(&Timestamp::now().as_nanosecond().to_be_bytes()[10..]);
+        }
         u64::from_be_bytes(random)
+    });
+    format!(
+        "{:016x}{seq:08x}{process:012x}",
+        now.as_microsecond().max(0)
     )
 }
 
@@ -342,16 +351,16 @@ fn in_scope(node: &NodeIdentity, row: &ResidentRow) -> bool {
     }
 }
 
+/// The residents `by` names that this node answers for; lookups by code are read beforehand
+/// for a whole batch (`known`).
 fn lookup(
     conn: &mut DbConnection,
     node: &NodeIdentity,
     by: &Lookup,
+    known: &HashMap<String, ResidentRow>,
 ) -> Result<Vec<ResidentRow>, Error> {
     let rows: Vec<ResidentRow> = match by {
-        Lookup::Code(code) => residents::table
-            .find(code)
-            .select(ResidentRow::as_select())
-            .load(conn)?,
+        Lookup::Code(code) => known.get(code).cloned().into_iter().collect(),
         Lookup::FourItems {
             name,
             birth_date,
@@ -408,20 +417,55 @@ fn render(
     Ok(Value::Object(out))
 }
 
-/// Answers an agency's query: the answer (`{"provision_id", "affair", "record"}` or the
+/// An answer (or the refusal to give) with the log row to commit before it is given.
+pub type Answered = (Result<Value, Error>, LogRow);
+
+/// One agency query of a batch: who asks, what, and when.
+#[derive(Debug, Clone)]
+pub struct Asked {
+    pub agency: String,
+    pub query: Query,
+    pub at: Timestamp,
+}
+
+/// Answers a batch of agency queries, reading every allowed lookup by code in one query: each
+/// answer (see [`query`]) with the log row that must be committed before it is given.
+pub fn query_batch(
+    conn: &mut DbConnection,
+    node: &NodeIdentity,
+    allow: &AllowList,
+    batch: &[Asked],
+) -> Result<Vec<Answered>, Error> {
+    if node.role == Role::Cs {
+        return Err(Error::WrongRole(node.role.as_str()));
+    }
+    let codes: Vec<&str> = batch
+        .iter()
+        .filter(|a| allow.items(&a.agency, &a.query.affair).is_some())
+        .filter_map(|a| match &a.query.by {
+            Lookup::Code(code) => Some(code.as_str()),
+            Lookup::FourItems { .. } => None,
+        })
+        .collect();
+    let known = crate::store::load_residents(conn, &codes)?;
+    batch
+        .iter()
+        .map(|a| answer(conn, node, allow, &a.agency, &a.query, a.at, &known))
+        .collect()
+}
+
+/// Answers one agency query: the answer (`{"provision_id", "affair", "record"}` or the
 /// refusal) and the log row that must be committed before it is given (provided, not found,
-/// ambiguous or refused; see `provision_log.rs`).
-pub fn query(
+/// ambiguous or refused; the provision desk commits it).
+fn answer(
     conn: &mut DbConnection,
     node: &NodeIdentity,
     allow: &AllowList,
     agency: &str,
     q: &Query,
     now: Timestamp,
-) -> Result<(Result<Value, Error>, LogRow), Error> {
-    if node.role == Role::Cs {
-        return Err(Error::WrongRole(node.role.as_str()));
-    }
+    known: &HashMap<String, ResidentRow>,
+) -> Result<Answered, Error> {
     let mut entry = LogEntry {
         recipient: agency,
         affair: &q.affair,
@@ -448,7 +492,7 @@ pub fn query(
         return Ok((Err(refusal), row));
     };
     entry.items = items;
-    let rows = lookup(conn, node, &q.by)?;
+    let rows = lookup(conn, node, &q.by, known)?;
     Ok(match rows.as_slice() {
         [row] => {
             let record = render(conn, row, items)?;
@@ -528,7 +572,8 @@ pub fn disclose(
     if node.role == Role::Cs {
         return Err(Error::WrongRole(node.role.as_str()));
     }
-    let rows = lookup(conn, node, &Lookup::Code(code.to_owned()))?;
+    let known = crate::store::load_residents(conn, &[code])?;
+    let rows = lookup(conn, node, &Lookup::Code(code.to_owned()), &known)?;
     let Some(row) = rows.first() else {
         return Err(Error::NotFound(code.to_owned()));
     };

@@ -38,10 +38,8 @@ pub struct AppState {
     pub mtls: bool,
     /// The agency allow-list of the provision service.
     pub allow: Arc<crate::provision::AllowList>,
-    /// Commits provision-log rows in batches (see provision_log.rs).
-    pub provision_log: crate::provision_log::LogWriter,
-    /// The agency queries' reads (None: the main pool).
-    pub reads: Option<crate::db::ReadPool>,
+    /// Answers the agency queries and commits their log rows in batches (provision_desk.rs).
+    pub provision_desk: crate::provision_desk::Desk,
 }
 
 /// Without TLS, the header a caller names its identity in (local demos and tests only: a node
@@ -93,14 +91,17 @@ impl AppState {
         }
     }
 
-    /// A node without upstream (relay disabled) and with fresh metrics.
-    pub fn new(pool: Pool, identity: NodeIdentity, clock: Arc<dyn Clock>) -> Self {
+    /// A node without upstream (relay disabled) and with fresh metrics; `pool` connects to
+    /// `url` (the provision desk opens its own connection there).
+    pub fn new(
+        url: &crate::db::DbUrl,
+        pool: Pool,
+        identity: NodeIdentity,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let writes = Arc::default();
         AppState {
-            provision_log: crate::provision_log::LogWriter::start(
-                pool.clone(),
-                Arc::clone(&writes),
-            ),
+            provision_desk: crate::provision_desk::Desk::start(url.clone(), Arc::clone(&writes)),
             pool,
             identity,
             clock,
@@ -110,28 +111,7 @@ impl AppState {
             wide: Arc::default(),
             mtls: false,
             allow: Arc::default(),
-            reads: None,
         }
-    }
-
-    /// [`AppState::with_db`] on the read pool when there is one.
-    pub async fn with_read<T, F>(&self, f: F) -> Result<T, Error>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut DbConnection) -> Result<T, Error> + Send + 'static,
-    {
-        let Some(reads) = self.reads.clone() else {
-            return self.with_db(f).await;
-        };
-        web::block(move || {
-            let mut c = reads.get()?;
-            let result = f(&mut c.conn);
-            // A failed read may have lost its connection: the pool replaces it.
-            c.broken = matches!(result, Err(Error::Database(_)));
-            result
-        })
-        .await
-        .map_err(|e| Error::Blocking(e.to_string()))?
     }
 
     /// Runs `f` with a pooled connection on the blocking thread pool.
@@ -782,24 +762,25 @@ async fn post_agency_query(
     let Some(Caller::Agency(agency)) = caller_of(&req) else {
         // Only an open node (no TLS) gets here without an identity; refused and logged.
         let row = crate::provision::refusal_row("anonymous", "unauthenticated", state.clock.now());
-        state.provision_log.write(row).await?;
-        state.metrics.provision("refused");
-        return Err(Error::Unauthenticated(
+        let refusal = Err(Error::Unauthenticated(
             "agency queries need an agency certificate (CN agency-<name>)".into(),
         ));
+        let refused = state.provision_desk.log(row, refusal).await?;
+        state.metrics.provision("refused");
+        return refused.map(|v| HttpResponse::Ok().json(v));
     };
     let query = crate::provision::parse_query(&json_body(&body)?)?;
-    let (node, allow, now) = (
-        state.identity.clone(),
-        state.allow.clone(),
-        state.clock.now(),
-    );
-    let who = agency.clone();
-    let (result, log) = state
-        .with_read(move |conn| crate::provision::query(conn, &node, &allow, &who, &query, now))
-        .await?;
-    // The answer leaves only once its log row is committed.
-    state.provision_log.write(log).await?;
+    let scope = crate::provision_desk::Scope {
+        node: state.identity.clone(),
+        allow: state.allow.clone(),
+    };
+    let asked = crate::provision::Asked {
+        agency: agency.clone(),
+        query,
+        at: state.clock.now(),
+    };
+    // The answer comes back only once its log row is committed.
+    let result = state.provision_desk.ask(scope, asked).await?;
     let outcome = provision_outcome(&result);
     state.metrics.provision(outcome);
     tracing::debug!(agency = %agency, outcome, "agency query");

@@ -408,6 +408,97 @@ async fn a_prefecture_answers_only_for_its_own_residents(backend: Backend) {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }
 
+/// The desk answers the queries waiting together in one batch (one lookup for all the codes):
+/// each still gets its own answer and its own log row, in order.
+async fn a_batch_of_queries_gets_each_its_own_answer_and_log_row(backend: Backend) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    let state = node(&db, national());
+    let asked = |agency: &str, query: Value| juki_node::provision::Asked {
+        agency: agency.to_owned(),
+        query: juki_node::provision::parse_query(&query).unwrap(),
+        at: common::NOW.parse().unwrap(),
+    };
+    let unknown = "33333333339";
+    let batch = [
+        asked("nenkin", by_code("pension-benefit", TARO)),
+        asked("passport", by_code("passport-issue", HANAKO)),
+        asked("nenkin", by_code("pension-benefit", unknown)),
+        asked("passport", by_code("pension-benefit", TARO)),
+        asked("nenkin", by_four("pension-benefit", "131016 1-1")),
+        asked("passport", by_code("passport-issue", TARO)),
+    ];
+    let mut conn = state.pool.get().unwrap();
+    let answers =
+        juki_node::provision::query_batch(&mut conn, &state.identity, &state.allow, &batch)
+            .unwrap();
+    let summary: Vec<(Option<String>, &str, Option<String>, &str)> = answers
+        .iter()
+        .map(|(answer, row)| {
+            let got = answer.as_ref().ok().map(|a| {
+                let record = &a["record"];
+                record["name"].as_str().unwrap_or("?").to_owned()
+            });
+            (
+                got,
+                row.outcome.as_str(),
+                row.resident_code.clone(),
+                row.recipient.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                Some("山田 太郎".into()),
+                "provided",
+                Some(TARO.into()),
+                "nenkin"
+            ),
+            (
+                Some("佐藤 花子".into()),
+                "provided",
+                Some(HANAKO.into()),
+                "passport"
+            ),
+            (None, "not_found", Some(unknown.into()), "nenkin"),
+            (None, "refused", Some(TARO.into()), "passport"),
+            (
+                Some("山田 太郎".into()),
+                "provided",
+                Some(TARO.into()),
+                "nenkin"
+            ),
+            (
+                Some("山田 太郎".into()),
+                "provided",
+                Some(TARO.into()),
+                "passport"
+            ),
+        ]
+    );
+    // Only the allowed items, per affair; each answer names its own log row.
+    let (first, first_row) = &answers[0];
+    let first = first.as_ref().unwrap();
+    assert_eq!(
+        keys(&first["record"]),
+        ["address", "birth_date", "change", "name"]
+    );
+    assert_eq!(first["provision_id"], json!(first_row.id));
+    let (last, _) = &answers[5];
+    assert_eq!(
+        keys(&last.as_ref().unwrap()["record"]),
+        ["name", "name_kana", "resident_code", "sex", "status"]
+    );
+    let ids: std::collections::HashSet<&str> =
+        answers.iter().map(|(_, row)| row.id.as_str()).collect();
+    assert_eq!(ids.len(), batch.len(), "every query has its own log id");
+    // Answered here, committed by the desk: nothing is in the log yet.
+    assert!(log(&state).is_empty());
+}
+
 async fn a_cs_answers_no_agency(backend: Backend) {
     let Some(db) = TestDb::new(backend) else {
         return;
@@ -550,6 +641,7 @@ macro_rules! both_backends {
 
 both_backends!(
     an_agency_gets_only_the_items_of_its_affair_and_every_query_is_logged,
+    a_batch_of_queries_gets_each_its_own_answer_and_log_row,
     four_items_matching_two_residents_are_refused_as_ambiguous,
     a_prefecture_answers_only_for_its_own_residents,
     a_cs_answers_no_agency,

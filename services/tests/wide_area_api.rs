@@ -33,6 +33,7 @@ fn cs(db: &TestDb, muni: &str, now: &str, calendar: bool, extensions: Option<Pat
     let pool = db::pool(&db.url, 4);
     db::run_migrations(&mut pool.get().unwrap()).unwrap();
     let mut state = AppState::new(
+        &db.url,
         pool,
         NodeIdentity::cs(muni).unwrap(),
         Arc::new(FixedClock(now.parse().unwrap())),

@@ -125,6 +125,7 @@ impl TestDb {
         db::run_migrations(&mut conn).expect("migrate");
         drop(conn);
         AppState::new(
+            &self.url,
             pool,
             NodeIdentity::cs(OWN).unwrap(),
             Arc::new(FixedClock(NOW.parse().unwrap())),
