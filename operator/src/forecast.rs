@@ -364,6 +364,7 @@ mod tests {
                 tier,
                 prefecture,
                 upstream: None,
+                tls: false,
             },
             online_end: online_end.map(|e| TimeOfDay::parse(e).unwrap()),
             replicas: 1,

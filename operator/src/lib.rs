@@ -8,6 +8,7 @@ pub mod forecast;
 pub mod http;
 pub mod leader;
 pub mod merge_patch;
+pub mod node_client;
 pub mod planner;
 pub mod preview;
 pub mod resources;

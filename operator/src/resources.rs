@@ -10,8 +10,9 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, SecretKeySelector, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
+    SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -31,6 +32,14 @@ pub const BATCH_LABEL: &str = "jukinet.io/batch";
 pub const DATE_LABEL: &str = "jukinet.io/operating-date";
 /// The field manager of every server-side apply.
 pub const MANAGER: &str = "juki-operator";
+/// Where a node's TLS Secret is mounted (`spec.tls`).
+pub const TLS_DIR: &str = "/etc/juki-tls";
+
+/// The URL at which the tier below and the operator reach a node's Service.
+pub fn service_url(name: &str, namespace: &str, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{name}.{namespace}.svc:{PORT}")
+}
 
 /// Where the embedded SQLite database lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -218,11 +227,14 @@ fn pod_parts(node: &JukiNode, ctx: &Context<'_>) -> (Vec<Volume>, Vec<VolumeMoun
     (volumes, mounts, env)
 }
 
-fn probe(path: &str) -> Probe {
+/// A probe of a public route (with TLS over HTTPS: the kubelet shows no client certificate,
+/// which the node accepts on its probes).
+fn probe(path: &str, tls: bool) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
             port: IntOrString::Int(PORT),
+            scheme: tls.then(|| "HTTPS".into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(5),
@@ -232,7 +244,36 @@ fn probe(path: &str) -> Probe {
 
 /// The Deployment of the node service, with the given replicas.
 pub fn deployment(node: &JukiNode, ctx: &Context<'_>, replicas: i32) -> Deployment {
-    let (volumes, mounts, env) = pod_parts(node, ctx);
+    let (mut volumes, mut mounts, mut env) = pod_parts(node, ctx);
+    let tls = node.spec.tls.as_ref();
+    if let Some(tls) = tls {
+        volumes.push(Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls.secret_name.clone()),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "tls".into(),
+            mount_path: TLS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        for (var, file) in [
+            ("JUKI_TLS_CERT", "tls.crt"),
+            ("JUKI_TLS_KEY", "tls.key"),
+            ("JUKI_TLS_CA", "ca.crt"),
+        ] {
+            env.push(EnvVar {
+                name: var.into(),
+                value: Some(format!("{TLS_DIR}/{file}")),
+                ..EnvVar::default()
+            });
+        }
+    }
     let selector = BTreeMap::from([(NODE_LABEL.to_string(), name(node))]);
     Deployment {
         metadata: meta(node, name(node)),
@@ -263,8 +304,8 @@ pub fn deployment(node: &JukiNode, ctx: &Context<'_>, replicas: i32) -> Deployme
                             container_port: PORT,
                             ..ContainerPort::default()
                         }]),
-                        readiness_probe: Some(probe("/readyz")),
-                        liveness_probe: Some(probe("/healthz")),
+                        readiness_probe: Some(probe("/readyz", tls.is_some())),
+                        liveness_probe: Some(probe("/healthz", tls.is_some())),
                         resources: node.spec.template.resources.clone(),
                         volume_mounts: Some(mounts),
                         ..Container::default()
@@ -407,5 +448,75 @@ mod tests {
             .clone()
             .unwrap();
         assert_eq!(args, ["batch", "backup", "--date", "2026-11-30"]);
+    }
+
+    #[test]
+    fn a_tls_node_mounts_its_secret_serves_https_and_is_reached_over_https() {
+        let mut node = cs();
+        let plain = Context {
+            calendar_json: &json!({}),
+            upstream_url: None,
+            sqlite_volume: SqliteVolume::EmptyDir,
+        };
+        let container =
+            |d: &Deployment| d.spec.clone().unwrap().template.spec.unwrap().containers[0].clone();
+        let without = container(&deployment(&node, &plain, 1));
+        assert!(
+            without
+                .env
+                .unwrap()
+                .iter()
+                .all(|e| !e.name.starts_with("JUKI_TLS"))
+        );
+        assert_eq!(
+            without.readiness_probe.unwrap().http_get.unwrap().scheme,
+            None
+        );
+
+        node.spec.tls = Some(crate::api::NodeTls {
+            secret_name: "cs-131016-tls".into(),
+        });
+        let d = deployment(&node, &plain, 1);
+        let c = container(&d);
+        let env: Vec<(String, String)> = c
+            .env
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.name.starts_with("JUKI_TLS"))
+            .map(|e| (e.name, e.value.unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("JUKI_TLS_CERT".into(), "/etc/juki-tls/tls.crt".into()),
+                ("JUKI_TLS_KEY".into(), "/etc/juki-tls/tls.key".into()),
+                ("JUKI_TLS_CA".into(), "/etc/juki-tls/ca.crt".into()),
+            ]
+        );
+        for probe in [c.readiness_probe.unwrap(), c.liveness_probe.unwrap()] {
+            assert_eq!(probe.http_get.unwrap().scheme.as_deref(), Some("HTTPS"));
+        }
+        let volumes = d.spec.unwrap().template.spec.unwrap().volumes.unwrap();
+        let secret = volumes.iter().find_map(|v| v.secret.clone()).unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("cs-131016-tls"));
+        assert!(
+            c.volume_mounts
+                .unwrap()
+                .iter()
+                .any(|m| m.mount_path == TLS_DIR)
+        );
+        // The batch Jobs serve nothing: no certificate there.
+        let job = batch_job(&node, &plain, "backup", date(2026, 11, 30));
+        let job_spec = job.spec.unwrap().template.spec.unwrap();
+        assert!(job_spec.volumes.unwrap().iter().all(|v| v.secret.is_none()));
+
+        assert_eq!(
+            service_url("pref-13", "juki-pref-13", true),
+            "https://pref-13.juki-pref-13.svc:8080"
+        );
+        assert_eq!(
+            service_url("pref-13", "juki-pref-13", false),
+            "http://pref-13.juki-pref-13.svc:8080"
+        );
     }
 }

@@ -175,6 +175,7 @@ mod tests {
             tier,
             prefecture: p,
             upstream: None,
+            tls: false,
         };
         vec![
             n("nat", "national", Tier::National, None),

@@ -15,6 +15,8 @@ pub struct TopologyNode {
     pub prefecture: Option<u8>,
     /// `spec.upstream` as (namespace, name), the namespace defaulted to the node's own.
     pub upstream: Option<(String, String)>,
+    /// The node serves mutual TLS (`spec.tls`): those below call it over HTTPS.
+    pub tls: bool,
 }
 
 /// The resolved upstream of a node: an index into the node list, or why there is none.
@@ -142,6 +144,7 @@ pub fn from_jukinode(
             tier: spec.tier,
             prefecture,
             upstream,
+            tls: spec.tls.is_some(),
         },
         online_end,
     ))
@@ -158,6 +161,7 @@ mod tests {
             tier,
             prefecture,
             upstream: None,
+            tls: false,
         }
     }
 

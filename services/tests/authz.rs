@@ -528,3 +528,60 @@ fn sqlite_chain_over_mutual_tls() {
 fn postgres_chain_over_mutual_tls() {
     chain_over_mtls(Backend::Postgres);
 }
+
+/// The operator's final request to a node with `spec.tls` (juki-operator's node_client, the
+/// client its controller uses) against a real node serving mutual TLS: the operator's
+/// certificate gets the final answer; any other identity, a certificate of another CA, or a
+/// node certificate from another CA are refused, each with a message saying so.
+#[test]
+fn the_operator_sends_its_final_request_over_mutual_tls() {
+    use juki_operator::node_client::{OperatorTls, final_request};
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    let dir = temp_dir("authz-operator");
+    let pki = Pki::new(&dir, "jukinet-ca");
+    let identity = |files: TlsFiles| OperatorTls {
+        cert: files.cert,
+        key: files.key,
+        ca: files.ca,
+    };
+    let operator = identity(pki.issue("operator"));
+    let probe = client_config(&pki.issue("operator"));
+    let national = Node::start(
+        "national",
+        &["--role", "national"],
+        &database_url(&db),
+        &pki.issue("national"),
+        &dir,
+        &probe,
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ask = |who: &OperatorTls| {
+        runtime.block_on(final_request(&national.url, who, Duration::from_secs(10)))
+    };
+
+    let answer = ask(&operator).unwrap_or_else(|e| panic!("{e}\n{}", national.log_text()));
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["done"], json!(true), "{answer}");
+
+    let agency = identity(pki.issue("agency-nenkin"));
+    let refused = ask(&agency).unwrap_err();
+    assert!(
+        refused.contains("may not call /admin/v1/final-request"),
+        "{refused}"
+    );
+
+    let rogue = Pki::new(&dir, "rogue-ca");
+    let stranger = identity(rogue.issue("operator"));
+    let failed = ask(&stranger).unwrap_err();
+    assert!(failed.contains("node unreachable"), "{failed}");
+    // The operator trusting only another CA does not accept the node's certificate either.
+    let wrong_ca = OperatorTls {
+        ca: rogue.dir.join("rogue-ca.pem"),
+        ..operator.clone()
+    };
+    let failed = ask(&wrong_ca).unwrap_err();
+    assert!(failed.contains("node unreachable"), "{failed}");
+}

@@ -363,6 +363,24 @@ async fn every_chart_lints_strictly_and_its_templates_pass_server_dry_run() {
             vec!["--set", "calendar.name=dry-run-calendar"],
         ),
         ("juki-prefecture", vec!["-f", &tokyo]),
+        // With mutual TLS: the Secret mounts and spec.tls pass the API server's checks too.
+        (
+            "juki-operator",
+            vec!["--set", "nodeTls.secretName=juki-operator-tls"],
+        ),
+        (
+            "juki-national",
+            vec![
+                "--set",
+                "calendar.name=dry-run-calendar",
+                "--set",
+                "tls.enabled=true",
+            ],
+        ),
+        (
+            "juki-prefecture",
+            vec!["-f", &tokyo, "--set", "tls.enabled=true"],
+        ),
     ] {
         let chart = chart(name);
         let mut lint = vec!["lint", "--strict", &chart];

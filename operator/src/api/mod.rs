@@ -23,8 +23,8 @@ pub use extension::{
 };
 pub use node::{
     Database, DatabaseKind, FinalAnswerStatus, JukiNode, JukiNodeSpec, JukiNodeStatus, LastBatch,
-    ManualOverride, NextTransition, NodePhase, NodeTemplate, OverridePhase, PostgresDatabase,
-    SecretKeyRef, SqliteDatabase,
+    ManualOverride, NextTransition, NodePhase, NodeTemplate, NodeTls, OverridePhase,
+    PostgresDatabase, SecretKeyRef, SqliteDatabase,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

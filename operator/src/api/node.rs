@@ -90,6 +90,23 @@ pub struct JukiNodeSpec {
     /// Pin the node Online or Offline until a given time (for maintenance); expires by itself.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "override")]
     pub manual_override: Option<ManualOverride>,
+    /// Mutual TLS between the tiers: the node serves HTTPS with this identity, its upstream is
+    /// called over HTTPS, and the operator sends its final request straight to the node with
+    /// its own client certificate. Unset: plain HTTP (local demos and tests only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<NodeTls>,
+}
+
+/// The node's identity for mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeTls {
+    /// A Secret in the node's namespace (type kubernetes.io/tls, as cert-manager writes them):
+    /// `tls.crt`, the node's certificate (CN `national`, `pref-PP` or `cs-MMMMMM`, with
+    /// NAME.NAMESPACE.svc among its DNS names), `tls.key`, and `ca.crt`, the project CA that
+    /// signs every jukinet identity.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
 }
 
 fn default_calendar() -> String {

@@ -50,6 +50,16 @@ struct Args {
     /// Run leader election on this Lease (namespace/name); without it, this replica leads alone.
     #[arg(long, env = "JUKI_LEADER_LEASE")]
     leader_lease: Option<String>,
+    /// The operator's certificate (PEM, CN operator) for the final request to nodes with
+    /// spec.tls; with --node-tls-key and --node-tls-ca.
+    #[arg(long, env = "JUKI_NODE_TLS_CERT", requires_all = ["node_tls_key", "node_tls_ca"])]
+    node_tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --node-tls-cert (PEM).
+    #[arg(long, env = "JUKI_NODE_TLS_KEY", requires_all = ["node_tls_cert", "node_tls_ca"])]
+    node_tls_key: Option<std::path::PathBuf>,
+    /// The project CA (PEM) that signed the nodes' certificates.
+    #[arg(long, env = "JUKI_NODE_TLS_CA", requires_all = ["node_tls_cert", "node_tls_key"])]
+    node_tls_ca: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -93,6 +103,20 @@ async fn main() -> anyhow::Result<()> {
         transition_events: args.transition_events,
         transition_poll: Duration::from_secs(5),
         namespace: args.namespace.clone(),
+        node_tls: match (args.node_tls_cert, args.node_tls_key, args.node_tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => {
+                for (flag, file) in [
+                    ("--node-tls-cert", &cert),
+                    ("--node-tls-key", &key),
+                    ("--node-tls-ca", &ca),
+                ] {
+                    std::fs::metadata(file)
+                        .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", file.display()))?;
+                }
+                Some(juki_operator::node_client::OperatorTls { cert, key, ca })
+            }
+            _ => None,
+        },
     };
     let controllers = controller::run(client, clock, metrics, settings);
     match elector {

@@ -44,7 +44,8 @@ impl Error {
 /// How the final request / final answer exchange is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FinalExchange {
-    /// Call the node's admin API through the API server's service proxy.
+    /// Call the node's admin API: through the API server's service proxy, or for a node with
+    /// `spec.tls` straight to its Service over HTTPS with the operator's certificate.
     Call,
     /// Record it as skipped (clusters whose pods are not real, e.g. kwok).
     Skip,
@@ -67,6 +68,8 @@ pub struct Settings {
     pub transition_poll: Duration,
     /// Watch only this namespace (nodes, extensions and what they own); all when unset.
     pub namespace: Option<String>,
+    /// The operator's client certificate for the nodes that serve mutual TLS.
+    pub node_tls: Option<crate::node_client::OperatorTls>,
 }
 
 impl Settings {

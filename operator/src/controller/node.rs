@@ -252,11 +252,10 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         _ => None,
     };
     let upstream_url = match topology.resolved[me] {
-        Resolved::Node(i) => Some(format!(
-            "http://{}.{}.svc:{}",
-            topology.nodes[i].name,
-            topology.nodes[i].namespace,
-            resources::PORT
+        Resolved::Node(i) => Some(resources::service_url(
+            &topology.nodes[i].name,
+            &topology.nodes[i].namespace,
+            topology.nodes[i].tls,
         )),
         _ => None,
     };
@@ -278,7 +277,8 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
                 .or(operating_date)
                 .map(|d| d.to_string())
                 .unwrap_or_default();
-            final_answer = Some(final_exchange(ctx, &ns, &name, date).await);
+            final_answer =
+                Some(final_exchange(ctx, &ns, &name, node.spec.tls.is_some(), date).await);
         }
         Action::CreateJob { batch, date } => create_job(node, ctx, &rctx, batch, *date).await?,
     }
@@ -857,12 +857,47 @@ async fn create_job(
 }
 
 /// The final request / final answer exchange with the node service's admin API.
-async fn final_exchange(ctx: &Context, ns: &str, name: &str, date: String) -> FinalAnswerStatus {
+async fn final_exchange(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    tls: bool,
+    date: String,
+) -> FinalAnswerStatus {
     if ctx.settings.final_exchange == FinalExchange::Skip {
         return FinalAnswerStatus {
             date,
             outcome: "Skipped".into(),
             message: "final exchange skipped (--final-exchange=skip)".into(),
+        };
+    }
+    if tls {
+        // Only the operator's own certificate opens the admin API of a TLS node.
+        let answer = match &ctx.settings.node_tls {
+            Some(identity) => {
+                crate::node_client::final_request(
+                    &resources::service_url(name, ns, true),
+                    identity,
+                    ctx.settings.final_timeout,
+                )
+                .await
+            }
+            None => Err(format!(
+                "{ns}/{name} serves mutual TLS (spec.tls): the operator needs its own \
+                 certificate (--node-tls-cert, --node-tls-key, --node-tls-ca; CN operator)"
+            )),
+        };
+        return match answer {
+            Ok(body) => FinalAnswerStatus {
+                date,
+                outcome: "Received".into(),
+                message: body.chars().take(500).collect(),
+            },
+            Err(message) => FinalAnswerStatus {
+                date,
+                outcome: "Failed".into(),
+                message,
+            },
         };
     }
     let path = format!(
