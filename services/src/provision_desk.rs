@@ -43,10 +43,6 @@ enum Work {
     Log(LogRow, Result<Value, Error>),
 }
 
-/// Desk workers. One: a second (measured) split the waiting queries into batches half as
-/// large, and the cost of a batch is mostly fixed (two statements), so it answered fewer.
-const WORKERS: usize = 1;
-
 type Reply = oneshot::Sender<Result<Result<Value, Error>, String>>;
 
 /// The handle the handlers send their work to; the thread stops when the last handle is gone.
@@ -59,17 +55,15 @@ impl Desk {
     /// Starts the desk thread with its own connection to `url`; on SQLite its log writes take
     /// their turn on `writes` like every other writer of the node.
     pub fn start(url: DbUrl, writes: Arc<Mutex<()>>) -> Desk {
+        // One thread: a second one (measured) split the waiting queries into batches half as
+        // large, and the cost of a batch is mostly fixed (two statements), so it answered fewer.
         let (tx, rx) = mpsc::channel();
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..WORKERS {
-            let (url, writes, rx) = (url.clone(), Arc::clone(&writes), Arc::clone(&rx));
-            let spawned = std::thread::Builder::new()
-                .name(format!("provision-desk-{i}"))
-                .spawn(move || run(&url, &writes, &rx));
-            if let Err(e) = spawned {
-                // Without any thread every query answers 503 (the receiver is gone).
-                tracing::error!("provision desk worker not started: {e}");
-            }
+        let spawned = std::thread::Builder::new()
+            .name("provision-desk".into())
+            .spawn(move || run(&url, &writes, &rx));
+        if let Err(e) = spawned {
+            // Without the thread every query answers 503 (the receiver is gone).
+            tracing::error!("provision desk not started: {e}");
         }
         Desk { tx }
     }
@@ -115,8 +109,7 @@ fn connect(url: &DbUrl) -> Result<DbConnection, Error> {
 }
 
 /// Takes the next batch: waits for one piece of work, then takes what else is waiting.
-fn next_batch(rx: &Mutex<mpsc::Receiver<(Work, Reply)>>) -> Option<Vec<(Work, Reply)>> {
-    let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+fn next_batch(rx: &mpsc::Receiver<(Work, Reply)>) -> Option<Vec<(Work, Reply)>> {
     let mut batch = vec![rx.recv().ok()?];
     while batch.len() < MAX_BATCH {
         match rx.try_recv() {
@@ -127,8 +120,8 @@ fn next_batch(rx: &Mutex<mpsc::Receiver<(Work, Reply)>>) -> Option<Vec<(Work, Re
     Some(batch)
 }
 
-fn run(url: &DbUrl, writes: &Mutex<()>, rx: &Mutex<mpsc::Receiver<(Work, Reply)>>) {
-    // Each worker keeps its connection; it opens a new one after an error.
+fn run(url: &DbUrl, writes: &Mutex<()>, rx: &mpsc::Receiver<(Work, Reply)>) {
+    // The desk keeps its connection; it opens a new one after an error.
     let mut held: Option<DbConnection> = None;
     while let Some(batch) = next_batch(rx) {
         let (work, replies): (Vec<Work>, Vec<Reply>) = batch.into_iter().unzip();
