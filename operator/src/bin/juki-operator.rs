@@ -41,6 +41,11 @@ struct Args {
     /// it only notable ones get an Event: warnings, overrides, suspension, batch outcomes.
     #[arg(long, env = "JUKI_TRANSITION_EVENTS")]
     transition_events: bool,
+    /// Most node reconciles at once (0: no limit). Without a limit a wave of the whole country
+    /// ran ~1,800 at once: as many API requests in flight, answered with 504s by a saturated API
+    /// server, and the operator's memory grew with them.
+    #[arg(long, env = "JUKI_CONCURRENCY", default_value_t = 32)]
+    concurrency: u16,
     /// Longest real wait between two looks at an object.
     #[arg(long, default_value_t = 60)]
     max_requeue: u64,
@@ -102,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
         max_requeue: Duration::from_secs(args.max_requeue.max(1)),
         transition_events: args.transition_events,
         transition_poll: Duration::from_secs(5),
+        concurrency: args.concurrency,
         namespace: args.namespace.clone(),
         node_tls: match (args.node_tls_cert, args.node_tls_key, args.node_tls_ca) {
             (Some(cert), Some(key), Some(ca)) => {

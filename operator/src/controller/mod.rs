@@ -70,6 +70,8 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// The operator's client certificate for the nodes that serve mutual TLS.
     pub node_tls: Option<crate::node_client::OperatorTls>,
+    /// Most node reconciles at once (0: no limit).
+    pub concurrency: u16,
 }
 
 impl Settings {

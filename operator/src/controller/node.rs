@@ -12,7 +12,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
@@ -129,6 +129,7 @@ pub(super) async fn run(triggers: Triggers, ctx: Arc<Context>) {
         .watches_shared_stream(nodes.changes, neighbours)
         .watches_shared_stream(extensions.changes, for_extension)
         .watches_shared_stream(calendars.changes, for_calendar)
+        .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
