@@ -27,23 +27,18 @@ pub struct LogRow {
     pub detail: String,
 }
 
-/// Most rows in one INSERT (bounds the size of a statement's arrays).
+/// Most queries the provision desk answers (and logs) in one batch.
 pub const MAX_BATCH: usize = 512;
 
 /// Inserts `rows`: on PostgreSQL as one statement of fixed text (one array per column, see
-/// `ColumnArrays`), on SQLite row by row in one transaction. Either way atomic, one commit.
+/// `ColumnArrays`: ten parameters whatever the number of rows), on SQLite row by row in one
+/// transaction. Either way atomic, one commit.
 pub fn insert(conn: &mut DbConnection, rows: &[LogRow]) -> Result<(), Error> {
     match conn {
-        DbConnection::Pg(c) if rows.len() <= MAX_BATCH => {
+        DbConnection::Pg(c) => {
             ColumnArrays::of(rows).execute(c)?;
             Ok(())
         }
-        DbConnection::Pg(c) => c.transaction(|c| {
-            for chunk in rows.chunks(MAX_BATCH) {
-                ColumnArrays::of(chunk).execute(c)?;
-            }
-            Ok(())
-        }),
         DbConnection::Sqlite(_) => conn.transaction(|conn| {
             crate::store::insert_rows!(conn, provision_log::table, rows);
             Ok(())
