@@ -1,4 +1,5 @@
-//! The operator's own calls to a node that serves mutual TLS (`spec.tls`). The node's admin API
+//! The operator's final request to a node: through the API server's service proxy, or, to a
+//! node that serves mutual TLS (`spec.tls`), straight to the node. Such a node's admin API
 //! answers only the `operator` identity, and the API server's service proxy cannot present a
 //! client certificate, so the final request goes straight to the node's Service over HTTPS with
 //! the operator's certificate. kube's client does the HTTPS (rustls, the project CA as the only
@@ -75,7 +76,17 @@ pub async fn final_request(
     timeout: Duration,
 ) -> Result<String, String> {
     let client = client(base_url, tls, timeout).await?;
-    let request = ::http::Request::post("/admin/v1/final-request")
+    post_final_request(&client, "/admin/v1/final-request", timeout).await
+}
+
+/// Posts the final request to `path` through `client` (straight to a node, or through the API
+/// server's service proxy); returns the final answer (JSON text) or why there is none.
+pub async fn post_final_request(
+    client: &kube::Client,
+    path: &str,
+    timeout: Duration,
+) -> Result<String, String> {
+    let request = ::http::Request::post(path)
         .header("content-type", "application/json")
         .body(b"{}".to_vec())
         .map_err(|e| e.to_string())?;

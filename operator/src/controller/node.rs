@@ -24,6 +24,7 @@ use crate::api::{
     FinalAnswerStatus, JukiNode, JukiNodeStatus, LastBatch, NextTransition, NodePhase,
     OperatingCalendar, ServiceExtension,
 };
+use crate::node_client;
 use crate::planner::{Action, FinalAnswer, NodeView, Plan, check_online_end, plan};
 use crate::resources::{self, MANAGER, SqliteVolume};
 use crate::topology::{Resolved, from_jukinode, may_be_neighbours};
@@ -872,69 +873,35 @@ async fn final_exchange(
             message: "final exchange skipped (--final-exchange=skip)".into(),
         };
     }
-    if tls {
+    let timeout = ctx.settings.final_timeout;
+    let answer = match (tls, &ctx.settings.node_tls) {
         // Only the operator's own certificate opens the admin API of a TLS node.
-        let answer = match &ctx.settings.node_tls {
-            Some(identity) => {
-                crate::node_client::final_request(
-                    &resources::service_url(name, ns, true),
-                    identity,
-                    ctx.settings.final_timeout,
-                )
+        (true, Some(identity)) => {
+            node_client::final_request(&resources::service_url(name, ns, true), identity, timeout)
                 .await
-            }
-            None => Err(format!(
-                "{ns}/{name} serves mutual TLS (spec.tls): the operator needs its own \
-                 certificate (--node-tls-cert, --node-tls-key, --node-tls-ca; CN operator)"
-            )),
-        };
-        return match answer {
-            Ok(body) => FinalAnswerStatus {
-                date,
-                outcome: "Received".into(),
-                message: body.chars().take(500).collect(),
-            },
-            Err(message) => FinalAnswerStatus {
-                date,
-                outcome: "Failed".into(),
-                message,
-            },
-        };
-    }
-    let path = format!(
-        "/api/v1/namespaces/{ns}/services/{name}:{}/proxy/admin/v1/final-request",
-        resources::PORT
-    );
-    let request = ::http::Request::post(path)
-        .header("content-type", "application/json")
-        .body(b"{}".to_vec());
-    let outcome = match request {
-        Ok(req) => {
-            tokio::time::timeout(ctx.settings.final_timeout, ctx.client.request_text(req)).await
         }
-        Err(e) => {
-            return FinalAnswerStatus {
-                date,
-                outcome: "Failed".into(),
-                message: e.to_string(),
-            };
+        (true, None) => Err(format!(
+            "{ns}/{name} serves mutual TLS (spec.tls): the operator needs its own \
+             certificate (--node-tls-cert, --node-tls-key, --node-tls-ca; CN operator)"
+        )),
+        (false, _) => {
+            let path = format!(
+                "/api/v1/namespaces/{ns}/services/{name}:{}/proxy/admin/v1/final-request",
+                resources::PORT
+            );
+            node_client::post_final_request(&ctx.client, &path, timeout).await
         }
     };
-    match outcome {
-        Ok(Ok(body)) => FinalAnswerStatus {
+    match answer {
+        Ok(body) => FinalAnswerStatus {
             date,
             outcome: "Received".into(),
             message: body.chars().take(500).collect(),
         },
-        Ok(Err(e)) => FinalAnswerStatus {
+        Err(message) => FinalAnswerStatus {
             date,
             outcome: "Failed".into(),
-            message: format!("node unreachable: {e}"),
-        },
-        Err(_) => FinalAnswerStatus {
-            date,
-            outcome: "Failed".into(),
-            message: format!("no final answer within {:?}", ctx.settings.final_timeout),
+            message,
         },
     }
 }
