@@ -145,6 +145,7 @@ fn step_node(
         jobs: &s.jobs,
         last_batch_date: s.last_batch_date,
         readiness_timeout: SignedDuration::from_mins(30),
+        waiting_grace: SignedDuration::from_mins(5),
     };
     let plan = plan(calendar, &view, now);
     let s = &mut states[i];

@@ -17,8 +17,10 @@ use crate::api::{NodePhase, OverridePhase};
 /// the year-end closure).
 const LOOKBACK_DAYS: i32 = 10;
 
-/// How long after its window start a node waiting for its upstream looks again by itself.
-const WAITING_GRACE: SignedDuration = SignedDuration::from_mins(5);
+/// How long after its window start a node waiting for its upstream looks again by itself, in
+/// real time: the grace covers the tiers above starting, which takes real seconds whatever the
+/// clock's speed. The controller converts it to clock time ([`NodeView::waiting_grace`]).
+pub const WAITING_GRACE: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 /// The state of a node's upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +83,8 @@ pub struct NodeView<'a> {
     pub last_batch_date: Option<Date>,
     /// Starting longer than this (in clock time) makes the node Failed.
     pub readiness_timeout: SignedDuration,
+    /// [`WAITING_GRACE`] in clock time.
+    pub waiting_grace: SignedDuration,
 }
 
 impl<'a> NodeView<'a> {
@@ -105,6 +109,7 @@ impl<'a> NodeView<'a> {
             jobs: &[],
             last_batch_date: None,
             readiness_timeout: SignedDuration::from_mins(30),
+            waiting_grace: SignedDuration::from_mins(5),
         }
     }
 }
@@ -250,7 +255,8 @@ pub fn plan(calendar: &Calendar, node: &NodeView<'_>, now: Timestamp) -> Plan {
         None if plan.phase == NodePhase::Offline
             && matches!(node.upstream, Upstream::Phase(p) if p != NodePhase::Online) =>
         {
-            next_window(calendar, node, now).and_then(|w| w.start.checked_add(WAITING_GRACE).ok())
+            next_window(calendar, node, now)
+                .and_then(|w| w.start.checked_add(node.waiting_grace).ok())
         }
         None => next_window(calendar, node, now).map(|w| w.start),
     };
@@ -263,7 +269,7 @@ pub fn plan(calendar: &Calendar, node: &NodeView<'_>, now: Timestamp) -> Plan {
             node.upstream,
             Upstream::Phase(NodePhase::Offline | NodePhase::Starting)
         )
-        && let Ok(grace_end) = w.start.checked_add(WAITING_GRACE)
+        && let Ok(grace_end) = w.start.checked_add(node.waiting_grace)
         && now < grace_end
     {
         // The upstream's own change to Online wakes this node; a status write now would be

@@ -1,9 +1,11 @@
 //! The controllers: they read caches, call the pure core (planner, calendar, extension
 //! evaluation) and apply the result. One shared [`Context`] holds the caches and settings.
 
+mod by_node;
 mod calendar;
 mod extension;
 mod node;
+mod own_writes;
 mod view;
 
 use std::sync::Arc;
@@ -20,8 +22,9 @@ use kube::{Api, Client};
 
 use crate::api::{JukiNode, OperatingCalendar, ServiceExtension};
 use crate::clock::Clock;
-use crate::resources::{MANAGER, SqliteVolume};
+use crate::resources::{BATCH_LABEL, MANAGER, SqliteVolume};
 use crate::telemetry::Metrics;
+use by_node::ByNode;
 
 /// Why a reconcile failed; transient API errors are retried with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +106,12 @@ pub struct Context {
     pub pods: Store<Pod>,
     /// Who is upstream of whom, rebuilt only when the set of nodes or their specs change.
     pub topology: view::TopologyCache,
+    /// The names of each node's batch Jobs.
+    pub jobs_by_node: Arc<ByNode>,
+    /// The names of each node's own pods (batch Job pods left out).
+    pub pods_by_node: Arc<ByNode>,
+    /// Writes of this operator its caches do not show yet.
+    pub own_writes: Arc<own_writes::OwnWrites>,
 }
 
 impl std::fmt::Debug for Context {
@@ -137,17 +146,18 @@ where
         + Sync
         + 'static,
 {
-    shared_with_deletions(api, config, slim, None)
+    shared_with(api, config, slim, None, |_| {})
 }
 
-/// As [`shared`], and every deleted object (already gone from the store) is also sent to
-/// `deleted`: the shared change streams announce only applied objects, and a stopping node
-/// waits for its pods to be deleted.
-fn shared_with_deletions<K>(
+/// As [`shared`], and `index` follows every event before the store does, and `after` sees every
+/// event once the store holds it (a deleted object is gone from the store then, and the shared
+/// change streams announce only applied objects).
+fn shared_with<K>(
     api: Api<K>,
     config: watcher::Config,
     slim: fn(&mut K),
-    deleted: Option<futures::channel::mpsc::UnboundedSender<K>>,
+    index: Option<Arc<ByNode>>,
+    mut after: impl FnMut(&watcher::Event<K>) + Send + 'static,
 ) -> Shared<K>
 where
     K: kube::Resource<DynamicType = ()>
@@ -168,12 +178,13 @@ where
             o.meta_mut().managed_fields = None;
             slim(o);
         })
-        .reflect_shared(writer)
         .inspect_ok(move |event| {
-            if let (watcher::Event::Delete(object), Some(tx)) = (event, &deleted) {
-                let _ = tx.unbounded_send(object.clone());
+            if let Some(index) = &index {
+                index.follow(event);
             }
         })
+        .reflect_shared(writer)
+        .inspect_ok(move |event| after(event))
         .applied_objects();
     tokio::spawn(stream.for_each(|_| async {}));
     Shared { store, changes }
@@ -184,7 +195,14 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
     let owned =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
     let all = watcher::Config::default();
-    let nodes = shared(settings.api::<JukiNode>(&client), all.clone(), |_| {});
+    let topology = view::TopologyCache::default();
+    let nodes = shared_with(
+        settings.api::<JukiNode>(&client),
+        all.clone(),
+        |_| {},
+        None,
+        topology.follower(),
+    );
     let calendars = shared(
         Api::<OperatingCalendar>::all(client.clone()),
         all.clone(),
@@ -197,11 +215,18 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
             spec.template.spec = None;
         }
     });
-    let jobs = shared(settings.api::<Job>(&client), owned.clone(), |j| {
-        j.spec = None
-    });
+    let jobs_by_node = Arc::new(ByNode::new(|_| false));
+    let jobs = shared_with(
+        settings.api::<Job>(&client),
+        owned.clone(),
+        |j| j.spec = None,
+        Some(jobs_by_node.clone()),
+        |_| {},
+    );
+    // A batch Job's pods are not the node's own: they are known through their Job.
+    let pods_by_node = Arc::new(ByNode::new(|labels| labels.contains_key(BATCH_LABEL)));
     let (pod_deleted, pod_deletions) = futures::channel::mpsc::unbounded();
-    let pods = shared_with_deletions(
+    let pods = shared_with(
         settings.api::<Pod>(&client),
         owned,
         |p| {
@@ -220,7 +245,12 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
                 status.conditions = Some(ready);
             }
         },
-        Some(pod_deleted),
+        Some(pods_by_node.clone()),
+        move |event| {
+            if let watcher::Event::Delete(pod) = event {
+                let _ = pod_deleted.unbounded_send(pod.clone());
+            }
+        },
     );
     let recorder = Recorder::new(
         client.clone(),
@@ -255,7 +285,10 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
         deployments: deployments.store.clone(),
         jobs: jobs.store.clone(),
         pods: pods.store.clone(),
-        topology: Default::default(),
+        topology,
+        jobs_by_node,
+        pods_by_node,
+        own_writes: Default::default(),
     });
     tokio::spawn(count_nodes(ctx.clone()));
     let triggers = node::Triggers {
@@ -296,14 +329,15 @@ async fn count_nodes(ctx: Arc<Context>) {
 }
 
 /// Writes a status as a merge patch of what changed since `old` (the cached status); fields that
-/// became empty are removed. Writes nothing when the two are equal.
+/// became empty are removed. Writes nothing when the two are equal. Returns the object's new
+/// resourceVersion when it wrote.
 pub(super) async fn patch_status<K, S>(
     api: &Api<K>,
     name: &str,
     old: Option<&S>,
     new: &S,
     ctx: &Context,
-) -> Result<(), Error>
+) -> Result<Option<String>, Error>
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     S: serde::Serialize,
@@ -311,7 +345,7 @@ where
     let old = serde_json::to_value(old).unwrap_or_default();
     let new = serde_json::to_value(new).unwrap_or_default();
     let Some(patch) = crate::merge_patch::diff(&old, &new) else {
-        return Ok(());
+        return Ok(None);
     };
     let kind = K::kind(&());
     ctx.metrics.api_write(&format!("{kind}Status"));
@@ -321,6 +355,6 @@ where
         &kube::api::Patch::Merge(serde_json::json!({ "status": patch })),
     )
     .await
-    .map_err(Error::api(format!("status of {kind} {name}")))?;
-    Ok(())
+    .map_err(Error::api(format!("status of {kind} {name}")))
+    .map(|written| written.meta().resource_version.clone())
 }

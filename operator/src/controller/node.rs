@@ -72,15 +72,27 @@ pub(super) async fn run(triggers: Triggers, ctx: Arc<Context>) {
         if previous.as_ref() == Some(&visible) {
             return Vec::new();
         }
+        let topology = Topology::read(&mapper_ctx);
+        let refs = |indices: Vec<usize>| {
+            indices
+                .into_iter()
+                .map(|i| &topology.nodes[i])
+                .map(|o| ObjectRef::new(&o.name).within(&o.namespace))
+                .collect::<Vec<_>>()
+        };
+        if let Some(known) = topology.neighbours(&changed) {
+            return refs(known);
+        }
+        // A node the topology does not know yet (or not with this spec): every node it may
+        // concern, by tier and prefecture or by name.
         let Ok((changed, _)) = from_jukinode(&changed, "default") else {
             return Vec::new();
         };
-        Topology::read(&mapper_ctx)
-            .nodes
-            .iter()
-            .filter(|o| may_be_neighbours(o, &changed))
-            .map(|o| ObjectRef::new(&o.name).within(&o.namespace))
-            .collect::<Vec<_>>()
+        refs(
+            (0..topology.nodes.len())
+                .filter(|&i| may_be_neighbours(&topology.nodes[i], &changed))
+                .collect(),
+        )
     };
     let store = nodes.store.clone();
     let all_nodes = move || {
@@ -117,8 +129,13 @@ pub(super) async fn run(triggers: Triggers, ctx: Arc<Context>) {
             .map(|n| ObjectRef::from_obj(n.as_ref()))
             .collect::<Vec<_>>()
     };
-    // Pods name their node in a label (they are owned by ReplicaSets, not by the node).
+    // Pods name their node in a label (they are owned by ReplicaSets, not by the node). A batch
+    // Job's pods are left out: their Job's own changes wake the node, and at the stop wave the
+    // ~4 changes of each of 3,600 Job pods would be that many more reconciles.
     let for_pod = |p: Arc<Pod>| {
+        if p.labels().contains_key(resources::BATCH_LABEL) {
+            return None;
+        }
         let node = p.labels().get(resources::NODE_LABEL).cloned();
         node.map(|n| ObjectRef::new(&n).within(&p.namespace().unwrap_or_default()))
     };
@@ -186,6 +203,10 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
     let covering = extensions_covering(&evaluations, me);
     let jobs = jobs_of(ctx, &ns, &name);
     let deployment = ctx.deployments.get(&ObjectRef::new(&name).within(&ns));
+    if behind_own_writes(node, deployment.as_deref(), ctx) {
+        // A safety net only: the write's own event comes first.
+        return Ok(Requeue::requeue(Duration::from_secs(2)));
+    }
     let ready = deployment
         .as_ref()
         .and_then(|d| d.status.as_ref())
@@ -236,6 +257,7 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         jobs: &jobs,
         last_batch_date: status.last_batch.as_ref().and_then(|b| b.date.parse().ok()),
         readiness_timeout: ctx.clock.clock_duration(ctx.settings.readiness_timeout),
+        waiting_grace: ctx.clock.clock_duration(crate::planner::WAITING_GRACE),
     };
     let plan = plan(&calendar, &view, now);
     // The Deployment's status lags its pods: with none left, none is ready.
@@ -266,39 +288,58 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         upstream_url,
         sqlite_volume: ctx.settings.sqlite_volume,
     };
-    if let Some(replicas) = plan.replicas {
-        ensure_owned(node, ctx, &rctx, deployment.as_deref(), replicas).await?;
-    }
-
-    let mut final_answer = status.final_answer.clone();
-    match &plan.action {
-        Action::None => {}
+    let scale = async {
+        match plan.replicas {
+            Some(replicas) => ensure_owned(node, ctx, &rctx, deployment.as_deref(), replicas).await,
+            None => Ok(()),
+        }
+    };
+    let status_for = |final_answer| {
+        next_status(
+            node,
+            &status,
+            &plan,
+            &calendar,
+            now,
+            ready,
+            upstream_name.clone(),
+            final_answer,
+        )
+    };
+    let (ns_ref, name_ref, plan_ref) = (&ns, &name, &plan);
+    let write = |new_status: JukiNodeStatus| async move {
+        let (ns, name, plan) = (ns_ref, name_ref, plan_ref);
+        if !plan.defer_status && Some(&new_status) != node.status.as_ref() {
+            tracing::debug!(node = %format!("{ns}/{name}"), changed = ?changed_fields(node.status.as_ref(), &new_status), "status write");
+            write_status(node, ctx, &new_status).await?;
+        }
+        Ok::<_, Error>(new_status)
+    };
+    let new_status = match &plan.action {
+        // A start or a stop is a replica patch and a status write that need nothing of each
+        // other: both at once, one round trip instead of two.
+        Action::None => {
+            let (scaled, written) =
+                tokio::join!(scale, write(status_for(status.final_answer.clone())));
+            scaled?;
+            written?
+        }
         Action::FinalRequest => {
+            scale.await?;
             let date = plan
                 .operating_date
                 .or(operating_date)
                 .map(|d| d.to_string())
                 .unwrap_or_default();
-            final_answer =
-                Some(final_exchange(ctx, &ns, &name, node.spec.tls.is_some(), date).await);
+            let answer = final_exchange(ctx, &ns, &name, node.spec.tls.is_some(), date).await;
+            write(status_for(Some(answer))).await?
         }
-        Action::CreateJob { batch, date } => create_job(node, ctx, &rctx, batch, *date).await?,
-    }
-
-    let new_status = next_status(
-        node,
-        &status,
-        &plan,
-        &calendar,
-        now,
-        ready,
-        upstream_name,
-        final_answer,
-    );
-    if !plan.defer_status && Some(&new_status) != node.status.as_ref() {
-        tracing::debug!(node = %format!("{ns}/{name}"), changed = ?changed_fields(node.status.as_ref(), &new_status), "status write");
-        write_status(node, ctx, &new_status).await?;
-    }
+        Action::CreateJob { batch, date } => {
+            scale.await?;
+            create_job(node, ctx, &rctx, batch, *date).await?;
+            write(status_for(status.final_answer.clone())).await?
+        }
+    };
     let warning = matches!(plan.phase, NodePhase::Failed) || plan.reason.starts_with("Upstream");
     if new_status.phase != status.phase
         && let Some(from) = status.phase
@@ -610,44 +651,33 @@ async fn write_status(
     ctx: &Context,
     status: &JukiNodeStatus,
 ) -> Result<(), Error> {
-    let api: Api<JukiNode> =
-        Api::namespaced(ctx.client.clone(), &node.namespace().unwrap_or_default());
-    super::patch_status(&api, &node.name_any(), node.status.as_ref(), status, ctx).await?;
-    wait_for_cache(node, ctx).await;
+    let ns = node.namespace().unwrap_or_default();
+    let name = node.name_any();
+    let api: Api<JukiNode> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(after) = super::patch_status(&api, &name, node.status.as_ref(), status, ctx).await?
+    {
+        let before = node.metadata.resource_version.as_deref();
+        ctx.own_writes
+            .wrote(NODE_KIND, &ns, &name, before, Some(after.as_str()));
+    }
     Ok(())
 }
 
-/// Waits (briefly) until the node cache holds a newer version of the node than the one just
-/// reconciled, so that the next reconcile — often triggered already, by a Deployment or a
-/// neighbour — reads this status and not the one before it. Without this the same transition was
-/// planned and written (and announced in an Event) twice.
-async fn wait_for_cache(node: &JukiNode, ctx: &Context) {
-    let key = ObjectRef::from_obj(node);
-    let seen = node.metadata.resource_version.clone();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        let cached = ctx.nodes.get(&key);
-        if cached.is_none_or(|c| c.metadata.resource_version != seen) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    tracing::debug!(node = %key, "the node cache did not catch up with a status write within 2 s");
-}
+const NODE_KIND: &str = "JukiNode";
+const DEPLOYMENT_KIND: &str = "Deployment";
 
-/// Waits (up to 2 s) until the Deployment cache shows `replicas`, so that the reconcile the
-/// status write triggers does not patch the same replicas again from a stale copy.
-async fn wait_for_deployment_cache(ctx: &Context, ns: &str, name: &str, replicas: i32) {
-    let key = ObjectRef::new(name).within(ns);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        let cached = ctx.deployments.get(&key);
-        if cached.is_none_or(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(replicas)) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    tracing::debug!(deployment = %key, "the Deployment cache did not catch up with a patch within 2 s");
+/// Whether the cached node or its Deployment predates a write of this operator: its watch event
+/// is on its way and wakes the node again, so planning from the old copy now would plan (and
+/// write) the same transition twice.
+fn behind_own_writes(node: &JukiNode, deployment: Option<&Deployment>, ctx: &Context) -> bool {
+    let ns = node.namespace().unwrap_or_default();
+    let name = node.name_any();
+    let node_rv = node.metadata.resource_version.as_deref();
+    let deployment_rv = deployment.and_then(|d| d.metadata.resource_version.as_deref());
+    ctx.own_writes.is_stale(NODE_KIND, &ns, &name, node_rv)
+        || ctx
+            .own_writes
+            .is_stale(DEPLOYMENT_KIND, &ns, &name, deployment_rv)
 }
 
 async fn publish(node: &JukiNode, ctx: &Context, warning: bool, reason: &str, note: String) {
@@ -687,7 +717,8 @@ where
     if observed_hash == Some(hash.as_str()) {
         return Ok(());
     }
-    apply_with_hash(api, object, hash, kind, ctx).await
+    apply_with_hash(api, object, hash, kind, ctx).await?;
+    Ok(())
 }
 
 /// Server-side applies an object, recording `hash` in its content-hash annotation.
@@ -697,7 +728,7 @@ async fn apply_with_hash<K>(
     hash: String,
     kind: &str,
     ctx: &Context,
-) -> Result<(), Error>
+) -> Result<K, Error>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -721,8 +752,7 @@ where
         &Patch::Apply(value),
     )
     .await
-    .map_err(Error::api(format!("{kind} {name}")))?;
-    Ok(())
+    .map_err(Error::api(format!("{kind} {name}")))
 }
 
 const HASH_ANNOTATION: &str = "jukinet.io/content-hash";
@@ -814,25 +844,38 @@ async fn ensure_owned(
             return Ok(());
         }
         let name = node.name_any();
-        ctx.metrics.api_write("Deployment");
-        api.patch(
-            &name,
-            &PatchParams {
-                field_manager: Some(MANAGER.into()),
-                ..PatchParams::default()
-            },
-            &Patch::Merge(json!({ "spec": { "replicas": replicas } })),
-        )
-        .await
-        .map_err(Error::api(format!("Deployment {name}")))?;
-        wait_for_deployment_cache(ctx, &ns, &name, replicas).await;
+        ctx.metrics.api_write(DEPLOYMENT_KIND);
+        let patched = api
+            .patch(
+                &name,
+                &PatchParams {
+                    field_manager: Some(MANAGER.into()),
+                    ..PatchParams::default()
+                },
+                &Patch::Merge(json!({ "spec": { "replicas": replicas } })),
+            )
+            .await
+            .map_err(Error::api(format!("Deployment {name}")))?;
+        deployment_written(ctx, &ns, deployment, &patched);
         return Ok(());
     }
     let hash = content_hash(&desired);
     if let Some(spec) = desired.spec.as_mut() {
         spec.replicas = Some(replicas);
     }
-    apply_with_hash(&api, &mut desired, hash, "Deployment", ctx).await
+    let applied = apply_with_hash(&api, &mut desired, hash, DEPLOYMENT_KIND, ctx).await?;
+    deployment_written(ctx, &ns, deployment, &applied);
+    Ok(())
+}
+
+fn deployment_written(ctx: &Context, ns: &str, before: Option<&Deployment>, after: &Deployment) {
+    ctx.own_writes.wrote(
+        DEPLOYMENT_KIND,
+        ns,
+        &after.name_any(),
+        before.and_then(|d| d.metadata.resource_version.as_deref()),
+        after.metadata.resource_version.as_deref(),
+    );
 }
 
 const SUPPORT_ANNOTATION: &str = "jukinet.io/support-hash";

@@ -2,7 +2,7 @@
 //! node, the extensions in force, the observed Deployment, pods and Jobs.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
@@ -13,9 +13,10 @@ use k8s_openapi::api::batch::v1::Job;
 use super::Context;
 use crate::api::{JukiNode, NodePhase};
 use crate::planner::JobState;
-use crate::resources::{BATCH_LABEL, DATE_LABEL, NODE_LABEL};
+use crate::resources::{BATCH_LABEL, DATE_LABEL};
 use crate::service_extension::{Evaluation, evaluate};
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 
 use crate::topology::{Resolved, TopologyNode, from_jukinode, resolve};
 
@@ -28,45 +29,64 @@ pub struct Topology {
     /// `spec.calendar` of each node.
     pub calendars: Vec<String>,
     pub resolved: Vec<Resolved>,
+    /// (uid, generation) of each node's spec as read.
+    versions: Vec<(Option<String>, Option<i64>)>,
     children: Vec<Vec<usize>>,
     index: HashMap<(String, String), usize>,
 }
 
-/// The last topology built, with the fingerprint of the node specs it was built from.
+/// The last topology built, and the count of node spec changes it was built after.
 #[derive(Debug, Default, Clone)]
-pub struct TopologyCache(Arc<Mutex<Option<Fingerprinted>>>);
+pub struct TopologyCache {
+    /// Bumped by the node watch, once the store holds the change, whenever a node appears, goes
+    /// or gets a new spec generation (status writes do not count).
+    epoch: Arc<AtomicU64>,
+    built: Arc<Mutex<Option<Built>>>,
+}
 
-/// A topology and the fingerprint of the node specs it was built from.
-type Fingerprinted = (u64, Arc<Topology>);
+/// A topology and the epoch it was built at.
+type Built = (u64, Arc<Topology>);
 
-/// A fingerprint of which nodes exist and at which spec generation; order-independent.
-fn fingerprint(objects: &[Arc<JukiNode>]) -> u64 {
-    objects.iter().fold(objects.len() as u64, |acc, o| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (
-            &o.metadata.namespace,
-            &o.metadata.name,
-            &o.metadata.uid,
-            o.metadata.generation,
-        )
-            .hash(&mut h);
-        acc.wrapping_add(h.finish())
-    })
+impl TopologyCache {
+    /// What the node watch calls with each event, after the store has it.
+    pub fn follower(&self) -> impl FnMut(&watcher::Event<JukiNode>) + Send + 'static {
+        let epoch = self.epoch.clone();
+        let mut versions = HashMap::<ObjectRef<JukiNode>, (Option<String>, Option<i64>)>::new();
+        move |event| {
+            let changed = match event {
+                watcher::Event::Apply(n) | watcher::Event::InitApply(n) => {
+                    let version = (n.metadata.uid.clone(), n.metadata.generation);
+                    versions.insert(ObjectRef::from_obj(n), version.clone()) != Some(version)
+                }
+                watcher::Event::Delete(n) => {
+                    versions.remove(&ObjectRef::from_obj(n));
+                    true
+                }
+                watcher::Event::Init => false,
+                // Nodes gone while the watch was down are not announced one by one.
+                watcher::Event::InitDone => true,
+            };
+            if changed {
+                epoch.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
 }
 
 impl Topology {
     /// The current topology: rebuilt only when a node was added, removed or changed its spec.
     pub fn read(ctx: &Context) -> Arc<Topology> {
-        let objects = ctx.nodes.state();
-        let print = fingerprint(&objects);
-        let mut cache = ctx.topology.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((p, t)) = cache.as_ref()
-            && *p == print
+        // The epoch is read before the store: a topology is never kept under an epoch newer
+        // than the nodes it was built from.
+        let epoch = ctx.topology.epoch.load(Ordering::SeqCst);
+        let mut built = ctx.topology.built.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((e, t)) = built.as_ref()
+            && *e == epoch
         {
             return t.clone();
         }
-        let topology = Arc::new(Topology::build(&objects));
-        *cache = Some((print, topology.clone()));
+        let topology = Arc::new(Topology::build(&ctx.nodes.state()));
+        *built = Some((epoch, topology.clone()));
         topology
     }
 
@@ -77,11 +97,13 @@ impl Topology {
                 .cmp(&(&b.metadata.namespace, &b.metadata.name))
         });
         let (mut nodes, mut online_ends, mut calendars) = (Vec::new(), Vec::new(), Vec::new());
+        let mut versions = Vec::new();
         for o in sorted {
             if let Ok((n, end)) = from_jukinode(o, "default") {
                 nodes.push(n);
                 online_ends.push(end);
                 calendars.push(o.spec.calendar.clone());
+                versions.push((o.metadata.uid.clone(), o.metadata.generation));
             }
         }
         let resolved = resolve(&nodes);
@@ -101,6 +123,7 @@ impl Topology {
             online_ends,
             calendars,
             resolved,
+            versions,
             children,
             index,
         }
@@ -117,29 +140,42 @@ impl Topology {
         &self.children[i]
     }
 
-    fn status(&self, ctx: &Context, i: usize) -> Option<crate::api::JukiNodeStatus> {
+    fn object(&self, ctx: &Context, i: usize) -> Option<Arc<JukiNode>> {
         let n = &self.nodes[i];
-        ctx.nodes
-            .get(&ObjectRef::new(&n.name).within(&n.namespace))
-            .and_then(|o| o.status.clone())
+        ctx.nodes.get(&ObjectRef::new(&n.name).within(&n.namespace))
     }
 
     /// Node `i`'s phase now (Offline when it has none yet).
     pub fn phase(&self, ctx: &Context, i: usize) -> NodePhase {
-        self.status(ctx, i)
-            .and_then(|s| s.phase)
+        self.object(ctx, i)
+            .and_then(|o| o.status.as_ref().and_then(|s| s.phase))
             .unwrap_or(NodePhase::Offline)
+    }
+
+    /// The nodes a phase change of `changed` can matter to: its upstream and the nodes below it.
+    /// `None` when the topology does not know this spec of it (new, changed, or unreadable), so
+    /// that the caller falls back to a wider guess.
+    pub fn neighbours(&self, changed: &JukiNode) -> Option<Vec<usize>> {
+        let i = self.index_of(
+            changed.metadata.namespace.as_deref().unwrap_or_default(),
+            changed.metadata.name.as_deref().unwrap_or_default(),
+        )?;
+        if self.versions[i] != (changed.metadata.uid.clone(), changed.metadata.generation) {
+            return None;
+        }
+        let mut out = self.children[i].clone();
+        if let Resolved::Node(up) = self.resolved[i] {
+            out.push(up);
+        }
+        Some(out)
     }
 
     /// Whether node `i` runs no replicas: Offline, or Failed for a reason that scaled it to zero
     /// or never let it start. A node above waits for this before it stops.
     pub fn stopped(&self, ctx: &Context, i: usize) -> bool {
-        let status = self.status(ctx, i);
-        match status
-            .as_ref()
-            .and_then(|s| s.phase)
-            .unwrap_or(NodePhase::Offline)
-        {
+        let object = self.object(ctx, i);
+        let status = object.as_ref().and_then(|o| o.status.as_ref());
+        match status.and_then(|s| s.phase).unwrap_or(NodePhase::Offline) {
             NodePhase::Offline => true,
             NodePhase::Failed => matches!(
                 status.as_ref().and_then(|s| s.reason.as_deref()),
@@ -221,17 +257,14 @@ fn job_state(job: &Job) -> JobState {
 
 /// The node's batch Jobs: (batch, operating date, state).
 pub fn jobs_of(ctx: &Context, namespace: &str, node: &str) -> Vec<(String, Date, JobState)> {
-    ctx.jobs
-        .state()
+    ctx.jobs_by_node
+        .names(namespace, node)
         .iter()
-        .filter(|j| j.metadata.namespace.as_deref() == Some(namespace))
+        .filter_map(|name| ctx.jobs.get(&ObjectRef::new(name).within(namespace)))
         .filter_map(|j| {
             let labels = j.metadata.labels.as_ref()?;
-            if labels.get(NODE_LABEL)? != node {
-                return None;
-            }
             let date = Date::strptime("%Y%m%d", labels.get(DATE_LABEL)?).ok()?;
-            Some((labels.get(BATCH_LABEL)?.clone(), date, job_state(j)))
+            Some((labels.get(BATCH_LABEL)?.clone(), date, job_state(&j)))
         })
         .collect()
 }
@@ -240,14 +273,10 @@ pub fn jobs_of(ctx: &Context, namespace: &str, node: &str) -> Vec<(String, Date,
 /// them are Ready and not being deleted.
 pub fn pods_of(ctx: &Context, namespace: &str, node: &str) -> (i32, i32) {
     let (mut all, mut ready) = (0, 0);
-    for p in ctx.pods.state() {
-        let mine = p.metadata.namespace.as_deref() == Some(namespace)
-            && p.metadata.labels.as_ref().is_some_and(|l| {
-                l.get(NODE_LABEL).is_some_and(|n| n == node) && !l.contains_key(BATCH_LABEL)
-            });
-        if !mine {
+    for name in ctx.pods_by_node.names(namespace, node) {
+        let Some(p) = ctx.pods.get(&ObjectRef::new(&name).within(namespace)) else {
             continue;
-        }
+        };
         all += 1;
         let is_ready = p
             .status
@@ -259,4 +288,128 @@ pub fn pods_of(ctx: &Context, namespace: &str, node: &str) -> (i32, i32) {
         }
     }
     (all, ready)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{JukiNodeSpec, JukiNodeStatus};
+    use serde_json::json;
+
+    fn node(ns: &str, name: &str, spec: serde_json::Value, generation: i64) -> JukiNode {
+        let spec: JukiNodeSpec = serde_json::from_value(spec).unwrap();
+        let mut n = JukiNode::new(name, spec);
+        n.metadata.namespace = Some(ns.into());
+        n.metadata.uid = Some(format!("uid-{name}"));
+        n.metadata.generation = Some(generation);
+        n
+    }
+
+    fn country() -> Vec<JukiNode> {
+        vec![
+            node("nat", "national", json!({"tier": "National"}), 1),
+            node(
+                "p13",
+                "pref-13",
+                json!({"tier": "Prefecture", "prefecture": "13"}),
+                1,
+            ),
+            node(
+                "p27",
+                "pref-27",
+                json!({"tier": "Prefecture", "prefecture": "27"}),
+                1,
+            ),
+            node(
+                "p13",
+                "cs-131016",
+                json!({"tier": "CS", "municipality": "131016"}),
+                1,
+            ),
+            node(
+                "p13",
+                "cs-131041",
+                json!({"tier": "CS", "municipality": "131041"}),
+                1,
+            ),
+        ]
+    }
+
+    fn names(t: &Topology, indices: Option<Vec<usize>>) -> Option<Vec<&str>> {
+        let mut out: Vec<&str> = indices?
+            .into_iter()
+            .map(|i| t.nodes[i].name.as_str())
+            .collect();
+        out.sort();
+        Some(out)
+    }
+
+    #[test]
+    fn a_known_node_concerns_its_upstream_and_the_nodes_below_it_only() {
+        let nodes: Vec<Arc<JukiNode>> = country().into_iter().map(Arc::new).collect();
+        let t = Topology::build(&nodes);
+        let by_name = |n: &str| {
+            nodes
+                .iter()
+                .find(|o| o.metadata.name.as_deref() == Some(n))
+                .unwrap()
+        };
+        assert_eq!(
+            names(&t, t.neighbours(by_name("pref-13"))),
+            Some(vec!["cs-131016", "cs-131041", "national"])
+        );
+        assert_eq!(
+            names(&t, t.neighbours(by_name("cs-131016"))),
+            Some(vec!["pref-13"])
+        );
+        assert_eq!(
+            names(&t, t.neighbours(by_name("national"))),
+            Some(vec!["pref-13", "pref-27"])
+        );
+        // A spec the topology was not built from: the caller must look wider.
+        let mut changed = (**by_name("cs-131016")).clone();
+        changed.metadata.generation = Some(2);
+        assert_eq!(t.neighbours(&changed), None);
+        let new = node(
+            "p27",
+            "cs-271004",
+            json!({"tier": "CS", "municipality": "271004"}),
+            1,
+        );
+        assert_eq!(t.neighbours(&new), None);
+    }
+
+    #[test]
+    fn the_topology_epoch_moves_on_new_changed_and_deleted_specs_not_on_status_writes() {
+        let cache = TopologyCache::default();
+        let mut follow = cache.follower();
+        let epoch = || cache.epoch.load(Ordering::SeqCst);
+        let mut cs = node(
+            "p13",
+            "cs-131016",
+            json!({"tier": "CS", "municipality": "131016"}),
+            1,
+        );
+        follow(&watcher::Event::Apply(cs.clone()));
+        let after_add = epoch();
+        assert!(after_add > 0);
+        cs.status = Some(JukiNodeStatus {
+            phase: Some(NodePhase::Online),
+            ..Default::default()
+        });
+        follow(&watcher::Event::Apply(cs.clone()));
+        assert_eq!(
+            epoch(),
+            after_add,
+            "a status write is not a topology change"
+        );
+        cs.metadata.generation = Some(2);
+        follow(&watcher::Event::Apply(cs.clone()));
+        assert_eq!(epoch(), after_add + 1);
+        follow(&watcher::Event::Delete(cs.clone()));
+        assert_eq!(epoch(), after_add + 2);
+        follow(&watcher::Event::<JukiNode>::Init);
+        follow(&watcher::Event::<JukiNode>::InitDone);
+        assert_eq!(epoch(), after_add + 3, "a relist may have dropped nodes");
+    }
 }
