@@ -30,6 +30,10 @@ pub const NODE_LABEL: &str = "jukinet.io/node";
 pub const BATCH_LABEL: &str = "jukinet.io/batch";
 /// Label carrying the operating date of a Job (YYYYMMDD).
 pub const DATE_LABEL: &str = "jukinet.io/operating-date";
+/// Label carrying the JukiNode name on a batch Job's pods, which must not carry [`NODE_LABEL`]:
+/// that is the selector of the node's Service, which would then route requests to a batch pod
+/// (and keep its endpoints up to date as each of the day's 3,600 batch pods comes and goes).
+pub const BATCH_OF_LABEL: &str = "jukinet.io/batch-of";
 /// The field manager of every server-side apply.
 pub const MANAGER: &str = "juki-operator";
 /// Where a node's TLS Secret is mounted (`spec.tls`).
@@ -346,7 +350,11 @@ pub fn batch_job(node: &JukiNode, ctx: &Context<'_>, batch: &str, date: Date) ->
     let labels = metadata.labels.get_or_insert_with(BTreeMap::new);
     labels.insert(BATCH_LABEL.into(), batch.into());
     labels.insert(DATE_LABEL.into(), date.strftime("%Y%m%d").to_string());
-    let pod_labels = labels.clone();
+    // Nor managed-by: the operator follows a batch through its Job, not its pods.
+    let mut pod_labels = labels.clone();
+    pod_labels.remove(NODE_LABEL);
+    pod_labels.remove("app.kubernetes.io/managed-by");
+    pod_labels.insert(BATCH_OF_LABEL.into(), name(node));
     Job {
         metadata,
         spec: Some(JobSpec {
@@ -443,11 +451,25 @@ mod tests {
             "{node_json}"
         );
         let job = batch_job(&node, &ctx, "backup", date(2026, 11, 30));
-        let args = job.spec.unwrap().template.spec.unwrap().containers[0]
-            .args
-            .clone()
-            .unwrap();
+        assert_eq!(
+            job.metadata.labels.as_ref().unwrap()[NODE_LABEL],
+            "cs-131016"
+        );
+        let template = job.spec.unwrap().template;
+        let args = template.spec.unwrap().containers[0].args.clone().unwrap();
         assert_eq!(args, ["batch", "backup", "--date", "2026-11-30"]);
+        // A batch pod is not one of the node's serving pods: neither its Service nor its
+        // Deployment selects it.
+        let pod_labels = template.metadata.unwrap().labels.unwrap();
+        assert_eq!(pod_labels[BATCH_OF_LABEL], "cs-131016");
+        let selects = |selector: &BTreeMap<String, String>| {
+            selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v))
+        };
+        assert!(!selects(
+            service(&node).spec.unwrap().selector.as_ref().unwrap()
+        ));
+        let deployment_selector = d.spec.as_ref().unwrap().selector.match_labels.clone();
+        assert!(!selects(&deployment_selector.unwrap()));
     }
 
     #[test]
