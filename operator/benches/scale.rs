@@ -26,7 +26,7 @@ use jiff::{SignedDuration, Timestamp};
 use juki_operator::api::{JukiNode, NodePhase, OperatingCalendar};
 use juki_operator::resources::{self, SqliteVolume};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -327,9 +327,11 @@ async fn floor(
         sqlite_volume: SqliteVolume::EmptyDir,
     };
     let mut deployments = Vec::new();
+    let mut services = Vec::new();
     for n in nodes {
         let node: JukiNode = serde_json::from_value(n.manifest(ns, "unused"))?;
         deployments.push(resources::deployment(&node, &ctx, 0));
+        services.push(resources::service(&node));
     }
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let created = Instant::now();
@@ -339,8 +341,16 @@ async fn floor(
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<_>>()
         .await?;
+    // The same Deployments behind the same Services: each pod that comes or goes updates its
+    // Service's endpoints whoever scales it, so that work is part of the floor too.
+    let service_api: Api<Service> = Api::namespaced(client.clone(), ns);
+    stream::iter(&services)
+        .map(|s| service_api.create(&post, s))
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
     println!(
-        "  floor: created {} Deployments (replicas 0) in {:.1} s",
+        "  floor: created {} Deployments (replicas 0) and their Services in {:.1} s",
         deployments.len(),
         created.elapsed().as_secs_f64()
     );
@@ -395,6 +405,7 @@ async fn floor(
 
     let mut out = Floor::default();
     let start = Instant::now();
+    let cpu = cluster_cpu();
     for t in Tier::ALL {
         let names = by_tier(t);
         scale_all(&api, &names, 1).await?;
@@ -404,7 +415,9 @@ async fn floor(
         };
         println!("  floor up: {} ready at {:.1} s", t.as_str(), out.up[&t]);
     }
+    println!("{}", cpu_line("floor start wave", &cpu));
     let start = Instant::now();
+    let cpu = cluster_cpu();
     for t in Tier::ALL.into_iter().rev() {
         scale_all(&api, &by_tier(t), 0).await?;
         match wait_until(start, start + timeout, || tier_gone(t)).await {
@@ -417,6 +430,7 @@ async fn floor(
             out.down[&t]
         );
     }
+    println!("{}", cpu_line("floor stop wave", &cpu));
     Ok(out)
 }
 
@@ -518,6 +532,40 @@ fn usage(pid: u32) -> Option<Usage> {
         hwm_kib,
         cpu_s: ticks / 100.0,
     })
+}
+
+/// CPU seconds so far of each control-plane process (from the cluster's pid files), to show
+/// where a wave's time goes.
+fn cluster_cpu() -> BTreeMap<String, f64> {
+    let pids = kubeconfig_path().with_file_name("pids");
+    let Ok(dir) = std::fs::read_dir(pids) else {
+        return BTreeMap::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let name = e
+                .file_name()
+                .to_string_lossy()
+                .strip_suffix(".pid")?
+                .to_string();
+            let pid = std::fs::read_to_string(e.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((name, usage(pid)?.cpu_s))
+        })
+        .collect()
+}
+
+/// One line of control-plane CPU spent since `before`.
+fn cpu_line(what: &str, before: &BTreeMap<String, f64>) -> String {
+    let now = cluster_cpu();
+    let parts: Vec<String> = now
+        .iter()
+        .map(|(k, v)| format!("{k} {:.1}", v - before.get(k).copied().unwrap_or(0.0)))
+        .collect();
+    format!("  control-plane CPU s, {what}: {}", parts.join(", "))
 }
 
 #[derive(Debug, Default)]
@@ -742,6 +790,7 @@ async fn operator(
         let m0 = scrape(&addr).await?;
         out.initial_writes = m0.clone();
         let cpu0 = usage(pid).map_or(0.0, |u| u.cpu_s);
+        let plane0 = cluster_cpu();
         println!(
             "  operator: window open (first pass {}); start wave…",
             out.initial_pass_s
@@ -771,6 +820,7 @@ async fn operator(
         let m1 = scrape(&addr).await?;
         out.start_writes = m1.minus(&m0);
         out.cpu_start_wave = usage(pid).map_or(0.0, |u| u.cpu_s) - cpu0;
+        println!("{}", cpu_line("operator start wave", &plane0));
         if out.up.len() < 3 {
             println!("  operator: start wave NOT complete at window end");
         }
@@ -780,10 +830,12 @@ async fn operator(
         let m2 = scrape(&addr).await?;
         out.idle_writes = m2.minus(&m1);
         let cpu2 = usage(pid).map_or(0.0, |u| u.cpu_s);
+        let plane2 = cluster_cpu();
         println!("  operator: window end; stop wave…");
 
         // Stop wave.
         let deadline = end_at + Duration::from_secs(1800);
+        let mut scaled_down = BTreeMap::new();
         loop {
             for n in store.state().iter() {
                 if phase_of(n) == Some(NodePhase::Failed) {
@@ -791,6 +843,23 @@ async fn operator(
                 }
             }
             for t in Tier::ALL {
+                // When the operator had scaled the whole tier down (how much of the wave is its
+                // own pace rather than the cluster's).
+                if !scaled_down.contains_key(&t)
+                    && all(t, &|n| {
+                        matches!(
+                            phase_of(n),
+                            Some(NodePhase::Stopping | NodePhase::DailyBatch | NodePhase::Offline)
+                        )
+                    })
+                {
+                    let s = end_at.elapsed().as_secs_f64();
+                    println!(
+                        "  operator down: {} all scaled to 0 at {s:.1} s",
+                        t.as_str()
+                    );
+                    scaled_down.insert(t, s);
+                }
                 if !out.left_stopping.contains_key(&t)
                     && all(t, &|n| {
                         matches!(
@@ -823,6 +892,7 @@ async fn operator(
         let m3 = scrape(&addr).await?;
         out.stop_writes = m3.minus(&m2);
         out.cpu_stop_wave = usage(pid).map_or(0.0, |u| u.cpu_s) - cpu2;
+        println!("{}", cpu_line("operator stop wave", &plane2));
         out.failed_seen = failed.len();
         Ok(())
     }
