@@ -177,6 +177,16 @@ impl Plan {
         self.operating_date = date;
         self
     }
+
+    /// The same batch plan without its Job: the node waits for a batch slot (`--max-batch-nodes`).
+    pub fn queued_for_batch(mut self) -> Plan {
+        if matches!(self.action, Action::CreateJob { .. }) {
+            self.action = Action::None;
+            self.reason = "BatchQueued";
+            self.message = "waiting for a batch slot (--max-batch-nodes)".into();
+        }
+        self
+    }
 }
 
 /// The node's online window containing `at`, extended by an active service extension.

@@ -244,6 +244,58 @@ async fn a_weekday_a_saturday_and_a_holiday_run_in_dependency_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_batch_slot_the_nodes_batch_one_after_another_in_order() {
+    let Some(cluster) = require_cluster!() else {
+        return;
+    };
+    let setup = setup(&cluster, None).await;
+    let recording = Recording::start(&cluster, &setup.ns.name);
+    // Friday 2026-11-20; the four CSs stop together at window end and must take turns.
+    let op = OperatorProcess::start_with(
+        &cluster,
+        &setup.ns.name,
+        tokyo("2026-11-20T06:30"),
+        FACTOR,
+        "",
+        &["--max-batch-nodes", "1"],
+    );
+    op.run_until(tokyo("2026-11-21T06:00")).await;
+    drop(op);
+    assert_day_rules(&cluster, &setup, &recording, &["2026-11-20"]).await;
+
+    // Each node's batches, from its first Job's start to its last Job's completion: with one
+    // slot no two nodes' spans overlap (the API server's times have one-second resolution).
+    let jobs = Api::<Job>::namespaced(cluster.client.clone(), &setup.ns.name)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let mut spans: BTreeMap<String, (Timestamp, Timestamp)> = BTreeMap::new();
+    for j in &jobs.items {
+        let status = j.status.clone().unwrap_or_default();
+        let (Some(start), Some(end)) = (status.start_time.clone(), status.completion_time.clone())
+        else {
+            panic!("{} did not complete: {status:?}", j.name_any());
+        };
+        let span = spans
+            .entry(j.labels()["jukinet.io/node"].clone())
+            .or_insert((start.0, end.0));
+        span.0 = span.0.min(start.0);
+        span.1 = span.1.max(end.0);
+    }
+    let mut ordered: Vec<_> = spans.into_iter().collect();
+    ordered.sort_by_key(|(_, (start, _))| *start);
+    assert_eq!(ordered.len(), 7, "{ordered:#?}");
+    for pair in ordered.windows(2) {
+        assert!(
+            pair[1].1.0 >= pair[0].1.1,
+            "{} started its batches before {} had finished: {ordered:#?}",
+            pair[1].0,
+            pair[0].0
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_year_end_closure_keeps_everything_offline() {
     let Some(cluster) = require_cluster!() else {
         return;

@@ -46,6 +46,11 @@ struct Args {
     /// server, and the operator's memory grew with them.
     #[arg(long, env = "JUKI_CONCURRENCY", default_value_t = 32)]
     concurrency: u16,
+    /// Most nodes running their daily batch Jobs at once (0: no limit); the others wait in
+    /// DailyBatch (reason BatchQueued), first stopped first served. At window end the whole
+    /// country stops at once, and the stopping comes before the batches.
+    #[arg(long, env = "JUKI_MAX_BATCH_NODES", default_value_t = 100)]
+    max_batch_nodes: usize,
     /// Longest real wait between two looks at an object.
     #[arg(long, default_value_t = 60)]
     max_requeue: u64,
@@ -108,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
         transition_events: args.transition_events,
         transition_poll: Duration::from_secs(5),
         concurrency: args.concurrency,
+        max_batch_nodes: args.max_batch_nodes,
         namespace: args.namespace.clone(),
         node_tls: match (args.node_tls_cert, args.node_tls_key, args.node_tls_ca) {
             (Some(cert), Some(key), Some(ca)) => {

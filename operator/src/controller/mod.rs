@@ -1,6 +1,7 @@
 //! The controllers: they read caches, call the pure core (planner, calendar, extension
 //! evaluation) and apply the result. One shared [`Context`] holds the caches and settings.
 
+mod batch_slots;
 mod by_node;
 mod calendar;
 mod extension;
@@ -75,6 +76,8 @@ pub struct Settings {
     pub node_tls: Option<crate::node_client::OperatorTls>,
     /// Most node reconciles at once (0: no limit).
     pub concurrency: u16,
+    /// Most nodes running their batch Jobs at once (0: no limit).
+    pub max_batch_nodes: usize,
 }
 
 impl Settings {
@@ -110,6 +113,8 @@ pub struct Context {
     pub jobs_by_node: Arc<ByNode>,
     /// The names of each node's own pods (batch Job pods left out).
     pub pods_by_node: Arc<ByNode>,
+    /// Which nodes may run their batch Jobs now.
+    pub batch_slots: Arc<batch_slots::BatchSlots>,
     /// Writes of this operator its caches do not show yet.
     pub own_writes: Arc<own_writes::OwnWrites>,
 }
@@ -273,6 +278,11 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
     if results.iter().any(Result::is_err) {
         tracing::warn!("a cache stopped before its first list");
     }
+    let (batch_wake, batch_wakes) = futures::channel::mpsc::unbounded();
+    let batch_slots = Arc::new(batch_slots::BatchSlots::new(
+        settings.max_batch_nodes,
+        batch_wake,
+    ));
     let ctx = Arc::new(Context {
         client: client.clone(),
         clock,
@@ -289,6 +299,7 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
         jobs_by_node,
         pods_by_node,
         own_writes: Default::default(),
+        batch_slots,
     });
     tokio::spawn(count_nodes(ctx.clone()));
     let triggers = node::Triggers {
@@ -299,6 +310,7 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
         jobs,
         pods,
         pod_deletions,
+        batch_wakes,
     };
     tokio::join!(
         node::run(triggers, ctx.clone()),

@@ -18,6 +18,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
+use super::batch_slots::Turn;
 use super::view::{Topology, calendar_of, extensions, extensions_covering, jobs_of, pods_of};
 use super::{Context, Error, FinalExchange, Shared};
 use crate::api::{
@@ -39,6 +40,8 @@ pub(super) struct Triggers {
     pub pods: Shared<Pod>,
     /// Deleted pods (the shared streams announce only applied objects).
     pub pod_deletions: futures::channel::mpsc::UnboundedReceiver<Pod>,
+    /// Nodes whose turn for a batch slot has come.
+    pub batch_wakes: futures::channel::mpsc::UnboundedReceiver<ObjectRef<JukiNode>>,
 }
 
 pub(super) async fn run(triggers: Triggers, ctx: Arc<Context>) {
@@ -50,6 +53,7 @@ pub(super) async fn run(triggers: Triggers, ctx: Arc<Context>) {
         jobs,
         pods,
         pod_deletions,
+        batch_wakes,
     } = triggers;
     // A node's neighbours react to its phase changes: its downstream may start, its upstream may
     // stop. The cached topology holds every node already parsed, so this stays cheap at 1,789.
@@ -144,6 +148,7 @@ pub(super) async fn run(triggers: Triggers, ctx: Arc<Context>) {
         .owns_shared_stream(jobs.changes)
         .watches_shared_stream(pods.changes, for_pod)
         .reconcile_on(pod_deletions.filter_map(move |p| async move { for_pod(Arc::new(p)) }))
+        .reconcile_on(batch_wakes)
         .watches_shared_stream(nodes.changes, neighbours)
         .watches_shared_stream(extensions.changes, for_extension)
         .watches_shared_stream(calendars.changes, for_calendar)
@@ -175,6 +180,7 @@ async fn reconcile(node: Arc<JukiNode>, ctx: Arc<Context>) -> Result<Requeue, Er
 
 async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Error> {
     if node.metadata.deletion_timestamp.is_some() {
+        ctx.batch_slots.release(&ObjectRef::from_obj(node));
         return Ok(Requeue::await_change());
     }
     let now = ctx.clock.now();
@@ -259,7 +265,15 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         readiness_timeout: ctx.clock.clock_duration(ctx.settings.readiness_timeout),
         waiting_grace: ctx.clock.clock_duration(crate::planner::WAITING_GRACE),
     };
-    let plan = plan(&calendar, &view, now);
+    let mut plan = plan(&calendar, &view, now);
+    let key = ObjectRef::from_obj(node);
+    if matches!(plan.action, Action::CreateJob { .. }) {
+        if ctx.batch_slots.take(&key) != Turn::Go {
+            plan = plan.queued_for_batch();
+        }
+    } else if plan.phase != NodePhase::DailyBatch {
+        ctx.batch_slots.release(&key);
+    }
     // The Deployment's status lags its pods: with none left, none is ready.
     let ready = if plan.replicas == Some(0) && view.pods == 0 {
         0
