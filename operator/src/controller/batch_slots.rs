@@ -111,7 +111,7 @@ mod tests {
         // A holder's second batch needs no new slot.
         assert_eq!(slots.take(&node("a")), Turn::Go);
         slots.release(&node("a"));
-        assert_eq!(rx.try_next().unwrap(), Some(node("c")));
+        assert_eq!(rx.try_recv().ok(), Some(node("c")));
         // The freed slot is c's, not a newcomer's.
         assert_eq!(slots.take(&node("e")), Turn::Wait(3));
         assert_eq!(slots.take(&node("c")), Turn::Go);
@@ -126,13 +126,13 @@ mod tests {
         assert_eq!(slots.take(&node("b")), Turn::Wait(1));
         assert_eq!(slots.take(&node("c")), Turn::Wait(2));
         slots.release(&node("b"));
-        assert!(rx.try_next().is_err(), "no slot freed, nobody woken");
+        assert!(rx.try_recv().is_err(), "no slot freed, nobody woken");
         slots.release(&node("a"));
-        assert_eq!(rx.try_next().unwrap(), Some(node("c")));
+        assert_eq!(rx.try_recv().ok(), Some(node("c")));
         // c, woken, leaves the line without its slot (its window reopened): d is next.
         assert_eq!(slots.take(&node("d")), Turn::Wait(2));
         slots.release(&node("c"));
-        assert_eq!(rx.try_next().unwrap(), Some(node("d")));
+        assert_eq!(rx.try_recv().ok(), Some(node("d")));
         assert_eq!(slots.take(&node("d")), Turn::Go);
     }
 
