@@ -43,8 +43,9 @@ struct Args {
     transition_events: bool,
     /// Most node reconciles at once (0: no limit). Without a limit a wave of the whole country
     /// ran ~1,800 at once: as many API requests in flight, answered with 504s by a saturated API
-    /// server, and the operator's memory grew with them.
-    #[arg(long, env = "JUKI_CONCURRENCY", default_value_t = 32)]
+    /// server, and the operator's memory grew with them. At full size 96 issued the stop wave's
+    /// scale-downs in 15 s (32: 38 s) for 77 MiB.
+    #[arg(long, env = "JUKI_CONCURRENCY", default_value_t = 96)]
     concurrency: u16,
     /// Most nodes running their daily batch Jobs at once (0: no limit); the others wait in
     /// DailyBatch (reason BatchQueued), first stopped first served. At window end the whole
