@@ -228,7 +228,9 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
         Some(jobs_by_node.clone()),
         |_| {},
     );
-    // A batch Job's pods are not the node's own: they are known through their Job.
+    // A batch Job's pods are not the node's own: they are known through their Job. Those made
+    // since batch pods lost the node and managed-by labels are not watched at all; this keeps
+    // out the ones an older operator made, which stay until their Job's TTL.
     let pods_by_node = Arc::new(ByNode::new(|labels| labels.contains_key(BATCH_LABEL)));
     let (pod_deleted, pod_deletions) = futures::channel::mpsc::unbounded();
     let pods = shared_with(

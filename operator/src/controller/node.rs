@@ -320,15 +320,7 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
             final_answer,
         )
     };
-    let (ns_ref, name_ref, plan_ref) = (&ns, &name, &plan);
-    let write = |new_status: JukiNodeStatus| async move {
-        let (ns, name, plan) = (ns_ref, name_ref, plan_ref);
-        if !plan.defer_status && Some(&new_status) != node.status.as_ref() {
-            tracing::debug!(node = %format!("{ns}/{name}"), changed = ?changed_fields(node.status.as_ref(), &new_status), "status write");
-            write_status(node, ctx, &new_status).await?;
-        }
-        Ok::<_, Error>(new_status)
-    };
+    let write = |new_status| write_if_changed(node, ctx, plan.defer_status, new_status);
     let new_status = match &plan.action {
         // A start or a stop is a replica patch and a status write that need nothing of each
         // other: both at once, one round trip instead of two.
@@ -658,6 +650,20 @@ fn set_condition(
             observed_generation: None,
         }),
     }
+}
+
+/// Writes `new_status` unless the plan defers it or it is what the node already has; returns it.
+async fn write_if_changed(
+    node: &JukiNode,
+    ctx: &Context,
+    defer: bool,
+    new_status: JukiNodeStatus,
+) -> Result<JukiNodeStatus, Error> {
+    if !defer && Some(&new_status) != node.status.as_ref() {
+        tracing::debug!(node = %ObjectRef::from_obj(node), changed = ?changed_fields(node.status.as_ref(), &new_status), "status write");
+        write_status(node, ctx, &new_status).await?;
+    }
+    Ok(new_status)
 }
 
 async fn write_status(
