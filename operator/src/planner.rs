@@ -183,7 +183,9 @@ impl Plan {
         if matches!(self.action, Action::CreateJob { .. }) {
             self.action = Action::None;
             self.reason = "BatchQueued";
-            self.message = "waiting for a batch slot (--max-batch-nodes)".into();
+            self.message =
+                "waiting for a batch slot (--max-batch-nodes, shared with the nodes still stopping)"
+                    .into();
         }
         self
     }

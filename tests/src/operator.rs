@@ -73,7 +73,8 @@ impl OperatorProcess {
         OperatorProcess::start_with(cluster, namespace, start, factor, "", &[])
     }
 
-    /// [`start`](Self::start) with extra flags; `tag` tells the log files of two operators apart.
+    /// [`start`](Self::start) with extra flags (replacing the defaults they name); `tag` tells the
+    /// log files of two operators apart.
     pub fn start_with(
         cluster: &TestCluster,
         namespace: &str,
@@ -86,23 +87,24 @@ impl OperatorProcess {
             std::env::temp_dir().join(format!("juki-operator-{namespace}{tag}.log")),
         )
         .expect("operator log");
+        let clock = format!("fast:{start},x{factor}");
+        let defaults = [
+            ("--clock", clock.as_str()),
+            ("--namespace", namespace),
+            ("--metrics-addr", "127.0.0.1:0"),
+            ("--final-exchange", "skip"),
+            ("--sqlite-volume", "empty-dir"),
+            ("--readiness-timeout", "60"),
+        ];
+        // A flag in `extra` replaces its default (the operator takes each flag once).
+        let defaults = defaults
+            .into_iter()
+            .filter(|(flag, _)| !extra.contains(flag))
+            .flat_map(|(flag, value)| [flag, value]);
         let child = Command::new(operator_binary())
             .env("KUBECONFIG", &cluster.kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
-            .args([
-                "--clock",
-                &format!("fast:{start},x{factor}"),
-                "--namespace",
-                namespace,
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--final-exchange",
-                "skip",
-                "--sqlite-volume",
-                "empty-dir",
-                "--readiness-timeout",
-                "60",
-            ])
+            .args(defaults)
             .args(extra)
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))

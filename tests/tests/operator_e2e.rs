@@ -18,7 +18,8 @@ use juki_tests::operator::{OperatorProcess, Recording};
 use juki_tests::{TestCluster, require_cluster};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 
 /// Clock seconds per real second: a stop wave (about 15 real seconds) stays inside the night.
@@ -293,6 +294,97 @@ async fn with_one_batch_slot_the_nodes_batch_one_after_another_in_order() {
             pair[0].0
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_holds_back_the_batches_until_its_pods_go_or_look_stuck() {
+    let Some(cluster) = require_cluster!() else {
+        return;
+    };
+    let setup = setup(&cluster, None).await;
+    let ns = setup.ns.name.clone();
+    // One batch slot, and a node Stopping counts against it for up to the readiness timeout.
+    let op = OperatorProcess::start_with(
+        &cluster,
+        &ns,
+        tokyo("2026-11-20T06:30"),
+        FACTOR,
+        "",
+        &["--max-batch-nodes", "1", "--readiness-timeout", "20"],
+    );
+    let nodes = Api::<JukiNode>::namespaced(cluster.client.clone(), &ns);
+    let pods = Api::<Pod>::namespaced(cluster.client.clone(), &ns);
+    let job_count = || {
+        let jobs = Api::<Job>::namespaced(cluster.client.clone(), &ns);
+        async move { jobs.list(&ListParams::default()).await.unwrap().items.len() }
+    };
+    let status_of = |n: &'static str| {
+        let nodes = nodes.clone();
+        async move { nodes.get(n).await.unwrap().status.unwrap_or_default() }
+    };
+    const STUCK: &str = "cs-131016";
+    const OTHERS: [&str; 3] = ["cs-131041", "cs-271004", "cs-272051"];
+    let hold_pods = |finalizers: serde_json::Value| {
+        let pods = pods.clone();
+        async move {
+            let selector = format!("jukinet.io/node={STUCK}");
+            let list = pods.list(&ListParams::default().labels(&selector)).await;
+            let patch = serde_json::json!({"metadata": {"finalizers": finalizers}});
+            for p in list.unwrap().items {
+                pods.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+
+    poll_until("the CS to hold Online", Duration::from_secs(120), || async {
+        status_of(STUCK).await.phase == Some(NodePhase::Online)
+    })
+    .await
+    .unwrap();
+    // Its pod cannot go: it stays Stopping (as pods on a lost Kubernetes node would).
+    hold_pods(serde_json::json!(["jukinet.io/e2e-hold"])).await;
+    poll_until("the held CS Stopping", Duration::from_secs(120), || async {
+        status_of(STUCK).await.phase == Some(NodePhase::Stopping)
+    })
+    .await
+    .unwrap();
+    let stopping_since = std::time::Instant::now();
+    // While it counts, nobody batches, however long the others have been stopped.
+    while stopping_since.elapsed() < Duration::from_secs(12) {
+        assert_eq!(job_count().await, 0, "a batch Job while a node was Stopping");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for n in OTHERS {
+        let s = status_of(n).await;
+        assert_eq!(
+            (s.phase, s.reason.as_deref()),
+            (Some(NodePhase::DailyBatch), Some("BatchQueued")),
+            "{n}: {s:?}"
+        );
+    }
+    // Stopping longer than the readiness timeout, it no longer holds the others back.
+    poll_until("the other CSs batched", Duration::from_secs(120), || async {
+        let mut done = true;
+        for n in OTHERS {
+            let s = status_of(n).await;
+            done &= s.phase == Some(NodePhase::Offline) && s.last_batch.is_some();
+        }
+        done
+    })
+    .await
+    .unwrap();
+    assert_eq!(status_of(STUCK).await.phase, Some(NodePhase::Stopping));
+    // Its pod let go, it runs its own batches.
+    hold_pods(serde_json::Value::Null).await;
+    poll_until("the held CS batched", Duration::from_secs(120), || async {
+        let s = status_of(STUCK).await;
+        s.phase == Some(NodePhase::Offline) && s.last_batch.is_some()
+    })
+    .await
+    .unwrap();
+    drop(op);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,8 +48,9 @@ struct Args {
     #[arg(long, env = "JUKI_CONCURRENCY", default_value_t = 96)]
     concurrency: u16,
     /// Most nodes running their daily batch Jobs at once (0: no limit); the others wait in
-    /// DailyBatch (reason BatchQueued), first stopped first served. At window end the whole
-    /// country stops at once, and the stopping comes before the batches.
+    /// DailyBatch (reason BatchQueued), first stopped first served. Nodes still Stopping (pods
+    /// going, for up to --readiness-timeout) count against the limit too: at window end the
+    /// whole country stops at once, and its pod deletions come before the batches.
     #[arg(long, env = "JUKI_MAX_BATCH_NODES", default_value_t = 100)]
     max_batch_nodes: usize,
     /// Longest real wait between two looks at an object.

@@ -195,18 +195,48 @@ where
     Shared { store, changes }
 }
 
+/// After a restart, the nodes whose batch Jobs run hold their slots before any other takes one.
+fn hold_running_batches(ctx: &Context) {
+    for node in ctx.nodes.state() {
+        let ns = node.metadata.namespace.as_deref().unwrap_or_default();
+        let jobs = view::jobs_of(ctx, ns, &kube::ResourceExt::name_any(&*node));
+        if jobs
+            .iter()
+            .any(|(_, _, s)| *s == crate::planner::JobState::Running)
+        {
+            ctx.batch_slots
+                .hold(&reflector::ObjectRef::from_obj(&*node));
+        }
+    }
+}
+
 /// Runs every controller until the process ends.
 pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settings: Settings) {
     let owned =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
     let all = watcher::Config::default();
     let topology = view::TopologyCache::default();
+    let (batch_wake, batch_wakes) = futures::channel::mpsc::unbounded();
+    let batch_slots = Arc::new(batch_slots::BatchSlots::new(
+        settings.max_batch_nodes,
+        // Pods that take longer to go than pods may take to come up are stuck.
+        settings.readiness_timeout,
+        batch_wake,
+    ));
+    let mut follow_topology = topology.follower();
+    let slots = batch_slots.clone();
     let nodes = shared_with(
         settings.api::<JukiNode>(&client),
         all.clone(),
         |_| {},
         None,
-        topology.follower(),
+        move |event| {
+            follow_topology(event);
+            // A node deleted without a last reconcile must not keep its batch slot.
+            if let watcher::Event::Delete(node) = event {
+                slots.release(&reflector::ObjectRef::from_obj(node));
+            }
+        },
     );
     let calendars = shared(
         Api::<OperatingCalendar>::all(client.clone()),
@@ -280,11 +310,6 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
     if results.iter().any(Result::is_err) {
         tracing::warn!("a cache stopped before its first list");
     }
-    let (batch_wake, batch_wakes) = futures::channel::mpsc::unbounded();
-    let batch_slots = Arc::new(batch_slots::BatchSlots::new(
-        settings.max_batch_nodes,
-        batch_wake,
-    ));
     let ctx = Arc::new(Context {
         client: client.clone(),
         clock,
@@ -303,6 +328,7 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
         own_writes: Default::default(),
         batch_slots,
     });
+    hold_running_batches(&ctx);
     tokio::spawn(count_nodes(ctx.clone()));
     let triggers = node::Triggers {
         nodes,

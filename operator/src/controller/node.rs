@@ -267,12 +267,16 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
     };
     let mut plan = plan(&calendar, &view, now);
     let key = ObjectRef::from_obj(node);
+    ctx.batch_slots
+        .stopping(&key, plan.phase == NodePhase::Stopping);
     if matches!(plan.action, Action::CreateJob { .. }) {
         if ctx.batch_slots.take(&key) != Turn::Go {
             plan = plan.queued_for_batch();
         }
     } else if plan.phase != NodePhase::DailyBatch {
         ctx.batch_slots.release(&key);
+    } else if plan.reason == "BatchRunning" {
+        ctx.batch_slots.hold(&key);
     }
     // The Deployment's status lags its pods: with none left, none is ready.
     let ready = if plan.replicas == Some(0) && view.pods == 0 {
@@ -424,9 +428,15 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
     Ok(Requeue::requeue(wait.max(Duration::from_millis(20))))
 }
 
-/// The node's pods from the cache; for a node Stopping longer than the poll, from the API server.
-/// A pod cache that missed a deletion (a watch that broke under load and was not yet re-listed)
-/// would otherwise hold the node in Stopping; one list by label is cheap and only for those.
+/// How long a node may be Stopping before its cached pods are checked on the API server: pods
+/// get 30 s to terminate by default, and the check is only a safety net.
+const POD_CHECK_AFTER: Duration = Duration::from_secs(30);
+
+/// The node's pods from the cache; for a node Stopping longer than [`POD_CHECK_AFTER`], those of
+/// them the API server still has. A pod cache that missed a deletion (a watch that broke under
+/// load and was not yet re-listed) held 208 nodes in Stopping at full size. Each cached pod is
+/// read by name: a list by label instead made the API server read every pod of the namespace,
+/// for each of 1,741 stopping nodes every poll, and slowed the whole stop wave.
 async fn pods_now(
     ctx: &Context,
     ns: &str,
@@ -436,28 +446,24 @@ async fn pods_now(
 ) -> i32 {
     let (cached, _) = pods_of(ctx, ns, name);
     let waited = since.is_some_and(|t| {
-        ctx.clock.now().duration_since(t.0)
-            >= ctx.clock.clock_duration(ctx.settings.transition_poll)
+        ctx.clock.now().duration_since(t.0) >= ctx.clock.clock_duration(POD_CHECK_AFTER)
     });
     if phase != NodePhase::Stopping || cached == 0 || !waited {
         return cached;
     }
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let selector = format!(
-        "{}={name},!{}",
-        resources::NODE_LABEL,
-        resources::BATCH_LABEL
-    );
-    match api
-        .list_metadata(&kube::api::ListParams::default().labels(&selector))
-        .await
-    {
-        Ok(list) => i32::try_from(list.items.len()).unwrap_or(i32::MAX),
-        Err(e) => {
-            tracing::debug!(error = %e, "could not list the pods of a stopping node");
-            cached
+    let mut still_there = 0;
+    for pod in ctx.pods_by_node.names(ns, name) {
+        match api.get_metadata_opt(&pod).await {
+            Ok(None) => {}
+            Ok(Some(_)) => still_there += 1,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read a pod of a stopping node");
+                return cached;
+            }
         }
     }
+    still_there
 }
 
 /// Phase changes worth an Event whatever `--transition-events` says: the day's batch outcome and a
