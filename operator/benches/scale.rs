@@ -406,6 +406,7 @@ async fn floor(
     let mut out = Floor::default();
     let start = Instant::now();
     let cpu = cluster_cpu();
+    let requests = api_requests(client).await;
     for t in Tier::ALL {
         let names = by_tier(t);
         scale_all(&api, &names, 1).await?;
@@ -416,8 +417,13 @@ async fn floor(
         println!("  floor up: {} ready at {:.1} s", t.as_str(), out.up[&t]);
     }
     println!("{}", cpu_line("floor start wave", &cpu));
+    println!(
+        "{}",
+        requests_line(client, "floor start wave", &requests).await
+    );
     let start = Instant::now();
     let cpu = cluster_cpu();
+    let requests = api_requests(client).await;
     for t in Tier::ALL.into_iter().rev() {
         scale_all(&api, &by_tier(t), 0).await?;
         match wait_until(start, start + timeout, || tier_gone(t)).await {
@@ -431,6 +437,10 @@ async fn floor(
         );
     }
     println!("{}", cpu_line("floor stop wave", &cpu));
+    println!(
+        "{}",
+        requests_line(client, "floor stop wave", &requests).await
+    );
     Ok(out)
 }
 
@@ -566,6 +576,67 @@ fn cpu_line(what: &str, before: &BTreeMap<String, f64>) -> String {
         .map(|(k, v)| format!("{k} {:.1}", v - before.get(k).copied().unwrap_or(0.0)))
         .collect();
     format!("  control-plane CPU s, {what}: {}", parts.join(", "))
+}
+
+/// The API server's requests so far, per "VERB resource[/subresource]" (from its /metrics).
+async fn api_requests(client: &Client) -> BTreeMap<String, f64> {
+    let request = http::Request::get("/metrics").body(Vec::new());
+    let Ok(text) = (match request {
+        Ok(r) => client.request_text(r).await.map_err(anyhow::Error::from),
+        Err(e) => Err(e.into()),
+    }) else {
+        return BTreeMap::new();
+    };
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        let sub = label("subresource");
+        let key = format!(
+            "{} {}{}",
+            label("verb"),
+            label("resource"),
+            if sub.is_empty() {
+                String::new()
+            } else {
+                format!("/{sub}")
+            }
+        );
+        *out.entry(key).or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(0.0);
+    }
+    out
+}
+
+/// The most frequent API requests since `before`, the heaviest first.
+async fn requests_line(client: &Client, what: &str, before: &BTreeMap<String, f64>) -> String {
+    let now = api_requests(client).await;
+    let mut delta: Vec<(String, f64)> = now
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d >= 1.0)
+        .collect();
+    delta.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = delta.iter().map(|(_, d)| d).sum();
+    let top: Vec<String> = delta
+        .iter()
+        .take(12)
+        .map(|(k, d)| format!("{k} {d:.0}"))
+        .collect();
+    format!(
+        "  API requests, {what}: {total:.0} in all; {}",
+        top.join(", ")
+    )
 }
 
 #[derive(Debug, Default)]
@@ -791,6 +862,7 @@ async fn operator(
         out.initial_writes = m0.clone();
         let cpu0 = usage(pid).map_or(0.0, |u| u.cpu_s);
         let plane0 = cluster_cpu();
+        let requests0 = api_requests(client).await;
         println!(
             "  operator: window open (first pass {}); start wave…",
             out.initial_pass_s
@@ -821,6 +893,10 @@ async fn operator(
         out.start_writes = m1.minus(&m0);
         out.cpu_start_wave = usage(pid).map_or(0.0, |u| u.cpu_s) - cpu0;
         println!("{}", cpu_line("operator start wave", &plane0));
+        println!(
+            "{}",
+            requests_line(client, "operator start wave", &requests0).await
+        );
         if out.up.len() < 3 {
             println!("  operator: start wave NOT complete at window end");
         }
@@ -831,6 +907,7 @@ async fn operator(
         out.idle_writes = m2.minus(&m1);
         let cpu2 = usage(pid).map_or(0.0, |u| u.cpu_s);
         let plane2 = cluster_cpu();
+        let requests2 = api_requests(client).await;
         println!("  operator: window end; stop wave…");
 
         // Stop wave.
@@ -874,6 +951,10 @@ async fn operator(
                         t.as_str()
                     );
                     out.left_stopping.insert(t, s);
+                    if t == Tier::Cs {
+                        let what = "operator stop wave until the CSs left Stopping";
+                        println!("{}", requests_line(client, what, &requests2).await);
+                    }
                 }
                 if !out.down.contains_key(&t) && all(t, &batches_done) {
                     let s = end_at.elapsed().as_secs_f64();
@@ -893,6 +974,10 @@ async fn operator(
         out.stop_writes = m3.minus(&m2);
         out.cpu_stop_wave = usage(pid).map_or(0.0, |u| u.cpu_s) - cpu2;
         println!("{}", cpu_line("operator stop wave", &plane2));
+        println!(
+            "{}",
+            requests_line(client, "operator stop wave", &requests2).await
+        );
         out.failed_seen = failed.len();
         Ok(())
     }

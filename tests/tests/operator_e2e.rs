@@ -331,16 +331,22 @@ async fn a_stopping_node_holds_back_the_batches_until_its_pods_go_or_look_stuck(
             let list = pods.list(&ListParams::default().labels(&selector)).await;
             let patch = serde_json::json!({"metadata": {"finalizers": finalizers}});
             for p in list.unwrap().items {
-                pods.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .unwrap();
+                pods.patch(
+                    &p.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .unwrap();
             }
         }
     };
 
-    poll_until("the CS to hold Online", Duration::from_secs(120), || async {
-        status_of(STUCK).await.phase == Some(NodePhase::Online)
-    })
+    poll_until(
+        "the CS to hold Online",
+        Duration::from_secs(120),
+        || async { status_of(STUCK).await.phase == Some(NodePhase::Online) },
+    )
     .await
     .unwrap();
     // Its pod cannot go: it stays Stopping (as pods on a lost Kubernetes node would).
@@ -353,7 +359,11 @@ async fn a_stopping_node_holds_back_the_batches_until_its_pods_go_or_look_stuck(
     let stopping_since = std::time::Instant::now();
     // While it counts, nobody batches, however long the others have been stopped.
     while stopping_since.elapsed() < Duration::from_secs(12) {
-        assert_eq!(job_count().await, 0, "a batch Job while a node was Stopping");
+        assert_eq!(
+            job_count().await,
+            0,
+            "a batch Job while a node was Stopping"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     for n in OTHERS {
@@ -365,14 +375,18 @@ async fn a_stopping_node_holds_back_the_batches_until_its_pods_go_or_look_stuck(
         );
     }
     // Stopping longer than the readiness timeout, it no longer holds the others back.
-    poll_until("the other CSs batched", Duration::from_secs(120), || async {
-        let mut done = true;
-        for n in OTHERS {
-            let s = status_of(n).await;
-            done &= s.phase == Some(NodePhase::Offline) && s.last_batch.is_some();
-        }
-        done
-    })
+    poll_until(
+        "the other CSs batched",
+        Duration::from_secs(120),
+        || async {
+            let mut done = true;
+            for n in OTHERS {
+                let s = status_of(n).await;
+                done &= s.phase == Some(NodePhase::Offline) && s.last_batch.is_some();
+            }
+            done
+        },
+    )
     .await
     .unwrap();
     assert_eq!(status_of(STUCK).await.phase, Some(NodePhase::Stopping));

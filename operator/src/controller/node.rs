@@ -237,6 +237,11 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         }
         _ => FinalAnswer::NotRequested,
     };
+    let pod_check_due = phase == NodePhase::Stopping
+        && status
+            .phase_since
+            .as_ref()
+            .is_some_and(|t| now.duration_since(t.0) >= ctx.clock.clock_duration(POD_CHECK_AFTER));
     let view = NodeView {
         tier: node.spec.tier,
         prefecture: topology.nodes[me].prefecture,
@@ -253,7 +258,7 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         phase_since: status.phase_since.as_ref().map(|t| t.0),
         reason: status.reason.as_deref(),
         ready_replicas: ready,
-        pods: pods_now(ctx, &ns, &name, phase, status.phase_since.as_ref()).await,
+        pods: pods_now(ctx, &ns, &name, pod_check_due).await,
         upstream: topology.resolved[me].state(|i| topology.phase(ctx, i)),
         downstream_offline: topology
             .downstream(me)
@@ -421,9 +426,14 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         .wake_at
         .map_or(ctx.settings.max_requeue, |at| ctx.clock.real_until(at))
         .min(ctx.settings.max_requeue);
-    // Pod deletions wake the node; this look-again is only a safety net for a missed one.
+    // Pod deletions wake the node; this look-again is only a safety net for a missed one, and
+    // once the pods are checked on the API server, once per check.
     if plan.phase == NodePhase::Stopping {
-        wait = wait.min(ctx.settings.transition_poll);
+        wait = wait.min(if pod_check_due {
+            POD_CHECK_AFTER
+        } else {
+            ctx.settings.transition_poll
+        });
     }
     Ok(Requeue::requeue(wait.max(Duration::from_millis(20))))
 }
@@ -432,23 +442,14 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
 /// get 30 s to terminate by default, and the check is only a safety net.
 const POD_CHECK_AFTER: Duration = Duration::from_secs(30);
 
-/// The node's pods from the cache; for a node Stopping longer than [`POD_CHECK_AFTER`], those of
-/// them the API server still has. A pod cache that missed a deletion (a watch that broke under
+/// The node's pods from the cache; when the check is due (Stopping longer than
+/// [`POD_CHECK_AFTER`]), those of them the API server still has. A pod cache that missed a deletion (a watch that broke under
 /// load and was not yet re-listed) held 208 nodes in Stopping at full size. Each cached pod is
 /// read by name: a list by label instead made the API server read every pod of the namespace,
 /// for each of 1,741 stopping nodes every poll, and slowed the whole stop wave.
-async fn pods_now(
-    ctx: &Context,
-    ns: &str,
-    name: &str,
-    phase: NodePhase,
-    since: Option<&Time>,
-) -> i32 {
+async fn pods_now(ctx: &Context, ns: &str, name: &str, check_due: bool) -> i32 {
     let (cached, _) = pods_of(ctx, ns, name);
-    let waited = since.is_some_and(|t| {
-        ctx.clock.now().duration_since(t.0) >= ctx.clock.clock_duration(POD_CHECK_AFTER)
-    });
-    if phase != NodePhase::Stopping || cached == 0 || !waited {
+    if cached == 0 || !check_due {
         return cached;
     }
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
