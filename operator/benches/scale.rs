@@ -269,6 +269,26 @@ async fn wait_until(from: Instant, until: Instant, mut done: impl FnMut() -> boo
     }
 }
 
+/// How many of something were left every 10 s of a wave ("10 s: 1200, 20 s: 800, …"): the
+/// shape of a wave, its pace and its tail.
+#[derive(Debug, Default)]
+struct Progress {
+    next: f64,
+    samples: Vec<String>,
+}
+
+impl Progress {
+    fn sample(&mut self, elapsed: f64, left: impl FnOnce() -> String) {
+        if elapsed >= self.next {
+            self.next += 10.0;
+            self.samples.push(format!("{:.0} s: {}", elapsed, left()));
+        }
+    }
+    fn line(&self, what: &str) -> String {
+        format!("  {what} left: {}", self.samples.join(", "))
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The floor
 
@@ -379,13 +399,16 @@ async fn floor(
             .count();
         ready == want
     };
-    let tier_gone = |t: Tier| {
-        !pods.state().iter().any(|p| {
-            p.labels()
-                .get(resources::NODE_LABEL)
-                .and_then(|n| tier_of.get(n))
-                == Some(&t)
-        })
+    let tier_pods = |t: Tier| {
+        pods.state()
+            .iter()
+            .filter(|p| {
+                p.labels()
+                    .get(resources::NODE_LABEL)
+                    .and_then(|n| tier_of.get(n))
+                    == Some(&t)
+            })
+            .count()
     };
 
     // Let the deployment controller catch up with the creations (ReplicaSets at 0) first, so the
@@ -426,7 +449,16 @@ async fn floor(
     let requests = api_requests(client).await;
     for t in Tier::ALL.into_iter().rev() {
         scale_all(&api, &by_tier(t), 0).await?;
-        match wait_until(start, start + timeout, || tier_gone(t)).await {
+        let mut progress = Progress::default();
+        let gone = wait_until(start, start + timeout, || {
+            progress.sample(start.elapsed().as_secs_f64(), || tier_pods(t).to_string());
+            tier_pods(t) == 0
+        })
+        .await;
+        if t == Tier::Cs {
+            println!("{}", progress.line("floor down: CS pods"));
+        }
+        match gone {
             Some(s) => out.down.insert(t, s),
             None => bail!("floor: {} pods not gone within {timeout:?}", t.as_str()),
         };
@@ -913,7 +945,33 @@ async fn operator(
         // Stop wave.
         let deadline = end_at + Duration::from_secs(1800);
         let mut scaled_down = BTreeMap::new();
+        let mut cs_progress = Progress::default();
         loop {
+            if !out.left_stopping.contains_key(&Tier::Cs) {
+                cs_progress.sample(end_at.elapsed().as_secs_f64(), || {
+                    let state = store.state();
+                    let cs = || {
+                        state
+                            .iter()
+                            .filter(|n| tier_of.get(&n.name_any()) == Some(&Tier::Cs))
+                    };
+                    let stopping = cs()
+                        .filter(|n| {
+                            !matches!(
+                                phase_of(n),
+                                Some(NodePhase::DailyBatch | NodePhase::Offline)
+                            )
+                        })
+                        .count();
+                    let batching = cs()
+                        .filter(|n| {
+                            n.status.as_ref().and_then(|s| s.reason.as_deref())
+                                == Some("BatchRunning")
+                        })
+                        .count();
+                    format!("{stopping} ({batching} batching)")
+                });
+            }
             for n in store.state().iter() {
                 if phase_of(n) == Some(NodePhase::Failed) {
                     failed.insert(n.name_any());
@@ -952,6 +1010,10 @@ async fn operator(
                     );
                     out.left_stopping.insert(t, s);
                     if t == Tier::Cs {
+                        println!(
+                            "{}",
+                            cs_progress.line("operator down: CSs not yet out of Stopping")
+                        );
                         let what = "operator stop wave until the CSs left Stopping";
                         println!("{}", requests_line(client, what, &requests2).await);
                     }
