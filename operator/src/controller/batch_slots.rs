@@ -127,13 +127,24 @@ impl BatchSlots {
         }
     }
 
-    /// A node done with its batches (or no longer batching: stopped, suspended, deleted): its
-    /// slot, if it had one, goes to the next in line; its place in line, if any, is dropped.
+    /// A node done with its batches (or not batching: Online, Stopping, suspended): its slot,
+    /// if it had one, goes to the next in line; its place in line, if any, is dropped. Whether
+    /// it is Stopping is [`stopping`](Self::stopping)'s business.
     pub fn release(&self, node: &ObjectRef<JukiNode>) {
+        self.leave(node, false);
+    }
+
+    /// A deleted node: nothing of it counts any more.
+    pub fn forget(&self, node: &ObjectRef<JukiNode>) {
+        self.leave(node, true);
+    }
+
+    fn leave(&self, node: &ObjectRef<JukiNode>, deleted: bool) {
         let mut inner = self.lock();
         let was_first = inner.waiting.front() == Some(node);
         inner.waiting.retain(|n| n != node);
-        let freed = inner.holders.remove(node) | inner.stopping.remove(node).is_some();
+        let was_stopping = deleted && inner.stopping.remove(node).is_some();
+        let freed = inner.holders.remove(node) || was_stopping;
         // Whoever is first in line now may go: a slot came free, or the node woken for one
         // left the line without taking it.
         if freed || was_first {
@@ -229,8 +240,12 @@ mod tests {
         assert_eq!(slots.take(&node("c")), Turn::Go);
         // b still stopping and c holding: the limit of 2 is reached.
         assert_eq!(slots.take(&node("a")), Turn::Wait(1));
-        // A deleted node that was stopping frees its room as well.
+        // A reconcile that plans Stopping releases any slot the node held: it still counts.
         slots.release(&node("b"));
+        assert_eq!(slots.take(&node("a")), Turn::Wait(1));
+        assert!(rx.try_recv().is_err(), "b is still stopping");
+        // A deleted node that was stopping frees its room.
+        slots.forget(&node("b"));
         assert_eq!(rx.try_recv().ok(), Some(node("a")));
         assert_eq!(slots.take(&node("a")), Turn::Go);
     }

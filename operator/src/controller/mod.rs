@@ -234,7 +234,7 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
             follow_topology(event);
             // A node deleted without a last reconcile must not keep its batch slot.
             if let watcher::Event::Delete(node) = event {
-                slots.release(&reflector::ObjectRef::from_obj(node));
+                slots.forget(&reflector::ObjectRef::from_obj(node));
             }
         },
     );

@@ -180,7 +180,7 @@ async fn reconcile(node: Arc<JukiNode>, ctx: Arc<Context>) -> Result<Requeue, Er
 
 async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Error> {
     if node.metadata.deletion_timestamp.is_some() {
-        ctx.batch_slots.release(&ObjectRef::from_obj(node));
+        ctx.batch_slots.forget(&ObjectRef::from_obj(node));
         return Ok(Requeue::await_change());
     }
     let now = ctx.clock.now();
