@@ -270,19 +270,7 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         readiness_timeout: ctx.clock.clock_duration(ctx.settings.readiness_timeout),
         waiting_grace: ctx.clock.clock_duration(crate::planner::WAITING_GRACE),
     };
-    let mut plan = plan(&calendar, &view, now);
-    let key = ObjectRef::from_obj(node);
-    ctx.batch_slots
-        .stopping(&key, plan.phase == NodePhase::Stopping);
-    if matches!(plan.action, Action::CreateJob { .. }) {
-        if ctx.batch_slots.take(&key) != Turn::Go {
-            plan = plan.queued_for_batch();
-        }
-    } else if plan.phase != NodePhase::DailyBatch {
-        ctx.batch_slots.release(&key);
-    } else if plan.reason == "BatchRunning" {
-        ctx.batch_slots.hold(&key);
-    }
+    let plan = with_batch_slot(ctx, &ObjectRef::from_obj(node), plan(&calendar, &view, now));
     // The Deployment's status lags its pods: with none left, none is ready.
     let ready = if plan.replicas == Some(0) && view.pods == 0 {
         0
@@ -436,6 +424,25 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         });
     }
     Ok(Requeue::requeue(wait.max(Duration::from_millis(20))))
+}
+
+/// The plan as the batch slots (`--max-batch-nodes`) allow it: a Job the node may not create yet
+/// waits its turn. Stopping is told first, so a node leaving it makes room before it asks.
+fn with_batch_slot(ctx: &Context, key: &ObjectRef<JukiNode>, plan: Plan) -> Plan {
+    let slots = &ctx.batch_slots;
+    slots.stopping(key, plan.phase == NodePhase::Stopping);
+    match (&plan.action, plan.phase) {
+        (Action::CreateJob { .. }, _) => {
+            if slots.take(key) != Turn::Go {
+                return plan.queued_for_batch();
+            }
+        }
+        // Its Job runs (maybe made before a restart): it holds a slot whatever the count.
+        (_, NodePhase::DailyBatch) if plan.reason == "BatchRunning" => slots.hold(key),
+        (_, NodePhase::DailyBatch) => {}
+        _ => slots.release(key),
+    }
+    plan
 }
 
 /// How long a node may be Stopping before its cached pods are checked on the API server: pods
