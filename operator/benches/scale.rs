@@ -480,6 +480,24 @@ async fn floor(
 // The operator
 
 /// Sums of the samples of a few metrics, from Prometheus text.
+/// The (series, value) samples of a Prometheus text exposition.
+fn samples(text: &str) -> impl Iterator<Item = (&str, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(series, value)| Some((series, value.trim().parse::<f64>().ok()?)))
+}
+
+/// The value of label `name` in a series (`metric{a="1",b="2"}`).
+fn label<'a>(series: &'a str, name: &str) -> Option<&'a str> {
+    let labels = series.split_once('{')?.1.strip_suffix('}')?;
+    labels.split(',').find_map(|kv| {
+        kv.strip_prefix(name)?
+            .strip_prefix("=\"")?
+            .strip_suffix('"')
+    })
+}
+
 #[derive(Debug, Clone, Default)]
 struct Scrape {
     writes: f64,
@@ -492,22 +510,12 @@ struct Scrape {
 impl Scrape {
     fn parse(text: &str) -> Scrape {
         let mut s = Scrape::default();
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let Ok(v) = value.trim().parse::<f64>() else {
-                continue;
-            };
+        for (series, v) in samples(text) {
             let name = series.split('{').next().unwrap_or("");
             match name {
                 "juki_api_writes_total" => {
                     s.writes += v;
-                    let kind = series
-                        .split("kind=\"")
-                        .nth(1)
-                        .and_then(|r| r.split('"').next())
-                        .unwrap_or("?");
+                    let kind = label(series, "kind").unwrap_or("?");
                     *s.writes_by_kind.entry(kind.to_string()).or_default() += v;
                 }
                 "juki_phase_transitions_total" => s.transitions += v,
@@ -612,40 +620,24 @@ fn cpu_line(what: &str, before: &BTreeMap<String, f64>) -> String {
 
 /// The API server's requests so far, per "VERB resource[/subresource]" (from its /metrics).
 async fn api_requests(client: &Client) -> BTreeMap<String, f64> {
-    let request = http::Request::get("/metrics").body(Vec::new());
-    let Ok(text) = (match request {
-        Ok(r) => client.request_text(r).await.map_err(anyhow::Error::from),
-        Err(e) => Err(e.into()),
-    }) else {
+    let Ok(request) = http::Request::get("/metrics").body(Vec::new()) else {
+        return BTreeMap::new();
+    };
+    let Ok(text) = client.request_text(request).await else {
         return BTreeMap::new();
     };
     let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+    for (series, v) in samples(&text) {
+        if !series.starts_with("apiserver_request_total{") {
             continue;
+        }
+        let verb = label(series, "verb").unwrap_or("?");
+        let resource = label(series, "resource").unwrap_or("?");
+        let key = match label(series, "subresource") {
+            Some(sub) if !sub.is_empty() => format!("{verb} {resource}/{sub}"),
+            _ => format!("{verb} {resource}"),
         };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
-                .map(|v| v.trim_end_matches('"').to_string())
-                .unwrap_or_default()
-        };
-        let sub = label("subresource");
-        let key = format!(
-            "{} {}{}",
-            label("verb"),
-            label("resource"),
-            if sub.is_empty() {
-                String::new()
-            } else {
-                format!("/{sub}")
-            }
-        );
-        *out.entry(key).or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(0.0);
+        *out.entry(key).or_insert(0.0) += v;
     }
     out
 }

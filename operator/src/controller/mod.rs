@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 
 use crate::api::{JukiNode, OperatingCalendar, ServiceExtension};
 use crate::clock::Clock;
@@ -199,7 +199,7 @@ where
 fn hold_running_batches(ctx: &Context) {
     for node in ctx.nodes.state() {
         let ns = node.metadata.namespace.as_deref().unwrap_or_default();
-        let jobs = view::jobs_of(ctx, ns, &kube::ResourceExt::name_any(&*node));
+        let jobs = view::jobs_of(ctx, ns, &node.name_any());
         if jobs
             .iter()
             .any(|(_, _, s)| *s == crate::planner::JobState::Running)

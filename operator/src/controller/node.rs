@@ -450,10 +450,11 @@ fn with_batch_slot(ctx: &Context, key: &ObjectRef<JukiNode>, plan: Plan) -> Plan
 const POD_CHECK_AFTER: Duration = Duration::from_secs(30);
 
 /// The node's pods from the cache; when the check is due (Stopping longer than
-/// [`POD_CHECK_AFTER`]), those of them the API server still has. A pod cache that missed a deletion (a watch that broke under
-/// load and was not yet re-listed) held 208 nodes in Stopping at full size. Each cached pod is
-/// read by name: a list by label instead made the API server read every pod of the namespace,
-/// for each of 1,741 stopping nodes every poll, and slowed the whole stop wave.
+/// [`POD_CHECK_AFTER`]), those of them the API server still has. A pod cache that missed a
+/// deletion (a watch that broke under load and was not yet re-listed) held 208 nodes in Stopping
+/// at full size. Each cached pod is read by name: a list by label instead made the API server
+/// read every pod of the namespace, for each of 1,741 stopping nodes every poll, and slowed the
+/// whole stop wave.
 async fn pods_now(ctx: &Context, ns: &str, name: &str, check_due: bool) -> i32 {
     let (cached, _) = pods_of(ctx, ns, name);
     if cached == 0 || !check_due {
