@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the local control plane binaries (kube-apiserver, kube-controller-manager, kube-scheduler,
-# kubectl, etcd, kwok, helm) from the Go module proxy into a cache OUTSIDE the clone.
+# kubectl, etcd, kwok, helm) and the real node's (kubelet, kube-proxy, CoreDNS, the pause binary,
+# the local-volumes provisioner, and the pause and CoreDNS images) from the Go module proxy into a
+# cache OUTSIDE the clone.
 # Idempotent: each binary has a stamp file; a second run with the same versions does nothing.
 #
 #   JUKINET_CLUSTER_CACHE  cache dir (default ~/.cache/jukinet/cluster)
@@ -46,7 +48,7 @@ timed() { # name cmd...   (runs cmd, records wall time)
 T_START=$(date +%s)
 
 # ---------------------------------------------------------------- kubernetes
-KUBE_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+KUBE_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 KSRC="$CACHE/src/kubernetes"
 
 kube_wrapper() {
@@ -164,6 +166,62 @@ HWANT="helm $HELM_VERSION $GOVER"
 if stamp_ok helm "$HWANT"; then log "helm $HELM_VERSION: up to date"; else
   log "building helm $HELM_VERSION"; timed helm helm_build; stamp_write helm "$HWANT"
 fi
+
+# ---------------------------------------------------------------- coredns
+# A CoreDNS with only the plugins the cluster's Corefile uses (node.sh), the way CoreDNS documents
+# custom builds: far less to compile than the full plugin set.
+CSRC="$CACHE/src/coredns"
+coredns_build() {
+  mkdir -p "$CSRC"
+  cp "$HERE/node/coredns/main.go" "$CSRC/main.go"
+  printf 'module jukinet.local/coredns-wrapper\n\ngo 1.26.0\n' >"$CSRC/go.mod"
+  rm -f "$CSRC/go.sum"
+  (cd "$CSRC" && go get "github.com/coredns/coredns@$COREDNS_VERSION" && go mod tidy &&
+    go build -p "$P" -trimpath -ldflags "-s -w" -o "$BIN/coredns" .)
+}
+CDWANT="coredns $COREDNS_VERSION $GOVER $(sha256sum <"$HERE/node/coredns/main.go" | cut -c1-12)"
+if stamp_ok coredns "$CDWANT"; then log "coredns $COREDNS_VERSION: up to date"; else
+  log "building coredns $COREDNS_VERSION"; timed coredns coredns_build; stamp_write coredns "$CDWANT"
+fi
+
+# ---------------------------------------------------------------- node helpers (our own Go)
+# pause: the pod sandbox's process; local-volumes: the StorageClass's provisioner. Both live in
+# tests/cluster/node/ and build against the Kubernetes staging modules already in the module cache.
+own_build() { # name
+  local src="$CACHE/src/$1"
+  mkdir -p "$src"
+  cp "$HERE/node/$1/main.go" "$src/main.go"
+  printf 'module jukinet.local/%s\n\ngo 1.26.0\n' "$1" >"$src/go.mod"
+  rm -f "$src/go.sum"
+  if [[ "$1" == local-volumes ]]; then
+    local v0="v0.${KUBE_VERSION#v1.}"
+    (cd "$src" && go get "k8s.io/client-go@$v0" "k8s.io/api@$v0" "k8s.io/apimachinery@$v0")
+  fi
+  (cd "$src" && go mod tidy && go build -p "$P" -trimpath -ldflags "-s -w" -o "$BIN/$1" .)
+}
+for own in pause local-volumes; do
+  OWANT="$own $KUBE_VERSION $GOVER $(sha256sum <"$HERE/node/$own/main.go" | cut -c1-12)"
+  if stamp_ok "$own" "$OWANT"; then log "$own: up to date"; else
+    log "building $own"; timed "$own" own_build "$own"; stamp_write "$own" "$OWANT"
+  fi
+done
+
+# ---------------------------------------------------------------- images for the real node
+# No registry is reachable: the sandbox (pause) and CoreDNS images are OCI archives made here from
+# the static binaries above, imported into the node's containerd by node.sh.
+mkdir -p "$CACHE/images"
+# busybox (Debian's busybox-static) is the tests' toolbox: httpd, wget, nslookup, sh.
+image() { # name ref binary path-in-image
+  local tar="$CACHE/images/$1.tar"
+  [[ -s "$tar" && "$tar" -nt "$3" && -f "$tar.ref" && "$(cat "$tar.ref")" == "$2" ]] && return 0
+  bash "$HERE/node/oci-image.sh" "$tar" "$2" "$3" "$4"
+  echo "$2" >"$tar.ref"
+  log "image $2 -> $tar"
+}
+image pause "$PAUSE_IMAGE" "$BIN/pause" /pause
+image coredns "$COREDNS_IMAGE" "$BIN/coredns" /coredns
+[[ -x /bin/busybox ]] || { echo "/bin/busybox missing: run scripts/install-deps (busybox-static)" >&2; exit 1; }
+image busybox "$BUSYBOX_IMAGE" /bin/busybox /bin/busybox
 
 T_END=$(date +%s)
 echo

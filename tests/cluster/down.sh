@@ -15,6 +15,9 @@ ours() { # pid name
   [[ -r "/proc/$1/cmdline" ]] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -qF "$BIN/$2 "
 }
 
+# The real node first (its kubelet talks to the API server), if this cluster has one.
+if [[ -d "$STATE/node" ]]; then bash "$HERE/node.sh" down; fi
+
 # Reverse start order: clients first, etcd last.
 for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
   f="$STATE/pids/$name.pid"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Starts a throwaway Kubernetes control plane on loopback: etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler and kwok (fake nodes, no kubelet, no image pulls).
+# kube-controller-manager, kube-scheduler and kwok (fake nodes, no kubelet, no image pulls), and
+# with JUKINET_REAL_NODE=1 also a real worker node (node.sh: containerd, kubelet, kube-proxy,
+# CoreDNS, a StorageClass) for the pods whose behaviour matters.
 # Binaries come from build.sh's cache. Every process's PID goes to $STATE/pids/<name>.pid and its
 # output to $STATE/logs/<name>.log; down.sh stops exactly those.
 #
@@ -16,6 +18,7 @@ source "$HERE/versions.env"
 # shellcheck source=env.sh
 source "$HERE/env.sh"
 TIMEOUT="${JUKINET_UP_TIMEOUT:-60}"
+REAL_NODE="${JUKINET_REAL_NODE:-0}"
 BIN="$CACHE/bin"
 PKI="$STATE/pki"
 ADMIN_KC="$STATE/admin.kubeconfig"
@@ -46,6 +49,11 @@ apiserver_ready() {
 if [[ -d "$STATE" ]]; then
   all=1
   for c in "${COMPONENTS[@]}"; do alive "$c" || { all=0; log "$c is not running"; }; done
+  # A control plane started without the real node (its API server listens on loopback only)
+  # cannot take one later: start afresh.
+  if [[ "$REAL_NODE" == 1 ]] && ! { [[ -f "$STATE/real-node" ]] && bash "$HERE/node.sh" alive; }; then
+    all=0; log "the real node is wanted but not running"
+  fi
   if ((all)) && apiserver_ready; then
     log "cluster already running (state $STATE)"
     echo "export KUBECONFIG=$ADMIN_KC"
@@ -78,7 +86,7 @@ log "generating certificates"
   sign apiserver "/CN=kube-apiserver" "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:10.199.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   # system:masters bypasses RBAC: used by the tests, kube-controller-manager, the scheduler and kwok.
   sign admin "/O=system:masters/CN=jukinet-admin" "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
@@ -150,12 +158,19 @@ start etcd --name jukinet --data-dir "$STATE/etcd" \
 wait_for etcd "etcd healthy" bash -c "curl -sf --max-time 3 http://127.0.0.1:$ETCD_PORT/health | grep -q '\"health\":\"true\"'"
 
 # ------------------------------------------------------------------ kube-apiserver
-# --endpoint-reconciler-type none: the advertise address is loopback, which Endpoints validation
-# rejects ("may not be in the loopback range") every 10s; nothing in-cluster can dial it anyway
-# (pods are fake), so the default/kubernetes Service simply has no endpoints.
+# Without the real node: loopback only, and --endpoint-reconciler-type none (Endpoints validation
+# rejects a loopback advertise address every 10s; fake pods dial nothing). With it: the real node
+# reaches the API server at the host end of its veth (node.sh's 10.199.0.1), which is also the
+# address real pods get behind the default/kubernetes Service.
+if [[ "$REAL_NODE" == 1 ]]; then
+  api_net=(--bind-address 0.0.0.0 --advertise-address 10.199.0.1 --endpoint-reconciler-type lease)
+  touch "$STATE/real-node"
+else
+  api_net=(--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --endpoint-reconciler-type none)
+fi
 start kube-apiserver \
   --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+  "${api_net[@]}" --secure-port "$APISERVER_PORT" \
   --cert-dir "$PKI" --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
   --client-ca-file "$PKI/ca.crt" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
@@ -166,7 +181,8 @@ start kube-apiserver \
   --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
   --requestheader-extra-headers-prefix X-Remote-Extra- \
   --proxy-client-cert-file "$PKI/front-proxy.crt" --proxy-client-key-file "$PKI/front-proxy.key" \
-  --endpoint-reconciler-type none \
+  --kubelet-client-certificate "$PKI/admin.crt" --kubelet-client-key "$PKI/admin.key" \
+  --kubelet-preferred-address-types InternalIP,Hostname \
   --profiling=false --v=1
 wait_for kube-apiserver "kube-apiserver /readyz ok" apiserver_ready
 
@@ -253,6 +269,10 @@ wait_for kwok "$KWOK_NODES fake node(s) Ready" node_ready
 # The ServiceAccount admission plugin rejects pods until the controller-manager has created the
 # namespace's default ServiceAccount; waiting here means tests can create pods right away.
 wait_for kube-controller-manager "default ServiceAccount created" kc -n default get serviceaccount default
+
+if [[ "$REAL_NODE" == 1 ]]; then
+  bash "$HERE/node.sh" up || { echo "[up] ERROR: the real node did not start (see above); run tests/cluster/down.sh to clean up" >&2; exit 1; }
+fi
 
 log "cluster ready in $(($(date +%s) - T0))s (state $STATE)"
 echo "export KUBECONFIG=$ADMIN_KC"

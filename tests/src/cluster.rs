@@ -364,7 +364,7 @@ impl std::ops::Deref for Guard {
 }
 
 /// libtest names each test's thread after the test (`module::test_name`); keep the last part.
-fn test_name() -> String {
+pub fn test_name() -> String {
     let thread = std::thread::current();
     thread
         .name()

@@ -1,0 +1,86 @@
+//! Real pods on the local cluster's real node (`JUKINET_REAL_NODE=1 tests/cluster/up.sh`, see
+//! `tests/cluster/node.sh`). The node is tainted and labelled `jukinet.io/real-node=true`: a pod
+//! runs for real only when its spec carries [`on_real_node`]'s toleration and selector; every
+//! other pod stays on the kwok node (fake, for scale).
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, LogParams};
+use serde_json::{Value, json};
+
+use crate::cluster::{TestCluster, test_name, wait_for};
+
+/// The real node's name (node.sh).
+pub const NODE_NAME: &str = "jukinet-node";
+/// The label and taint key that send a pod to the real node.
+pub const REAL_NODE_KEY: &str = "jukinet.io/real-node";
+/// The tests' toolbox image (Debian's busybox-static, made into an image by build.sh).
+pub const BUSYBOX_IMAGE: &str = "jukinet.local/busybox:1";
+
+/// Whether the real node is there and Ready. Without it a real-pod test skips, or fails when
+/// `JUKINET_REQUIRE_REAL_NODE=1` (scripts/test sets it, so CI cannot pass by skipping).
+pub async fn require_real_node(cluster: &TestCluster) -> bool {
+    let ready = Api::<Node>::all(cluster.client.clone())
+        .get_opt(NODE_NAME)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|n| n.status?.conditions)
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    if ready {
+        return true;
+    }
+    let why = "no Ready real node (start the cluster with `JUKINET_REAL_NODE=1 bash tests/cluster/up.sh`)";
+    if std::env::var("JUKINET_REQUIRE_REAL_NODE").is_ok_and(|v| v == "1") {
+        panic!("{why}; JUKINET_REQUIRE_REAL_NODE=1, so this fails instead of skipping");
+    }
+    let _ = writeln!(std::io::stderr(), "{}: skipped: {why}", test_name());
+    false
+}
+
+/// `let Some(cluster) = require_real_node!() else { return };` at the top of a real-pod test.
+#[macro_export]
+macro_rules! require_real_node {
+    () => {
+        match $crate::cluster::TestCluster::require().await {
+            Some(c) if $crate::real_node::require_real_node(&c).await => Some(c),
+            _ => None,
+        }
+    };
+}
+
+/// Adds the toleration and node selector that put a pod spec on the real node.
+pub fn on_real_node(mut pod_spec: Value) -> Value {
+    pod_spec["nodeSelector"] = json!({REAL_NODE_KEY: "true"});
+    pod_spec["tolerations"] =
+        json!([{"key": REAL_NODE_KEY, "operator": "Exists", "effect": "NoSchedule"}]);
+    pod_spec
+}
+
+/// A busybox container running `script` with `sh -c`.
+pub fn busybox(name: &str, script: &str) -> Value {
+    json!({
+        "name": name, "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never",
+        "command": ["/bin/busybox", "sh", "-c", script],
+    })
+}
+
+/// Waits until the pod has finished (Succeeded or Failed) and returns its phase and its log,
+/// read from the kubelet through the API server.
+pub async fn finished(pods: &Api<Pod>, name: &str, timeout: Duration) -> (String, String) {
+    let done = |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref()?.phase.as_deref())
+            .is_some_and(|ph| ph == "Succeeded" || ph == "Failed")
+    };
+    let pod = wait_for(pods, name, done, timeout)
+        .await
+        .unwrap_or_else(|e| panic!("pod {name} did not finish: {e}"));
+    let phase = pod.status.and_then(|s| s.phase).unwrap_or_default();
+    let log = pods
+        .logs(name, &LogParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("log of pod {name}: {e}"));
+    (phase, log)
+}

@@ -1,0 +1,174 @@
+//! Real pods on the local cluster's real node (containerd, runc, the bridge CNI, kube-proxy,
+//! CoreDNS, the jukinet-local StorageClass): what the fake kwok pods cannot show.
+//!
+//! `JUKINET_REAL_NODE=1 bash tests/cluster/up.sh && source tests/cluster/env.sh &&
+//!  JUKINET_REQUIRE_CLUSTER=1 JUKINET_REQUIRE_REAL_NODE=1 cargo test -p juki-tests --test real_node`
+
+use std::path::Path;
+use std::time::Duration;
+
+use juki_tests::cluster::{poll_until, wait_for};
+use juki_tests::real_node::{NODE_NAME, busybox, finished, on_real_node};
+use juki_tests::require_real_node;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+#[tokio::test]
+async fn a_real_pod_reaches_another_by_service_name_and_the_api_server_proxies_to_it() {
+    let Some(cluster) = require_real_node!() else {
+        return;
+    };
+    let ns = cluster.namespace().await;
+    let message = format!("served by a real pod in {}", &*ns);
+    let web = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": on_real_node(json!({
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532},
+            "containers": [merged(
+                busybox("web", &format!(
+                    "echo '{message}' > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www")),
+                json!({
+                    "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
+                    "volumeMounts": [{"name": "www", "mountPath": "/www"}],
+                }),
+            )],
+            "volumes": [{"name": "www", "emptyDir": {}}],
+        })),
+    });
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    });
+    cluster.apply(&web, Some(&ns)).await.unwrap();
+    cluster.apply(&service, Some(&ns)).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+    let ready = |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref()?.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let pod = wait_for(&pods, "web", ready, WAIT).await.unwrap();
+    let spec = pod.spec.unwrap();
+    let status = pod.status.unwrap();
+    assert_eq!(spec.node_name.as_deref(), Some(NODE_NAME));
+    let container = &status.container_statuses.unwrap()[0];
+    assert!(
+        container
+            .container_id
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("containerd://"),
+        "a real container: {container:?}"
+    );
+    let ip = status.pod_ip.unwrap_or_default();
+    assert!(
+        ip.starts_with("10.244.0."),
+        "a pod IP from the bridge network, got {ip}"
+    );
+
+    // Another pod, by the Service's short name: cluster DNS, then kube-proxy's Service rules.
+    // (busybox-static's wget crashes in static glibc's NSS; its nc resolves on its own.)
+    let client = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client"},
+        "spec": on_real_node(json!({
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 65532},
+            "containers": [busybox("client", "printf 'GET / HTTP/1.0\\r\\nHost: web\\r\\n\\r\\n' | nc -w 10 web 80")],
+        })),
+    });
+    cluster.apply(&client, Some(&ns)).await.unwrap();
+    let (phase, log) = finished(&pods, "client", WAIT).await;
+    assert_eq!(phase, "Succeeded", "client: {log}");
+    assert!(log.starts_with("HTTP/1.1 200 OK"), "client: {log}");
+    assert_eq!(log.lines().last(), Some(message.as_str()), "client: {log}");
+
+    // The path the operator's final request takes: the API server's service proxy.
+    let path = format!("/api/v1/namespaces/{}/services/web:80/proxy/", &*ns);
+    let request = http::Request::get(path).body(vec![]).unwrap();
+    let body = cluster.client.request_text(request).await.unwrap();
+    assert_eq!(body.trim(), message);
+}
+
+#[tokio::test]
+async fn a_claim_binds_on_the_real_node_and_its_data_outlives_the_pod_until_the_claim_goes() {
+    let Some(cluster) = require_real_node!() else {
+        return;
+    };
+    let ns = cluster.namespace().await;
+    // No storageClassName: the default class (jukinet-local) provisions it.
+    let claim = json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}},
+    });
+    cluster.apply(&claim, Some(&ns)).await.unwrap();
+    // Non-root with an fsGroup, as jukinet's pods run: the volume must be writable to them.
+    let pod = |name: &str, script: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": on_real_node(json!({
+                "restartPolicy": "Never",
+                "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532},
+                "containers": [merged(
+                    busybox(name, script),
+                    json!({"volumeMounts": [{"name": "data", "mountPath": "/data"}]}),
+                )],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+            })),
+        })
+    };
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+    cluster
+        .apply(&pod("writer", "echo kept > /data/record"), Some(&ns))
+        .await
+        .unwrap();
+    let (phase, log) = finished(&pods, "writer", WAIT).await;
+    assert_eq!(phase, "Succeeded", "writer: {log}");
+    cluster
+        .apply(&pod("reader", "cat /data/record"), Some(&ns))
+        .await
+        .unwrap();
+    let (phase, log) = finished(&pods, "reader", WAIT).await;
+    assert_eq!((phase.as_str(), log.trim()), ("Succeeded", "kept"));
+
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client.clone(), &ns);
+    let volume_name = claims
+        .get("data")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .volume_name
+        .unwrap();
+    let volumes: Api<PersistentVolume> = Api::all(cluster.client.clone());
+    let volume = volumes.get(&volume_name).await.unwrap().spec.unwrap();
+    let dir = volume.local.expect("a local volume").path;
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&dir).join("record")).unwrap(),
+        "kept\n"
+    );
+
+    // The claim's deletion (reclaim policy Delete) takes the volume and its directory.
+    for name in ["writer", "reader"] {
+        pods.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    claims
+        .delete("data", &DeleteParams::default())
+        .await
+        .unwrap();
+    poll_until("the volume and its directory are gone", WAIT, || async {
+        volumes.get_opt(&volume_name).await.unwrap().is_none() && !Path::new(&dir).exists()
+    })
+    .await
+    .unwrap();
+}
+
+/// `base` with the fields of `extra` added (both JSON objects).
+fn merged(mut base: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    if let (Some(b), serde_json::Value::Object(e)) = (base.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    base
+}
