@@ -1,32 +1,31 @@
 # syntax=docker/dockerfile:1
+# Base images are build arguments: the public ones by default; scripts/images passes images made
+# from Debian's packages on machines that reach no registry.
+ARG BUILDER_IMAGE=rust:1.95-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
 # The jukinet node service image (national, prefecture and CS roles; `serve` and the `batch`
 # subcommands the daily Jobs run). Build from the repository root:
 #   docker build -f docker/juki-node.Dockerfile -t jukinet/juki-node:0.1.0 .
 # (docker/juki-node.Dockerfile.dockerignore keeps target/ and .git out of the context.)
 
 # --- build: the release binary, with the same flags CI uses -----------------------------------
-FROM rust:1.95-bookworm AS build
+FROM ${BUILDER_IMAGE} AS build
 # libpq for diesel's PostgreSQL backend (SQLite is bundled).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libpq-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# The whole workspace: cargo needs every member's manifest to resolve Cargo.lock.
-COPY Cargo.toml Cargo.lock ./
-COPY calendar calendar
-COPY codes codes
-COPY operator operator
-COPY services services
-COPY tests tests
-COPY examples examples
-COPY crds crds
+# The whole workspace (cargo needs every member's manifest to resolve Cargo.lock) and .cargo/,
+# so the binary is built with the same flags as the tested one; the .dockerignore keeps
+# target/ and .git out.
+COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p juki-node --bin juki-node \
  && install -D target/release/juki-node /out/juki-node
 
 # --- runtime: Debian slim with libpq, curl for the health check, non-root ----------------------
-FROM debian:bookworm-slim
+FROM ${RUNTIME_IMAGE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl libpq5 \
  && rm -rf /var/lib/apt/lists/* \

@@ -1,27 +1,26 @@
 # syntax=docker/dockerfile:1
+# Base images are build arguments: the public ones by default; scripts/images passes images made
+# from Debian's packages on machines that reach no registry.
+ARG BUILDER_IMAGE=rust:1.95-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
 # The jukinet operator image. Build from the repository root:
 #   docker build -f docker/operator.Dockerfile -t jukinet/juki-operator:0.1.0 .
 # (docker/operator.Dockerfile.dockerignore keeps target/ and .git out of the context.)
 
 # --- build: the release binary, with the same flags CI uses -----------------------------------
-FROM rust:1.95-bookworm AS build
+FROM ${BUILDER_IMAGE} AS build
 WORKDIR /src
-# The whole workspace: cargo needs every member's manifest to resolve Cargo.lock.
-COPY Cargo.toml Cargo.lock ./
-COPY calendar calendar
-COPY codes codes
-COPY operator operator
-COPY services services
-COPY tests tests
-COPY examples examples
-COPY crds crds
+# The whole workspace (cargo needs every member's manifest to resolve Cargo.lock) and .cargo/,
+# so the binary is built with the same flags as the tested one; the .dockerignore keeps
+# target/ and .git out.
+COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p juki-operator --bin juki-operator \
  && install -D target/release/juki-operator /out/juki-operator
 
 # --- runtime: Debian slim, curl for the health check, non-root ---------------------------------
-FROM debian:bookworm-slim
+FROM ${RUNTIME_IMAGE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \

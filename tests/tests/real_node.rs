@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use juki_tests::cluster::{poll_until, wait_for};
+use juki_tests::cluster::{poll_until, unique_name, wait_for};
 use juki_tests::real_node::{NODE_NAME, busybox, finished, on_real_node};
 use juki_tests::require_real_node;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
@@ -171,4 +171,260 @@ fn merged(mut base: serde_json::Value, extra: serde_json::Value) -> serde_json::
         b.extend(e);
     }
     base
+}
+
+/// The node service image built by `scripts/images` (imported into the real node by scripts/test).
+fn juki_node_image() -> String {
+    format!("jukinet/juki-node:{}", env!("CARGO_PKG_VERSION"))
+}
+
+#[tokio::test]
+async fn the_juki_node_image_serves_from_a_claim_as_non_root_and_its_batch_commands_run_on_the_same_data()
+ {
+    let Some(cluster) = require_real_node!() else {
+        return;
+    };
+    let ns = cluster.namespace().await;
+    let claim = json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "national-data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}}},
+    });
+    cluster.apply(&claim, Some(&ns)).await.unwrap();
+    // The image's own user (65532) and the fsGroup the volume gets, as the operator's pods run.
+    let pod = |name: &str, args: &[&str], restart: &str, probe: bool| {
+        let mut container = json!({
+            "name": "node", "image": juki_node_image(), "imagePullPolicy": "Never",
+            "args": args,
+            "env": [
+                {"name": "JUKI_ROLE", "value": "national"},
+                {"name": "DATABASE_URL", "value": "sqlite:///var/lib/juki/juki.db"},
+            ],
+            "volumeMounts": [{"name": "data", "mountPath": "/var/lib/juki"}],
+        });
+        if probe {
+            container["readinessProbe"] =
+                json!({"httpGet": {"path": "/readyz", "port": 8080}, "periodSeconds": 1});
+        }
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": name}},
+            "spec": on_real_node(json!({
+                "restartPolicy": restart,
+                "securityContext": {"runAsNonRoot": true, "fsGroup": 65532},
+                "containers": [container],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "national-data"}}],
+            })),
+        })
+    };
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+    cluster
+        .apply(&pod("national", &["serve"], "Always", true), Some(&ns))
+        .await
+        .unwrap();
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "national"},
+        "spec": {"selector": {"app": "national"}, "ports": [{"port": 8080}]},
+    });
+    cluster.apply(&service, Some(&ns)).await.unwrap();
+    let ready = |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref()?.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    if let Err(e) = wait_for(&pods, "national", ready, WAIT).await {
+        let log = pods
+            .logs("national", &Default::default())
+            .await
+            .unwrap_or_default();
+        panic!("the national node did not become Ready: {e}\n{log}");
+    }
+    let path = format!(
+        "/api/v1/namespaces/{}/services/national:8080/proxy/healthz",
+        &*ns
+    );
+    let request = http::Request::get(path).body(vec![]).unwrap();
+    cluster
+        .client
+        .request_text(request)
+        .await
+        .expect("/healthz through the service proxy");
+
+    // The nightly batches run after the node stops: the same claim, the image's `batch` commands.
+    pods.delete("national", &DeleteParams::default())
+        .await
+        .unwrap();
+    poll_until("the serving pod is gone", WAIT, || async {
+        pods.get_opt("national").await.unwrap().is_none()
+    })
+    .await
+    .unwrap();
+    let date = "2026-12-04";
+    for (name, args) in [
+        ("statistics", vec!["batch", "statistics", "--date", date]),
+        ("backup", vec!["batch", "backup", "--date", date]),
+    ] {
+        cluster
+            .apply(&pod(name, &args, "Never", false), Some(&ns))
+            .await
+            .unwrap();
+        let (phase, log) = finished(&pods, name, WAIT).await;
+        assert_eq!(phase, "Succeeded", "batch {name}: {log}");
+    }
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client.clone(), &ns);
+    let volume_name = claims
+        .get("national-data")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .volume_name
+        .unwrap();
+    let volumes: Api<PersistentVolume> = Api::all(cluster.client.clone());
+    let dir = volumes
+        .get(&volume_name)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .local
+        .unwrap()
+        .path;
+    let manifest = std::fs::read_dir(Path::new(&dir).join("backups"))
+        .expect("the backup directory on the claim")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with(".manifest.json"))
+        .expect("a backup manifest");
+    // And it restores: the image's `restore` verifies the checksum and rebuilds the database.
+    let manifest_in_pod = format!(
+        "/var/lib/juki/backups/{}",
+        manifest.file_name().unwrap().to_string_lossy()
+    );
+    let restore = [
+        "restore",
+        "--manifest",
+        &manifest_in_pod,
+        "--database-url",
+        "sqlite:///tmp/restored.db",
+    ];
+    cluster
+        .apply(&pod("restore", &restore, "Never", false), Some(&ns))
+        .await
+        .unwrap();
+    let (phase, log) = finished(&pods, "restore", WAIT).await;
+    assert_eq!(phase, "Succeeded", "restore: {log}");
+}
+
+#[tokio::test]
+async fn the_operator_image_runs_from_its_chart_under_its_own_service_account_and_reconciles() {
+    let Some(cluster) = require_real_node!() else {
+        return;
+    };
+    cluster.install_crds().await;
+    let op_ns = cluster.namespace().await;
+    let nodes_ns = cluster.namespace().await;
+    let release = unique_name("jt-op");
+    let full = format!("{release}-juki-operator");
+    // The chart's cluster-scoped objects outlive the namespaces: delete them too.
+    let _role = cluster.guard("clusterrole", &full, None);
+    let _binding = cluster.guard("clusterrolebinding", &full, None);
+    let chart = juki_tests::cluster::repo_root().join("charts/juki-operator");
+    let watch = format!("args.watchNamespace={}", &*nodes_ns);
+    let tolerations =
+        r#"tolerations=[{"key":"jukinet.io/real-node","operator":"Exists","effect":"NoSchedule"}]"#;
+    let (ok, out, err) = cluster
+        .run(
+            "helm",
+            &[
+                "install",
+                &release,
+                &chart.display().to_string(),
+                "-n",
+                &op_ns,
+                "--set",
+                "replicaCount=1",
+                "--set",
+                "image.pullPolicy=Never",
+                "--set-string",
+                "nodeSelector.jukinet\\.io/real-node=true",
+                "--set-json",
+                tolerations,
+                "--set",
+                &watch,
+                // --wait: the Deployment becomes Available only once the pod's /readyz answers.
+                "--wait",
+                "--timeout",
+                "180s",
+            ],
+            None,
+        )
+        .await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &op_ns);
+    if !ok {
+        let listed = pods.list(&Default::default()).await.unwrap();
+        let mut logs = String::new();
+        for p in &listed.items {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            logs += &pods
+                .logs(&name, &Default::default())
+                .await
+                .unwrap_or_default();
+        }
+        panic!("helm install of the operator failed: {err}\n{out}\n{logs}");
+    }
+    let listed = pods.list(&Default::default()).await.unwrap();
+    let pod = listed.items.first().expect("the operator's pod");
+    let spec = pod.spec.clone().unwrap();
+    assert_eq!(spec.node_name.as_deref(), Some(NODE_NAME));
+    assert_eq!(
+        spec.service_account_name.as_deref(),
+        Some(full.as_str()),
+        "its own ServiceAccount"
+    );
+    let status = pod.status.clone().unwrap().container_statuses.unwrap();
+    assert!(
+        status[0]
+            .container_id
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("containerd://")
+    );
+
+    // Under that ServiceAccount (its ClusterRole, not the admin's certificate) it reconciles a
+    // national node: the node gets a status and its Deployment.
+    let calendar = unique_name("real-op-cal");
+    let _calendar = cluster.guard("operatingcalendar", &calendar, None);
+    let national = juki_tests::cluster::repo_root().join("charts/juki-national");
+    let set_calendar = format!("calendar.name={calendar}");
+    let (ok, _, err) = cluster
+        .run(
+            "helm",
+            &[
+                "install",
+                "national",
+                &national.display().to_string(),
+                "-n",
+                &nodes_ns,
+                "--set",
+                &set_calendar,
+            ],
+            None,
+        )
+        .await;
+    assert!(ok, "helm install of the national chart: {err}");
+    let nodes: Api<juki_operator::api::JukiNode> =
+        Api::namespaced(cluster.client.clone(), &nodes_ns);
+    poll_until(
+        "the in-pod operator writes the national node's status",
+        WAIT,
+        || async {
+            nodes
+                .get_opt("national")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|n| n.status)
+                .is_some_and(|s| s.phase.is_some())
+        },
+    )
+    .await
+    .unwrap();
 }
