@@ -206,7 +206,7 @@ fn window_at(calendar: &Calendar, node: &NodeView<'_>, at: Timestamp) -> Option<
 pub fn window_on(calendar: &Calendar, node: &NodeView<'_>, date: Date) -> Option<Window> {
     let mut w = calendar.online_window(node.tier, node.prefecture, date)?;
     if let Some(end) = node.online_end {
-        w.end = calendar.instant(date, end);
+        w.end = calendar.checked_instant(date, end)?;
     }
     for (d, end) in node.extensions {
         if *d == date && *end > w.end {

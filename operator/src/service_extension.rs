@@ -72,7 +72,14 @@ pub fn evaluate(
             format!("{date} is {status}: there is no online window to extend"),
         );
     }
-    let end = calendar.instant(date, end_time);
+    let Some(end) = calendar.checked_instant(date, end_time) else {
+        return rejected(
+            "InvalidDate",
+            format!(
+                "spec.date {date} with spec.endTime {end_time} is outside the range of instants the operator can plan"
+            ),
+        );
+    };
     let mut covers = Vec::new();
     for r in &spec.nodes {
         let ns = r.namespace.as_deref().unwrap_or(namespace);
