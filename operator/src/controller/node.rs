@@ -204,6 +204,11 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
     if let Err(message) = check_online_end(&calendar, node.spec.tier, topology.online_ends[me]) {
         return invalid(node, ctx, &status, "InvalidSpec", message, now).await;
     }
+    if topology.resolved[me] == Resolved::Invalid {
+        let message = crate::topology::upstream_problem(&topology.nodes, me)
+            .unwrap_or_else(|| "spec.upstream is invalid".into());
+        return invalid(node, ctx, &status, "InvalidSpec", message, now).await;
+    }
 
     let evaluations = extensions(ctx, &calendar, &topology, now);
     let covering = extensions_covering(&evaluations, me);
