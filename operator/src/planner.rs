@@ -409,6 +409,18 @@ fn step(
         Online if !want_online => drain(node, ended_date()),
         // The node above is going down: a node never stays up without its upstream.
         Online if !upstream_online => drain(node, current_date),
+        // Pods failing while Online: still Online (the window is open, the replicas stay
+        // asked for), but not Ready, with its own reason (a warning Event).
+        Online if node.ready_replicas < node.replicas => Plan::new(
+            Online,
+            "Degraded",
+            format!(
+                "only {} of {} replicas ready",
+                node.ready_replicas, node.replicas
+            ),
+        )
+        .replicas(node.replicas)
+        .date(current_date),
         // As at the transition, so that staying Online writes nothing.
         Online => Plan::new(
             Online,
@@ -708,6 +720,32 @@ mod tests {
             plan(&cal, &v, tokyo("2026-11-30T08:40")).phase,
             NodePhase::Online
         );
+    }
+
+    #[test]
+    fn an_online_node_without_enough_ready_pods_is_degraded_not_ready() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        let mut v = view(Tier::Cs, NodePhase::Online);
+        v.replicas = 2;
+        v.ready_replicas = 2;
+        let at = tokyo("2026-11-30T12:00");
+        let p = plan(&cal, &v, at);
+        assert_eq!((p.phase, p.reason), (NodePhase::Online, "Ready"));
+        v.ready_replicas = 0;
+        let p = plan(&cal, &v, at);
+        assert_eq!(
+            (p.phase, p.reason, p.replicas, p.message.as_str()),
+            (
+                NodePhase::Online,
+                "Degraded",
+                Some(2),
+                "only 0 of 2 replicas ready"
+            )
+        );
+        // The pods come back: Ready again.
+        v.reason = Some("Degraded");
+        v.ready_replicas = 2;
+        assert_eq!(plan(&cal, &v, at).reason, "Ready");
     }
 
     #[test]

@@ -348,7 +348,9 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
             write(status_for(status.final_answer.clone())).await?
         }
     };
-    let warning = matches!(plan.phase, NodePhase::Failed) || plan.reason.starts_with("Upstream");
+    let warning = matches!(plan.phase, NodePhase::Failed)
+        || plan.reason.starts_with("Upstream")
+        || plan.reason == "Degraded";
     if new_status.phase != status.phase
         && let Some(from) = status.phase
     {
@@ -570,7 +572,8 @@ fn next_status(
             batches,
         });
     }
-    let online = plan.phase == NodePhase::Online;
+    // Ready: Online with every replica ready (Degraded is Online without them).
+    let online = plan.phase == NodePhase::Online && ready >= node.spec.replicas;
     set_condition(
         &mut s.conditions,
         "Ready",
@@ -986,5 +989,57 @@ async fn final_exchange(
             outcome: "Failed".into(),
             message,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use juki_calendar::CalendarConfig;
+
+    fn ready_condition(ready: i32, reason: &'static str) -> (String, String) {
+        let spec = serde_json::from_value(json!({
+            "tier": "CS", "municipality": "131016", "replicas": 2
+        }))
+        .unwrap();
+        let node = JukiNode::new("cs-131016", spec);
+        let calendar = Calendar::new(&CalendarConfig::default()).unwrap();
+        let plan = Plan {
+            phase: NodePhase::Online,
+            reason,
+            message: String::new(),
+            replicas: Some(2),
+            action: Action::None,
+            operating_date: None,
+            wake_at: None,
+            next: None,
+            defer_status: false,
+        };
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let s = next_status(
+            &node,
+            &JukiNodeStatus::default(),
+            &plan,
+            &calendar,
+            now,
+            ready,
+            None,
+            None,
+        );
+        let c = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn ready_means_online_with_every_replica_ready() {
+        assert_eq!(ready_condition(2, "Ready"), ("True".into(), "Ready".into()));
+        assert_eq!(
+            ready_condition(0, "Degraded"),
+            ("False".into(), "Degraded".into())
+        );
+        assert_eq!(
+            ready_condition(1, "Degraded"),
+            ("False".into(), "Degraded".into())
+        );
     }
 }
