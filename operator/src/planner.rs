@@ -407,6 +407,32 @@ fn step(
             }
         }
         Online if !want_online => drain(node, ended_date()),
+        // The upstream can no longer be told apart (a second National node appeared somewhere)
+        // or is gone: that says nothing about the real upstream's phase, so a serving node
+        // warns and stays up rather than drain mid-day; it stops at its window's end as usual.
+        Online if matches!(node.upstream, Upstream::Ambiguous | Upstream::Missing) => {
+            let (reason, why) = if node.upstream == Upstream::Ambiguous {
+                (
+                    "UpstreamAmbiguous",
+                    "more than one upstream node matches (set spec.upstream)",
+                )
+            } else {
+                (
+                    "UpstreamMissing",
+                    "the upstream node is gone (set spec.upstream or create the node above)",
+                )
+            };
+            Plan::new(
+                Online,
+                reason,
+                format!(
+                    "{why}; staying Online until the window ends, {} of {} replicas ready",
+                    node.ready_replicas, node.replicas
+                ),
+            )
+            .replicas(node.replicas)
+            .date(current_date)
+        }
         // The node above is going down: a node never stays up without its upstream.
         Online if !upstream_online => drain(node, current_date),
         // Pods failing while Online: still Online (the window is open, the replicas stay
@@ -746,6 +772,37 @@ mod tests {
         v.reason = Some("Degraded");
         v.ready_replicas = 2;
         assert_eq!(plan(&cal, &v, at).reason, "Ready");
+    }
+
+    #[test]
+    fn an_online_node_whose_upstream_becomes_ambiguous_or_missing_warns_and_stays_up() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        let mut v = view(Tier::Prefecture, NodePhase::Online);
+        let noon = tokyo("2026-11-30T12:00");
+        v.upstream = Upstream::Ambiguous;
+        let p = plan(&cal, &v, noon);
+        assert_eq!(
+            (p.phase, p.reason, p.replicas),
+            (NodePhase::Online, "UpstreamAmbiguous", Some(1))
+        );
+        assert!(p.message.contains("staying Online"), "{}", p.message);
+        v.upstream = Upstream::Missing;
+        let p = plan(&cal, &v, noon);
+        assert_eq!((p.phase, p.reason), (NodePhase::Online, "UpstreamMissing"));
+        // At the window's end it stops as usual.
+        let p = plan(&cal, &v, tokyo("2026-11-30T21:31"));
+        assert_eq!(p.phase, NodePhase::Draining);
+        // An upstream really going down still drains the node.
+        v.upstream = Upstream::Phase(NodePhase::Draining);
+        assert_eq!(plan(&cal, &v, noon).phase, NodePhase::Draining);
+        // An Offline node does not start with an ambiguous upstream.
+        v.phase = NodePhase::Offline;
+        v.upstream = Upstream::Ambiguous;
+        let p = plan(&cal, &v, noon);
+        assert_eq!(
+            (p.phase, p.reason),
+            (NodePhase::Offline, "UpstreamAmbiguous")
+        );
     }
 
     #[test]
