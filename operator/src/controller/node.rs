@@ -19,7 +19,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::batch_slots::Turn;
-use super::view::{Topology, calendar_of, extensions, extensions_covering, jobs_of, pods_of};
+use super::view::{Topology, extensions, extensions_covering, jobs_of, pods_of};
 use super::{Context, Error, FinalExchange, Shared};
 use crate::api::{
     FinalAnswerStatus, JukiNode, JukiNodeStatus, LastBatch, NextTransition, NodePhase,
@@ -188,12 +188,16 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
     let name = node.name_any();
     let status = node.status.clone().unwrap_or_default();
 
-    let (calendar, calendar_json) = match calendar_of(ctx, &node.spec.calendar) {
-        Ok(c) => c,
-        Err(message) => {
-            return invalid(node, ctx, &status, "CalendarUnavailable", message, now).await;
-        }
-    };
+    // An invalid calendar or own online end does not freeze a node: it keeps planning with the
+    // last valid one, and the invalid one is reported (condition SpecValid, a warning Event).
+    let (calendar, calendar_json, calendar_problem) =
+        match ctx.last_valid.calendar(ctx, &node.spec.calendar) {
+            Ok(c) => c,
+            Err(message) => {
+                return invalid(node, ctx, &status, "CalendarUnavailable", message, now).await;
+            }
+        };
+    let mut problem = calendar_problem.map(|p| ("InvalidCalendar", p));
     let topology = Topology::read(ctx);
     let Some(me) = topology.index_of(&ns, &name) else {
         let message = crate::topology::from_jukinode(node, "default")
@@ -201,9 +205,25 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
             .unwrap_or_else(|| "not in the node cache yet".into());
         return invalid(node, ctx, &status, "InvalidSpec", message, now).await;
     };
-    if let Err(message) = check_online_end(&calendar, node.spec.tier, topology.online_ends[me]) {
-        return invalid(node, ctx, &status, "InvalidSpec", message, now).await;
-    }
+    let running = !matches!(
+        status.phase.unwrap_or(NodePhase::Offline),
+        NodePhase::Offline | NodePhase::Failed
+    ) || pods_of(ctx, &ns, &name).0 > 0;
+    let current_end = topology.online_ends[me];
+    let online_end = match ctx.last_valid.online_end_to_plan_with(
+        (&ns, &name),
+        current_end,
+        check_online_end(&calendar, node.spec.tier, current_end),
+        running,
+    ) {
+        Ok((end, spec_problem)) => {
+            if let Some(p) = spec_problem {
+                problem = Some(("InvalidSpec", p));
+            }
+            end
+        }
+        Err(message) => return invalid(node, ctx, &status, "InvalidSpec", message, now).await,
+    };
     if topology.resolved[me] == Resolved::Invalid {
         let message = crate::topology::upstream_problem(&topology.nodes, me)
             .unwrap_or_else(|| "spec.upstream is invalid".into());
@@ -250,7 +270,7 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
     let view = NodeView {
         tier: node.spec.tier,
         prefecture: topology.nodes[me].prefecture,
-        online_end: topology.online_ends[me],
+        online_end,
         replicas: node.spec.replicas,
         suspend: node.spec.suspend,
         manual_override: node
@@ -311,7 +331,7 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         }
     };
     let status_for = |final_answer| {
-        next_status(
+        let mut s = next_status(
             node,
             &status,
             &plan,
@@ -320,7 +340,9 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
             ready,
             upstream_name.clone(),
             final_answer,
-        )
+        );
+        spec_validity(&mut s, problem.as_ref(), now);
+        s
     };
     let write = |new_status| write_if_changed(node, ctx, plan.defer_status, new_status);
     let new_status = match &plan.action {
@@ -397,6 +419,12 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         // A new node that cannot start, a new reason for waiting, a suspension or its end:
         // worth one Event too.
         publish(node, ctx, warning, plan.reason, plan.message.clone()).await;
+    }
+    // An invalid edit planned around: one warning Event per new problem.
+    if let Some((reason, message)) = &problem
+        && spec_problem(&status) != Some(message.as_str())
+    {
+        publish(node, ctx, true, reason, message.clone()).await;
     }
     // Catch-up batches (a day missed while the operator was away) are worth their own Event.
     if let (Action::CreateJob { batch, date }, Some(last)) = (&plan.action, &status.last_batch)
@@ -625,6 +653,29 @@ fn next_status(
         );
     }
     s
+}
+
+/// Sets the SpecValid condition: False with the reason and message of an invalid calendar or
+/// spec the node is planned around; True again once it is valid.
+fn spec_validity(s: &mut JukiNodeStatus, problem: Option<&(&str, String)>, now: Timestamp) {
+    match problem {
+        Some((reason, message)) => {
+            set_condition(&mut s.conditions, "SpecValid", false, reason, message, now);
+        }
+        // Shown once there was a problem; no condition (and no write) for the nodes never invalid.
+        None if s.conditions.iter().any(|c| c.type_ == "SpecValid") => {
+            set_condition(&mut s.conditions, "SpecValid", true, "Valid", "", now);
+        }
+        None => {}
+    }
+}
+
+/// The message of a False SpecValid condition.
+fn spec_problem(s: &JukiNodeStatus) -> Option<&str> {
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == "SpecValid" && c.status == "False")
+        .map(|c| c.message.as_str())
 }
 
 /// The top-level status fields that differ, for the debug log of why a status is written.
