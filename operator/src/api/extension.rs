@@ -40,7 +40,9 @@ pub struct ServiceExtensionSpec {
     /// coordination with the municipalities involved) or IdentityVerification (after coordination
     /// with the prefecture).
     pub kind: ExtensionKind,
-    /// The nodes that stay up; their upstream chain stays up with them.
+    /// The nodes that stay up; their upstream chain stays up with them. Only nodes of the
+    /// extension's own namespace: one naming another namespace's node is Rejected
+    /// (OtherNamespace).
     #[schemars(length(min = 1, max = 100))]
     pub nodes: Vec<NodeRef>,
     /// The operating date extended, "YYYY-MM-DD".
