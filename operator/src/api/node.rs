@@ -63,7 +63,10 @@ pub struct JukiNodeSpec {
     #[schemars(schema_with = "municipality_code_schema")]
     pub municipality: Option<String>,
     /// The node this one sends updates to. Default: a CS's Prefecture node of its prefecture, a
-    /// Prefecture's National node (found by tier, in any namespace).
+    /// Prefecture's National node (found by tier, in any namespace). It must be a node of the
+    /// tier right above (a CS names a Prefecture node, a Prefecture node the National one; a
+    /// National node has none), not the node itself and not a cycle: otherwise the node is
+    /// Failed with reason InvalidSpec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<NodeRef>,
     /// Name of the OperatingCalendar to follow. Default "japan".
@@ -305,7 +308,9 @@ pub struct JukiNodeStatus {
     /// A sentence for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// Ready, UpstreamReady, InWindow, BatchSucceeded, …
+    /// Ready (Online with every replica ready; False with reason Degraded when pods fail while
+    /// Online), UpstreamReady, InWindow, BatchSucceeded, and SpecValid (False while the node is
+    /// planned with the last valid calendar or online end because of an invalid edit).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The generation this status describes.
