@@ -132,6 +132,7 @@ fn step_node(
         replicas: node.replicas,
         suspend: false,
         manual_override: None,
+        pinned_below: None,
         extensions: &[],
         phase: s.phase,
         phase_since: s.since,

@@ -64,6 +64,9 @@ pub struct NodeView<'a> {
     pub replicas: i32,
     pub suspend: bool,
     pub manual_override: Option<(OverridePhase, Timestamp)>,
+    /// The latest `until` of an active `override: Online` of a node below this one: the
+    /// upstream chain of a pinned node stays Online with it, as it does for an extension.
+    pub pinned_below: Option<Timestamp>,
     /// The latest end of the active service extensions that keep this node up, by operating date.
     pub extensions: &'a [(Date, Timestamp)],
     /// The phase in status (Offline when new) and when it was entered.
@@ -97,6 +100,7 @@ impl<'a> NodeView<'a> {
             replicas: 1,
             suspend: false,
             manual_override: None,
+            pinned_below: None,
             extensions: &[],
             phase: NodePhase::Offline,
             phase_since: None,
@@ -244,7 +248,12 @@ pub fn plan(calendar: &Calendar, node: &NodeView<'_>, now: Timestamp) -> Plan {
         );
     }
     let window = window_at(calendar, node, now);
-    let override_active = node.manual_override.filter(|(_, until)| *until > now);
+    // The node's own override wins; else a node pinned Online below keeps this one Online.
+    let own_override = node.manual_override.filter(|(_, until)| *until > now);
+    let pinned = node
+        .pinned_below
+        .filter(|until| own_override.is_none() && *until > now);
+    let override_active = own_override.or(pinned.map(|until| (OverridePhase::Online, until)));
     let want_online = match override_active {
         Some((OverridePhase::Online, _)) => true,
         Some((OverridePhase::Offline, _)) => false,
@@ -308,7 +317,12 @@ pub fn plan(calendar: &Calendar, node: &NodeView<'_>, now: Timestamp) -> Plan {
         }
         _ => None,
     };
-    if let Some((phase, until)) = override_active {
+    if let Some(until) = pinned {
+        plan.message = format!(
+            "{} (kept Online until {until} by a manual override Online of a node below)",
+            plan.message
+        );
+    } else if let Some((phase, until)) = override_active {
         plan.message = format!("{} (manual override {phase:?} until {until})", plan.message);
     }
     plan
@@ -967,6 +981,42 @@ mod tests {
         assert_eq!(p.wake_at, Some(tokyo("2026-11-28T12:00")));
         v.suspend = true;
         assert_eq!(plan(&cal, &v, tokyo("2026-11-28T10:00")).replicas, None);
+    }
+
+    #[test]
+    fn an_override_online_below_keeps_the_upstream_chain_online() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        // 21:40 on a Monday: past the prefecture's window end (21:30), a CS below is pinned
+        // Online until 23:00.
+        let at = tokyo("2026-11-30T21:40");
+        let until = tokyo("2026-11-30T23:00");
+        let mut v = view(Tier::Prefecture, NodePhase::Online);
+        v.downstream_offline = false;
+        assert_eq!(plan(&cal, &v, at).phase, NodePhase::Draining);
+        v.pinned_below = Some(until);
+        let p = plan(&cal, &v, at);
+        assert_eq!((p.phase, p.replicas), (NodePhase::Online, Some(1)));
+        assert_eq!(p.wake_at, Some(until));
+        assert!(
+            p.message
+                .contains("by a manual override Online of a node below")
+        );
+        // Once it expires, the usual stop.
+        assert_eq!(
+            plan(&cal, &v, tokyo("2026-11-30T23:00")).phase,
+            NodePhase::Draining
+        );
+        // On a Saturday a pinned chain starts too.
+        let mut n = view(Tier::National, NodePhase::Offline);
+        n.upstream = Upstream::NotNeeded;
+        n.pinned_below = Some(tokyo("2026-11-28T12:00"));
+        assert_eq!(
+            plan(&cal, &n, tokyo("2026-11-28T10:00")).phase,
+            NodePhase::Starting
+        );
+        // The node's own override Offline wins over a pin from below.
+        v.manual_override = Some((OverridePhase::Offline, until));
+        assert_eq!(plan(&cal, &v, at).phase, NodePhase::Draining);
     }
 
     #[test]

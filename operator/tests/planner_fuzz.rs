@@ -312,6 +312,7 @@ fn view(f: &Facts) -> NodeView<'_> {
             };
             (phase, until)
         }),
+        pinned_below: f.phase_since,
         extensions: &f.extensions,
         phase: f.phase,
         phase_since: f.phase_since,

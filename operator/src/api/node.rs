@@ -91,6 +91,8 @@ pub struct JukiNodeSpec {
     #[serde(default)]
     pub suspend: bool,
     /// Pin the node Online or Offline until a given time (for maintenance); expires by itself.
+    /// Online also keeps the node's whole upstream chain Online until then (unless a node
+    /// above has its own override).
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "override")]
     pub manual_override: Option<ManualOverride>,
     /// Mutual TLS between the tiers: the node serves HTTPS with this identity, its upstream is

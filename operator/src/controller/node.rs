@@ -84,7 +84,17 @@ pub(super) async fn run(triggers: Triggers, ctx: Arc<Context>) {
                 .map(|o| ObjectRef::new(&o.name).within(&o.namespace))
                 .collect::<Vec<_>>()
         };
-        if let Some(known) = topology.neighbours(&changed) {
+        // A spec change (an override Online pins the chain above) concerns every node above.
+        let spec_changed = previous.as_ref().map(|p| p.0) != Some(changed.metadata.generation);
+        if let Some(mut known) = topology.neighbours(&changed) {
+            if spec_changed
+                && let Some(i) = topology.index_of(
+                    changed.metadata.namespace.as_deref().unwrap_or_default(),
+                    changed.metadata.name.as_deref().unwrap_or_default(),
+                )
+            {
+                known.extend(topology.above(i));
+            }
             return refs(known);
         }
         // A node the topology does not know yet (or not with this spec): every node it may
@@ -278,6 +288,7 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
             .manual_override
             .as_ref()
             .map(|o| (o.phase, o.until.0)),
+        pinned_below: topology.pinned_below(ctx, me, now),
         extensions: &covering,
         phase,
         phase_since: status.phase_since.as_ref().map(|t| t.0),

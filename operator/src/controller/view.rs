@@ -152,6 +152,43 @@ impl Topology {
             .unwrap_or(NodePhase::Offline)
     }
 
+    /// The nodes above node `i`, nearest first (its upstream chain).
+    pub fn above(&self, i: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut at = i;
+        while let Resolved::Node(up) = self.resolved[at] {
+            if up == i || out.contains(&up) {
+                break;
+            }
+            out.push(up);
+            at = up;
+        }
+        out
+    }
+
+    /// The latest `until` of an active `override: Online` among the nodes below node `i` (its
+    /// whole subtree): node `i` stays Online with them.
+    pub fn pinned_below(&self, ctx: &Context, i: usize, now: Timestamp) -> Option<Timestamp> {
+        let mut latest = None;
+        let mut todo: Vec<usize> = self.children[i].clone();
+        let mut seen = vec![false; self.nodes.len()];
+        while let Some(k) = todo.pop() {
+            if std::mem::replace(&mut seen[k], true) {
+                continue;
+            }
+            if let Some(o) = self
+                .object(ctx, k)
+                .and_then(|o| o.spec.manual_override.clone())
+                && o.phase == crate::api::OverridePhase::Online
+                && o.until.0 > now
+            {
+                latest = latest.max(Some(o.until.0));
+            }
+            todo.extend_from_slice(&self.children[k]);
+        }
+        latest
+    }
+
     /// The nodes a phase change of `changed` can matter to: its upstream and the nodes below it.
     /// `None` when the topology does not know this spec of it (new, changed, or unreadable), so
     /// that the caller falls back to a wider guess.
@@ -535,6 +572,20 @@ mod tests {
                 .unwrap()
                 .ends_with("national window ends; planning with the last valid end 21:45")
         );
+    }
+
+    #[test]
+    fn the_nodes_above_a_cs_are_its_prefecture_then_the_national_node() {
+        let nodes: Vec<Arc<JukiNode>> = country().into_iter().map(Arc::new).collect();
+        let t = Topology::build(&nodes);
+        let cs = t.index_of("p13", "cs-131016").unwrap();
+        let above: Vec<&str> = t
+            .above(cs)
+            .into_iter()
+            .map(|i| t.nodes[i].name.as_str())
+            .collect();
+        assert_eq!(above, ["pref-13", "national"]);
+        assert!(t.above(t.index_of("nat", "national").unwrap()).is_empty());
     }
 
     #[test]
