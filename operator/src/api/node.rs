@@ -87,7 +87,10 @@ pub struct JukiNodeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-2][0-9]:[0-5][0-9]$"))]
     pub online_end: Option<String>,
-    /// Freeze the node: the operator changes nothing until it is set back to false.
+    /// Freeze the node: until it is set back to false the operator changes nothing on it (no
+    /// scaling, no final request, no batch Job; phase kept, reason Suspended). A node suspended
+    /// while Offline stays Offline, and the nodes below it with it; the nodes above never wait
+    /// for a suspended node: they stop at their own window end as if it were Offline.
     #[serde(default)]
     pub suspend: bool,
     /// Pin the node Online or Offline until a given time (for maintenance); expires by itself.

@@ -216,16 +216,19 @@ impl Topology {
             .and_then(|o| o.status.as_ref())
             .and_then(|s| s.phase)
             .unwrap_or(NodePhase::Offline);
+        let suspended = object.as_ref().is_some_and(|o| o.spec.suspend);
         let n = &self.nodes[i];
-        counts_as_stopped(phase, || pods_of(ctx, &n.namespace, &n.name).0)
+        counts_as_stopped(phase, suspended, || pods_of(ctx, &n.namespace, &n.name).0)
     }
 }
 
 /// Whether a node in `phase` counts as stopped for the node above it: Offline, or Failed once
 /// its pods are gone (whatever the reason: an invalid spec or calendar can fail a node whose
-/// pods still serve, and the node above must not stop under them).
-pub fn counts_as_stopped(phase: NodePhase, pods: impl FnOnce() -> i32) -> bool {
+/// pods still serve, and the node above must not stop under them), or suspended: the operator
+/// leaves a suspended node as it is, so the chain above never waits for it.
+pub fn counts_as_stopped(phase: NodePhase, suspended: bool, pods: impl FnOnce() -> i32) -> bool {
     match phase {
+        _ if suspended => true,
         NodePhase::Offline => true,
         NodePhase::Failed => pods() == 0,
         _ => false,
@@ -590,9 +593,9 @@ mod tests {
 
     #[test]
     fn a_failed_node_counts_as_stopped_only_when_its_pods_are_gone() {
-        assert!(counts_as_stopped(NodePhase::Offline, || 1));
-        assert!(counts_as_stopped(NodePhase::Failed, || 0));
-        assert!(!counts_as_stopped(NodePhase::Failed, || 2));
+        assert!(counts_as_stopped(NodePhase::Offline, false, || 1));
+        assert!(counts_as_stopped(NodePhase::Failed, false, || 0));
+        assert!(!counts_as_stopped(NodePhase::Failed, false, || 2));
         for phase in [
             NodePhase::Starting,
             NodePhase::Online,
@@ -600,7 +603,21 @@ mod tests {
             NodePhase::Stopping,
             NodePhase::DailyBatch,
         ] {
-            assert!(!counts_as_stopped(phase, || 0), "{phase:?}");
+            assert!(!counts_as_stopped(phase, false, || 0), "{phase:?}");
+        }
+    }
+
+    #[test]
+    fn a_suspended_node_never_holds_up_the_nodes_above_it() {
+        for phase in [
+            NodePhase::Starting,
+            NodePhase::Online,
+            NodePhase::Draining,
+            NodePhase::Stopping,
+            NodePhase::DailyBatch,
+            NodePhase::Failed,
+        ] {
+            assert!(counts_as_stopped(phase, true, || 2), "{phase:?}");
         }
     }
 
