@@ -392,16 +392,8 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
             &format!("{from:?}"),
             &format!("{:?}", plan.phase),
         );
-        if plan.reason == "BatchSucceeded" || plan.reason == "BatchFailed" {
-            ctx.metrics.batch(
-                node.spec.tier.as_str(),
-                "daily",
-                if plan.reason == "BatchSucceeded" {
-                    "Succeeded"
-                } else {
-                    "Failed"
-                },
-            );
+        for (batch, outcome) in batch_outcomes(&plan, &calendar, node.spec.tier, &jobs) {
+            ctx.metrics.batch(node.spec.tier.as_str(), &batch, outcome);
         }
         let overridden = node
             .spec
@@ -664,6 +656,32 @@ fn next_status(
         );
     }
     s
+}
+
+/// The batches whose outcome a plan records, by name: every batch of the operating date when
+/// they all succeeded, the failed one when one failed; none for any other plan.
+fn batch_outcomes(
+    plan: &Plan,
+    calendar: &Calendar,
+    tier: juki_calendar::Tier,
+    jobs: &[(String, Date, crate::planner::JobState)],
+) -> Vec<(String, &'static str)> {
+    let Some(date) = plan.operating_date else {
+        return Vec::new();
+    };
+    match plan.reason {
+        "BatchSucceeded" => calendar
+            .batch_runs_for(tier, date)
+            .iter()
+            .map(|r| (r.batch.name.clone(), "Succeeded"))
+            .collect(),
+        "BatchFailed" => jobs
+            .iter()
+            .filter(|(_, d, s)| *d == date && *s == crate::planner::JobState::Failed)
+            .map(|(name, _, _)| (name.clone(), "Failed"))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Sets the SpecValid condition: False with the reason and message of an invalid calendar or
@@ -1090,6 +1108,43 @@ mod tests {
         );
         let c = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
         (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn batch_metrics_name_each_batch_not_daily() {
+        use crate::planner::JobState;
+        let calendar = Calendar::new(&CalendarConfig::default()).unwrap();
+        let date = jiff::civil::date(2026, 11, 30);
+        let mut plan = Plan {
+            phase: NodePhase::Offline,
+            reason: "BatchSucceeded",
+            message: String::new(),
+            replicas: Some(0),
+            action: Action::None,
+            operating_date: Some(date),
+            wake_at: None,
+            next: None,
+            defer_status: false,
+        };
+        let tier = juki_calendar::Tier::Cs;
+        assert_eq!(
+            batch_outcomes(&plan, &calendar, tier, &[]),
+            [
+                ("statistics".to_string(), "Succeeded"),
+                ("backup".to_string(), "Succeeded")
+            ]
+        );
+        plan.reason = "BatchFailed";
+        let jobs = [
+            ("statistics".to_string(), date, JobState::Succeeded),
+            ("backup".to_string(), date, JobState::Failed),
+        ];
+        assert_eq!(
+            batch_outcomes(&plan, &calendar, tier, &jobs),
+            [("backup".to_string(), "Failed")]
+        );
+        plan.reason = "Ready";
+        assert!(batch_outcomes(&plan, &calendar, tier, &jobs).is_empty());
     }
 
     #[test]
