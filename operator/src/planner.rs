@@ -301,6 +301,32 @@ pub fn plan(calendar: &Calendar, node: &NodeView<'_>, now: Timestamp) -> Plan {
     if let Some((_, until)) = override_active {
         wake = Some(wake.map_or(until, |w| w.min(until)));
     }
+    // Online through the end of a window (the operator was away from before a window's end
+    // until after the next start): that night's final exchange was skipped. Say which nights;
+    // their batches run after the next stop, oldest first.
+    if let (Some(w), None, NodePhase::Online, NodePhase::Online, Some(since)) = (
+        window,
+        override_active,
+        plan.phase,
+        node.phase,
+        node.phase_since,
+    ) {
+        let missed: Vec<String> = (1..=LOOKBACK_DAYS)
+            .rev()
+            .filter_map(|i| w.date.checked_sub(i.days()).ok())
+            .filter_map(|d| window_on(calendar, node, d))
+            .filter(|m| since < m.end && m.end <= now)
+            .map(|m| m.date.to_string())
+            .collect();
+        if !missed.is_empty() {
+            plan.reason = "MissedNight";
+            plan.message = format!(
+                "stayed Online through the window end of {}: the final exchange was skipped; the missed batches run after the next stop ({})",
+                missed.join(", "),
+                plan.message
+            );
+        }
+    }
     if plan.phase == NodePhase::Starting
         && let Some(since) = node.phase_since
         && let Ok(deadline) = since.checked_add(node.readiness_timeout)
@@ -485,8 +511,9 @@ fn step(
         )
         .replicas(0)
         .date(ended_date()),
-        Stopping => batch_or_offline(calendar, node, ended_date()),
-        DailyBatch => batch_or_offline(calendar, node, ended_date()),
+        Stopping | DailyBatch => {
+            batch_or_offline(calendar, node, batch_date(calendar, node, ended_date()))
+        }
     }
 }
 
@@ -522,13 +549,41 @@ fn start_or_wait(node: &NodeView<'_>, upstream_online: bool, date: Option<Date>)
     }
 }
 
+/// The operating dates after the node's last batch run, up to `upto`, whose window the node had
+/// and whose batches it has not run: each missed night, oldest first (within [`LOOKBACK_DAYS`]).
+fn missed_batch_dates(calendar: &Calendar, node: &NodeView<'_>, upto: Date) -> Vec<Date> {
+    let Some(last) = node.last_batch_date else {
+        return Vec::new();
+    };
+    (1..=LOOKBACK_DAYS)
+        .rev()
+        .filter_map(|i| upto.checked_sub(i.days()).ok())
+        .chain(std::iter::once(upto))
+        .filter(|d| *d > last)
+        .filter(|d| {
+            window_on(calendar, node, *d).is_some()
+                && !calendar.batch_runs_for(node.tier, *d).is_empty()
+        })
+        .collect()
+}
+
+/// The date whose batches run after a stop that ended the window of `ended`: the oldest missed
+/// one first (an operator outage across nights), else `ended`.
+fn batch_date(calendar: &Calendar, node: &NodeView<'_>, ended: Option<Date>) -> Option<Date> {
+    let ended = ended?;
+    missed_batch_dates(calendar, node, ended)
+        .first()
+        .copied()
+        .or(Some(ended))
+}
+
 fn offline(calendar: &Calendar, node: &NodeView<'_>, now: Timestamp) -> Plan {
-    // A batch missed while the operator was away runs once on catch-up.
+    // Batches missed while the operator was away run on catch-up, each missed date once,
+    // oldest first.
     if let Some(w) = last_ended_window(calendar, node, now)
-        && node.last_batch_date.is_some_and(|d| d < w.date)
-        && !calendar.batch_runs_for(node.tier, w.date).is_empty()
+        && let Some(&date) = missed_batch_dates(calendar, node, w.date).first()
     {
-        return batch_or_offline(calendar, node, Some(w.date));
+        return batch_or_offline(calendar, node, Some(date));
     }
     let today = calendar.date_of(now);
     // The day's batches done: stay as the transition left it (one write, not two).
@@ -969,6 +1024,51 @@ mod tests {
                 date: jiff::civil::date(2026, 11, 27)
             }
         );
+    }
+
+    #[test]
+    fn an_operator_outage_across_nights_is_reported_and_every_missed_date_caught_up() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        // Online since Wednesday 12:00; the operator was away until Friday 09:00.
+        let mut v = view(Tier::Cs, NodePhase::Online);
+        v.ready_replicas = 1;
+        v.phase_since = Some(tokyo("2026-11-25T12:00"));
+        v.last_batch_date = Some(jiff::civil::date(2026, 11, 24));
+        let p = plan(&cal, &v, tokyo("2026-11-27T09:00"));
+        assert_eq!((p.phase, p.reason), (NodePhase::Online, "MissedNight"));
+        assert!(
+            p.message
+                .starts_with("stayed Online through the window end of 2026-11-25, 2026-11-26:"),
+            "{}",
+            p.message
+        );
+        // A node that went Online this morning missed nothing.
+        v.phase_since = Some(tokyo("2026-11-27T08:00"));
+        assert_eq!(plan(&cal, &v, tokyo("2026-11-27T09:00")).reason, "Ready");
+        // After Friday's stop: Wednesday's batches first, then Thursday's, then Friday's.
+        v.phase = NodePhase::Stopping;
+        let friday_night = tokyo("2026-11-27T21:10");
+        let first = |v: &NodeView<'_>, at| match plan(&cal, v, at).action {
+            Action::CreateJob { date, .. } => Some(date),
+            _ => None,
+        };
+        assert_eq!(
+            first(&v, friday_night),
+            Some(jiff::civil::date(2026, 11, 25))
+        );
+        v.phase = NodePhase::Offline;
+        v.last_batch_date = Some(jiff::civil::date(2026, 11, 25));
+        assert_eq!(
+            first(&v, friday_night),
+            Some(jiff::civil::date(2026, 11, 26))
+        );
+        v.last_batch_date = Some(jiff::civil::date(2026, 11, 26));
+        assert_eq!(
+            first(&v, friday_night),
+            Some(jiff::civil::date(2026, 11, 27))
+        );
+        v.last_batch_date = Some(jiff::civil::date(2026, 11, 27));
+        assert_eq!(first(&v, friday_night), None);
     }
 
     #[test]

@@ -383,7 +383,8 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
     };
     let warning = matches!(plan.phase, NodePhase::Failed)
         || plan.reason.starts_with("Upstream")
-        || plan.reason == "Degraded";
+        || plan.reason == "Degraded"
+        || plan.reason == "MissedNight";
     if new_status.phase != status.phase
         && let Some(from) = status.phase
     {
