@@ -554,9 +554,19 @@ async fn invalid_specs_say_why_and_touch_nothing_else() {
     // A CS in a prefecture without a prefectural node (02), a prefecture closing after national,
     // and a CS following a calendar that does not exist.
     let extra = format!(
-        "apiVersion: jukinet.io/v1alpha1\nkind: JukiNode\nmetadata: {{name: cs-022012}}\nspec: {{tier: CS, municipality: \"022012\", calendar: {cal}}}\n---\napiVersion: jukinet.io/v1alpha1\nkind: JukiNode\nmetadata: {{name: pref-01}}\nspec: {{tier: Prefecture, prefecture: \"01\", onlineEnd: \"23:00\", calendar: {cal}}}\n---\napiVersion: jukinet.io/v1alpha1\nkind: JukiNode\nmetadata: {{name: cs-on-missing-calendar}}\nspec: {{tier: CS, municipality: \"131024\", calendar: no-such-calendar}}\n"
+        "apiVersion: jukinet.io/v1alpha1\nkind: JukiNode\nmetadata: {{name: cs-022012}}\nspec: {{tier: CS, municipality: \"022012\", calendar: {cal}}}\n---\napiVersion: jukinet.io/v1alpha1\nkind: JukiNode\nmetadata: {{name: pref-01}}\nspec: {{tier: Prefecture, prefecture: \"01\", onlineEnd: \"23:00\", calendar: {cal}}}\n---\napiVersion: jukinet.io/v1alpha1\nkind: JukiNode\nmetadata: {{name: cs-on-missing-calendar}}\nspec: {{tier: CS, municipality: \"131024\", calendar: no-such-calendar}}\n---\napiVersion: jukinet.io/v1alpha1\nkind: JukiNode\nmetadata: {{name: cs-131059}}\nspec: {{tier: CS, municipality: \"131059\", calendar: {cal}, upstream: {{name: national}}}}\n"
     );
     cluster.apply_yaml(&extra, Some(&ns)).await.unwrap();
+    // The API server refuses a National node with an upstream and an extension naming a node
+    // of another namespace.
+    let refused = [
+        ("a National node has no spec.upstream", "apiVersion: jukinet.io/v1alpha1\nkind: JukiNode\nmetadata: {name: national-2}\nspec: {tier: National, upstream: {name: pref-13}}\n".to_string()),
+        ("an extension names only nodes of its own namespace", "apiVersion: jukinet.io/v1alpha1\nkind: ServiceExtension\nmetadata: {name: cross}\nspec: {kind: LocalProcessing, nodes: [{name: national, namespace: other}], date: \"2026-11-20\", endTime: \"23:30\"}\n".to_string()),
+    ];
+    for (message, yaml) in refused {
+        let err = cluster.apply_yaml(&yaml, Some(&ns)).await.unwrap_err();
+        assert!(format!("{err:#}").contains(message), "{err:#}");
+    }
     let op = OperatorProcess::start(&cluster, &ns, tokyo("2026-11-20T09:00"), 60);
     let nodes = Api::<JukiNode>::namespaced(cluster.client.clone(), &ns);
     let status_of = |n: &'static str| {
@@ -570,6 +580,7 @@ async fn invalid_specs_say_why_and_touch_nothing_else() {
             status_of("pref-01").await.reason.as_deref() == Some("InvalidSpec")
                 && status_of("cs-on-missing-calendar").await.reason.as_deref()
                     == Some("CalendarUnavailable")
+                && status_of("cs-131059").await.reason.as_deref() == Some("InvalidSpec")
                 && status_of("cs-131016").await.phase == Some(NodePhase::Online)
         },
     )
@@ -588,6 +599,15 @@ async fn invalid_specs_say_why_and_touch_nothing_else() {
             .message
             .unwrap()
             .contains("\"no-such-calendar\" does not exist")
+    );
+    // A CS naming the national server as its upstream.
+    let skipping = status_of("cs-131059").await;
+    assert_eq!(skipping.phase, Some(NodePhase::Failed));
+    assert!(
+        skipping.message.as_deref().unwrap_or_default().ends_with(
+            "/national is a National node; the upstream of a CS node must be a Prefecture node"
+        ),
+        "{skipping:?}"
     );
     let orphan = status_of("cs-022012").await;
     assert_eq!(

@@ -45,6 +45,7 @@ use super::NodeRef;
     {"rule": "self.tier != 'CS' || has(self.municipality)", "message": "a CS node needs spec.municipality (its 6-digit local government code)"},
     {"rule": "self.tier != 'Prefecture' || has(self.prefecture)", "message": "a Prefecture node needs spec.prefecture (01-47)"},
     {"rule": "self.tier != 'National' || !has(self.prefecture)", "message": "a National node has no spec.prefecture"},
+    {"rule": "self.tier != 'National' || !has(self.upstream)", "message": "a National node has no spec.upstream"},
     {"rule": "!has(self.municipality) || self.tier == 'CS'", "message": "spec.municipality applies only to the CS tier"},
     {"rule": "!has(self.onlineEnd) || self.tier == 'Prefecture'", "message": "spec.onlineEnd applies only to the Prefecture tier"},
     {"rule": "!has(self.municipality) || !has(self.prefecture) || self.municipality.startsWith(self.prefecture)", "message": "spec.municipality must lie in spec.prefecture (its first two digits)"}
