@@ -208,14 +208,24 @@ impl Calendar {
 
     /// Instant of an operating-day time on a date, in the calendar's zone. Times past 24:00 fall
     /// on the next calendar day; a time skipped by a DST gap moves forward (RFC 5545 rules).
-    pub fn instant(&self, date: Date, time: TimeOfDay) -> Timestamp {
+    /// `None` when the instant lies outside jiff's range (dates near the years -9999 and 9999,
+    /// which a resource can name: a ServiceExtension dated 9999-12-31).
+    pub fn checked_instant(&self, date: Date, time: TimeOfDay) -> Option<Timestamp> {
         let (days, hour, minute) = time.split();
-        let day = date
-            .checked_add(i32::from(days).days())
-            .expect("operating dates stay far inside jiff's range");
-        self.tz
-            .to_timestamp(day.at(hour, minute, 0, 0))
-            .expect("operating dates stay far inside jiff's range")
+        let day = date.checked_add(i32::from(days).days()).ok()?;
+        self.tz.to_timestamp(day.at(hour, minute, 0, 0)).ok()
+    }
+
+    /// [`Calendar::checked_instant`], saturating at the ends of jiff's range instead of failing:
+    /// never panics, whatever the date. Windows use the checked form (a date whose window cannot
+    /// be expressed has none).
+    pub fn instant(&self, date: Date, time: TimeOfDay) -> Timestamp {
+        self.checked_instant(date, time)
+            .unwrap_or(if date.year() < 0 {
+                Timestamp::MIN
+            } else {
+                Timestamp::MAX
+            })
     }
 
     /// The calendar date an instant falls on, in the calendar's zone.
@@ -223,11 +233,16 @@ impl Calendar {
         at.to_zoned(self.tz.clone()).date()
     }
 
+    /// The window of an open date; `None` on a closed day, or when the window's instants lie
+    /// outside jiff's range.
     fn window_on(&self, date: Date, daily: DailyWindow) -> Option<Window> {
-        self.is_open(date).then(|| Window {
+        if !self.is_open(date) {
+            return None;
+        }
+        Some(Window {
             date,
-            start: self.instant(date, daily.start),
-            end: self.instant(date, daily.end),
+            start: self.checked_instant(date, daily.start)?,
+            end: self.checked_instant(date, daily.end)?,
         })
     }
 

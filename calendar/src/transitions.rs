@@ -66,14 +66,21 @@ impl Calendar {
         let mut out = Vec::with_capacity(scopes.len() * 2);
         for &scope in scopes {
             let w = self.scope_window(scope);
+            // A window whose instants jiff cannot express (the year 9999) has no transitions.
+            let (Some(open), Some(close)) = (
+                self.checked_instant(date, w.start),
+                self.checked_instant(date, w.end),
+            ) else {
+                continue;
+            };
             out.push(Transition {
-                at: self.instant(date, w.start),
+                at: open,
                 date,
                 scope,
                 kind: TransitionKind::Open,
             });
             out.push(Transition {
-                at: self.instant(date, w.end),
+                at: close,
                 date,
                 scope,
                 kind: TransitionKind::Close,

@@ -132,6 +132,7 @@ fn step_node(
         replicas: node.replicas,
         suspend: false,
         manual_override: None,
+        pinned_below: None,
         extensions: &[],
         phase: s.phase,
         phase_since: s.since,
@@ -236,11 +237,21 @@ pub fn order_violations(
                     phase[up]
                 ));
             }
-            let date = calendar.date_of(c.at);
-            let open =
-                calendar.is_open(date) || date.yesterday().is_ok_and(|d| calendar.is_open(d));
-            if !open {
-                problems.push(format!("{} {} started on a closed day", c.at, name(c.node)));
+            // Inside the node's tier window (a prefecture's own end from the calendar): not just
+            // any time of an open day or of the day after one.
+            let n = &nodes[c.node];
+            if !calendar.in_online_window(n.tier, n.prefecture, c.at) {
+                let date = calendar.date_of(c.at);
+                let day = calendar.day_status(date);
+                problems.push(if day.is_open() {
+                    format!(
+                        "{} {} started outside its online window",
+                        c.at,
+                        name(c.node)
+                    )
+                } else {
+                    format!("{} {} started on a closed day ({day})", c.at, name(c.node))
+                });
             }
         }
         if c.to == NodePhase::Stopping {
@@ -509,6 +520,40 @@ mod tests {
             "{:?}",
             f.changes
         );
+    }
+
+    #[test]
+    fn the_order_check_catches_a_start_outside_the_window_even_the_night_after_an_open_day() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        let nodes = country();
+        let topology: Vec<TopologyNode> = nodes.iter().map(|n| n.topology.clone()).collect();
+        let start = |at| {
+            let c = Change {
+                seq: 0,
+                at,
+                node: 0,
+                from: NodePhase::Offline,
+                to: NodePhase::Starting,
+                reason: "WindowOpen",
+            };
+            order_violations(&cal, &topology, &[c], &[])
+        };
+        // Saturday 03:00, after Friday's open day: the old check let it pass.
+        let problems = start(tokyo("2026-11-28T03:00"));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("started on a closed day"),
+            "{problems:?}"
+        );
+        // Friday 23:00 and 06:00: open day, outside the national window.
+        for at in ["2026-11-27T23:00", "2026-11-27T06:00"] {
+            let problems = start(tokyo(at));
+            assert!(
+                problems.len() == 1 && problems[0].contains("started outside its online window"),
+                "{at}: {problems:?}"
+            );
+        }
+        assert!(start(tokyo("2026-11-27T07:00")).is_empty());
     }
 
     #[test]

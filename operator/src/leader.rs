@@ -9,7 +9,10 @@
 //! - A lease may be taken when it has no holder, when we already hold it, or when its holder
 //!   has not renewed it for longer than its `leaseDurationSeconds` (see [`may_take`]).
 //! - The holder renews every `renew_every` (default 5 s) a lease of `lease_duration` (default
-//!   15 s). All times are real wall-clock time ([`jiff::Timestamp::now`] and tokio's timer),
+//!   15 s). It gives up leadership when it could not renew for `renew_deadline` (default 10 s,
+//!   always below the lease duration), counted from the start of its last successful renewal,
+//!   and every attempt is cut off at that deadline: a renewal that hangs (a paused process, a
+//!   stalled connection) cannot keep a leader acting after another replica may take the lease. All times are real wall-clock time ([`jiff::Timestamp::now`] and tokio's timer),
 //!   never the operator's simulated clock: the lease is shared with other processes.
 //!
 //! Typical use in the operator binary:
@@ -43,6 +46,10 @@ use kube::{Client, Error};
 pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
 /// Default interval between renewals (and between attempts while another replica leads).
 pub const DEFAULT_RENEW_EVERY: Duration = Duration::from_secs(5);
+/// Default renew deadline: the leader stops acting when it has not renewed for this long, well
+/// before another replica may take the lease ([`DEFAULT_LEASE_DURATION`] after the last
+/// renewal). As client-go's `RenewDeadline`.
+pub const DEFAULT_RENEW_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Leadership was lost: the lease is held by someone else, or could not be renewed for longer
 /// than the lease duration. The caller should stop reconciling at once; exiting the process is
@@ -77,6 +84,7 @@ pub struct LeaderElector {
     identity: String,
     lease_duration: Duration,
     renew_every: Duration,
+    renew_deadline: Duration,
 }
 
 impl std::fmt::Debug for LeaderElector {
@@ -86,6 +94,7 @@ impl std::fmt::Debug for LeaderElector {
             .field("identity", &self.identity)
             .field("lease_duration", &self.lease_duration)
             .field("renew_every", &self.renew_every)
+            .field("renew_deadline", &self.renew_deadline)
             .finish_non_exhaustive()
     }
 }
@@ -110,16 +119,27 @@ impl LeaderElector {
             identity: identity.to_owned(),
             lease_duration: DEFAULT_LEASE_DURATION,
             renew_every: DEFAULT_RENEW_EVERY,
+            renew_deadline: DEFAULT_RENEW_DEADLINE,
         }
     }
 
     /// Overrides the lease duration and the renewal interval (tests use seconds, not tens of
     /// seconds). `renew_every` should be well below `lease_duration`; the lease duration is
-    /// written in whole seconds, at least 1.
+    /// written in whole seconds, at least 1. The renew deadline becomes two thirds of the lease
+    /// duration (as 10 s of 15 s), and the renewal interval at most half of that.
     pub fn with_durations(mut self, lease_duration: Duration, renew_every: Duration) -> Self {
         self.lease_duration = lease_duration.max(Duration::from_secs(1));
-        self.renew_every = renew_every.max(Duration::from_millis(10));
+        self.renew_deadline = self.lease_duration * 2 / 3;
+        self.renew_every = renew_every
+            .max(Duration::from_millis(10))
+            .min(self.renew_deadline / 2);
         self
+    }
+
+    /// The renew deadline: how long the leader may go without a successful renewal before it
+    /// gives up leadership; always below the lease duration.
+    pub fn renew_deadline(&self) -> Duration {
+        self.renew_deadline
     }
 
     /// This elector's identity.
@@ -158,18 +178,47 @@ impl LeaderElector {
     }
 
     /// Renews the lease every `renew_every` for as long as we hold it. Never returns `Ok`: it
-    /// returns [`LeaderLost`] as soon as another identity holds the lease, or when renewals
-    /// have failed (API errors, lost races) for longer than the lease duration. The caller
-    /// should then stop reconciling at once, most simply by exiting the process.
+    /// returns [`LeaderLost`] as soon as another identity holds the lease, or when no renewal
+    /// succeeded for the renew deadline (API errors, lost races, or an attempt that hangs: each
+    /// is cut off at the deadline). That is always before another replica may take the lease,
+    /// so the caller must stop reconciling at once, most simply by exiting the process.
     pub async fn keep(&self) -> Result<(), LeaderLost> {
+        // Counted from when the last successful renewal started: the renewTime it wrote is at
+        // or after that instant, so the lease cannot expire before deadline + margin.
         let mut last_renewed = tokio::time::Instant::now();
+        let mut last_error = String::new();
         loop {
-            tokio::time::sleep(self.renew_every).await;
-            let outcome = self.attempt().await;
+            let deadline = last_renewed + self.renew_deadline;
+            let lost = |last_error: String| LeaderLost::RenewFailed {
+                lease: self.name.clone(),
+                elapsed: last_renewed.elapsed(),
+                last_error,
+            };
+            tokio::time::sleep_until(
+                (tokio::time::Instant::now() + self.renew_every).min(deadline),
+            )
+            .await;
+            let started = tokio::time::Instant::now();
+            if started >= deadline {
+                return Err(lost(if last_error.is_empty() {
+                    "no renewal in time".to_owned()
+                } else {
+                    last_error
+                }));
+            }
+            let outcome = match tokio::time::timeout_at(deadline, self.attempt()).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    return Err(lost(format!(
+                        "a renewal did not finish within the renew deadline of {:?}",
+                        self.renew_deadline
+                    )));
+                }
+            };
             match outcome {
                 Ok(Attempt::Held) => {
-                    last_renewed = tokio::time::Instant::now();
-                    continue;
+                    last_renewed = started;
+                    last_error.clear();
                 }
                 Ok(Attempt::HeldBy(holder)) => {
                     return Err(LeaderLost::TakenBy {
@@ -179,9 +228,12 @@ impl LeaderElector {
                 }
                 Ok(Attempt::Raced) => {
                     tracing::warn!(lease = %self.name, "lost a race renewing the leader lease");
+                    last_error = "renewal lost races".to_owned();
                     // Re-read at once rather than after a full interval: if somebody else won,
                     // the next attempt sees it.
-                    if let Ok(Attempt::HeldBy(holder)) = self.attempt().await {
+                    if let Ok(Ok(Attempt::HeldBy(holder))) =
+                        tokio::time::timeout_at(deadline, self.attempt()).await
+                    {
                         return Err(LeaderLost::TakenBy {
                             lease: self.name.clone(),
                             holder,
@@ -190,24 +242,8 @@ impl LeaderElector {
                 }
                 Err(err) => {
                     tracing::warn!(lease = %self.name, error = %err, "renewing the leader lease failed");
-                    let elapsed = last_renewed.elapsed();
-                    if elapsed >= self.lease_duration {
-                        return Err(LeaderLost::RenewFailed {
-                            lease: self.name.clone(),
-                            elapsed,
-                            last_error: err.to_string(),
-                        });
-                    }
-                    continue;
+                    last_error = err.to_string();
                 }
-            }
-            let elapsed = last_renewed.elapsed();
-            if elapsed >= self.lease_duration {
-                return Err(LeaderLost::RenewFailed {
-                    lease: self.name.clone(),
-                    elapsed,
-                    last_error: "renewal lost races".to_owned(),
-                });
             }
         }
     }

@@ -64,6 +64,9 @@ pub struct NodeView<'a> {
     pub replicas: i32,
     pub suspend: bool,
     pub manual_override: Option<(OverridePhase, Timestamp)>,
+    /// The latest `until` of an active `override: Online` of a node below this one: the
+    /// upstream chain of a pinned node stays Online with it, as it does for an extension.
+    pub pinned_below: Option<Timestamp>,
     /// The latest end of the active service extensions that keep this node up, by operating date.
     pub extensions: &'a [(Date, Timestamp)],
     /// The phase in status (Offline when new) and when it was entered.
@@ -97,6 +100,7 @@ impl<'a> NodeView<'a> {
             replicas: 1,
             suspend: false,
             manual_override: None,
+            pinned_below: None,
             extensions: &[],
             phase: NodePhase::Offline,
             phase_since: None,
@@ -206,7 +210,7 @@ fn window_at(calendar: &Calendar, node: &NodeView<'_>, at: Timestamp) -> Option<
 pub fn window_on(calendar: &Calendar, node: &NodeView<'_>, date: Date) -> Option<Window> {
     let mut w = calendar.online_window(node.tier, node.prefecture, date)?;
     if let Some(end) = node.online_end {
-        w.end = calendar.instant(date, end);
+        w.end = calendar.checked_instant(date, end)?;
     }
     for (d, end) in node.extensions {
         if *d == date && *end > w.end {
@@ -244,7 +248,12 @@ pub fn plan(calendar: &Calendar, node: &NodeView<'_>, now: Timestamp) -> Plan {
         );
     }
     let window = window_at(calendar, node, now);
-    let override_active = node.manual_override.filter(|(_, until)| *until > now);
+    // The node's own override wins; else a node pinned Online below keeps this one Online.
+    let own_override = node.manual_override.filter(|(_, until)| *until > now);
+    let pinned = node
+        .pinned_below
+        .filter(|until| own_override.is_none() && *until > now);
+    let override_active = own_override.or(pinned.map(|until| (OverridePhase::Online, until)));
     let want_online = match override_active {
         Some((OverridePhase::Online, _)) => true,
         Some((OverridePhase::Offline, _)) => false,
@@ -292,6 +301,32 @@ pub fn plan(calendar: &Calendar, node: &NodeView<'_>, now: Timestamp) -> Plan {
     if let Some((_, until)) = override_active {
         wake = Some(wake.map_or(until, |w| w.min(until)));
     }
+    // Online through the end of a window (the operator was away from before a window's end
+    // until after the next start): that night's final exchange was skipped. Say which nights;
+    // their batches run after the next stop, oldest first.
+    if let (Some(w), None, NodePhase::Online, NodePhase::Online, Some(since)) = (
+        window,
+        override_active,
+        plan.phase,
+        node.phase,
+        node.phase_since,
+    ) {
+        let missed: Vec<String> = (1..=LOOKBACK_DAYS)
+            .rev()
+            .filter_map(|i| w.date.checked_sub(i.days()).ok())
+            .filter_map(|d| window_on(calendar, node, d))
+            .filter(|m| since < m.end && m.end <= now)
+            .map(|m| m.date.to_string())
+            .collect();
+        if !missed.is_empty() {
+            plan.reason = "MissedNight";
+            plan.message = format!(
+                "stayed Online through the window end of {}: the final exchange was skipped; the missed batches run after the next stop ({})",
+                missed.join(", "),
+                plan.message
+            );
+        }
+    }
     if plan.phase == NodePhase::Starting
         && let Some(since) = node.phase_since
         && let Ok(deadline) = since.checked_add(node.readiness_timeout)
@@ -308,7 +343,12 @@ pub fn plan(calendar: &Calendar, node: &NodeView<'_>, now: Timestamp) -> Plan {
         }
         _ => None,
     };
-    if let Some((phase, until)) = override_active {
+    if let Some(until) = pinned {
+        plan.message = format!(
+            "{} (kept Online until {until} by a manual override Online of a node below)",
+            plan.message
+        );
+    } else if let Some((phase, until)) = override_active {
         plan.message = format!("{} (manual override {phase:?} until {until})", plan.message);
     }
     plan
@@ -407,8 +447,46 @@ fn step(
             }
         }
         Online if !want_online => drain(node, ended_date()),
+        // The upstream can no longer be told apart (a second National node appeared somewhere)
+        // or is gone: that says nothing about the real upstream's phase, so a serving node
+        // warns and stays up rather than drain mid-day; it stops at its window's end as usual.
+        Online if matches!(node.upstream, Upstream::Ambiguous | Upstream::Missing) => {
+            let (reason, why) = if node.upstream == Upstream::Ambiguous {
+                (
+                    "UpstreamAmbiguous",
+                    "more than one upstream node matches (set spec.upstream)",
+                )
+            } else {
+                (
+                    "UpstreamMissing",
+                    "the upstream node is gone (set spec.upstream or create the node above)",
+                )
+            };
+            Plan::new(
+                Online,
+                reason,
+                format!(
+                    "{why}; staying Online until the window ends, {} of {} replicas ready",
+                    node.ready_replicas, node.replicas
+                ),
+            )
+            .replicas(node.replicas)
+            .date(current_date)
+        }
         // The node above is going down: a node never stays up without its upstream.
         Online if !upstream_online => drain(node, current_date),
+        // Pods failing while Online: still Online (the window is open, the replicas stay
+        // asked for), but not Ready, with its own reason (a warning Event).
+        Online if node.ready_replicas < node.replicas => Plan::new(
+            Online,
+            "Degraded",
+            format!(
+                "only {} of {} replicas ready",
+                node.ready_replicas, node.replicas
+            ),
+        )
+        .replicas(node.replicas)
+        .date(current_date),
         // As at the transition, so that staying Online writes nothing.
         Online => Plan::new(
             Online,
@@ -433,8 +511,9 @@ fn step(
         )
         .replicas(0)
         .date(ended_date()),
-        Stopping => batch_or_offline(calendar, node, ended_date()),
-        DailyBatch => batch_or_offline(calendar, node, ended_date()),
+        Stopping | DailyBatch => {
+            batch_or_offline(calendar, node, batch_date(calendar, node, ended_date()))
+        }
     }
 }
 
@@ -470,13 +549,41 @@ fn start_or_wait(node: &NodeView<'_>, upstream_online: bool, date: Option<Date>)
     }
 }
 
+/// The operating dates after the node's last batch run, up to `upto`, whose window the node had
+/// and whose batches it has not run: each missed night, oldest first (within [`LOOKBACK_DAYS`]).
+fn missed_batch_dates(calendar: &Calendar, node: &NodeView<'_>, upto: Date) -> Vec<Date> {
+    let Some(last) = node.last_batch_date else {
+        return Vec::new();
+    };
+    (1..=LOOKBACK_DAYS)
+        .rev()
+        .filter_map(|i| upto.checked_sub(i.days()).ok())
+        .chain(std::iter::once(upto))
+        .filter(|d| *d > last)
+        .filter(|d| {
+            window_on(calendar, node, *d).is_some()
+                && !calendar.batch_runs_for(node.tier, *d).is_empty()
+        })
+        .collect()
+}
+
+/// The date whose batches run after a stop that ended the window of `ended`: the oldest missed
+/// one first (an operator outage across nights), else `ended`.
+fn batch_date(calendar: &Calendar, node: &NodeView<'_>, ended: Option<Date>) -> Option<Date> {
+    let ended = ended?;
+    missed_batch_dates(calendar, node, ended)
+        .first()
+        .copied()
+        .or(Some(ended))
+}
+
 fn offline(calendar: &Calendar, node: &NodeView<'_>, now: Timestamp) -> Plan {
-    // A batch missed while the operator was away runs once on catch-up.
+    // Batches missed while the operator was away run on catch-up, each missed date once,
+    // oldest first.
     if let Some(w) = last_ended_window(calendar, node, now)
-        && node.last_batch_date.is_some_and(|d| d < w.date)
-        && !calendar.batch_runs_for(node.tier, w.date).is_empty()
+        && let Some(&date) = missed_batch_dates(calendar, node, w.date).first()
     {
-        return batch_or_offline(calendar, node, Some(w.date));
+        return batch_or_offline(calendar, node, Some(date));
     }
     let today = calendar.date_of(now);
     // The day's batches done: stay as the transition left it (one write, not two).
@@ -711,6 +818,63 @@ mod tests {
     }
 
     #[test]
+    fn an_online_node_without_enough_ready_pods_is_degraded_not_ready() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        let mut v = view(Tier::Cs, NodePhase::Online);
+        v.replicas = 2;
+        v.ready_replicas = 2;
+        let at = tokyo("2026-11-30T12:00");
+        let p = plan(&cal, &v, at);
+        assert_eq!((p.phase, p.reason), (NodePhase::Online, "Ready"));
+        v.ready_replicas = 0;
+        let p = plan(&cal, &v, at);
+        assert_eq!(
+            (p.phase, p.reason, p.replicas, p.message.as_str()),
+            (
+                NodePhase::Online,
+                "Degraded",
+                Some(2),
+                "only 0 of 2 replicas ready"
+            )
+        );
+        // The pods come back: Ready again.
+        v.reason = Some("Degraded");
+        v.ready_replicas = 2;
+        assert_eq!(plan(&cal, &v, at).reason, "Ready");
+    }
+
+    #[test]
+    fn an_online_node_whose_upstream_becomes_ambiguous_or_missing_warns_and_stays_up() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        let mut v = view(Tier::Prefecture, NodePhase::Online);
+        let noon = tokyo("2026-11-30T12:00");
+        v.upstream = Upstream::Ambiguous;
+        let p = plan(&cal, &v, noon);
+        assert_eq!(
+            (p.phase, p.reason, p.replicas),
+            (NodePhase::Online, "UpstreamAmbiguous", Some(1))
+        );
+        assert!(p.message.contains("staying Online"), "{}", p.message);
+        v.upstream = Upstream::Missing;
+        let p = plan(&cal, &v, noon);
+        assert_eq!((p.phase, p.reason), (NodePhase::Online, "UpstreamMissing"));
+        // At the window's end it stops as usual.
+        let p = plan(&cal, &v, tokyo("2026-11-30T21:31"));
+        assert_eq!(p.phase, NodePhase::Draining);
+        // An upstream really going down still drains the node.
+        v.upstream = Upstream::Phase(NodePhase::Draining);
+        assert_eq!(plan(&cal, &v, noon).phase, NodePhase::Draining);
+        // An Offline node does not start with an ambiguous upstream.
+        v.phase = NodePhase::Offline;
+        v.upstream = Upstream::Ambiguous;
+        let p = plan(&cal, &v, noon);
+        assert_eq!(
+            (p.phase, p.reason),
+            (NodePhase::Offline, "UpstreamAmbiguous")
+        );
+    }
+
+    #[test]
     fn draining_waits_for_the_nodes_below_then_asks_for_the_final_answer() {
         let cal = Calendar::new(&CalendarConfig::default()).unwrap();
         let mut v = view(Tier::Prefecture, NodePhase::Online);
@@ -863,6 +1027,51 @@ mod tests {
     }
 
     #[test]
+    fn an_operator_outage_across_nights_is_reported_and_every_missed_date_caught_up() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        // Online since Wednesday 12:00; the operator was away until Friday 09:00.
+        let mut v = view(Tier::Cs, NodePhase::Online);
+        v.ready_replicas = 1;
+        v.phase_since = Some(tokyo("2026-11-25T12:00"));
+        v.last_batch_date = Some(jiff::civil::date(2026, 11, 24));
+        let p = plan(&cal, &v, tokyo("2026-11-27T09:00"));
+        assert_eq!((p.phase, p.reason), (NodePhase::Online, "MissedNight"));
+        assert!(
+            p.message
+                .starts_with("stayed Online through the window end of 2026-11-25, 2026-11-26:"),
+            "{}",
+            p.message
+        );
+        // A node that went Online this morning missed nothing.
+        v.phase_since = Some(tokyo("2026-11-27T08:00"));
+        assert_eq!(plan(&cal, &v, tokyo("2026-11-27T09:00")).reason, "Ready");
+        // After Friday's stop: Wednesday's batches first, then Thursday's, then Friday's.
+        v.phase = NodePhase::Stopping;
+        let friday_night = tokyo("2026-11-27T21:10");
+        let first = |v: &NodeView<'_>, at| match plan(&cal, v, at).action {
+            Action::CreateJob { date, .. } => Some(date),
+            _ => None,
+        };
+        assert_eq!(
+            first(&v, friday_night),
+            Some(jiff::civil::date(2026, 11, 25))
+        );
+        v.phase = NodePhase::Offline;
+        v.last_batch_date = Some(jiff::civil::date(2026, 11, 25));
+        assert_eq!(
+            first(&v, friday_night),
+            Some(jiff::civil::date(2026, 11, 26))
+        );
+        v.last_batch_date = Some(jiff::civil::date(2026, 11, 26));
+        assert_eq!(
+            first(&v, friday_night),
+            Some(jiff::civil::date(2026, 11, 27))
+        );
+        v.last_batch_date = Some(jiff::civil::date(2026, 11, 27));
+        assert_eq!(first(&v, friday_night), None);
+    }
+
+    #[test]
     fn overrides_and_suspend_win_over_the_calendar() {
         let cal = Calendar::new(&CalendarConfig::default()).unwrap();
         let mut v = view(Tier::National, NodePhase::Offline);
@@ -872,6 +1081,42 @@ mod tests {
         assert_eq!(p.wake_at, Some(tokyo("2026-11-28T12:00")));
         v.suspend = true;
         assert_eq!(plan(&cal, &v, tokyo("2026-11-28T10:00")).replicas, None);
+    }
+
+    #[test]
+    fn an_override_online_below_keeps_the_upstream_chain_online() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        // 21:40 on a Monday: past the prefecture's window end (21:30), a CS below is pinned
+        // Online until 23:00.
+        let at = tokyo("2026-11-30T21:40");
+        let until = tokyo("2026-11-30T23:00");
+        let mut v = view(Tier::Prefecture, NodePhase::Online);
+        v.downstream_offline = false;
+        assert_eq!(plan(&cal, &v, at).phase, NodePhase::Draining);
+        v.pinned_below = Some(until);
+        let p = plan(&cal, &v, at);
+        assert_eq!((p.phase, p.replicas), (NodePhase::Online, Some(1)));
+        assert_eq!(p.wake_at, Some(until));
+        assert!(
+            p.message
+                .contains("by a manual override Online of a node below")
+        );
+        // Once it expires, the usual stop.
+        assert_eq!(
+            plan(&cal, &v, tokyo("2026-11-30T23:00")).phase,
+            NodePhase::Draining
+        );
+        // On a Saturday a pinned chain starts too.
+        let mut n = view(Tier::National, NodePhase::Offline);
+        n.upstream = Upstream::NotNeeded;
+        n.pinned_below = Some(tokyo("2026-11-28T12:00"));
+        assert_eq!(
+            plan(&cal, &n, tokyo("2026-11-28T10:00")).phase,
+            NodePhase::Starting
+        );
+        // The node's own override Offline wins over a pin from below.
+        v.manual_override = Some((OverridePhase::Offline, until));
+        assert_eq!(plan(&cal, &v, at).phase, NodePhase::Draining);
     }
 
     #[test]

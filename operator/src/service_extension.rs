@@ -72,10 +72,28 @@ pub fn evaluate(
             format!("{date} is {status}: there is no online window to extend"),
         );
     }
-    let end = calendar.instant(date, end_time);
+    let Some(end) = calendar.checked_instant(date, end_time) else {
+        return rejected(
+            "InvalidDate",
+            format!(
+                "spec.date {date} with spec.endTime {end_time} is outside the range of instants the operator can plan"
+            ),
+        );
+    };
     let mut covers = Vec::new();
     for r in &spec.nodes {
         let ns = r.namespace.as_deref().unwrap_or(namespace);
+        // An extension keeps up only the nodes of its own namespace (and, through them, their
+        // upstream chain): another tenant's extension cannot keep this namespace's nodes up.
+        if ns != namespace {
+            return rejected(
+                "OtherNamespace",
+                format!(
+                    "spec.nodes names {ns}/{}: an extension may name only nodes of its own namespace {namespace}",
+                    r.name
+                ),
+            );
+        }
         let Some(i) = nodes
             .iter()
             .position(|n| n.namespace == ns && n.name == r.name)
@@ -265,5 +283,41 @@ mod tests {
         let mut closed = spec(ExtensionKind::LocalProcessing, "23:00", &[]);
         closed.date = "2026-11-28".into();
         assert_eq!(eval(&closed).reason, "DateClosed");
+    }
+
+    #[test]
+    fn an_extension_names_only_nodes_of_its_own_namespace() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        let nodes = nodes();
+        let resolved = resolve(&nodes);
+        let ends = vec![None; nodes.len()];
+        let now = tokyo("2026-11-30T21:30");
+        let mut s = spec(ExtensionKind::LocalProcessing, "23:00", &[]);
+        // From another tenant's namespace: rejected, nothing covered.
+        s.nodes[0].namespace = Some("p13".into());
+        let e = evaluate(&s, "p27", &cal, &nodes, &resolved, &ends, now);
+        assert_eq!(
+            (e.phase, e.reason, e.covers.len()),
+            (ExtensionPhase::Rejected, "OtherNamespace", 0)
+        );
+        assert_eq!(
+            e.message,
+            "spec.nodes names p13/cs-131016: an extension may name only nodes of its own namespace p27"
+        );
+        s.nodes[0] = NodeRef {
+            name: "national".into(),
+            namespace: Some("nat".into()),
+        };
+        assert_eq!(
+            evaluate(&s, "p13", &cal, &nodes, &resolved, &ends, now).reason,
+            "OtherNamespace"
+        );
+        // Its own namespace, spelled out or not: in force, with the chain above.
+        s.nodes[0] = NodeRef {
+            name: "cs-131016".into(),
+            namespace: Some("p13".into()),
+        };
+        let e = evaluate(&s, "p13", &cal, &nodes, &resolved, &ends, now);
+        assert_eq!((e.phase, e.covers), (ExtensionPhase::Active, vec![2, 1, 0]));
     }
 }

@@ -26,6 +26,9 @@ pub enum Resolved {
     Node(usize),
     Missing,
     Ambiguous,
+    /// `spec.upstream` names a node that cannot be this node's upstream: itself, a node of the
+    /// wrong tier, or a chain that comes back around ([`upstream_error`] says which).
+    Invalid,
 }
 
 impl Resolved {
@@ -34,7 +37,7 @@ impl Resolved {
         match self {
             Resolved::None => Upstream::NotNeeded,
             Resolved::Node(i) => Upstream::Phase(phase_of(i)),
-            Resolved::Missing => Upstream::Missing,
+            Resolved::Missing | Resolved::Invalid => Upstream::Missing,
             Resolved::Ambiguous => Upstream::Ambiguous,
         }
     }
@@ -62,15 +65,89 @@ pub fn resolve(nodes: &[TopologyNode]) -> Vec<Resolved> {
     };
     nodes
         .iter()
-        .map(|n| match (&n.upstream, n.tier) {
-            (Some((ns, name)), _) => by_name
-                .get(&(ns.as_str(), name.as_str()))
-                .map_or(Resolved::Missing, |i| Resolved::Node(*i)),
+        .enumerate()
+        .map(|(i, n)| match (&n.upstream, n.tier) {
+            (Some((ns, name)), _) => match by_name.get(&(ns.as_str(), name.as_str())) {
+                None => Resolved::Missing,
+                Some(_) if upstream_error(nodes, &by_name, i).is_some() => Resolved::Invalid,
+                Some(&up) => Resolved::Node(up),
+            },
             (None, Tier::National) => Resolved::None,
             (None, Tier::Prefecture) => one_of(Some(&national)),
             (None, Tier::Cs) => one_of(n.prefecture.and_then(|p| prefectures.get(&p))),
         })
         .collect()
+}
+
+/// The tier a node's upstream must have: the tier right above it (none above National).
+fn tier_above(tier: Tier) -> Option<Tier> {
+    match tier {
+        Tier::National => None,
+        Tier::Prefecture => Some(Tier::National),
+        Tier::Cs => Some(Tier::Prefecture),
+    }
+}
+
+/// Why node `i`'s explicit `spec.upstream` cannot be its upstream, if it cannot: it names the
+/// node itself, the references form a cycle, or the named node is not of the tier right above
+/// (a CS names a Prefecture node, a Prefecture node the National one; a National node has
+/// none). `None` when there is no explicit reference, it is valid, or it names no node (Missing).
+fn upstream_error(
+    nodes: &[TopologyNode],
+    by_name: &std::collections::HashMap<(&str, &str), usize>,
+    i: usize,
+) -> Option<String> {
+    let n = &nodes[i];
+    let (ns, name) = n.upstream.as_ref()?;
+    let &up = by_name.get(&(ns.as_str(), name.as_str()))?;
+    if up == i {
+        return Some(format!("spec.upstream {ns}/{name} names the node itself"));
+    }
+    // Follow the explicit references: a chain that comes back to this node is a cycle.
+    let mut chain = vec![format!("{}/{}", n.namespace, n.name)];
+    let mut at = up;
+    while chain.len() <= nodes.len() {
+        let m = &nodes[at];
+        chain.push(format!("{}/{}", m.namespace, m.name));
+        if at == i {
+            return Some(format!(
+                "spec.upstream forms a cycle: {}",
+                chain.join(" → ")
+            ));
+        }
+        match m
+            .upstream
+            .as_ref()
+            .and_then(|(ns, name)| by_name.get(&(ns.as_str(), name.as_str())))
+        {
+            Some(&next) if next != at => at = next,
+            _ => break,
+        }
+    }
+    let target = &nodes[up];
+    match tier_above(n.tier) {
+        None => Some(format!(
+            "spec.upstream {ns}/{name}: a National node has no upstream; remove spec.upstream"
+        )),
+        Some(want) if target.tier != want => Some(format!(
+            "spec.upstream {ns}/{name} is a {} node; the upstream of a {} node must be a {} node",
+            target.tier.as_str(),
+            n.tier.as_str(),
+            want.as_str()
+        )),
+        Some(_) => None,
+    }
+}
+
+/// Why node `i`'s `spec.upstream` is invalid, when [`resolve`] found it so
+/// ([`Resolved::Invalid`]); for the node's InvalidSpec status.
+pub fn upstream_problem(nodes: &[TopologyNode], i: usize) -> Option<String> {
+    let by_name: std::collections::HashMap<(&str, &str), usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(k, n)| ((n.namespace.as_str(), n.name.as_str()), k))
+        .collect();
+    upstream_error(nodes, &by_name, i)
 }
 
 /// Whether a change of `changed` can matter to `other`: `other` may be its upstream or one of its
@@ -211,5 +288,57 @@ mod tests {
         assert_eq!(resolve(&nodes)[2], Resolved::Node(1));
         nodes[2].upstream = Some(("c".into(), "national".into()));
         assert_eq!(resolve(&nodes)[2], Resolved::Missing);
+    }
+
+    #[test]
+    fn an_upstream_that_is_the_node_itself_a_cycle_or_the_wrong_tier_is_invalid() {
+        let base = vec![
+            node("nat", "national", Tier::National, None),
+            node("p13", "pref-13", Tier::Prefecture, Some(13)),
+            node("p13", "cs-131016", Tier::Cs, Some(13)),
+            node("p13", "pref-13b", Tier::Prefecture, Some(13)),
+        ];
+        let with = |links: &[(usize, (&str, &str))]| {
+            let mut nodes = base.clone();
+            for (i, (ns, name)) in links {
+                nodes[*i].upstream = Some((ns.to_string(), name.to_string()));
+            }
+            nodes
+        };
+        let check = |nodes: &[TopologyNode], i: usize, wanted: &str| {
+            assert_eq!(resolve(nodes)[i], Resolved::Invalid, "{wanted}");
+            let problem = upstream_problem(nodes, i).unwrap();
+            assert!(problem.contains(wanted), "{problem}");
+        };
+        // Itself.
+        check(
+            &with(&[(2, ("p13", "cs-131016"))]),
+            2,
+            "spec.upstream p13/cs-131016 names the node itself",
+        );
+        // A CS naming the national server directly.
+        check(
+            &with(&[(2, ("nat", "national"))]),
+            2,
+            "spec.upstream nat/national is a National node; the upstream of a CS node must be a Prefecture node",
+        );
+        // A cycle of two prefectures.
+        let cycle = with(&[(1, ("p13", "pref-13b")), (3, ("p13", "pref-13"))]);
+        check(
+            &cycle,
+            1,
+            "spec.upstream forms a cycle: p13/pref-13 → p13/pref-13b → p13/pref-13",
+        );
+        check(&cycle, 3, "forms a cycle");
+        // A National node with an upstream at all.
+        check(
+            &with(&[(0, ("p13", "pref-13"))]),
+            0,
+            "a National node has no upstream",
+        );
+        // A valid explicit reference still resolves, and the other nodes are untouched.
+        let ok = with(&[(2, ("p13", "pref-13b"))]);
+        assert_eq!(resolve(&ok)[2], Resolved::Node(3));
+        assert_eq!(upstream_problem(&ok, 2), None);
     }
 }

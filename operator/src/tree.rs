@@ -96,6 +96,11 @@ pub fn render(nodes: &[JukiNode], tz: &TimeZone) -> String {
                 "{}  (more than one upstream matches)",
                 line(kept[i], tz)
             )),
+            Resolved::Invalid => Some(format!(
+                "{}  ({})",
+                line(kept[i], tz),
+                crate::topology::upstream_problem(&topology, i).unwrap_or_default()
+            )),
             _ => None,
         })
         .chain(unreadable)

@@ -42,7 +42,8 @@ async fn the_demo_timeline_shows_a_whole_day_in_order() {
         ns.name.clone(),
         "--set-string".into(),
         format!(
-            "prefecture=31,calendar={calendar},municipalities[0].code=312011,municipalities[1].code=312029"
+            "prefecture=31,calendar={calendar},national.namespace={},municipalities[0].code=312011,municipalities[1].code=312029",
+            ns.name
         ),
     ])
     .await;

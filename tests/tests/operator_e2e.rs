@@ -554,9 +554,19 @@ async fn invalid_specs_say_why_and_touch_nothing_else() {
     // A CS in a prefecture without a prefectural node (02), a prefecture closing after national,
     // and a CS following a calendar that does not exist.
     let extra = format!(
-        "apiVersion: jukinet.io/v1alpha1\nkind: JukiNode\nmetadata: {{name: cs-022012}}\nspec: {{tier: CS, municipality: \"022012\", calendar: {cal}}}\n---\napiVersion: jukinet.io/v1alpha1\nkind: JukiNode\nmetadata: {{name: pref-01}}\nspec: {{tier: Prefecture, prefecture: \"01\", onlineEnd: \"23:00\", calendar: {cal}}}\n---\napiVersion: jukinet.io/v1alpha1\nkind: JukiNode\nmetadata: {{name: cs-on-missing-calendar}}\nspec: {{tier: CS, municipality: \"131024\", calendar: no-such-calendar}}\n"
+        "apiVersion: jukinet.io/v1alpha1\nkind: JukiNode\nmetadata: {{name: cs-022012}}\nspec: {{tier: CS, municipality: \"022012\", calendar: {cal}}}\n---\napiVersion: jukinet.io/v1alpha1\nkind: JukiNode\nmetadata: {{name: pref-01}}\nspec: {{tier: Prefecture, prefecture: \"01\", onlineEnd: \"23:00\", calendar: {cal}}}\n---\napiVersion: jukinet.io/v1alpha1\nkind: JukiNode\nmetadata: {{name: cs-on-missing-calendar}}\nspec: {{tier: CS, municipality: \"131024\", calendar: no-such-calendar}}\n---\napiVersion: jukinet.io/v1alpha1\nkind: JukiNode\nmetadata: {{name: cs-131059}}\nspec: {{tier: CS, municipality: \"131059\", calendar: {cal}, upstream: {{name: national}}}}\n"
     );
     cluster.apply_yaml(&extra, Some(&ns)).await.unwrap();
+    // The API server refuses a National node with an upstream and an extension naming a node
+    // of another namespace.
+    let refused = [
+        ("a National node has no spec.upstream", "apiVersion: jukinet.io/v1alpha1\nkind: JukiNode\nmetadata: {name: national-2}\nspec: {tier: National, upstream: {name: pref-13}}\n".to_string()),
+        ("an extension names only nodes of its own namespace", "apiVersion: jukinet.io/v1alpha1\nkind: ServiceExtension\nmetadata: {name: cross}\nspec: {kind: LocalProcessing, nodes: [{name: national, namespace: other}], date: \"2026-11-20\", endTime: \"23:30\"}\n".to_string()),
+    ];
+    for (message, yaml) in refused {
+        let err = cluster.apply_yaml(&yaml, Some(&ns)).await.unwrap_err();
+        assert!(format!("{err:#}").contains(message), "{err:#}");
+    }
     let op = OperatorProcess::start(&cluster, &ns, tokyo("2026-11-20T09:00"), 60);
     let nodes = Api::<JukiNode>::namespaced(cluster.client.clone(), &ns);
     let status_of = |n: &'static str| {
@@ -570,6 +580,7 @@ async fn invalid_specs_say_why_and_touch_nothing_else() {
             status_of("pref-01").await.reason.as_deref() == Some("InvalidSpec")
                 && status_of("cs-on-missing-calendar").await.reason.as_deref()
                     == Some("CalendarUnavailable")
+                && status_of("cs-131059").await.reason.as_deref() == Some("InvalidSpec")
                 && status_of("cs-131016").await.phase == Some(NodePhase::Online)
         },
     )
@@ -588,6 +599,15 @@ async fn invalid_specs_say_why_and_touch_nothing_else() {
             .message
             .unwrap()
             .contains("\"no-such-calendar\" does not exist")
+    );
+    // A CS naming the national server as its upstream.
+    let skipping = status_of("cs-131059").await;
+    assert_eq!(skipping.phase, Some(NodePhase::Failed));
+    assert!(
+        skipping.message.as_deref().unwrap_or_default().ends_with(
+            "/national is a National node; the upstream of a CS node must be a Prefecture node"
+        ),
+        "{skipping:?}"
     );
     let orphan = status_of("cs-022012").await;
     assert_eq!(
@@ -820,4 +840,95 @@ async fn a_second_replica_takes_over_when_the_leader_dies() {
         order_violations(&setup.calendar, &nodes, &recording.changes(&nodes), &[]),
         Vec::<String>::new()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_edit_of_a_live_node_or_its_calendar_freezes_nothing() {
+    let Some(cluster) = require_cluster!() else {
+        return;
+    };
+    let setup = setup(&cluster, None).await;
+    let ns = setup.ns.name.clone();
+    let op = OperatorProcess::start(&cluster, &ns, tokyo("2026-11-20T09:00"), 60);
+    let nodes = Api::<JukiNode>::namespaced(cluster.client.clone(), &ns);
+    let status_of = |n: &'static str| {
+        let nodes = nodes.clone();
+        async move { nodes.get(n).await.unwrap().status.unwrap_or_default() }
+    };
+    let spec_valid = |s: &juki_operator::api::JukiNodeStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "SpecValid")
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let online = ["national", "pref-13", "cs-131016"];
+    poll_until("the chain is Online", Duration::from_secs(90), || async {
+        for n in online {
+            if status_of(n).await.phase != Some(NodePhase::Online) {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // helm upgrade --set onlineEnd=22:30 on the live prefecture (national ends 22:00).
+    nodes
+        .patch(
+            "pref-13",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"onlineEnd": "22:30"}})),
+        )
+        .await
+        .unwrap();
+    poll_until(
+        "pref-13 reports its invalid end",
+        Duration::from_secs(60),
+        || async { spec_valid(&status_of("pref-13").await).is_some_and(|(s, _, _)| s == "False") },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (_, reason, message) = spec_valid(&status_of("pref-13").await).unwrap();
+    assert_eq!(reason, "InvalidSpec");
+    assert!(
+        message.contains("closes after the national window ends")
+            && message.ends_with("planning with the last valid end 21:45"),
+        "{message}"
+    );
+    // An edit of the shared calendar that breaks the nesting (national ends before the
+    // prefectures): accepted by the API server, planned around by the operator.
+    let calendars = Api::<OperatingCalendar>::all(cluster.client.clone());
+    calendars
+        .patch(
+            &setup.calendar_name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"onlineWindows": {"national": {"start": "07:00", "end": "21:00"}}}})),
+        )
+        .await
+        .unwrap();
+    poll_until(
+        "national reports the invalid calendar",
+        Duration::from_secs(60),
+        || async {
+            spec_valid(&status_of("national").await)
+                .is_some_and(|(s, r, _)| s == "False" && r == "InvalidCalendar")
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Nothing froze or drained: every node is still Online, its pods up.
+    for n in online {
+        let s = status_of(n).await;
+        assert_eq!(s.phase, Some(NodePhase::Online), "{n}: {s:?}");
+    }
+    let deployments = Api::<Deployment>::namespaced(cluster.client.clone(), &ns);
+    let replicas = deployments
+        .get("pref-13")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.replicas);
+    assert!(replicas.is_some_and(|r| r > 0), "{replicas:?}");
+    drop(op);
 }

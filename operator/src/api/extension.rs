@@ -33,14 +33,17 @@ use super::NodeRef;
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.kind == 'LocalProcessing' || size(self.coordinatedWith) > 0", "message": "spec.coordinatedWith must name who was coordinated with for WideAreaIssuance and IdentityVerification"},
-    {"rule": "self.kind != 'LocalProcessing' || size(self.nodes) == 1", "message": "a LocalProcessing extension names exactly one node (work completed inside one municipality)"}
+    {"rule": "self.kind != 'LocalProcessing' || size(self.nodes) == 1", "message": "a LocalProcessing extension names exactly one node (work completed inside one municipality)"},
+    {"rule": "self.nodes.all(n, !has(n.namespace))", "message": "spec.nodes[].namespace: an extension names only nodes of its own namespace; leave namespace out"}
 ]))]
 pub struct ServiceExtensionSpec {
     /// LocalProcessing (work completed inside one municipality), WideAreaIssuance (after
     /// coordination with the municipalities involved) or IdentityVerification (after coordination
     /// with the prefecture).
     pub kind: ExtensionKind,
-    /// The nodes that stay up; their upstream chain stays up with them.
+    /// The nodes that stay up; their upstream chain stays up with them. Only nodes of the
+    /// extension's own namespace: the API server refuses a `namespace` here, and the operator
+    /// rejects (OtherNamespace) one naming another namespace's node.
     #[schemars(length(min = 1, max = 100))]
     pub nodes: Vec<NodeRef>,
     /// The operating date extended, "YYYY-MM-DD".
@@ -93,4 +96,18 @@ pub struct ServiceExtensionStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn the_api_server_refuses_an_extension_naming_another_namespace() {
+        let crd = serde_json::to_string(&super::ServiceExtension::crd()).unwrap();
+        assert!(
+            crd.contains("self.nodes.all(n, !has(n.namespace))"),
+            "{crd}"
+        );
+    }
 }

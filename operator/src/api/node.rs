@@ -45,6 +45,7 @@ use super::NodeRef;
     {"rule": "self.tier != 'CS' || has(self.municipality)", "message": "a CS node needs spec.municipality (its 6-digit local government code)"},
     {"rule": "self.tier != 'Prefecture' || has(self.prefecture)", "message": "a Prefecture node needs spec.prefecture (01-47)"},
     {"rule": "self.tier != 'National' || !has(self.prefecture)", "message": "a National node has no spec.prefecture"},
+    {"rule": "self.tier != 'National' || !has(self.upstream)", "message": "a National node has no spec.upstream"},
     {"rule": "!has(self.municipality) || self.tier == 'CS'", "message": "spec.municipality applies only to the CS tier"},
     {"rule": "!has(self.onlineEnd) || self.tier == 'Prefecture'", "message": "spec.onlineEnd applies only to the Prefecture tier"},
     {"rule": "!has(self.municipality) || !has(self.prefecture) || self.municipality.startsWith(self.prefecture)", "message": "spec.municipality must lie in spec.prefecture (its first two digits)"}
@@ -63,7 +64,10 @@ pub struct JukiNodeSpec {
     #[schemars(schema_with = "municipality_code_schema")]
     pub municipality: Option<String>,
     /// The node this one sends updates to. Default: a CS's Prefecture node of its prefecture, a
-    /// Prefecture's National node (found by tier, in any namespace).
+    /// Prefecture's National node (found by tier, in any namespace). It must be a node of the
+    /// tier right above (a CS names a Prefecture node, a Prefecture node the National one; a
+    /// National node has none), not the node itself and not a cycle: otherwise the node is
+    /// Failed with reason InvalidSpec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<NodeRef>,
     /// Name of the OperatingCalendar to follow. Default "japan".
@@ -84,10 +88,15 @@ pub struct JukiNodeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-2][0-9]:[0-5][0-9]$"))]
     pub online_end: Option<String>,
-    /// Freeze the node: the operator changes nothing until it is set back to false.
+    /// Freeze the node: until it is set back to false the operator changes nothing on it (no
+    /// scaling, no final request, no batch Job; phase kept, reason Suspended). A node suspended
+    /// while Offline stays Offline, and the nodes below it with it; the nodes above never wait
+    /// for a suspended node: they stop at their own window end as if it were Offline.
     #[serde(default)]
     pub suspend: bool,
     /// Pin the node Online or Offline until a given time (for maintenance); expires by itself.
+    /// Online also keeps the node's whole upstream chain Online until then (unless a node
+    /// above has its own override).
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "override")]
     pub manual_override: Option<ManualOverride>,
     /// Mutual TLS between the tiers: the node serves HTTPS with this identity, its upstream is
@@ -305,7 +314,9 @@ pub struct JukiNodeStatus {
     /// A sentence for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// Ready, UpstreamReady, InWindow, BatchSucceeded, …
+    /// Ready (Online with every replica ready; False with reason Degraded when pods fail while
+    /// Online), UpstreamReady, InWindow, BatchSucceeded, and SpecValid (False while the node is
+    /// planned with the last valid calendar or online end because of an invalid edit).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The generation this status describes.

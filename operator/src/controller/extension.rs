@@ -10,7 +10,7 @@ use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
-use super::view::{Topology, calendar_of};
+use super::view::Topology;
 use super::{Context, Error};
 use crate::api::{ExtensionPhase, ServiceExtension, ServiceExtensionStatus};
 use crate::service_extension::evaluate;
@@ -43,8 +43,9 @@ async fn reconcile(object: Arc<ServiceExtension>, ctx: Arc<Context>) -> Result<R
         .first()
         .and_then(|r| topology.index_of(r.namespace.as_deref().unwrap_or(&ns), &r.name))
         .map_or_else(|| "japan".to_string(), |i| topology.calendars[i].clone());
-    let (phase, reason, message, next) = match calendar_of(&ctx, &calendar_name) {
-        Ok((calendar, _)) => {
+    // As the nodes do: judged against the last valid calendar while an edit is invalid.
+    let (phase, reason, message, next) = match ctx.last_valid.calendar(&ctx, &calendar_name) {
+        Ok((calendar, _, _)) => {
             let e = evaluate(
                 &object.spec,
                 &ns,

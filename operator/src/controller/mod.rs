@@ -117,6 +117,8 @@ pub struct Context {
     pub batch_slots: Arc<batch_slots::BatchSlots>,
     /// Writes of this operator its caches do not show yet.
     pub own_writes: Arc<own_writes::OwnWrites>,
+    /// The last valid calendars and own online ends, planned with while an edit is invalid.
+    pub last_valid: Arc<view::LastValid>,
 }
 
 impl std::fmt::Debug for Context {
@@ -326,6 +328,7 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
         jobs_by_node,
         pods_by_node,
         own_writes: Default::default(),
+        last_valid: Default::default(),
         batch_slots,
     });
     hold_running_batches(&ctx);

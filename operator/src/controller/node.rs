@@ -19,7 +19,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::batch_slots::Turn;
-use super::view::{Topology, calendar_of, extensions, extensions_covering, jobs_of, pods_of};
+use super::view::{Topology, extensions, extensions_covering, jobs_of, pods_of};
 use super::{Context, Error, FinalExchange, Shared};
 use crate::api::{
     FinalAnswerStatus, JukiNode, JukiNodeStatus, LastBatch, NextTransition, NodePhase,
@@ -84,7 +84,17 @@ pub(super) async fn run(triggers: Triggers, ctx: Arc<Context>) {
                 .map(|o| ObjectRef::new(&o.name).within(&o.namespace))
                 .collect::<Vec<_>>()
         };
-        if let Some(known) = topology.neighbours(&changed) {
+        // A spec change (an override Online pins the chain above) concerns every node above.
+        let spec_changed = previous.as_ref().map(|p| p.0) != Some(changed.metadata.generation);
+        if let Some(mut known) = topology.neighbours(&changed) {
+            if spec_changed
+                && let Some(i) = topology.index_of(
+                    changed.metadata.namespace.as_deref().unwrap_or_default(),
+                    changed.metadata.name.as_deref().unwrap_or_default(),
+                )
+            {
+                known.extend(topology.above(i));
+            }
             return refs(known);
         }
         // A node the topology does not know yet (or not with this spec): every node it may
@@ -188,12 +198,16 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
     let name = node.name_any();
     let status = node.status.clone().unwrap_or_default();
 
-    let (calendar, calendar_json) = match calendar_of(ctx, &node.spec.calendar) {
-        Ok(c) => c,
-        Err(message) => {
-            return invalid(node, ctx, &status, "CalendarUnavailable", message, now).await;
-        }
-    };
+    // An invalid calendar or own online end does not freeze a node: it keeps planning with the
+    // last valid one, and the invalid one is reported (condition SpecValid, a warning Event).
+    let (calendar, calendar_json, calendar_problem) =
+        match ctx.last_valid.calendar(ctx, &node.spec.calendar) {
+            Ok(c) => c,
+            Err(message) => {
+                return invalid(node, ctx, &status, "CalendarUnavailable", message, now).await;
+            }
+        };
+    let mut problem = calendar_problem.map(|p| ("InvalidCalendar", p));
     let topology = Topology::read(ctx);
     let Some(me) = topology.index_of(&ns, &name) else {
         let message = crate::topology::from_jukinode(node, "default")
@@ -201,7 +215,28 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
             .unwrap_or_else(|| "not in the node cache yet".into());
         return invalid(node, ctx, &status, "InvalidSpec", message, now).await;
     };
-    if let Err(message) = check_online_end(&calendar, node.spec.tier, topology.online_ends[me]) {
+    let running = !matches!(
+        status.phase.unwrap_or(NodePhase::Offline),
+        NodePhase::Offline | NodePhase::Failed
+    ) || pods_of(ctx, &ns, &name).0 > 0;
+    let current_end = topology.online_ends[me];
+    let online_end = match ctx.last_valid.online_end_to_plan_with(
+        (&ns, &name),
+        current_end,
+        check_online_end(&calendar, node.spec.tier, current_end),
+        running,
+    ) {
+        Ok((end, spec_problem)) => {
+            if let Some(p) = spec_problem {
+                problem = Some(("InvalidSpec", p));
+            }
+            end
+        }
+        Err(message) => return invalid(node, ctx, &status, "InvalidSpec", message, now).await,
+    };
+    if topology.resolved[me] == Resolved::Invalid {
+        let message = crate::topology::upstream_problem(&topology.nodes, me)
+            .unwrap_or_else(|| "spec.upstream is invalid".into());
         return invalid(node, ctx, &status, "InvalidSpec", message, now).await;
     }
 
@@ -245,7 +280,7 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
     let view = NodeView {
         tier: node.spec.tier,
         prefecture: topology.nodes[me].prefecture,
-        online_end: topology.online_ends[me],
+        online_end,
         replicas: node.spec.replicas,
         suspend: node.spec.suspend,
         manual_override: node
@@ -253,6 +288,7 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
             .manual_override
             .as_ref()
             .map(|o| (o.phase, o.until.0)),
+        pinned_below: topology.pinned_below(ctx, me, now),
         extensions: &covering,
         phase,
         phase_since: status.phase_since.as_ref().map(|t| t.0),
@@ -306,7 +342,7 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         }
     };
     let status_for = |final_answer| {
-        next_status(
+        let mut s = next_status(
             node,
             &status,
             &plan,
@@ -315,7 +351,9 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
             ready,
             upstream_name.clone(),
             final_answer,
-        )
+        );
+        spec_validity(&mut s, problem.as_ref(), now);
+        s
     };
     let write = |new_status| write_if_changed(node, ctx, plan.defer_status, new_status);
     let new_status = match &plan.action {
@@ -343,7 +381,10 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
             write(status_for(status.final_answer.clone())).await?
         }
     };
-    let warning = matches!(plan.phase, NodePhase::Failed) || plan.reason.starts_with("Upstream");
+    let warning = matches!(plan.phase, NodePhase::Failed)
+        || plan.reason.starts_with("Upstream")
+        || plan.reason == "Degraded"
+        || plan.reason == "MissedNight";
     if new_status.phase != status.phase
         && let Some(from) = status.phase
     {
@@ -352,16 +393,8 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
             &format!("{from:?}"),
             &format!("{:?}", plan.phase),
         );
-        if plan.reason == "BatchSucceeded" || plan.reason == "BatchFailed" {
-            ctx.metrics.batch(
-                node.spec.tier.as_str(),
-                "daily",
-                if plan.reason == "BatchSucceeded" {
-                    "Succeeded"
-                } else {
-                    "Failed"
-                },
-            );
+        for (batch, outcome) in batch_outcomes(&plan, &calendar, node.spec.tier, &jobs) {
+            ctx.metrics.batch(node.spec.tier.as_str(), &batch, outcome);
         }
         let overridden = node
             .spec
@@ -390,6 +423,12 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         // A new node that cannot start, a new reason for waiting, a suspension or its end:
         // worth one Event too.
         publish(node, ctx, warning, plan.reason, plan.message.clone()).await;
+    }
+    // An invalid edit planned around: one warning Event per new problem.
+    if let Some((reason, message)) = &problem
+        && spec_problem(&status) != Some(message.as_str())
+    {
+        publish(node, ctx, true, reason, message.clone()).await;
     }
     // Catch-up batches (a day missed while the operator was away) are worth their own Event.
     if let (Action::CreateJob { batch, date }, Some(last)) = (&plan.action, &status.last_batch)
@@ -565,7 +604,8 @@ fn next_status(
             batches,
         });
     }
-    let online = plan.phase == NodePhase::Online;
+    // Ready: Online with every replica ready (Degraded is Online without them).
+    let online = plan.phase == NodePhase::Online && ready >= node.spec.replicas;
     set_condition(
         &mut s.conditions,
         "Ready",
@@ -617,6 +657,55 @@ fn next_status(
         );
     }
     s
+}
+
+/// The batches whose outcome a plan records, by name: every batch of the operating date when
+/// they all succeeded, the failed one when one failed; none for any other plan.
+fn batch_outcomes(
+    plan: &Plan,
+    calendar: &Calendar,
+    tier: juki_calendar::Tier,
+    jobs: &[(String, Date, crate::planner::JobState)],
+) -> Vec<(String, &'static str)> {
+    let Some(date) = plan.operating_date else {
+        return Vec::new();
+    };
+    match plan.reason {
+        "BatchSucceeded" => calendar
+            .batch_runs_for(tier, date)
+            .iter()
+            .map(|r| (r.batch.name.clone(), "Succeeded"))
+            .collect(),
+        "BatchFailed" => jobs
+            .iter()
+            .filter(|(_, d, s)| *d == date && *s == crate::planner::JobState::Failed)
+            .map(|(name, _, _)| (name.clone(), "Failed"))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Sets the SpecValid condition: False with the reason and message of an invalid calendar or
+/// spec the node is planned around; True again once it is valid.
+fn spec_validity(s: &mut JukiNodeStatus, problem: Option<&(&str, String)>, now: Timestamp) {
+    match problem {
+        Some((reason, message)) => {
+            set_condition(&mut s.conditions, "SpecValid", false, reason, message, now);
+        }
+        // Shown once there was a problem; no condition (and no write) for the nodes never invalid.
+        None if s.conditions.iter().any(|c| c.type_ == "SpecValid") => {
+            set_condition(&mut s.conditions, "SpecValid", true, "Valid", "", now);
+        }
+        None => {}
+    }
+}
+
+/// The message of a False SpecValid condition.
+fn spec_problem(s: &JukiNodeStatus) -> Option<&str> {
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == "SpecValid" && c.status == "False")
+        .map(|c| c.message.as_str())
 }
 
 /// The top-level status fields that differ, for the debug log of why a status is written.
@@ -981,5 +1070,94 @@ async fn final_exchange(
             outcome: "Failed".into(),
             message,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use juki_calendar::CalendarConfig;
+
+    fn ready_condition(ready: i32, reason: &'static str) -> (String, String) {
+        let spec = serde_json::from_value(json!({
+            "tier": "CS", "municipality": "131016", "replicas": 2
+        }))
+        .unwrap();
+        let node = JukiNode::new("cs-131016", spec);
+        let calendar = Calendar::new(&CalendarConfig::default()).unwrap();
+        let plan = Plan {
+            phase: NodePhase::Online,
+            reason,
+            message: String::new(),
+            replicas: Some(2),
+            action: Action::None,
+            operating_date: None,
+            wake_at: None,
+            next: None,
+            defer_status: false,
+        };
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let s = next_status(
+            &node,
+            &JukiNodeStatus::default(),
+            &plan,
+            &calendar,
+            now,
+            ready,
+            None,
+            None,
+        );
+        let c = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn batch_metrics_name_each_batch_not_daily() {
+        use crate::planner::JobState;
+        let calendar = Calendar::new(&CalendarConfig::default()).unwrap();
+        let date = jiff::civil::date(2026, 11, 30);
+        let mut plan = Plan {
+            phase: NodePhase::Offline,
+            reason: "BatchSucceeded",
+            message: String::new(),
+            replicas: Some(0),
+            action: Action::None,
+            operating_date: Some(date),
+            wake_at: None,
+            next: None,
+            defer_status: false,
+        };
+        let tier = juki_calendar::Tier::Cs;
+        assert_eq!(
+            batch_outcomes(&plan, &calendar, tier, &[]),
+            [
+                ("statistics".to_string(), "Succeeded"),
+                ("backup".to_string(), "Succeeded")
+            ]
+        );
+        plan.reason = "BatchFailed";
+        let jobs = [
+            ("statistics".to_string(), date, JobState::Succeeded),
+            ("backup".to_string(), date, JobState::Failed),
+        ];
+        assert_eq!(
+            batch_outcomes(&plan, &calendar, tier, &jobs),
+            [("backup".to_string(), "Failed")]
+        );
+        plan.reason = "Ready";
+        assert!(batch_outcomes(&plan, &calendar, tier, &jobs).is_empty());
+    }
+
+    #[test]
+    fn ready_means_online_with_every_replica_ready() {
+        assert_eq!(ready_condition(2, "Ready"), ("True".into(), "Ready".into()));
+        assert_eq!(
+            ready_condition(0, "Degraded"),
+            ("False".into(), "Degraded".into())
+        );
+        assert_eq!(
+            ready_condition(1, "Degraded"),
+            ("False".into(), "Degraded".into())
+        );
     }
 }

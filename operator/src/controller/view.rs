@@ -152,6 +152,43 @@ impl Topology {
             .unwrap_or(NodePhase::Offline)
     }
 
+    /// The nodes above node `i`, nearest first (its upstream chain).
+    pub fn above(&self, i: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut at = i;
+        while let Resolved::Node(up) = self.resolved[at] {
+            if up == i || out.contains(&up) {
+                break;
+            }
+            out.push(up);
+            at = up;
+        }
+        out
+    }
+
+    /// The latest `until` of an active `override: Online` among the nodes below node `i` (its
+    /// whole subtree): node `i` stays Online with them.
+    pub fn pinned_below(&self, ctx: &Context, i: usize, now: Timestamp) -> Option<Timestamp> {
+        let mut latest = None;
+        let mut todo: Vec<usize> = self.children[i].clone();
+        let mut seen = vec![false; self.nodes.len()];
+        while let Some(k) = todo.pop() {
+            if std::mem::replace(&mut seen[k], true) {
+                continue;
+            }
+            if let Some(o) = self
+                .object(ctx, k)
+                .and_then(|o| o.spec.manual_override.clone())
+                && o.phase == crate::api::OverridePhase::Online
+                && o.until.0 > now
+            {
+                latest = latest.max(Some(o.until.0));
+            }
+            todo.extend_from_slice(&self.children[k]);
+        }
+        latest
+    }
+
     /// The nodes a phase change of `changed` can matter to: its upstream and the nodes below it.
     /// `None` when the topology does not know this spec of it (new, changed, or unreadable), so
     /// that the caller falls back to a wider guess.
@@ -170,19 +207,120 @@ impl Topology {
         Some(out)
     }
 
-    /// Whether node `i` runs no replicas: Offline, or Failed for a reason that scaled it to zero
-    /// or never let it start. A node above waits for this before it stops.
+    /// Whether node `i` runs no replicas ([`counts_as_stopped`]). A node above waits for this
+    /// before it stops.
     pub fn stopped(&self, ctx: &Context, i: usize) -> bool {
         let object = self.object(ctx, i);
-        let status = object.as_ref().and_then(|o| o.status.as_ref());
-        match status.and_then(|s| s.phase).unwrap_or(NodePhase::Offline) {
-            NodePhase::Offline => true,
-            NodePhase::Failed => matches!(
-                status.as_ref().and_then(|s| s.reason.as_deref()),
-                Some("InvalidSpec" | "CalendarUnavailable" | "BatchFailed")
-            ),
-            _ => false,
+        let phase = object
+            .as_ref()
+            .and_then(|o| o.status.as_ref())
+            .and_then(|s| s.phase)
+            .unwrap_or(NodePhase::Offline);
+        let suspended = object.as_ref().is_some_and(|o| o.spec.suspend);
+        let n = &self.nodes[i];
+        counts_as_stopped(phase, suspended, || pods_of(ctx, &n.namespace, &n.name).0)
+    }
+}
+
+/// Whether a node in `phase` counts as stopped for the node above it: Offline, or Failed once
+/// its pods are gone (whatever the reason: an invalid spec or calendar can fail a node whose
+/// pods still serve, and the node above must not stop under them), or suspended: the operator
+/// leaves a suspended node as it is, so the chain above never waits for it.
+pub fn counts_as_stopped(phase: NodePhase, suspended: bool, pods: impl FnOnce() -> i32) -> bool {
+    match phase {
+        _ if suspended => true,
+        NodePhase::Offline => true,
+        NodePhase::Failed => pods() == 0,
+        _ => false,
+    }
+}
+
+/// The last valid calendar of each name and the last valid own online end of each node, so that
+/// an invalid edit does not freeze the nodes that follow them: they keep planning with the last
+/// valid one and report the invalid one. Memory only: after an operator restart, a calendar
+/// that is invalid from the start fails its nodes (CalendarUnavailable), and an invalid own end
+/// of a running node falls back to the calendar's window.
+#[derive(Debug, Default)]
+pub struct LastValid {
+    calendars: Mutex<HashMap<String, (Calendar, serde_json::Value)>>,
+    online_ends: Mutex<HashMap<(String, String), Option<TimeOfDay>>>,
+}
+
+/// A calendar to plan with, and why the current one is not it (an invalid edit), if it is not.
+pub type PlanningCalendar = (Calendar, serde_json::Value, Option<String>);
+
+impl LastValid {
+    /// The calendar `name` as it is, remembered as the last valid one; or, when it is invalid,
+    /// the last valid one with the reason. `Err` when it is missing, or invalid with no valid
+    /// one known.
+    pub fn calendar(&self, ctx: &Context, name: &str) -> Result<PlanningCalendar, String> {
+        self.calendar_from(name, calendar_of(ctx, name))
+    }
+
+    /// [`LastValid::calendar`] given what [`calendar_of`] said.
+    fn calendar_from(
+        &self,
+        name: &str,
+        current: Result<(Calendar, serde_json::Value), String>,
+    ) -> Result<PlanningCalendar, String> {
+        let mut known = self.calendars.lock().unwrap_or_else(|e| e.into_inner());
+        match current {
+            Ok((calendar, json)) => {
+                known.insert(name.to_string(), (calendar.clone(), json.clone()));
+                Ok((calendar, json, None))
+            }
+            Err(problem) => match known.get(name) {
+                Some((calendar, json)) if !problem.ends_with("does not exist") => Ok((
+                    calendar.clone(),
+                    json.clone(),
+                    Some(format!("{problem}; planning with its last valid spec")),
+                )),
+                _ => Err(problem),
+            },
         }
+    }
+
+    /// The own online end to plan with, given the check of the current one: the current one
+    /// when valid (remembered), else the last valid one, else (a running node, nothing known)
+    /// the calendar's window; with the problem to report. `Err` (the node fails, InvalidSpec)
+    /// for a node that runs nothing and has no valid end known.
+    pub fn online_end_to_plan_with(
+        &self,
+        (namespace, name): (&str, &str),
+        current: Option<TimeOfDay>,
+        check: Result<(), String>,
+        running: bool,
+    ) -> Result<(Option<TimeOfDay>, Option<String>), String> {
+        let message = match check {
+            Ok(()) => {
+                self.valid_online_end(namespace, name, current);
+                return Ok((current, None));
+            }
+            Err(message) => message,
+        };
+        let end = match self.online_end(namespace, name) {
+            Some(last) => last,
+            None if running => None,
+            None => return Err(message),
+        };
+        let kept = end.map_or("the calendar's window".to_string(), |e| {
+            format!("the last valid end {e}")
+        });
+        Ok((end, Some(format!("{message}; planning with {kept}"))))
+    }
+
+    /// Remembers a node's own online end as valid.
+    fn valid_online_end(&self, namespace: &str, name: &str, end: Option<TimeOfDay>) {
+        let mut known = self.online_ends.lock().unwrap_or_else(|e| e.into_inner());
+        known.insert((namespace.to_string(), name.to_string()), end);
+    }
+
+    /// The node's last valid own online end, if one is known.
+    fn online_end(&self, namespace: &str, name: &str) -> Option<Option<TimeOfDay>> {
+        let known = self.online_ends.lock().unwrap_or_else(|e| e.into_inner());
+        known
+            .get(&(namespace.to_string(), name.to_string()))
+            .copied()
     }
 }
 
@@ -377,6 +515,110 @@ mod tests {
             1,
         );
         assert_eq!(t.neighbours(&new), None);
+    }
+
+    #[test]
+    fn an_invalid_calendar_edit_plans_with_the_last_valid_one() {
+        let last = LastValid::default();
+        let valid = Calendar::new(&juki_calendar::CalendarConfig::default()).unwrap();
+        let bad = || Err("OperatingCalendar \"japan\" is invalid: onlineWindows".to_string());
+        // Invalid from the start: nothing to plan with.
+        assert!(last.calendar_from("japan", bad()).is_err());
+        let (_, json, problem) = last
+            .calendar_from("japan", Ok((valid, json!({"timeZone": "Asia/Tokyo"}))))
+            .unwrap();
+        assert_eq!(problem, None);
+        let (_, kept, problem) = last.calendar_from("japan", bad()).unwrap();
+        assert_eq!(kept, json);
+        assert!(
+            problem
+                .unwrap()
+                .ends_with("is invalid: onlineWindows; planning with its last valid spec")
+        );
+        // A deleted calendar is not planned around.
+        let gone = Err("OperatingCalendar \"japan\" does not exist".to_string());
+        assert!(last.calendar_from("japan", gone).is_err());
+    }
+
+    #[test]
+    fn an_invalid_own_online_end_plans_with_the_last_valid_one_or_the_calendars_window() {
+        let last = LastValid::default();
+        let t = |s| Some(TimeOfDay::parse(s).unwrap());
+        let bad = || Err("spec.onlineEnd 22:30 closes after the national window ends".to_string());
+        let node = ("p13", "pref-13");
+        // Never valid, running nothing: the node fails.
+        assert!(
+            last.online_end_to_plan_with(node, t("22:30"), bad(), false)
+                .is_err()
+        );
+        // Never valid but running (an operator restart): the calendar's window.
+        let (end, problem) = last
+            .online_end_to_plan_with(node, t("22:30"), bad(), true)
+            .unwrap();
+        assert_eq!(end, None);
+        assert!(
+            problem
+                .unwrap()
+                .ends_with("planning with the calendar's window")
+        );
+        // Valid once: that end is kept through an invalid edit, running or not.
+        assert_eq!(
+            last.online_end_to_plan_with(node, t("21:45"), Ok(()), true),
+            Ok((t("21:45"), None))
+        );
+        let (end, problem) = last
+            .online_end_to_plan_with(node, t("22:30"), bad(), false)
+            .unwrap();
+        assert_eq!(end, t("21:45"));
+        assert!(
+            problem
+                .unwrap()
+                .ends_with("national window ends; planning with the last valid end 21:45")
+        );
+    }
+
+    #[test]
+    fn the_nodes_above_a_cs_are_its_prefecture_then_the_national_node() {
+        let nodes: Vec<Arc<JukiNode>> = country().into_iter().map(Arc::new).collect();
+        let t = Topology::build(&nodes);
+        let cs = t.index_of("p13", "cs-131016").unwrap();
+        let above: Vec<&str> = t
+            .above(cs)
+            .into_iter()
+            .map(|i| t.nodes[i].name.as_str())
+            .collect();
+        assert_eq!(above, ["pref-13", "national"]);
+        assert!(t.above(t.index_of("nat", "national").unwrap()).is_empty());
+    }
+
+    #[test]
+    fn a_failed_node_counts_as_stopped_only_when_its_pods_are_gone() {
+        assert!(counts_as_stopped(NodePhase::Offline, false, || 1));
+        assert!(counts_as_stopped(NodePhase::Failed, false, || 0));
+        assert!(!counts_as_stopped(NodePhase::Failed, false, || 2));
+        for phase in [
+            NodePhase::Starting,
+            NodePhase::Online,
+            NodePhase::Draining,
+            NodePhase::Stopping,
+            NodePhase::DailyBatch,
+        ] {
+            assert!(!counts_as_stopped(phase, false, || 0), "{phase:?}");
+        }
+    }
+
+    #[test]
+    fn a_suspended_node_never_holds_up_the_nodes_above_it() {
+        for phase in [
+            NodePhase::Starting,
+            NodePhase::Online,
+            NodePhase::Draining,
+            NodePhase::Stopping,
+            NodePhase::DailyBatch,
+            NodePhase::Failed,
+        ] {
+            assert!(counts_as_stopped(phase, true, || 2), "{phase:?}");
+        }
     }
 
     #[test]
