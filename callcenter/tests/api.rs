@@ -726,6 +726,35 @@ async fn openapi_lists_exactly_the_api_routes(backend: Backend) {
     assert_eq!(documented, routes);
 }
 
+/// Filed Thursday 10:00 (Tokyo) with a 4 business-hour target: flagged at 13:30, breached at
+/// 14:00; filed Friday 16:30, the weekend does not count.
+async fn service_levels_count_business_hours_only(backend: Backend) {
+    let (_db, _state, clock, app) = setup!(backend);
+    let (_, t) = call!(app, post, STAFF, "/v1/tickets", inquiry("131016"));
+    let id = t["id"].as_i64().unwrap();
+    let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+    let sla = |t: &Value| {
+        (
+            t["sla"]["status"].as_str().unwrap().to_owned(),
+            t["sla"]["remaining_seconds"].as_i64(),
+        )
+    };
+    clock.set(at("2026-11-26T04:30:00Z"));
+    let (_, t) = call!(app, get, STAFF, &format!("/v1/tickets/{id}"));
+    assert_eq!(sla(&t), ("near".into(), Some(1800)));
+    assert_eq!(t["sla"]["due_at"], "2026-11-26T05:00:00Z");
+    clock.set(at("2026-11-26T05:00:00Z"));
+    let (_, list) = call!(app, get, STAFF, "/v1/tickets");
+    assert_eq!(list["tickets"][0]["sla"]["status"], "breached");
+    clock.set(at("2026-11-27T07:30:00Z"));
+    let (_, t) = call!(app, post, STAFF, "/v1/tickets", inquiry("131016"));
+    let friday = t["id"].as_i64().unwrap();
+    clock.set(at("2026-11-30T00:30:00Z"));
+    let (_, t) = call!(app, get, STAFF, &format!("/v1/tickets/{friday}"));
+    // 30 min on Friday, 30 min on Monday morning.
+    assert_eq!(sla(&t), ("ok".into(), Some(3 * 3600)));
+}
+
 async fn migrations_revert_cleanly(backend: Backend) {
     let (_db, state, _clock, _app) = setup!(backend);
     let reverted = state
@@ -754,4 +783,5 @@ on_both_backends!(
     search_finds_answers_in_japanese_variants,
     openapi_lists_exactly_the_api_routes,
     migrations_revert_cleanly,
+    service_levels_count_business_hours_only,
 );
