@@ -106,6 +106,14 @@ impl TestDb {
         }
     }
 
+    /// A handle on an existing database that does not clean up (another handle does).
+    pub fn from_url(url: DbUrl) -> TestDb {
+        TestDb {
+            url,
+            cleanup: Cleanup::Files(PathBuf::new()),
+        }
+    }
+
     /// The migrated service with an empty index and a manual clock at [`NOW`].
     pub async fn service(&self) -> (CallCenter, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::new(NOW.parse::<Timestamp>().unwrap()));
