@@ -17,6 +17,7 @@ COPY calendar calendar
 COPY codes codes
 COPY operator operator
 COPY services services
+COPY callcenter callcenter
 COPY tests tests
 COPY examples examples
 COPY crds crds
