@@ -369,8 +369,23 @@ fn file_an_inquiry_see_suggestions_answer_and_search_it_back() {
 
     // File it, answer it.
     b.click("#file");
-    let page = b.url();
-    assert!(page.contains("/ui/tickets/"), "{page}");
+    // The click may return before the browser followed the redirect to the new ticket's page.
+    let started = Instant::now();
+    let page = loop {
+        let url = b.url();
+        let tail = url.rsplit('/').next().unwrap_or("");
+        if url.contains("/ui/tickets/")
+            && !tail.is_empty()
+            && tail.bytes().all(|c| c.is_ascii_digit())
+        {
+            break url;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no ticket page: {url}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(b.text("#ticket").contains("受付"));
     b.type_into(
         "#answer",

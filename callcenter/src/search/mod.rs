@@ -9,6 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use tantivy::collector::TopDocs;
@@ -136,10 +137,19 @@ pub struct Highlights {
 }
 
 /// The index and its one writer.
+///
+/// Commits are grouped: every change is staged under the writer's lock and numbered; a caller
+/// then waits for a commit that covers its number, made by itself or by a concurrent caller
+/// that committed meanwhile (a tantivy commit costs milliseconds, so concurrent filings share
+/// one instead of queueing for one each).
 pub struct SearchIndex {
     index: Index,
     reader: IndexReader,
     writer: Mutex<IndexWriter>,
+    /// Changes staged so far (written under the writer's lock).
+    staged: AtomicU64,
+    /// The number of staged changes the last commit covered.
+    committed: Mutex<u64>,
     fields: Fields,
 }
 
@@ -185,6 +195,8 @@ impl SearchIndex {
             index,
             reader,
             writer: Mutex::new(writer),
+            staged: AtomicU64::new(0),
+            committed: Mutex::new(0),
             fields,
         })
     }
@@ -212,30 +224,43 @@ impl SearchIndex {
         d
     }
 
-    /// Adds or replaces tickets, without committing.
-    pub fn stage(&self, tickets: &[Ticket]) -> Result<(), Error> {
+    /// Adds or replaces tickets, without committing; returns the change's number.
+    pub fn stage(&self, tickets: &[Ticket]) -> Result<u64, Error> {
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         for t in tickets {
             writer.delete_term(Term::from_field_u64(self.fields.id, t.id as u64));
             writer.add_document(self.document(t)).map_err(index_error)?;
         }
+        Ok(self.staged.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    /// Makes every change up to number `through` searchable (committing unless a concurrent
+    /// commit already covered it).
+    pub fn commit_through(&self, through: u64) -> Result<(), Error> {
+        let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+        if *committed >= through {
+            return Ok(());
+        }
+        let covers = {
+            let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            let covers = self.staged.load(Ordering::SeqCst);
+            writer.commit().map_err(index_error)?;
+            covers
+        };
+        self.reader.reload().map_err(index_error)?;
+        *committed = covers;
         Ok(())
     }
 
-    /// Commits what was staged and makes it searchable.
+    /// Commits everything staged and makes it searchable.
     pub fn commit(&self) -> Result<(), Error> {
-        self.writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .commit()
-            .map_err(index_error)?;
-        self.reader.reload().map_err(index_error)
+        self.commit_through(self.staged.load(Ordering::SeqCst).max(1))
     }
 
-    /// [`stage`](Self::stage) and [`commit`](Self::commit).
+    /// [`stage`](Self::stage), then wait for a commit that covers it.
     pub fn upsert(&self, tickets: &[Ticket]) -> Result<(), Error> {
-        self.stage(tickets)?;
-        self.commit()
+        let n = self.stage(tickets)?;
+        self.commit_through(n)
     }
 
     /// The number of searchable tickets.
