@@ -84,6 +84,10 @@ pub struct ServeArgs {
     pub seed: bool,
     #[arg(long, env = "JUKI_CALLCENTER_DB_POOL", default_value_t = 8)]
     pub db_pool_size: u32,
+    /// Read the node context of tickets from the Kubernetes API (in-cluster service account or
+    /// the kubeconfig).
+    #[arg(long, env = "JUKI_CALLCENTER_KUBE")]
+    pub kube: bool,
 }
 
 impl ServeArgs {
@@ -163,6 +167,7 @@ pub fn call_center(
         calendar: Arc::new(calendar),
         sla,
         metrics: Metrics::new(),
+        nodes: None,
     })
 }
 
@@ -195,12 +200,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (auth, tls) = args.auth()?;
     let url = DbUrl::parse(&args.db.database)?;
     let backend = url.backend();
-    let cc = call_center(
+    let mut cc = call_center(
         Db::new(url, args.db_pool_size),
         args.calendar()?,
         args.sla()?,
         Arc::new(SystemClock),
     )?;
+    if args.kube {
+        cc.nodes = Some(crate::nodes::NodeSource::infer().await?);
+    }
     let applied = cc.prepare().await?;
     if args.seed {
         crate::seed::load(&cc).await?;

@@ -33,6 +33,8 @@ pub struct CallCenter {
     pub calendar: Arc<Calendar>,
     pub sla: SlaPolicy,
     pub metrics: Metrics,
+    /// The Kubernetes API for the node context (None: not configured).
+    pub nodes: Option<crate::nodes::NodeSource>,
 }
 
 /// A ticket with its history and service level.
@@ -153,6 +155,26 @@ impl CallCenter {
             ticket,
             history,
         })
+    }
+
+    /// `GET /v1/tickets/{id}/context`: the affected nodes as the Kubernetes API shows them now.
+    pub async fn context(
+        &self,
+        caller: &Caller,
+        id: i64,
+    ) -> Result<(Ticket, Vec<crate::nodes::NodeContext>), Error> {
+        let ticket = self.load(id).await?;
+        authz::decide(caller, Action::Read(ticket.org.as_deref()))?;
+        let Some(source) = &self.nodes else {
+            return Err(Error::Upstream(
+                "no Kubernetes API configured (--kube)".into(),
+            ));
+        };
+        let mut out = Vec::new();
+        for node in &ticket.nodes {
+            out.push(source.context(node).await?);
+        }
+        Ok((ticket, out))
     }
 
     /// `GET /v1/tickets`.

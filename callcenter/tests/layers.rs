@@ -11,6 +11,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("store", 1),
     ("search", 1),
     ("metrics", 1),
+    ("nodes", 1),
     ("service", 2),
     ("seed", 2),
     ("http", 3),

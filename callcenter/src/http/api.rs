@@ -93,6 +93,17 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(detail))
 }
 
+/// `GET /v1/tickets/{id}/context`: the ticket's nodes from the Kubernetes API.
+pub async fn context(
+    state: web::Data<AppState>,
+    Authed(caller): Authed,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let (ticket, nodes) = state.cc.context(&caller, ticket_id(&id)?).await?;
+    Ok(HttpResponse::Ok()
+        .json(json!({ "ticket_id": ticket.id, "created_at": ticket.created_at, "nodes": nodes })))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {

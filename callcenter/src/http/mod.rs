@@ -55,6 +55,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/v1/tickets/{id}", web::get().to(api::get))
     .route("/v1/tickets/{id}/answer", web::post().to(api::answer))
     .route("/v1/tickets/{id}/state", web::post().to(api::state))
+    .route("/v1/tickets/{id}/context", web::get().to(api::context))
     .route("/v1/search", web::get().to(api::search))
     .route("/v1/suggestions", web::get().to(api::suggestions))
     .route("/v1/alerts", web::post().to(api::alerts))

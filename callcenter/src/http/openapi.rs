@@ -84,6 +84,11 @@ pub fn document() -> Value {
                 "requestBody": body("StateInput"),
                 "responses": with(json!({ "200": ok(ticket) }), error_responses(&["400", "401", "403", "404", "409", "422"]))
             } },
+            "/v1/tickets/{id}/context": { "get": {
+                "summary": "The ticket's nodes from the Kubernetes API: JukiNode phase, conditions, last batch, recent batch Jobs",
+                "parameters": [id_param()],
+                "responses": with(json!({ "200": ok(json!({ "type": "object", "properties": { "ticket_id": { "type": "integer" }, "nodes": { "type": "array" } } })) }), error_responses(&["401", "403", "404", "503"]))
+            } },
             "/v1/search": { "get": {
                 "summary": "Full-text search over past tickets and answers (Japanese bigrams, NFKC and kana folded)",
                 "parameters": [

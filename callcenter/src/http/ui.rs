@@ -538,6 +538,7 @@ async fn page(
             Some(t.id),
         )
         .await?;
+    let context = node_context_html(cc, &caller, t).await;
     let mut history = String::from(
         "<table id=\"history\"><thead><tr><th>日時</th><th>操作</th><th>担当</th><th>状態</th><th>内容</th></tr></thead><tbody>",
     );
@@ -564,7 +565,7 @@ async fn page(
         "<div class=\"grid\"><div><section class=\"card\" id=\"ticket\">\
          <p>{} {} {} ・ 受付経路 {} ・ 団体 {} ・ 連絡者 {}</p>\
          <p class=\"muted\">受付 {} ({}) ・ 関連ノード {}{}</p>\
-         <h2>内容</h2><div class=\"body\">{}</div>{}</section>{}\
+         <h2>内容</h2><div class=\"body\">{}</div>{}</section>{}{}\
          <h2>履歴</h2>{}</div>\
          <section class=\"card\"><h2>類似の過去回答</h2><div id=\"suggestions\">{}</div></section></div>",
         state_badge(t.state),
@@ -601,6 +602,7 @@ async fn page(
         } else {
             String::new()
         },
+        context,
         history,
         hits_html(&suggestions, "似た過去の回答はありません。"),
     );
@@ -609,6 +611,76 @@ async fn page(
         Some(&caller),
         &body,
     )))
+}
+
+/// The nodes' phase and batch runs, when the Kubernetes API is configured (its errors are shown,
+/// not fatal: the ticket page stays usable when the API is down).
+async fn node_context_html(cc: &CallCenter, caller: &Caller, t: &Ticket) -> String {
+    if cc.nodes.is_none() || t.nodes.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("<section class=\"card\" id=\"node-context\"><h2>ノードの状況</h2>");
+    match cc.context(caller, t.id).await {
+        Err(e) => {
+            let _ = write!(
+                out,
+                "<p class=\"muted\">取得できません: {}</p>",
+                esc(&e.to_string())
+            );
+        }
+        Ok((_, nodes)) => {
+            for n in nodes {
+                if !n.found {
+                    let _ = write!(
+                        out,
+                        "<p><b>{}</b>: JukiNode が見つかりません</p>",
+                        esc(&n.node)
+                    );
+                    continue;
+                }
+                let _ = write!(
+                    out,
+                    "<p><b>{}</b> ({}) フェーズ {} ({} から, 運用日 {})</p>",
+                    esc(&n.node),
+                    esc(n.tier.as_deref().unwrap_or("")),
+                    esc(n.phase.as_deref().unwrap_or("—")),
+                    esc(n.phase_since.as_deref().unwrap_or("—")),
+                    esc(n.operating_date.as_deref().unwrap_or("—"))
+                );
+                if let Some(conditions) = n.conditions.as_array() {
+                    out.push_str("<ul>");
+                    for c in conditions {
+                        let field = |k: &str| esc(c.get(k).and_then(|v| v.as_str()).unwrap_or(""));
+                        let _ = write!(
+                            out,
+                            "<li>{}={} {} {}</li>",
+                            field("type"),
+                            field("status"),
+                            field("reason"),
+                            field("message")
+                        );
+                    }
+                    out.push_str("</ul>");
+                }
+                if !n.jobs.is_empty() {
+                    out.push_str("<table><thead><tr><th>バッチ</th><th>運用日</th><th>結果</th><th>開始</th></tr></thead><tbody>");
+                    for j in &n.jobs {
+                        let _ = write!(
+                            out,
+                            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                            esc(j.batch.as_deref().unwrap_or(&j.name)),
+                            esc(j.operating_date.as_deref().unwrap_or("")),
+                            esc(&j.outcome),
+                            esc(j.started.as_deref().unwrap_or(""))
+                        );
+                    }
+                    out.push_str("</tbody></table>");
+                }
+            }
+        }
+    }
+    out.push_str("</section>");
+    out
 }
 
 #[derive(Debug, Deserialize)]
