@@ -461,6 +461,37 @@ async fn hostile_input_is_4xx_and_stores_nothing(backend: Backend) {
     );
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_error(&body, "invalid_time", Some("alerts.startsAt"));
+    // Not declared as JSON (what a cross-site form could send): refused.
+    let req = test::TestRequest::post()
+        .uri("/v1/tickets")
+        .insert_header(("x-juki-identity", "callcenter-sato"))
+        .insert_header(("content-type", "text/plain"))
+        .set_payload(serde_json::to_vec(&inquiry("131016")).unwrap())
+        .to_request();
+    let resp = test::call_service(&app, req).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    // A UI form posted from another site: refused before anything is read.
+    for (name, value) in [
+        ("origin", "http://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let req = test::TestRequest::post()
+            .uri("/ui/tickets")
+            .insert_header(("x-juki-identity", "callcenter-sato"))
+            .insert_header(("host", "callcenter.example"))
+            .insert_header((name, value))
+            .set_form([
+                ("kind", "inquiry"),
+                ("org", "131016"),
+                ("reporter", "r"),
+                ("channel", "phone"),
+                ("subject", "s"),
+                ("body", "b"),
+            ])
+            .to_request();
+        let resp = test::call_service(&app, req).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{name}: {value}");
+    }
     assert_eq!(state.cc.db.read(counts).await.unwrap(), (0, 0, 0));
     assert_eq!(state.cc.index.len(), 0);
 }

@@ -18,8 +18,24 @@ use crate::service::ListRequest;
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// Reads a JSON body of at most [`MAX_BODY_BYTES`] (413 beyond, 400 for anything not JSON of
-/// the expected shape, invalid UTF-8 included).
-pub async fn json_body<T: DeserializeOwned>(mut payload: web::Payload) -> Result<T, Error> {
+/// the expected shape, invalid UTF-8 included). The Content-Type must be application/json: a
+/// cross-site HTML form cannot send that without a CORS preflight, so a browser holding a
+/// client certificate cannot be made to post tickets from another site.
+pub async fn json_body<T: DeserializeOwned>(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<T, Error> {
+    let json = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(Error::InvalidBody(
+            "Content-Type must be application/json".into(),
+        ));
+    }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| Error::InvalidBody(e.to_string()))?;
@@ -66,9 +82,10 @@ pub async fn openapi() -> HttpResponse {
 pub async fn file(
     state: web::Data<AppState>,
     Authed(caller): Authed,
+    req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, Error> {
-    let input: TicketInput = json_body(body).await?;
+    let input: TicketInput = json_body(&req, body).await?;
     let t = state.cc.file(&caller, input).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/v1/tickets/{}", t.id)))
@@ -146,10 +163,11 @@ pub async fn answer(
     state: web::Data<AppState>,
     Authed(caller): Authed,
     id: web::Path<String>,
+    req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, Error> {
     let id = ticket_id(&id)?;
-    let input: AnswerInput = json_body(body).await?;
+    let input: AnswerInput = json_body(&req, body).await?;
     let t = state.cc.answer(&caller, id, &input.answer).await?;
     Ok(HttpResponse::Ok().json(t))
 }
@@ -158,10 +176,11 @@ pub async fn state(
     state: web::Data<AppState>,
     Authed(caller): Authed,
     id: web::Path<String>,
+    req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, Error> {
     let id = ticket_id(&id)?;
-    let input: StateInput = json_body(body).await?;
+    let input: StateInput = json_body(&req, body).await?;
     let t = state.cc.set_state(&caller, id, input).await?;
     Ok(HttpResponse::Ok().json(t))
 }
@@ -205,9 +224,10 @@ pub async fn suggestions(
 pub async fn alerts(
     state: web::Data<AppState>,
     Authed(caller): Authed,
+    req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, Error> {
-    let hook: Webhook = json_body(body).await?;
+    let hook: Webhook = json_body(&req, body).await?;
     let outcome = state.cc.alerts(&caller, hook).await?;
     Ok(HttpResponse::Ok().json(outcome))
 }

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use actix_web::dev::ServiceRequest;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{ContentType, LOCATION};
-use actix_web::{HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use jiff::Timestamp;
 use serde::Deserialize;
 
@@ -77,6 +77,29 @@ impl ResponseError for UiError {
 }
 
 type UiResult = Result<HttpResponse, UiError>;
+
+/// Refuses a form post that a browser sent from another site (client certificates, like
+/// cookies, go with cross-site requests): `Sec-Fetch-Site` must be same-origin (or none, typed
+/// by the user), and an `Origin`, when sent, must be this host.
+fn same_origin(req: &HttpRequest) -> Result<(), Error> {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let refused = |why: String| Error::Forbidden {
+        rule: "cross_site",
+        message: format!("form posts must come from this site's own pages ({why})"),
+    };
+    if let Some(site) = header("sec-fetch-site")
+        && !matches!(site, "same-origin" | "none")
+    {
+        return Err(refused(format!("Sec-Fetch-Site {site:?}")));
+    }
+    if let (Some(origin), Some(host)) = (header("origin"), header("host")) {
+        let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
+        if origin_host != host {
+            return Err(refused(format!("Origin {origin:?}")));
+        }
+    }
+    Ok(())
+}
 
 /// The page a browser gets for a 401 on a UI route (other routes keep the JSON body).
 pub fn unauthenticated(req: &ServiceRequest, e: &Error) -> Option<HttpResponse> {
@@ -453,8 +476,10 @@ struct TicketForm {
 async fn file(
     state: web::Data<AppState>,
     Authed(caller): Authed,
+    req: HttpRequest,
     form: web::Form<TicketForm>,
 ) -> UiResult {
+    same_origin(&req)?;
     let f = form.into_inner();
     let input = TicketInput {
         kind: f.kind,
@@ -692,8 +717,10 @@ async fn answer(
     state: web::Data<AppState>,
     Authed(caller): Authed,
     id: web::Path<String>,
+    req: HttpRequest,
     form: web::Form<AnswerForm>,
 ) -> UiResult {
+    same_origin(&req)?;
     let id = ticket_id(&id)?;
     state.cc.answer(&caller, id, &form.answer).await?;
     Ok(see_other(&format!("/ui/tickets/{id}")))
@@ -710,8 +737,10 @@ async fn state(
     state: web::Data<AppState>,
     Authed(caller): Authed,
     id: web::Path<String>,
+    req: HttpRequest,
     form: web::Form<StateForm>,
 ) -> UiResult {
+    same_origin(&req)?;
     let id = ticket_id(&id)?;
     let f = form.into_inner();
     state
