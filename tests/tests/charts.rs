@@ -23,7 +23,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, ListParams};
 use serde_json::Value;
 
-const CHARTS: [&str; 3] = ["juki-operator", "juki-national", "juki-prefecture"];
+const CHARTS: [&str; 4] = [
+    "juki-operator",
+    "juki-national",
+    "juki-prefecture",
+    "juki-callcenter",
+];
 
 fn chart(name: &str) -> String {
     repo_root().join("charts").join(name).display().to_string()
@@ -249,6 +254,7 @@ fn the_dockerfiles_copy_files_that_exist_and_build_real_binaries() {
     for (file, bin) in [
         ("docker/operator.Dockerfile", "juki-operator"),
         ("docker/juki-node.Dockerfile", "juki-node"),
+        ("docker/callcenter.Dockerfile", "juki-callcenter"),
     ] {
         let text = std::fs::read_to_string(root.join(file)).unwrap();
         let joined = text.replace("\\\n", " ");
@@ -266,6 +272,34 @@ fn the_dockerfiles_copy_files_that_exist_and_build_real_binaries() {
                 }
             }
         }
+        // cargo resolves the lock file with every workspace member's manifest.
+        for member in metadata["workspace_members"].as_array().unwrap() {
+            let package = metadata["packages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["id"] == *member)
+                .unwrap();
+            let manifest = Path::new(package["manifest_path"].as_str().unwrap());
+            let dir = manifest
+                .parent()
+                .unwrap()
+                .strip_prefix(&root)
+                .unwrap()
+                .display()
+                .to_string();
+            assert!(
+                joined
+                    .lines()
+                    .any(|l| l.trim() == "COPY . ." || l.trim() == format!("COPY {dir} {dir}")),
+                "{file}: does not COPY the workspace member {dir}"
+            );
+            let ignore = std::fs::read_to_string(root.join(format!("{file}.dockerignore"))).unwrap();
+            assert!(
+                !ignore.lines().any(|l| l.trim() == dir),
+                "{file}.dockerignore leaves out the workspace member {dir}"
+            );
+        }
         let targets = cargo_targets(&text);
         assert_eq!(targets.len(), 1, "{file}: one cargo build");
         for (package, b) in &targets {
@@ -278,6 +312,14 @@ fn the_dockerfiles_copy_files_that_exist_and_build_real_binaries() {
         assert!(
             text.contains(&format!("target/release/{bin}")),
             "{file} copies the release binary"
+        );
+        // scripts/images builds with bases made here; a registry machine uses the defaults.
+        for arg in ["ARG BUILDER_IMAGE=", "ARG RUNTIME_IMAGE="] {
+            assert!(joined.contains(arg), "{file} takes its base image as {arg}…");
+        }
+        assert!(
+            joined.contains("COPY . .") || joined.contains("COPY .cargo .cargo"),
+            "{file} builds with the workspace's .cargo/config.toml"
         );
         let stages = joined.lines().filter(|l| l.starts_with("FROM ")).count();
         assert!(stages >= 2, "{file} is multi-stage");
@@ -380,6 +422,21 @@ async fn every_chart_lints_strictly_and_its_templates_pass_server_dry_run() {
         (
             "juki-prefecture",
             vec!["-f", &tokyo, "--set", "tls.enabled=true"],
+        ),
+        (
+            "juki-callcenter",
+            vec!["--set", "tls.secretName=juki-callcenter-tls"],
+        ),
+        (
+            "juki-callcenter",
+            vec![
+                "--set",
+                "devMode=true",
+                "--set",
+                "database.urlSecret=callcenter-pg",
+                "--set",
+                "calendarSpec.timeZone=Asia/Tokyo",
+            ],
         ),
     ] {
         let chart = chart(name);

@@ -1,0 +1,3 @@
+DROP TABLE alert_links;
+DROP TABLE ticket_history;
+DROP TABLE tickets;

@@ -1,0 +1,185 @@
+//! Database access: one connection type over SQLite and PostgreSQL, the pool, the embedded
+//! migrations (one set per backend: the ids are `INTEGER PRIMARY KEY AUTOINCREMENT` on SQLite
+//! and an identity column on PostgreSQL), and the append-only guard of the history.
+
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{self, ManageConnection, R2D2Connection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::error::Error;
+
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+pub const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// A connection to either backend.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Pg(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+impl std::fmt::Debug for DbConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DbConnection::Pg(_) => "DbConnection::Pg",
+            DbConnection::Sqlite(_) => "DbConnection::Sqlite",
+        })
+    }
+}
+
+/// Where the database lives, parsed from the configured URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbUrl {
+    /// A file path (from `sqlite://PATH` or a plain path).
+    Sqlite(String),
+    /// A libpq URL (`postgres://` or `postgresql://`).
+    Postgres(String),
+}
+
+impl DbUrl {
+    pub fn parse(url: &str) -> Result<Self, Error> {
+        let url = url.trim();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DbUrl::Postgres(url.to_owned()))
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                Err(Error::Config("sqlite:// URL without a path".into()))
+            } else {
+                Ok(DbUrl::Sqlite(path.to_owned()))
+            }
+        } else if url.is_empty() {
+            Err(Error::Config("empty database URL".into()))
+        } else if url.contains("://") {
+            Err(Error::Config(format!(
+                "unsupported database URL scheme in {url:?} (use sqlite://PATH, a plain path or postgres://)"
+            )))
+        } else {
+            Ok(DbUrl::Sqlite(url.to_owned()))
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            DbUrl::Sqlite(_) => "sqlite",
+            DbUrl::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Opens one connection (SQLite connections get WAL mode and a busy timeout).
+    pub fn connect(&self) -> Result<DbConnection, r2d2::Error> {
+        match self {
+            DbUrl::Sqlite(path) => {
+                let mut conn =
+                    SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
+                conn.batch_execute(
+                    "PRAGMA busy_timeout = 15000; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                )
+                .map_err(r2d2::Error::QueryError)?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+            DbUrl::Postgres(url) => {
+                let conn = PgConnection::establish(url).map_err(r2d2::Error::ConnectionError)?;
+                Ok(DbConnection::Pg(conn))
+            }
+        }
+    }
+}
+
+/// r2d2 manager that opens the backend named by the URL.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    url: DbUrl,
+}
+
+impl ManageConnection for Manager {
+    type Connection = DbConnection;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<DbConnection, r2d2::Error> {
+        self.url.connect()
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
+        conn.ping().map(|_| ()).map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        conn.is_broken()
+    }
+}
+
+pub type Pool = r2d2::Pool<Manager>;
+
+/// Builds a pool without connecting yet (readiness reports an unreachable database).
+pub fn pool(url: &DbUrl, max_size: u32) -> Pool {
+    r2d2::Pool::builder()
+        .max_size(max_size)
+        .min_idle(Some(0))
+        .connection_timeout(Duration::from_secs(5))
+        .build_unchecked(Manager { url: url.clone() })
+}
+
+fn versions(v: Vec<diesel::migration::MigrationVersion<'_>>) -> Vec<String> {
+    v.into_iter().map(|v| v.to_string()).collect()
+}
+
+/// Applies every pending migration and the append-only guard; returns the versions applied.
+pub fn run_migrations(conn: &mut DbConnection) -> Result<Vec<String>, Error> {
+    let applied = match conn {
+        DbConnection::Pg(c) => c.run_pending_migrations(PG_MIGRATIONS).map(versions),
+        DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(versions),
+    }
+    .map_err(|e| Error::Migration(format!("apply: {e}")))?;
+    install_guards(conn)?;
+    Ok(applied)
+}
+
+/// Reverts every applied migration; returns the versions reverted.
+pub fn revert_all_migrations(conn: &mut DbConnection) -> Result<Vec<String>, Error> {
+    match conn {
+        DbConnection::Pg(c) => c.revert_all_migrations(PG_MIGRATIONS).map(versions),
+        DbConnection::Sqlite(c) => c.revert_all_migrations(SQLITE_MIGRATIONS).map(versions),
+    }
+    .map_err(|e| Error::Migration(format!("revert: {e}")))
+}
+
+/// The append-only tables: rows are only ever inserted.
+pub const APPEND_ONLY: &[&str] = &["ticket_history"];
+
+/// Installs (idempotently) the triggers that refuse UPDATE, DELETE and (PostgreSQL) TRUNCATE on
+/// the append-only tables.
+pub fn install_guards(conn: &mut DbConnection) -> Result<(), Error> {
+    let sql = match conn {
+        DbConnection::Sqlite(_) => APPEND_ONLY
+            .iter()
+            .map(|t| {
+                format!(
+                    "CREATE TRIGGER IF NOT EXISTS {t}_no_update BEFORE UPDATE ON {t} \
+                     BEGIN SELECT RAISE(ABORT, '{t} is append-only'); END; \
+                     CREATE TRIGGER IF NOT EXISTS {t}_no_delete BEFORE DELETE ON {t} \
+                     BEGIN SELECT RAISE(ABORT, '{t} is append-only'); END;"
+                )
+            })
+            .collect::<String>(),
+        DbConnection::Pg(_) => {
+            let mut sql = "CREATE OR REPLACE FUNCTION callcenter_append_only() RETURNS trigger \
+                 LANGUAGE plpgsql AS $$ BEGIN \
+                 RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$;"
+                .to_owned();
+            for t in APPEND_ONLY {
+                sql.push_str(&format!(
+                    " CREATE OR REPLACE TRIGGER {t}_append_only \
+                     BEFORE UPDATE OR DELETE OR TRUNCATE ON {t} \
+                     FOR EACH STATEMENT EXECUTE FUNCTION callcenter_append_only();"
+                ));
+            }
+            sql
+        }
+    };
+    conn.batch_execute(&sql)
+        .map_err(|e| Error::Migration(format!("append-only guards: {e}")))
+}
