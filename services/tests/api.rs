@@ -7,9 +7,9 @@ use actix_web::http::StatusCode;
 use actix_web::{App, test, web};
 use common::{Backend, OWN, TestDb};
 use diesel::prelude::*;
-use juki_node::db;
-use juki_node::routes::{self, AppState};
-use juki_node::schema::outbox;
+use juki_node::http::routes::{self, AppState};
+use juki_node::store::db;
+use juki_node::store::schema::outbox;
 use juki_node::store::{self, Counts};
 use serde_json::{Value, json};
 
@@ -634,7 +634,7 @@ async fn concurrent_writers_are_serialised(backend: Backend) {
 }
 
 async fn every_table_matches_its_diesel_definition(backend: Backend) {
-    use juki_node::schema::{daily_statistics, inbox, provision_log};
+    use juki_node::store::schema::{daily_statistics, inbox, provision_log};
     let (_db, state, _app) = setup!(backend);
     let mut conn = state.pool.get().unwrap();
     let conn = &mut *conn;
@@ -700,8 +700,8 @@ async fn every_table_matches_its_diesel_definition(backend: Backend) {
     assert_eq!(row.6.as_deref(), Some(TARO));
 
     // A bad status is refused by the CHECK constraint on both backends.
-    let bad = diesel::insert_into(juki_node::schema::residents::table)
-        .values(juki_node::models::ResidentRow {
+    let bad = diesel::insert_into(juki_node::store::schema::residents::table)
+        .values(juki_node::store::models::ResidentRow {
             resident_code: TARO.into(),
             individual_number: None,
             name: "n".into(),
@@ -726,8 +726,8 @@ async fn only_a_cs_accepts_updates(backend: Backend) {
         return;
     };
     let mut state = db.state();
-    state.identity = juki_node::config::NodeIdentity {
-        role: juki_node::config::Role::Prefecture,
+    state.identity = juki_node::cli::config::NodeIdentity {
+        role: juki_node::cli::config::Role::Prefecture,
         prefecture: Some(13),
         municipality: None,
     };

@@ -9,11 +9,11 @@ use actix_web::{App, test, web};
 use common::{Backend, NOW, OWN, TestDb};
 use diesel::prelude::*;
 use jiff::civil::date;
-use juki_node::batch::{self, StatRow};
-use juki_node::db::{DbConnection, DbUrl};
-use juki_node::models::{HistoryRow, IdempotencyRow, OutboxRow, ResidentRow};
-use juki_node::routes::{self, AppState};
-use juki_node::schema::{
+use juki_node::cli::batch::{self, StatRow};
+use juki_node::http::routes::{self, AppState};
+use juki_node::store::db::{DbConnection, DbUrl};
+use juki_node::store::models::{HistoryRow, IdempotencyRow, OutboxRow, ResidentRow};
+use juki_node::store::schema::{
     change_history, counters, daily_statistics, idempotency_keys, inbox, outbox, provision_log,
     residents,
 };
@@ -429,7 +429,7 @@ async fn pg_backup_restores_every_table_into_a_fresh_database() {
     assert_eq!(restored, manifest);
     let mut conn = fresh.url.connect().unwrap();
     assert_eq!(contents(&mut conn), original);
-    assert!(!juki_node::db::has_pending_migrations(&mut conn).unwrap());
+    assert!(!juki_node::store::db::has_pending_migrations(&mut conn).unwrap());
     drop(conn);
 
     // A PostgreSQL backup does not restore into SQLite.

@@ -11,12 +11,12 @@ use actix_web::{test, web};
 use common::{Backend, TestDb};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use juki_node::clock::FixedClock;
-use juki_node::config::{NodeIdentity, Role};
-use juki_node::models::ResidentRow;
+use juki_node::cli::config::{NodeIdentity, Role};
+use juki_node::domain::clock::FixedClock;
+use juki_node::http::routes::AppState;
 use juki_node::provision::AllowList;
-use juki_node::routes::AppState;
-use juki_node::schema::{change_history, provision_log, residents};
+use juki_node::store::models::ResidentRow;
+use juki_node::store::schema::{change_history, provision_log, residents};
 use serde_json::{Value, json};
 
 const TARO: &str = "12345678903";
@@ -112,7 +112,7 @@ macro_rules! setup {
             return;
         };
         let state = node(&db, $identity);
-        let app = test::init_service(juki_node::app::app(web::Data::new(state.clone()))).await;
+        let app = test::init_service(juki_node::cli::app::app(web::Data::new(state.clone()))).await;
         (db, state, app)
     }};
 }
@@ -505,7 +505,7 @@ async fn a_cs_answers_no_agency(backend: Backend) {
     };
     let mut state = db.state();
     state.allow = Arc::new(AllowList::parse(ALLOW).unwrap());
-    let app = test::init_service(juki_node::app::app(web::Data::new(state.clone()))).await;
+    let app = test::init_service(juki_node::cli::app::app(web::Data::new(state.clone()))).await;
     let (status, body) = post_as!(
         app,
         "/v1/agency/queries",
@@ -618,7 +618,7 @@ async fn the_provision_log_is_append_only(backend: Backend) {
         );
     }
     // Migrating again (a restart) keeps the guard and the rows.
-    juki_node::db::run_migrations(&mut conn).unwrap();
+    juki_node::store::db::run_migrations(&mut conn).unwrap();
     assert!(
         diesel::delete(provision_log::table)
             .execute(&mut conn)

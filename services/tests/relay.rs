@@ -12,12 +12,12 @@ use actix_web::{App, HttpServer, test, web};
 use common::{Backend, OWN, TestDb};
 use diesel::prelude::*;
 use juki_calendar::{Calendar, CalendarConfig};
-use juki_node::clock::FixedClock;
-use juki_node::config::{NodeIdentity, Role};
-use juki_node::models::OutboxRow;
+use juki_node::cli::config::{NodeIdentity, Role};
+use juki_node::domain::clock::FixedClock;
+use juki_node::http::routes::{self, AppState};
 use juki_node::relay::{self, RelayControl, RelaySettings};
-use juki_node::routes::{self, AppState};
-use juki_node::schema::{change_history, inbox, outbox, residents};
+use juki_node::store::models::OutboxRow;
+use juki_node::store::schema::{change_history, inbox, outbox, residents};
 use juki_node::store::{self, Counts};
 use serde_json::{Value, json};
 

@@ -16,13 +16,15 @@ use actix_web::{App, test, web};
 use common::{Backend, TestDb};
 use diesel::prelude::*;
 use juki_calendar::{Calendar, CalendarConfig};
-use juki_node::clock::FixedClock;
-use juki_node::config::NodeIdentity;
-use juki_node::db::{self, DbConnection};
-use juki_node::mailbox::{self, CsContext, WideArea};
+use juki_node::cli::config::NodeIdentity;
+use juki_node::domain::clock::FixedClock;
+use juki_node::http::routes::{self, AppState};
+use juki_node::relay::mailbox::{self, CsContext, WideArea};
 use juki_node::relay::{RelayControl, RelaySettings};
-use juki_node::routes::{self, AppState};
-use juki_node::schema::{change_history, issuance_log, issuances, outbox, residents, transfers};
+use juki_node::store::db::{self, DbConnection};
+use juki_node::store::schema::{
+    change_history, issuance_log, issuances, outbox, residents, transfers,
+};
 use serde_json::{Value, json};
 
 const A: &str = "131016";
@@ -119,7 +121,7 @@ fn deliver(from: &AppState, to: &AppState) {
     let ctx = CsContext {
         identity: to.identity.clone(),
         calendar: to.relay.calendar.clone(),
-        extensions: juki_node::issuance::read_extensions(to.wide.extensions.as_deref()),
+        extensions: juki_node::wide_area::issuance::read_extensions(to.wide.extensions.as_deref()),
         own_names: to.wide.own_names(&to.identity),
         now: to.clock.now(),
         trace: None,
@@ -835,7 +837,7 @@ async fn delivered_messages_expire(backend: Backend) {
     };
     let mut pref = cs(&db, A, NOON, false, None);
     pref.identity = NodeIdentity {
-        role: juki_node::config::Role::Prefecture,
+        role: juki_node::cli::config::Role::Prefecture,
         prefecture: Some(13),
         municipality: None,
     };
@@ -872,7 +874,7 @@ async fn delivered_messages_expire(backend: Backend) {
     let (_, v) = fetch(&pref, 1).await;
     assert_eq!(v["messages"][0]["id"], 2, "after acknowledges: {v}");
     let rows = |state: &AppState| -> i64 {
-        juki_node::schema::mailbox::table
+        juki_node::store::schema::mailbox::table
             .count()
             .get_result(&mut conn(state))
             .unwrap()
@@ -902,7 +904,7 @@ async fn fetch_waits_for_the_upstream_window(backend: Backend) {
     };
     let mut pref = cs(&db_pref, A, NOON, false, None);
     pref.identity = NodeIdentity {
-        role: juki_node::config::Role::Prefecture,
+        role: juki_node::cli::config::Role::Prefecture,
         prefecture: Some(13),
         municipality: None,
     };
@@ -938,8 +940,8 @@ async fn fetch_waits_for_the_upstream_window(backend: Backend) {
         "{ack}"
     );
     let undelivered = || {
-        juki_node::schema::mailbox::table
-            .filter(juki_node::schema::mailbox::delivered_at.is_null())
+        juki_node::store::schema::mailbox::table
+            .filter(juki_node::store::schema::mailbox::delivered_at.is_null())
             .count()
             .get_result::<i64>(&mut conn(&pref))
             .unwrap()

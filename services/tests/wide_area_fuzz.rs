@@ -14,10 +14,10 @@ mod common;
 use actix_web::{App, test, web};
 use common::{Backend, TestDb};
 use diesel::prelude::*;
-use juki_node::config::{NodeIdentity, Role};
-use juki_node::db::DbConnection;
-use juki_node::routes;
-use juki_node::schema::{
+use juki_node::cli::config::{NodeIdentity, Role};
+use juki_node::http::routes;
+use juki_node::store::db::DbConnection;
+use juki_node::store::schema::{
     inbox, issuance_log, issuances, mailbox, outbox, provision_log, residents, transfers,
 };
 use proptest::prelude::*;
@@ -464,7 +464,7 @@ async fn provision_fuzz(backend: Backend) {
         )
         .unwrap(),
     );
-    let app = test::init_service(juki_node::app::app(web::Data::new(national.clone()))).await;
+    let app = test::init_service(juki_node::cli::app::app(web::Data::new(national.clone()))).await;
     let before = snapshot(&mut national.pool.get().unwrap());
     let taro = "12345678903";
     // (route, identity, a valid body, its fields)

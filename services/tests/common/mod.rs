@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use juki_node::clock::FixedClock;
-use juki_node::config::NodeIdentity;
-use juki_node::db::{self, DbUrl};
-use juki_node::routes::AppState;
+use juki_node::cli::config::NodeIdentity;
+use juki_node::domain::clock::FixedClock;
+use juki_node::http::routes::AppState;
+use juki_node::store::db::{self, DbUrl};
 
 pub const OWN: &str = "131016";
 /// The fixed "now" of the tests: 2024-06-03 12:00 in Tokyo.

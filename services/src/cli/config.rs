@@ -7,8 +7,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use juki_calendar::{Calendar, CalendarConfig};
 use serde_json::Value;
 
-use crate::db::DbUrl;
 use crate::error::Error;
+use crate::store::db::DbUrl;
 
 /// The tier a node serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -261,7 +261,7 @@ pub struct NodeConfig {
     /// The active ServiceExtensions file.
     pub extensions: Option<PathBuf>,
     /// Mutual TLS (None: plain HTTP without authentication).
-    pub tls: Option<crate::tls::TlsFiles>,
+    pub tls: Option<crate::http::tls::TlsFiles>,
     /// The agency allow-list (empty: every query refused).
     pub allow_list: crate::provision::AllowList,
 }
@@ -434,7 +434,7 @@ impl NodeArgs {
                 .map(|u| u.trim_end_matches('/').to_owned()),
         };
         let tls = match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
-            (Some(cert), Some(key), Some(ca)) => Some(crate::tls::TlsFiles {
+            (Some(cert), Some(key), Some(ca)) => Some(crate::http::tls::TlsFiles {
                 cert: cert.clone(),
                 key: key.clone(),
                 ca: ca.clone(),

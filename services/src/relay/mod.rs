@@ -6,6 +6,9 @@
 //! acknowledges the highest seq of the batch, and the sender then marks the rows sent. A crash
 //! anywhere repeats at most one batch, which the receiver acknowledges without re-applying.
 
+pub mod client;
+pub mod mailbox;
+
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
@@ -20,15 +23,15 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::config::{NodeIdentity, Role};
-use crate::db::DbConnection;
+use crate::cli::config::{NodeIdentity, Role};
+use crate::domain::trace::TraceParent;
 use crate::domain::{self, Status, Update};
 use crate::error::Error;
-use crate::models::{HistoryRow, OutboxRow, ResidentRow};
-use crate::routes::AppState;
-use crate::schema::{change_history, counters, inbox, outbox};
+use crate::http::routes::AppState;
+use crate::store::db::DbConnection;
+use crate::store::models::{HistoryRow, OutboxRow, ResidentRow};
+use crate::store::schema::{change_history, counters, inbox, outbox};
 use crate::store::{BatchResidents, CHUNK, insert_rows, lock_writes, reserve_ids};
-use crate::trace::TraceParent;
 
 /// Tuning of the sender side.
 #[derive(Debug, Clone)]
@@ -184,7 +187,7 @@ pub struct Envelope {
     update: Option<Update>,
     /// … or a message of a wide-area service for another CS (see `mailbox.rs`).
     #[serde(default)]
-    pub(crate) message: Option<crate::mailbox::Message>,
+    pub(crate) message: Option<crate::relay::mailbox::Message>,
     #[serde(default)]
     traceparent: Option<String>,
 }
@@ -297,7 +300,7 @@ pub fn apply_batch(
             apply_items(conn, forward, &batch.sender, updates, &now.to_string())?;
         }
         if !messages.is_empty() {
-            crate::mailbox::route_from_child(conn, identity, &batch.sender, messages, now)?;
+            crate::relay::mailbox::route_from_child(conn, identity, &batch.sender, messages, now)?;
         }
         ack.applied = (batch.items.len() - seen.len()) as u64;
         Ok(ack)
@@ -586,7 +589,7 @@ fn send(
         .as_deref()
         .map(|t| vec![("traceparent", t)])
         .unwrap_or_default();
-    let response = crate::client::post_json(&url, &body, &headers, timeout)?;
+    let response = crate::relay::client::post_json(&url, &body, &headers, timeout)?;
     let json = response.json().unwrap_or(Value::Null);
     if response.status != 200 {
         let tag = json["error"].as_str().unwrap_or("?");

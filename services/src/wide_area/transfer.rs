@@ -24,12 +24,12 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::db::DbConnection;
 use crate::domain::{self, Reason, Sex, Status, Update};
 use crate::error::Error;
-use crate::mailbox::{self, CsContext, Message, MessageKind};
-use crate::models::{ResidentRow, TransferRow};
-use crate::schema::transfers;
+use crate::relay::mailbox::{self, CsContext, Message, MessageKind};
+use crate::store::db::DbConnection;
+use crate::store::models::{ResidentRow, TransferRow};
+use crate::store::schema::transfers;
 use crate::store::{self, lock_writes, reserve_ids};
 
 /// Source states.
@@ -841,7 +841,7 @@ pub(crate) fn cancel_pending_of(
     sender: &str,
     codes: &[&str],
     now: jiff::Timestamp,
-    trace: Option<&crate::trace::TraceParent>,
+    trace: Option<&crate::domain::trace::TraceParent>,
 ) -> Result<usize, Error> {
     let rows: Vec<TransferRow> = transfers::table
         .filter(transfers::side.eq("source"))
@@ -878,7 +878,7 @@ fn end_pending(
     mut row: TransferRow,
     note: &str,
     now: jiff::Timestamp,
-    trace: Option<&crate::trace::TraceParent>,
+    trace: Option<&crate::domain::trace::TraceParent>,
 ) -> Result<(), Error> {
     row.state = CANCELLED.into();
     row.note = Some(note.to_owned());

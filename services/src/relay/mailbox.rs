@@ -23,15 +23,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::config::{NodeIdentity, Role};
-use crate::db::DbConnection;
+use crate::cli::config::{NodeIdentity, Role};
+use crate::domain::trace::TraceParent;
 use crate::error::Error;
-use crate::models::OutboxRow;
+use crate::http::routes::AppState;
 use crate::relay::{Envelope, RelayItem};
-use crate::routes::AppState;
-use crate::schema::{counters, inbox, mailbox, outbox};
+use crate::store::db::DbConnection;
+use crate::store::models::OutboxRow;
+use crate::store::schema::{counters, inbox, mailbox, outbox};
 use crate::store::{insert_rows, reserve_ids};
-use crate::trace::TraceParent;
 
 /// What a message carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -331,7 +331,7 @@ pub fn cursor(conn: &mut DbConnection) -> Result<i64, Error> {
 pub struct CsContext {
     pub identity: NodeIdentity,
     pub calendar: Option<juki_calendar::Calendar>,
-    pub extensions: Vec<crate::issuance::Extension>,
+    pub extensions: Vec<crate::wide_area::issuance::Extension>,
     pub own_names: Vec<String>,
     pub now: Timestamp,
     /// The trace the work belongs to: the request's, or the message's being handled.
@@ -403,11 +403,21 @@ pub fn apply_fetched(
 
 fn dispatch(conn: &mut DbConnection, ctx: &CsContext, message: &Message) -> Result<(), Error> {
     let result = match message.kind {
-        MessageKind::MoveOutInfo => crate::transfer::receive_move_out_info(conn, ctx, message),
-        MessageKind::MoveInNotice => crate::transfer::receive_move_in_notice(conn, ctx, message),
-        MessageKind::MoveOutCancelled => crate::transfer::receive_cancellation(conn, ctx, message),
-        MessageKind::IssuanceRequest => crate::issuance::receive_request(conn, ctx, message),
-        MessageKind::IssuanceAnswer => crate::issuance::receive_answer(conn, ctx, message),
+        MessageKind::MoveOutInfo => {
+            crate::wide_area::transfer::receive_move_out_info(conn, ctx, message)
+        }
+        MessageKind::MoveInNotice => {
+            crate::wide_area::transfer::receive_move_in_notice(conn, ctx, message)
+        }
+        MessageKind::MoveOutCancelled => {
+            crate::wide_area::transfer::receive_cancellation(conn, ctx, message)
+        }
+        MessageKind::IssuanceRequest => {
+            crate::wide_area::issuance::receive_request(conn, ctx, message)
+        }
+        MessageKind::IssuanceAnswer => {
+            crate::wide_area::issuance::receive_answer(conn, ctx, message)
+        }
     };
     match result {
         // A body that cannot be read is logged and skipped: holding it would stop every later
@@ -469,7 +479,7 @@ pub async fn run_pull(state: AppState) {
         };
         let url = format!("{upstream}/v1/mailbox?recipient={me}&after={after}&wait={wait}");
         let fetched = tokio::task::spawn_blocking(move || {
-            let r = crate::client::get(&url, Duration::from_secs(wait + 10))?;
+            let r = crate::relay::client::get(&url, Duration::from_secs(wait + 10))?;
             if r.status != 200 {
                 return Err(format!(
                     "upstream answered {}: {}",
@@ -514,7 +524,8 @@ pub async fn run_pull(state: AppState) {
         let Some(last) = messages.iter().map(|(id, _)| *id).max() else {
             continue;
         };
-        let extensions = crate::issuance::read_extensions(state.wide.extensions.as_deref());
+        let extensions =
+            crate::wide_area::issuance::read_extensions(state.wide.extensions.as_deref());
         let ctx = CsContext {
             identity: state.identity.clone(),
             calendar: state.relay.calendar.clone(),

@@ -7,18 +7,18 @@ use actix_web::http::header::HeaderMap;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use serde_json::{Value, json};
 
-use crate::authz::{self, Caller};
-use crate::clock::Clock;
-use crate::config::{NodeIdentity, Role};
-use crate::db::{DbConnection, Pool};
+use crate::cli::config::{NodeIdentity, Role};
 use crate::domain::Context;
+use crate::domain::clock::Clock;
+use crate::domain::trace::TraceParent;
 use crate::error::Error;
-use crate::mailbox::CsContext;
-use crate::mailbox::WideArea;
+use crate::http::authz::{self, Caller};
 use crate::metrics::Metrics;
+use crate::relay::mailbox::CsContext;
+use crate::relay::mailbox::WideArea;
 use crate::relay::{self, RelayBatch, RelayControl};
+use crate::store::db::{DbConnection, Pool};
 use crate::store::{self, Submission};
-use crate::trace::TraceParent;
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
@@ -39,7 +39,7 @@ pub struct AppState {
     /// The agency allow-list of the provision service.
     pub allow: Arc<crate::provision::AllowList>,
     /// Answers the agency queries and commits their log rows in batches (provision_desk.rs).
-    pub provision_desk: crate::provision_desk::Desk,
+    pub provision_desk: crate::provision::desk::Desk,
 }
 
 /// Without TLS, the header a caller names its identity in (local demos and tests only: a node
@@ -57,9 +57,9 @@ pub fn authenticate(
         return Ok(None);
     }
     let caller = if state.mtls {
-        match req.conn_data::<crate::tls::Peer>() {
-            Some(crate::tls::Peer::Known(c)) => Some(c.clone()),
-            Some(crate::tls::Peer::Unknown(cn)) => {
+        match req.conn_data::<crate::http::tls::Peer>() {
+            Some(crate::http::tls::Peer::Known(c)) => Some(c.clone()),
+            Some(crate::http::tls::Peer::Unknown(cn)) => {
                 return Err(Error::Unauthenticated(format!(
                     "the client certificate's CN {cn:?} is not a jukinet identity"
                 )));
@@ -94,14 +94,14 @@ impl AppState {
     /// A node without upstream (relay disabled) and with fresh metrics; `pool` connects to
     /// `url` (the provision desk opens its own connection there).
     pub fn new(
-        url: &crate::db::DbUrl,
+        url: &crate::store::db::DbUrl,
         pool: Pool,
         identity: NodeIdentity,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let writes = Arc::default();
         AppState {
-            provision_desk: crate::provision_desk::Desk::start(url.clone(), Arc::clone(&writes)),
+            provision_desk: crate::provision::desk::Desk::start(url.clone(), Arc::clone(&writes)),
             pool,
             identity,
             clock,
@@ -416,7 +416,7 @@ async fn post_resume(state: web::Data<AppState>) -> HttpResponse {
 /// `GET /admin/v1/relay`: the outbox and the relay's state.
 async fn get_relay_status(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let outbox = state.with_db(relay::outbox_status).await?;
-    let undelivered = state.with_db(crate::mailbox::undelivered).await?;
+    let undelivered = state.with_db(crate::relay::mailbox::undelivered).await?;
     let mut status = relay::status_json(&state, outbox);
     // Messages kept here for the nodes below that they have not acknowledged yet.
     status["mailbox"] = json!({ "undelivered": undelivered });
@@ -435,7 +435,7 @@ async fn get_metrics(state: web::Data<AppState>) -> HttpResponse {
 
 /// `GET /openapi.json`.
 async fn get_openapi() -> HttpResponse {
-    HttpResponse::Ok().json(crate::openapi::document())
+    HttpResponse::Ok().json(crate::http::openapi::document())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -449,7 +449,7 @@ impl AppState {
             identity: self.identity.clone(),
             calendar: self.relay.calendar.clone(),
             extensions: if with_extensions {
-                crate::issuance::read_extensions(self.wide.extensions.as_deref())
+                crate::wide_area::issuance::read_extensions(self.wide.extensions.as_deref())
             } else {
                 Vec::new()
             },
@@ -527,12 +527,13 @@ async fn post_transfer(
 ) -> Result<HttpResponse, Error> {
     let ctx = state.traced_context(&http, false)?;
     let own = state.own_municipality()?.to_owned();
-    let req = crate::transfer::parse_move_out(&json_body(&body)?, &own, state.clock.today())?;
+    let req =
+        crate::wide_area::transfer::parse_move_out(&json_body(&body)?, &own, state.clock.today())?;
     if !state.in_window_service(ctx.now) {
         return Err(outside_window_service());
     }
     let (view, replayed) = state
-        .with_write(move |conn| crate::transfer::move_out(conn, &ctx, &req))
+        .with_write(move |conn| crate::wide_area::transfer::move_out(conn, &ctx, &req))
         .await?;
     if !replayed {
         state.relay.wake();
@@ -550,7 +551,7 @@ async fn get_transfer(
     let id = path.into_inner();
     checked_id(&id)?;
     let view = state
-        .with_db(move |conn| crate::transfer::get(conn, &id))
+        .with_db(move |conn| crate::wide_area::transfer::get(conn, &id))
         .await?;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -565,7 +566,7 @@ async fn post_cancel(
     let id = path.into_inner();
     checked_id(&id)?;
     let (view, replayed) = state
-        .with_write(move |conn| crate::transfer::cancel(conn, &ctx, &id))
+        .with_write(move |conn| crate::wide_area::transfer::cancel(conn, &ctx, &id))
         .await?;
     if !replayed {
         state.relay.wake();
@@ -587,22 +588,22 @@ async fn post_move_in(
     body: web::Bytes,
 ) -> Result<HttpResponse, Error> {
     let ctx = state.traced_context(&http, false)?;
-    let req = crate::transfer::parse_move_in(&json_body(&body)?, state.clock.today())?;
+    let req = crate::wide_area::transfer::parse_move_in(&json_body(&body)?, state.clock.today())?;
     if !state.in_window_service(ctx.now) {
         return Err(outside_window_service());
     }
     let result = state
-        .with_write(move |conn| crate::transfer::move_in(conn, &ctx, &req))
+        .with_write(move |conn| crate::wide_area::transfer::move_in(conn, &ctx, &req))
         .await?;
     match result {
-        crate::transfer::MoveInResult::Done(view, replayed) => {
+        crate::wide_area::transfer::MoveInResult::Done(view, replayed) => {
             if !replayed {
                 state.relay.wake();
                 state.metrics.wide_area("moved_in", 1);
             }
             Ok(created_or_replayed(&*view, replayed))
         }
-        crate::transfer::MoveInResult::Refused(e) => Err(e),
+        crate::wide_area::transfer::MoveInResult::Refused(e) => Err(e),
     }
 }
 
@@ -623,8 +624,8 @@ async fn post_issuance(
     let ctx = state.traced_context(&req, true)?;
     let own = state.own_municipality()?.to_owned();
     let key = idempotency_key(req.headers())?;
-    let request = crate::issuance::parse_request(&json_body(&body)?, &own)?;
-    let open = crate::issuance::service_open(
+    let request = crate::wide_area::issuance::parse_request(&json_body(&body)?, &own)?;
+    let open = crate::wide_area::issuance::service_open(
         ctx.calendar.as_ref(),
         &ctx.extensions,
         &ctx.own_names,
@@ -632,11 +633,13 @@ async fn post_issuance(
         ctx.now,
     );
     let outcome = state
-        .with_write(move |conn| crate::issuance::request(conn, &ctx, &key, &request, open))
+        .with_write(move |conn| {
+            crate::wide_area::issuance::request(conn, &ctx, &key, &request, open)
+        })
         .await?;
     let (mut view, replayed) = match outcome {
-        crate::issuance::Requested::Closed => return Err(outside_window_service()),
-        crate::issuance::Requested::Sent(view, replayed) => (*view, replayed),
+        crate::wide_area::issuance::Requested::Closed => return Err(outside_window_service()),
+        crate::wide_area::issuance::Requested::Sent(view, replayed) => (*view, replayed),
     };
     if !replayed {
         state.relay.wake();
@@ -644,15 +647,15 @@ async fn post_issuance(
     }
     let deadline = std::time::Instant::now()
         + std::time::Duration::from_secs(query.wait.unwrap_or(10).min(60));
-    while view.state == crate::issuance::REQUESTED {
+    while view.state == crate::wide_area::issuance::REQUESTED {
         let mut notified = std::pin::pin!(state.wide.answers.notified());
         notified.as_mut().enable();
         let id = view.issuance_id.clone();
         view = state
-            .with_db(move |conn| crate::issuance::get(conn, &id))
+            .with_db(move |conn| crate::wide_area::issuance::get(conn, &id))
             .await?;
         let now = std::time::Instant::now();
-        if view.state != crate::issuance::REQUESTED || now >= deadline {
+        if view.state != crate::wide_area::issuance::REQUESTED || now >= deadline {
             break;
         }
         let _ = tokio::time::timeout(
@@ -661,7 +664,7 @@ async fn post_issuance(
         )
         .await;
     }
-    let (status, body) = crate::issuance::http_answer(&view);
+    let (status, body) = crate::wide_area::issuance::http_answer(&view);
     let mut response = HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::OK));
     if replayed {
         response.insert_header(("Idempotent-Replayed", "true"));
@@ -678,7 +681,7 @@ async fn get_issuance(
     let id = path.into_inner();
     checked_id(&id)?;
     let view = state
-        .with_db(move |conn| crate::issuance::get(conn, &id))
+        .with_db(move |conn| crate::wide_area::issuance::get(conn, &id))
         .await?;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -702,7 +705,7 @@ async fn get_mailbox(
         after,
         wait,
     } = query.into_inner();
-    crate::mailbox::check_recipient(&state.identity, &recipient)?;
+    crate::relay::mailbox::check_recipient(&state.identity, &recipient)?;
     if let Some(caller) = caller_of(&req) {
         authz::check_mailbox(&caller, &recipient)?;
     }
@@ -717,17 +720,19 @@ async fn get_mailbox(
     if after > 0 {
         let (who, now) = (recipient.clone(), state.clock.now());
         state
-            .with_write(move |conn| crate::mailbox::acknowledge(conn, &who, after, now))
+            .with_write(move |conn| crate::relay::mailbox::acknowledge(conn, &who, after, now))
             .await?;
     }
     let deadline = std::time::Instant::now()
-        + std::time::Duration::from_secs(wait.unwrap_or(0).min(crate::mailbox::MAX_WAIT_SECS));
+        + std::time::Duration::from_secs(
+            wait.unwrap_or(0).min(crate::relay::mailbox::MAX_WAIT_SECS),
+        );
     loop {
         let mut notified = std::pin::pin!(state.wide.mailbox.notified());
         notified.as_mut().enable();
         let who = recipient.clone();
         let messages = state
-            .with_db(move |conn| crate::mailbox::pending_for(conn, &who, after, 500))
+            .with_db(move |conn| crate::relay::mailbox::pending_for(conn, &who, after, 500))
             .await?;
         let now = std::time::Instant::now();
         if !messages.is_empty() || now >= deadline {
@@ -770,7 +775,7 @@ async fn post_agency_query(
         return refused.map(|v| HttpResponse::Ok().json(v));
     };
     let query = crate::provision::parse_query(&json_body(&body)?)?;
-    let scope = crate::provision_desk::Scope {
+    let scope = crate::provision::desk::Scope {
         node: state.identity.clone(),
         allow: state.allow.clone(),
     };

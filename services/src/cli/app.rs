@@ -7,18 +7,18 @@ use std::time::Duration;
 use actix_web::dev::Service as _;
 use actix_web::{App, HttpServer, web};
 
-use crate::batch;
-use crate::clock::{Clock, SystemClock};
-use crate::config::{BatchJob, Cli, Command, MigrateArgs, RestoreArgs, ServeArgs};
-use crate::db::{self, DbUrl};
+use crate::cli::batch;
+use crate::cli::config::{BatchJob, Cli, Command, MigrateArgs, RestoreArgs, ServeArgs};
+use crate::domain::clock::{Clock, SystemClock};
 use crate::error::Error;
+use crate::http::routes::{self, AppState};
 use crate::metrics::Metrics;
 use crate::relay::{self, RelayControl, RelaySettings};
-use crate::routes::{self, AppState};
+use crate::store::db::{self, DbUrl};
 
 /// Runs the command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    crate::logging::init(cli.log_json);
+    crate::cli::logging::init(cli.log_json);
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(args) => migrate(args).await,
@@ -35,7 +35,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 fn describe(url: &DbUrl) -> (&'static str, String) {
     match url {
         DbUrl::Sqlite(path) => ("sqlite", path.clone()),
-        DbUrl::Postgres(u) => ("postgres", crate::pgtools::redact(u)),
+        DbUrl::Postgres(u) => ("postgres", crate::cli::pgtools::redact(u)),
     }
 }
 
@@ -141,7 +141,7 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
 /// Builds the handler state and applies pending migrations.
 pub async fn prepare(
     args: &ServeArgs,
-    config: &crate::config::NodeConfig,
+    config: &crate::cli::config::NodeConfig,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<AppState> {
     Ok(prepare_logged(args, config, clock).await?.0)
@@ -150,7 +150,7 @@ pub async fn prepare(
 /// [`prepare`], also returning the migrations it applied.
 async fn prepare_logged(
     args: &ServeArgs,
-    config: &crate::config::NodeConfig,
+    config: &crate::cli::config::NodeConfig,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<(AppState, Vec<String>)> {
     let config = config.clone();
@@ -172,7 +172,7 @@ async fn prepare_logged(
     };
     let writes: Arc<std::sync::Mutex<()>> = Arc::default();
     let state = AppState {
-        provision_desk: crate::provision_desk::Desk::start(
+        provision_desk: crate::provision::desk::Desk::start(
             config.database.clone(),
             Arc::clone(&writes),
         ),
@@ -186,10 +186,10 @@ async fn prepare_logged(
         )),
         metrics: Metrics::new(),
         writes,
-        wide: Arc::new(crate::mailbox::WideArea {
+        wide: Arc::new(crate::relay::mailbox::WideArea {
             name: config.name.clone(),
             extensions: config.extensions.clone(),
-            ..crate::mailbox::WideArea::default()
+            ..crate::relay::mailbox::WideArea::default()
         }),
         mtls: config.tls.is_some(),
         allow: Arc::new(config.allow_list.clone()),
@@ -208,7 +208,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let server = match &config.tls {
         Some(files) => {
-            crate::client::set_tls(files.client_config()?);
+            crate::relay::client::set_tls(files.client_config()?);
             server
                 .on_connect(remember_peer)
                 .bind_rustls_0_23(listen, files.server_config()?)?
@@ -234,7 +234,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         migrations = ?applied,
         "juki-node serving"
     );
-    actix_web::rt::spawn(crate::mailbox::run_pull(state.clone()));
+    actix_web::rt::spawn(crate::relay::mailbox::run_pull(state.clone()));
     actix_web::rt::spawn(relay::run(state));
     server.run().await?;
     tracing::info!("juki-node stopped");
@@ -246,7 +246,7 @@ fn remember_peer(conn: &dyn std::any::Any, data: &mut actix_web::dev::Extensions
     type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
     if let Some(tls) = conn.downcast_ref::<Tls>() {
         let (_, session) = tls.get_ref();
-        data.insert(crate::tls::Peer::of(session.peer_certificates()));
+        data.insert(crate::http::tls::Peer::of(session.peer_certificates()));
     }
 }
 
@@ -340,9 +340,9 @@ pub fn app(
 fn refused_identity(req: &actix_web::dev::ServiceRequest, state: Option<&AppState>) -> String {
     let from_tls = state.is_some_and(|s| s.mtls);
     if from_tls {
-        match req.conn_data::<crate::tls::Peer>() {
-            Some(crate::tls::Peer::Known(c)) => c.name(),
-            Some(crate::tls::Peer::Unknown(cn)) => format!("unknown CN {cn:?}"),
+        match req.conn_data::<crate::http::tls::Peer>() {
+            Some(crate::http::tls::Peer::Known(c)) => c.name(),
+            Some(crate::http::tls::Peer::Unknown(cn)) => format!("unknown CN {cn:?}"),
             _ => "anonymous".into(),
         }
     } else {

@@ -1,18 +1,23 @@
 //! Transactions: read the state, call the pure core, write. Runs on a blocking thread.
 
+pub mod db;
+pub mod models;
+pub mod schema;
+pub mod views;
+
 use std::collections::HashMap;
 
 use diesel::prelude::*;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::db::DbConnection;
+use crate::domain::trace::TraceParent;
 use crate::domain::{self, Context, Status, Update};
 use crate::error::Error;
-use crate::models::{HistoryRow, IdempotencyRow, OutboxRow, ResidentRow};
-use crate::schema::{change_history, counters, idempotency_keys, outbox, residents};
-use crate::trace::TraceParent;
-use crate::views::{Accepted, HistoryView, ResidentView};
+use crate::store::db::DbConnection;
+use crate::store::models::{HistoryRow, IdempotencyRow, OutboxRow, ResidentRow};
+use crate::store::schema::{change_history, counters, idempotency_keys, outbox, residents};
+use crate::store::views::{Accepted, HistoryView, ResidentView};
 
 /// A stored HTTP result (status and JSON body).
 #[derive(Debug, Clone, PartialEq)]
@@ -288,7 +293,7 @@ fn apply_all(
         .map(|r| r.resident_code.as_str())
         .collect();
     if !ending.is_empty() {
-        crate::transfer::cancel_pending_of(conn, sender, &ending, now, trace)?;
+        crate::wide_area::transfer::cancel_pending_of(conn, sender, &ending, now, trace)?;
     }
     Ok(results)
 }
@@ -482,7 +487,7 @@ pub fn counts(conn: &mut DbConnection) -> Result<Counts, Error> {
 
 /// Readiness: the database answers and no migration is pending.
 pub fn check_ready(conn: &mut DbConnection) -> Result<(), Error> {
-    if crate::db::has_pending_migrations(conn)? {
+    if crate::store::db::has_pending_migrations(conn)? {
         return Err(Error::NotReady("database migrations are pending".into()));
     }
     counters::table.count().get_result::<i64>(conn)?;

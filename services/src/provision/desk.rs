@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::config::NodeIdentity;
+use crate::cli::config::NodeIdentity;
 use diesel::connection::SimpleConnection;
 
-use crate::db::{DbConnection, DbUrl};
 use crate::error::Error;
+use crate::provision::log::{self, LogRow, MAX_BATCH};
 use crate::provision::{AllowList, Asked};
-use crate::provision_log::{self, LogRow, MAX_BATCH};
+use crate::store::db::{DbConnection, DbUrl};
 
 /// Whose rules answer a query: the node and its allow-list (the same for every query of a
 /// running node; tests change them between requests).
@@ -198,6 +198,6 @@ fn serve(
     }
     let _turn = matches!(conn, DbConnection::Sqlite(_))
         .then(|| writes.lock().unwrap_or_else(|e| e.into_inner()));
-    provision_log::insert(conn, &rows)?;
+    log::insert(conn, &rows)?;
     Ok(answers)
 }

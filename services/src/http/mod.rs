@@ -1,0 +1,6 @@
+//! The HTTP surface: the handlers and their state, authentication and mutual TLS.
+
+pub mod authz;
+pub mod openapi;
+pub mod routes;
+pub mod tls;
