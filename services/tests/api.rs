@@ -726,8 +726,8 @@ async fn only_a_cs_accepts_updates(backend: Backend) {
         return;
     };
     let mut state = db.state();
-    state.identity = juki_node::cli::config::NodeIdentity {
-        role: juki_node::cli::config::Role::Prefecture,
+    state.identity = juki_node::domain::identity::NodeIdentity {
+        role: juki_node::domain::identity::Role::Prefecture,
         prefecture: Some(13),
         municipality: None,
     };

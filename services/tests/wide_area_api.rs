@@ -16,8 +16,8 @@ use actix_web::{App, test, web};
 use common::{Backend, TestDb};
 use diesel::prelude::*;
 use juki_calendar::{Calendar, CalendarConfig};
-use juki_node::cli::config::NodeIdentity;
 use juki_node::domain::clock::FixedClock;
+use juki_node::domain::identity::NodeIdentity;
 use juki_node::http::routes::{self, AppState};
 use juki_node::relay::mailbox::{self, CsContext, WideArea};
 use juki_node::relay::{RelayControl, RelaySettings};
@@ -837,7 +837,7 @@ async fn delivered_messages_expire(backend: Backend) {
     };
     let mut pref = cs(&db, A, NOON, false, None);
     pref.identity = NodeIdentity {
-        role: juki_node::cli::config::Role::Prefecture,
+        role: juki_node::domain::identity::Role::Prefecture,
         prefecture: Some(13),
         municipality: None,
     };
@@ -904,7 +904,7 @@ async fn fetch_waits_for_the_upstream_window(backend: Backend) {
     };
     let mut pref = cs(&db_pref, A, NOON, false, None);
     pref.identity = NodeIdentity {
-        role: juki_node::cli::config::Role::Prefecture,
+        role: juki_node::domain::identity::Role::Prefecture,
         prefecture: Some(13),
         municipality: None,
     };

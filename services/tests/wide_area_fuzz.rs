@@ -14,7 +14,7 @@ mod common;
 use actix_web::{App, test, web};
 use common::{Backend, TestDb};
 use diesel::prelude::*;
-use juki_node::cli::config::{NodeIdentity, Role};
+use juki_node::domain::identity::{NodeIdentity, Role};
 use juki_node::http::routes;
 use juki_node::store::db::DbConnection;
 use juki_node::store::schema::{

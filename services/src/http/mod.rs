@@ -1,6 +1,5 @@
 //! The HTTP surface: the handlers and their state, authentication and mutual TLS.
 
-pub mod authz;
 pub mod openapi;
 pub mod routes;
 pub mod tls;

@@ -7,12 +7,12 @@ use actix_web::http::header::HeaderMap;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use serde_json::{Value, json};
 
-use crate::cli::config::{NodeIdentity, Role};
 use crate::domain::Context;
+use crate::domain::authz::{self, Caller};
 use crate::domain::clock::Clock;
+use crate::domain::identity::{NodeIdentity, Role};
 use crate::domain::trace::TraceParent;
 use crate::error::Error;
-use crate::http::authz::{self, Caller};
 use crate::metrics::Metrics;
 use crate::relay::mailbox::CsContext;
 use crate::relay::mailbox::WideArea;

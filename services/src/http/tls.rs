@@ -15,8 +15,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
+use crate::domain::authz::Caller;
 use crate::error::Error;
-use crate::http::authz::Caller;
 
 /// The PEM files of one party.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::cli::config::NodeIdentity;
+use crate::domain::identity::NodeIdentity;
 use diesel::connection::SimpleConnection;
 
 use crate::error::Error;

@@ -16,7 +16,7 @@ use diesel::prelude::*;
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
-use crate::cli::config::{NodeIdentity, Role};
+use crate::domain::identity::{NodeIdentity, Role};
 use crate::domain::{Reason, Sex, Status};
 use crate::error::Error;
 use crate::provision::log::LogRow;

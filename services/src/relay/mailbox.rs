@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::cli::config::{NodeIdentity, Role};
+use crate::domain::identity::{NodeIdentity, Role};
 use crate::domain::trace::TraceParent;
 use crate::error::Error;
 use crate::http::routes::AppState;

@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::cli::config::{NodeIdentity, Role};
+use crate::domain::identity::{NodeIdentity, Role};
 use crate::domain::trace::TraceParent;
 use crate::domain::{self, Status, Update};
 use crate::error::Error;

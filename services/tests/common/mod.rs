@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use juki_node::cli::config::NodeIdentity;
 use juki_node::domain::clock::FixedClock;
+use juki_node::domain::identity::NodeIdentity;
 use juki_node::http::routes::AppState;
 use juki_node::store::db::{self, DbUrl};
 
