@@ -1,4 +1,4 @@
-//! The wiring: the command line and configuration file, serving, migrations and the batch jobs.
+//! L5, the wiring: the command line and configuration file, serving, migrations and the batch jobs.
 
 pub mod app;
 pub mod batch;

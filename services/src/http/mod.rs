@@ -1,5 +1,7 @@
-//! The HTTP surface: the handlers and their state, authentication and mutual TLS.
+//! L4, the HTTP surface: the handlers' state, the route list, authentication and mutual TLS.
 
+pub mod error;
 pub mod openapi;
 pub mod routes;
+pub mod server;
 pub mod tls;

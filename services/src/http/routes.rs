@@ -1,6 +1,7 @@
 //! HTTP routes (the one routes file): handlers by resource.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
@@ -9,27 +10,22 @@ use serde_json::{Value, json};
 
 use crate::domain::Context;
 use crate::domain::authz::{self, Caller};
-use crate::domain::clock::Clock;
-use crate::domain::identity::{NodeIdentity, Role};
+use crate::domain::identity::Role;
 use crate::domain::trace::TraceParent;
 use crate::error::Error;
-use crate::metrics::Metrics;
-use crate::relay::mailbox::CsContext;
-use crate::relay::mailbox::WideArea;
+use crate::node::Node;
 use crate::relay::{self, RelayBatch, RelayControl};
-use crate::store::db::{DbConnection, Pool};
-use crate::store::{self, Submission};
+use crate::store;
+use crate::updates::{self, Submission};
+use crate::wide_area::{CsContext, WideArea};
 
-/// Shared state of the handlers.
+/// Shared state of the handlers: the [`Node`] every task shares (reached through `Deref`:
+/// `state.db`, `state.identity`, `state.clock`, `state.metrics`) and what only the HTTP surface
+/// holds. Built by [`AppState::new`] alone.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub pool: Pool,
-    pub identity: NodeIdentity,
-    pub clock: Arc<dyn Clock>,
+    pub node: Node,
     pub relay: Arc<RelayControl>,
-    pub metrics: Metrics,
-    /// Writers of this node take turns here first on SQLite (see [`AppState::with_write`]).
-    pub writes: Arc<std::sync::Mutex<()>>,
     /// The wide-area services' state (mailbox and answer notifications, extensions file).
     pub wide: Arc<WideArea>,
     /// Mutual TLS is on: every caller is identified by its client certificate and the tree
@@ -38,8 +34,21 @@ pub struct AppState {
     pub mtls: bool,
     /// The agency allow-list of the provision service.
     pub allow: Arc<crate::provision::AllowList>,
-    /// Answers the agency queries and commits their log rows in batches (provision_desk.rs).
+    /// Answers the agency queries and commits their log rows in batches (provision/desk.rs).
     pub provision_desk: crate::provision::desk::Desk,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
+
+impl std::ops::DerefMut for AppState {
+    fn deref_mut(&mut self) -> &mut Node {
+        &mut self.node
+    }
 }
 
 /// Without TLS, the header a caller names its identity in (local demos and tests only: a node
@@ -83,7 +92,72 @@ fn caller_of(req: &HttpRequest) -> Option<Caller> {
     req.extensions().get::<Caller>().cloned()
 }
 
+/// The request's W3C `traceparent`, if it sent a valid one.
+fn traceparent(req: &HttpRequest) -> Option<TraceParent> {
+    req.headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
+}
+
+/// `body` with `status`, marked `Idempotent-Replayed: true` when it answers a retried request.
+fn answer<T: serde::Serialize + ?Sized>(status: u16, body: &T, replayed: bool) -> HttpResponse {
+    let mut response = HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::OK));
+    if replayed {
+        response.insert_header(("Idempotent-Replayed", "true"));
+    }
+    response.json(body)
+}
+
+/// A long poll: reads until `done` holds or `wait` has passed, waking on `notify` between the
+/// reads (at most every `step`). The notification is armed before each read, so a change that
+/// lands during the read is not missed.
+async fn long_poll<T, F, Fut>(
+    notify: &tokio::sync::Notify,
+    wait: Duration,
+    step: Duration,
+    done: impl Fn(&T) -> bool,
+    mut read: F,
+) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let deadline = Instant::now() + wait;
+    loop {
+        let mut notified = std::pin::pin!(notify.notified());
+        notified.as_mut().enable();
+        let value = read().await?;
+        let now = Instant::now();
+        if done(&value) || now >= deadline {
+            return Ok(value);
+        }
+        let _ = tokio::time::timeout((deadline - now).min(step), notified).await;
+    }
+}
+
 impl AppState {
+    /// The guard of the routes a CS does not serve (relay from below, agency, disclosure).
+    fn not_at_cs(&self) -> Result<(), Error> {
+        match self.identity.role {
+            Role::Cs => Err(Error::WrongRole(Role::Cs.as_str())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Logs a refused agency query in the provision log before the answer, and counts it.
+    pub(crate) async fn log_agency_refusal(
+        &self,
+        who: &str,
+        detail: &str,
+        answer: Result<Value, Error>,
+    ) -> Result<Result<Value, Error>, Error> {
+        let row = crate::provision::refusal_row(who, detail, self.clock.now());
+        let logged = self.provision_desk.log(row, answer).await?;
+        self.metrics.provision("refused");
+        Ok(logged)
+    }
+
     fn own_municipality(&self) -> Result<&str, Error> {
         match (self.identity.role, &self.identity.municipality) {
             (Role::Cs, Some(m)) => Ok(m),
@@ -91,67 +165,18 @@ impl AppState {
         }
     }
 
-    /// A node without upstream (relay disabled) and with fresh metrics; `pool` connects to
-    /// `url` (the provision desk opens its own connection there).
-    pub fn new(
-        url: &crate::store::db::DbUrl,
-        pool: Pool,
-        identity: NodeIdentity,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        let writes = Arc::default();
+    /// The state of `node`: no upstream (relay disabled), no TLS, an empty allow-list, and the
+    /// provision desk started on the node's database. The server ([`crate::cli::app`]) and the
+    /// tests set the rest from here.
+    pub fn new(node: Node) -> Self {
         AppState {
-            provision_desk: crate::provision::desk::Desk::start(url.clone(), Arc::clone(&writes)),
-            pool,
-            identity,
-            clock,
+            provision_desk: crate::provision::desk::Desk::start(&node.db),
+            node,
             relay: Arc::new(RelayControl::default()),
-            metrics: Metrics::new(),
-            writes,
             wide: Arc::default(),
             mtls: false,
             allow: Arc::default(),
         }
-    }
-
-    /// Runs `f` with a pooled connection on the blocking thread pool.
-    pub async fn with_db<T, F>(&self, f: F) -> Result<T, Error>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut DbConnection) -> Result<T, Error> + Send + 'static,
-    {
-        let pool = self.pool.clone();
-        web::block(move || {
-            let mut conn = pool.get()?;
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| Error::Blocking(e.to_string()))?
-    }
-}
-
-impl AppState {
-    /// [`AppState::with_db`] for a writing transaction. On SQLite the node's writers take turns
-    /// on an in-process mutex before they ask SQLite for its write lock: a writer that finds the
-    /// database locked waits in SQLite's busy handler, which sleeps (1, 2, 5 … 100 ms) instead
-    /// of waking when the lock is free. Under a steady stream of ingestion transactions the
-    /// relay's writes lost that race again and again (the throughput benchmark found the
-    /// national server had applied a quarter of the updates when the ingestion ended).
-    pub async fn with_write<T, F>(&self, f: F) -> Result<T, Error>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut DbConnection) -> Result<T, Error> + Send + 'static,
-    {
-        let pool = self.pool.clone();
-        let writes = self.writes.clone();
-        web::block(move || {
-            let mut conn = pool.get()?;
-            let _turn = matches!(*conn, DbConnection::Sqlite(_))
-                .then(|| writes.lock().unwrap_or_else(|e| e.into_inner()));
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| Error::Blocking(e.to_string()))?
     }
 }
 
@@ -205,7 +230,8 @@ async fn healthz() -> HttpResponse {
 
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     state
-        .with_db(store::check_ready)
+        .db
+        .read(store::check_ready)
         .await
         .map_err(|e| match e {
             e @ Error::NotReady(_) => e,
@@ -251,14 +277,11 @@ async fn post_updates(
         today: state.clock.today(),
     };
     let sender = state.identity.sender_id();
-    let trace = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceParent::parse);
+    let trace = traceparent(&req);
     let outcome = state
-        .with_write(move |conn| {
-            store::submit_traced(conn, &ctx, &sender, &key, &submission, now, trace.as_ref())
+        .db
+        .write(move |conn| {
+            updates::submit_traced(conn, &ctx, &sender, &key, &submission, now, trace.as_ref())
         })
         .await?;
     if !outcome.replayed {
@@ -268,12 +291,7 @@ async fn post_updates(
         state.metrics.updates("accepted", n);
         state.relay.wake();
     }
-    let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::OK);
-    let mut response = HttpResponse::build(status);
-    if outcome.replayed {
-        response.insert_header(("Idempotent-Replayed", "true"));
-    }
-    Ok(response.json(outcome.body))
+    Ok(answer(outcome.status, &outcome.body, outcome.replayed))
 }
 
 fn checked_code(code: &str) -> Result<(), Error> {
@@ -296,7 +314,8 @@ async fn get_resident(
     let code = path.into_inner();
     checked_code(&code)?;
     let view = state
-        .with_db(move |conn| store::resident(conn, &municipality, &code))
+        .db
+        .read(move |conn| store::resident(conn, &municipality, &code))
         .await?;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -311,7 +330,8 @@ async fn get_history(
     checked_code(&code)?;
     let lookup = code.clone();
     let views = state
-        .with_db(move |conn| store::history(conn, &municipality, &lookup))
+        .db
+        .read(move |conn| store::history(conn, &municipality, &lookup))
         .await?;
     Ok(HttpResponse::Ok().json(json!({ "resident_code": code, "history": views })))
 }
@@ -323,9 +343,7 @@ async fn post_relay(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, Error> {
-    if state.identity.role == Role::Cs {
-        return Err(Error::WrongRole(state.identity.role.as_str()));
-    }
+    state.not_at_cs()?;
     if state.relay.draining() {
         return Err(Error::FinalRequestInProgress);
     }
@@ -341,18 +359,13 @@ async fn post_relay(
     }
     let identity = state.identity.clone();
     let now = state.clock.now();
-    let trace_id = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceParent::parse)
-        .map(|t| t.trace_id)
-        .unwrap_or_default();
+    let trace_id = traceparent(&req).map(|t| t.trace_id).unwrap_or_default();
     let sender = batch.sender.clone();
     let (first_seq, count) = (batch.items.first().map_or(0, |i| i.seq), batch.items.len());
     let started = std::time::Instant::now();
     let ack = state
-        .with_write(move |conn| relay::apply_batch(conn, &identity, &batch, envelopes, now))
+        .db
+        .write(move |conn| relay::apply_batch(conn, &identity, &batch, envelopes, now))
         .await
         .inspect_err(|e| {
             tracing::warn!(
@@ -402,7 +415,7 @@ async fn post_final_request(
         .map_or(state.relay.settings.final_timeout, |s| {
             std::time::Duration::from_secs(s.min(3600))
         });
-    let answer = relay::final_request(&state, timeout).await?;
+    let answer = relay::final_request(&state.node, &state.relay, timeout).await?;
     Ok(HttpResponse::Ok().json(answer))
 }
 
@@ -415,9 +428,9 @@ async fn post_resume(state: web::Data<AppState>) -> HttpResponse {
 
 /// `GET /admin/v1/relay`: the outbox and the relay's state.
 async fn get_relay_status(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
-    let outbox = state.with_db(relay::outbox_status).await?;
-    let undelivered = state.with_db(crate::relay::mailbox::undelivered).await?;
-    let mut status = relay::status_json(&state, outbox);
+    let outbox = state.db.read(relay::outbox_status).await?;
+    let undelivered = state.db.read(crate::relay::mailbox::undelivered).await?;
+    let mut status = relay::status_json(&state.node, &state.relay, outbox);
     // Messages kept here for the nodes below that they have not acknowledged yet.
     status["mailbox"] = json!({ "undelivered": undelivered });
     Ok(HttpResponse::Ok().json(status))
@@ -425,7 +438,7 @@ async fn get_relay_status(state: web::Data<AppState>) -> Result<HttpResponse, Er
 
 /// `GET /metrics`: Prometheus text.
 async fn get_metrics(state: web::Data<AppState>) -> HttpResponse {
-    if let Ok(s) = state.with_db(relay::outbox_status).await {
+    if let Ok(s) = state.db.read(relay::outbox_status).await {
         state.metrics.set_outbox_depth(s.pending.max(0) as u64);
     }
     HttpResponse::Ok()
@@ -445,18 +458,9 @@ impl AppState {
     /// What the wide-area transactions need (the extensions file is read when asked for).
     fn cs_context(&self, with_extensions: bool) -> Result<CsContext, Error> {
         self.own_municipality()?;
-        Ok(CsContext {
-            identity: self.identity.clone(),
-            calendar: self.relay.calendar.clone(),
-            extensions: if with_extensions {
-                crate::wide_area::issuance::read_extensions(self.wide.extensions.as_deref())
-            } else {
-                Vec::new()
-            },
-            own_names: self.wide.own_names(&self.identity),
-            now: self.clock.now(),
-            trace: None,
-        })
+        Ok(self
+            .wide
+            .context(&self.node, self.relay.calendar.clone(), with_extensions))
     }
 
     /// [`AppState::cs_context`] inside the request's trace (`traceparent`), or a new one.
@@ -466,12 +470,7 @@ impl AppState {
         with_extensions: bool,
     ) -> Result<CsContext, Error> {
         let mut ctx = self.cs_context(with_extensions)?;
-        let parent = http
-            .headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(TraceParent::parse);
-        ctx.trace = Some(parent.unwrap_or_else(TraceParent::root));
+        ctx.trace = Some(traceparent(http).unwrap_or_else(TraceParent::root));
         Ok(ctx)
     }
 
@@ -496,14 +495,9 @@ fn outside_window_service() -> Error {
     }
 }
 
+/// 201 with `view`, or 200 and `Idempotent-Replayed` when a retry found it done already.
 fn created_or_replayed<T: serde::Serialize>(view: &T, replayed: bool) -> HttpResponse {
-    if replayed {
-        HttpResponse::Ok()
-            .insert_header(("Idempotent-Replayed", "true"))
-            .json(view)
-    } else {
-        HttpResponse::Created().json(view)
-    }
+    answer(if replayed { 200 } else { 201 }, view, replayed)
 }
 
 /// Ids of transfers and issuances: `<municipality>-T<n>` / `<municipality>-I<n>`.
@@ -533,7 +527,8 @@ async fn post_transfer(
         return Err(outside_window_service());
     }
     let (view, replayed) = state
-        .with_write(move |conn| crate::wide_area::transfer::move_out(conn, &ctx, &req))
+        .db
+        .write(move |conn| crate::wide_area::transfer::move_out(conn, &ctx, &req))
         .await?;
     if !replayed {
         state.relay.wake();
@@ -551,7 +546,8 @@ async fn get_transfer(
     let id = path.into_inner();
     checked_id(&id)?;
     let view = state
-        .with_db(move |conn| crate::wide_area::transfer::get(conn, &id))
+        .db
+        .read(move |conn| crate::wide_area::transfer::get(conn, &id))
         .await?;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -566,19 +562,14 @@ async fn post_cancel(
     let id = path.into_inner();
     checked_id(&id)?;
     let (view, replayed) = state
-        .with_write(move |conn| crate::wide_area::transfer::cancel(conn, &ctx, &id))
+        .db
+        .write(move |conn| crate::wide_area::transfer::cancel(conn, &ctx, &id))
         .await?;
     if !replayed {
         state.relay.wake();
         state.metrics.wide_area("move_out_cancelled", 1);
     }
-    Ok(if replayed {
-        HttpResponse::Ok()
-            .insert_header(("Idempotent-Replayed", "true"))
-            .json(view)
-    } else {
-        HttpResponse::Ok().json(view)
-    })
+    Ok(answer(200, &view, replayed))
 }
 
 /// `POST /v1/move-ins`: the person moves in here (the destination) with card and PIN.
@@ -593,7 +584,8 @@ async fn post_move_in(
         return Err(outside_window_service());
     }
     let result = state
-        .with_write(move |conn| crate::wide_area::transfer::move_in(conn, &ctx, &req))
+        .db
+        .write(move |conn| crate::wide_area::transfer::move_in(conn, &ctx, &req))
         .await?;
     match result {
         crate::wide_area::transfer::MoveInResult::Done(view, replayed) => {
@@ -633,9 +625,8 @@ async fn post_issuance(
         ctx.now,
     );
     let outcome = state
-        .with_write(move |conn| {
-            crate::wide_area::issuance::request(conn, &ctx, &key, &request, open)
-        })
+        .db
+        .write(move |conn| crate::wide_area::issuance::request(conn, &ctx, &key, &request, open))
         .await?;
     let (mut view, replayed) = match outcome {
         crate::wide_area::issuance::Requested::Closed => return Err(outside_window_service()),
@@ -645,31 +636,28 @@ async fn post_issuance(
         state.relay.wake();
         state.metrics.wide_area("issuance_requested", 1);
     }
-    let deadline = std::time::Instant::now()
-        + std::time::Duration::from_secs(query.wait.unwrap_or(10).min(60));
-    while view.state == crate::wide_area::issuance::REQUESTED {
-        let mut notified = std::pin::pin!(state.wide.answers.notified());
-        notified.as_mut().enable();
+    if view.state == crate::wide_area::issuance::REQUESTED {
+        let wait = Duration::from_secs(query.wait.unwrap_or(10).min(60));
+        let answered = |v: &crate::wide_area::issuance::IssuanceView| {
+            v.state != crate::wide_area::issuance::REQUESTED
+        };
         let id = view.issuance_id.clone();
-        view = state
-            .with_db(move |conn| crate::wide_area::issuance::get(conn, &id))
-            .await?;
-        let now = std::time::Instant::now();
-        if view.state != crate::wide_area::issuance::REQUESTED || now >= deadline {
-            break;
-        }
-        let _ = tokio::time::timeout(
-            (deadline - now).min(std::time::Duration::from_millis(500)),
-            notified,
+        view = long_poll(
+            &state.wide.answers,
+            wait,
+            Duration::from_millis(500),
+            answered,
+            || {
+                let id = id.clone();
+                state
+                    .db
+                    .read(move |conn| crate::wide_area::issuance::get(conn, &id))
+            },
         )
-        .await;
+        .await?;
     }
     let (status, body) = crate::wide_area::issuance::http_answer(&view);
-    let mut response = HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::OK));
-    if replayed {
-        response.insert_header(("Idempotent-Replayed", "true"));
-    }
-    Ok(response.json(body))
+    Ok(answer(status, &body, replayed))
 }
 
 /// `GET /v1/issuances/{id}`: the issuance at this end (issuing or home).
@@ -681,7 +669,8 @@ async fn get_issuance(
     let id = path.into_inner();
     checked_id(&id)?;
     let view = state
-        .with_db(move |conn| crate::wide_area::issuance::get(conn, &id))
+        .db
+        .read(move |conn| crate::wide_area::issuance::get(conn, &id))
         .await?;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -720,26 +709,25 @@ async fn get_mailbox(
     if after > 0 {
         let (who, now) = (recipient.clone(), state.clock.now());
         state
-            .with_write(move |conn| crate::relay::mailbox::acknowledge(conn, &who, after, now))
+            .db
+            .write(move |conn| crate::relay::mailbox::acknowledge(conn, &who, after, now))
             .await?;
     }
-    let deadline = std::time::Instant::now()
-        + std::time::Duration::from_secs(
-            wait.unwrap_or(0).min(crate::relay::mailbox::MAX_WAIT_SECS),
-        );
-    loop {
-        let mut notified = std::pin::pin!(state.wide.mailbox.notified());
-        notified.as_mut().enable();
-        let who = recipient.clone();
-        let messages = state
-            .with_db(move |conn| crate::relay::mailbox::pending_for(conn, &who, after, 500))
-            .await?;
-        let now = std::time::Instant::now();
-        if !messages.is_empty() || now >= deadline {
-            return Ok(HttpResponse::Ok().json(json!({ "messages": messages })));
-        }
-        let _ = tokio::time::timeout(deadline - now, notified).await;
-    }
+    let wait = Duration::from_secs(wait.unwrap_or(0).min(crate::relay::mailbox::MAX_WAIT_SECS));
+    let messages = long_poll(
+        &state.wide.mailbox,
+        wait,
+        wait,
+        |m: &Vec<Value>| !m.is_empty(),
+        || {
+            let who = recipient.clone();
+            state
+                .db
+                .read(move |conn| crate::relay::mailbox::pending_for(conn, &who, after, 500))
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({ "messages": messages })))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -761,17 +749,15 @@ async fn post_agency_query(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, Error> {
-    if state.identity.role == Role::Cs {
-        return Err(Error::WrongRole(state.identity.role.as_str()));
-    }
+    state.not_at_cs()?;
     let Some(Caller::Agency(agency)) = caller_of(&req) else {
         // Only an open node (no TLS) gets here without an identity; refused and logged.
-        let row = crate::provision::refusal_row("anonymous", "unauthenticated", state.clock.now());
         let refusal = Err(Error::Unauthenticated(
             "agency queries need an agency certificate (CN agency-<name>)".into(),
         ));
-        let refused = state.provision_desk.log(row, refusal).await?;
-        state.metrics.provision("refused");
+        let refused = state
+            .log_agency_refusal("anonymous", "unauthenticated", refusal)
+            .await?;
         return refused.map(|v| HttpResponse::Ok().json(v));
     };
     let query = crate::provision::parse_query(&json_body(&body)?)?;
@@ -799,9 +785,7 @@ async fn post_disclosure(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, Error> {
-    if state.identity.role == Role::Cs {
-        return Err(Error::WrongRole(state.identity.role.as_str()));
-    }
+    state.not_at_cs()?;
     let Some(Caller::Municipality(m)) = caller_of(&req) else {
         return Err(Error::Unauthenticated(
             "disclosures are asked by a municipality (CN muni-<code>)".into(),
@@ -811,7 +795,8 @@ async fn post_disclosure(
     let (node, now) = (state.identity.clone(), state.clock.now());
     let requester = format!("resident via muni-{m}");
     let answer = state
-        .with_write(move |conn| crate::provision::disclose(conn, &node, &requester, &code, now))
+        .db
+        .write(move |conn| crate::provision::disclose(conn, &node, &requester, &code, now))
         .await?;
     state.metrics.provision("disclosed");
     Ok(HttpResponse::Ok().json(answer))

@@ -11,8 +11,8 @@ pub mod mailbox;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
@@ -27,7 +27,7 @@ use crate::domain::identity::{NodeIdentity, Role};
 use crate::domain::trace::TraceParent;
 use crate::domain::{self, Status, Update};
 use crate::error::Error;
-use crate::http::routes::AppState;
+use crate::node::Node;
 use crate::store::db::DbConnection;
 use crate::store::models::{HistoryRow, OutboxRow, ResidentRow};
 use crate::store::schema::{change_history, counters, inbox, outbox};
@@ -59,6 +59,51 @@ impl Default for RelaySettings {
             final_timeout: Duration::from_secs(30),
             idle_poll: Duration::from_millis(500),
         }
+    }
+}
+
+/// A capped exponential backoff: the first retry waits `initial`, every failure doubles the
+/// wait up to `max`, a success starts again from `initial`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff {
+            initial,
+            max,
+            current: initial,
+        }
+    }
+
+    /// The wait before the next retry.
+    pub fn delay(&self) -> Duration {
+        self.current
+    }
+
+    /// Counts a failure: the next wait doubles, up to the cap.
+    pub fn fail(&mut self) {
+        self.current = (self.current * 2).min(self.max);
+    }
+
+    /// Sleeps [`Backoff::delay`], then counts the failure.
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.current).await;
+        self.fail();
+    }
+
+    /// After a success.
+    pub fn reset(&mut self) {
+        self.current = self.initial;
+    }
+
+    /// Waits the longest from now on (a refusal that retrying soon cannot change).
+    pub fn to_max(&mut self) {
+        self.current = self.max;
     }
 }
 
@@ -637,7 +682,12 @@ type Marking = tokio::task::JoinHandle<Result<usize, Error>>;
 
 /// Waits for the background marking. Should it fail, the cursor goes back to the start: the
 /// rows it did not mark are sent again and the upstream acknowledges them as duplicates.
-async fn settle(state: &AppState, marking: &mut Option<Marking>, acked_upto: &mut i64) {
+async fn settle(
+    node: &Node,
+    control: &RelayControl,
+    marking: &mut Option<Marking>,
+    acked_upto: &mut i64,
+) {
     let Some(handle) = marking.take() else {
         return;
     };
@@ -647,14 +697,12 @@ async fn settle(state: &AppState, marking: &mut Option<Marking>, acked_upto: &mu
         Err(e) => e.to_string(),
     };
     tracing::warn!(
-        sender = %state.identity.sender_id(),
+        sender = %node.identity.sender_id(),
         acked = *acked_upto,
         error = %error,
         "relay delivered but cannot mark the outbox sent; sending again"
     );
-    state
-        .relay
-        .set_last_error(Some(format!("mark sent: {error}")));
+    control.set_last_error(Some(format!("mark sent: {error}")));
     *acked_upto = 0;
 }
 
@@ -664,14 +712,13 @@ async fn sleep_or_wake(control: &RelayControl, duration: Duration) {
 
 /// The background task: delivers the outbox to the upstream while it is in its online window,
 /// retrying with capped exponential backoff. Returns at once when there is no upstream.
-pub async fn run(state: AppState) {
-    let control = state.relay.clone();
+pub async fn run(node: Node, control: Arc<RelayControl>) {
     let Some(upstream) = control.upstream.clone() else {
         return;
     };
-    let sender = state.identity.sender_id();
+    let sender = node.identity.sender_id();
     let settings = control.settings.clone();
-    let mut backoff = settings.backoff_initial;
+    let mut backoff = Backoff::new(settings.backoff_initial, settings.backoff_max);
     let mut failures: u32 = 0;
     // The outbox gauges are refreshed at most once a second here (and on every scrape): counting
     // a large backlog on every round would slow the delivery down.
@@ -682,45 +729,44 @@ pub async fn run(state: AppState) {
     loop {
         let status = if status_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
             status_at = Some(Instant::now());
-            let status = state.with_db(outbox_status).await;
+            let status = node.db.read(outbox_status).await;
             if let Ok(s) = &status {
-                state.metrics.set_outbox_depth(s.pending.max(0) as u64);
+                node.metrics.set_outbox_depth(s.pending.max(0) as u64);
             }
             status.ok()
         } else {
             None
         };
-        if !control.upstream_open(&state.identity, state.clock.now()) {
+        if !control.upstream_open(&node.identity, node.clock.now()) {
             if let Some(s) = &status {
-                state.metrics.set_held(s.pending.max(0) as u64);
+                node.metrics.set_held(s.pending.max(0) as u64);
             }
             control.set_last_error(Some("the upstream is outside its online window".into()));
             sleep_or_wake(&control, Duration::from_secs(1)).await;
             continue;
         }
-        state.metrics.set_held(0);
+        node.metrics.set_held(0);
         let limit = settings.batch;
         let after = acked_upto;
-        let rows = match state.with_db(move |c| pending(c, after, limit)).await {
+        let rows = match node.db.read(move |c| pending(c, after, limit)).await {
             Ok(rows) => rows,
             Err(e) => {
                 failures += 1;
                 tracing::warn!(
                     sender = %sender,
                     error = %e,
-                    backoff_ms = backoff.as_millis() as u64,
+                    backoff_ms = backoff.delay().as_millis() as u64,
                     failures,
                     "relay cannot read the outbox; retrying"
                 );
                 control.set_last_error(Some(format!("read outbox: {e}")));
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(settings.backoff_max);
+                backoff.wait().await;
                 continue;
             }
         };
         if rows.is_empty() {
             if marking.is_some() {
-                settle(&state, &mut marking, &mut acked_upto).await;
+                settle(&node, &control, &mut marking, &mut acked_upto).await;
                 continue;
             }
             control.set_last_error(None);
@@ -749,7 +795,7 @@ pub async fn run(state: AppState) {
             }
         };
         let elapsed = started.elapsed();
-        state.metrics.relay(elapsed.as_secs_f64(), result.is_ok());
+        node.metrics.relay(elapsed.as_secs_f64(), result.is_ok());
         match result {
             Ok(acked) => {
                 tracing::info!(
@@ -765,16 +811,16 @@ pub async fn run(state: AppState) {
                 );
                 control.set_last_error(None);
                 control.set_rejection(None);
-                backoff = settings.backoff_initial;
+                backoff.reset();
                 failures = 0;
                 // The acknowledged rows are marked sent in the background while the next batch
                 // is read and sent (one marking at a time, so they complete in order).
-                settle(&state, &mut marking, &mut acked_upto).await;
+                settle(&node, &control, &mut marking, &mut acked_upto).await;
                 acked_upto = acked_upto.max(acked);
-                let now = state.clock.now();
-                let marker = state.clone();
-                marking = Some(actix_web::rt::spawn(async move {
-                    let n = marker.with_write(move |c| mark_sent(c, acked, now)).await?;
+                let now = node.clock.now();
+                let marker = node.clone();
+                marking = Some(tokio::task::spawn_local(async move {
+                    let n = marker.db.write(move |c| mark_sent(c, acked, now)).await?;
                     marker.metrics.updates("relayed", n as u64);
                     Ok(n)
                 }));
@@ -790,7 +836,7 @@ pub async fn run(state: AppState) {
                 // A permanent refusal: the batch is not skipped (delivery stays in order and
                 // nothing is dropped), the outbox is held until the cause is fixed, loudly.
                 failures += 1;
-                state.metrics.relay_rejected();
+                node.metrics.relay_rejected();
                 tracing::error!(
                     sender = %sender,
                     upstream = %upstream,
@@ -809,8 +855,8 @@ pub async fn run(state: AppState) {
                 control.set_last_error(Some(format!(
                     "relay to {upstream} rejected (the outbox is held): {message}"
                 )));
-                backoff = settings.backoff_max;
-                sleep_or_wake(&control, backoff).await;
+                backoff.to_max();
+                sleep_or_wake(&control, backoff.delay()).await;
             }
             Err(e) => {
                 failures += 1;
@@ -823,13 +869,12 @@ pub async fn run(state: AppState) {
                     duration_ms = elapsed.as_secs_f64() * 1000.0,
                     trace_id = %trace_id,
                     error = %e,
-                    backoff_ms = backoff.as_millis() as u64,
+                    backoff_ms = backoff.delay().as_millis() as u64,
                     failures,
                     "relay batch failed; retrying after backoff"
                 );
                 control.set_last_error(Some(format!("relay to {upstream}: {e}")));
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(settings.backoff_max);
+                backoff.wait().await;
             }
         }
     }
@@ -849,15 +894,18 @@ pub struct FinalAnswer {
 
 /// The final request: stop taking relays from below, flush the outbox, and wait (up to
 /// `timeout`) until the upstream has confirmed the last seq.
-pub async fn final_request(state: &AppState, timeout: Duration) -> Result<FinalAnswer, Error> {
-    let control = &state.relay;
+pub async fn final_request(
+    node: &Node,
+    control: &RelayControl,
+    timeout: Duration,
+) -> Result<FinalAnswer, Error> {
     control.set_draining(true);
     tracing::info!(
-        sender = %state.identity.sender_id(),
+        sender = %node.identity.sender_id(),
         timeout_s = timeout.as_secs(),
         "final request: relays from below stop, flushing the outbox"
     );
-    let answer = final_request_loop(state, timeout).await;
+    let answer = final_request_loop(node, control, timeout).await;
     match &answer {
         Ok(a) if a.done => tracing::info!(
             last_seq = a.last_seq,
@@ -876,11 +924,14 @@ pub async fn final_request(state: &AppState, timeout: Duration) -> Result<FinalA
     answer
 }
 
-async fn final_request_loop(state: &AppState, timeout: Duration) -> Result<FinalAnswer, Error> {
-    let control = &state.relay;
+async fn final_request_loop(
+    node: &Node,
+    control: &RelayControl,
+    timeout: Duration,
+) -> Result<FinalAnswer, Error> {
     let deadline = Instant::now() + timeout;
     loop {
-        let s = state.with_db(outbox_status).await?;
+        let s = node.db.read(outbox_status).await?;
         let answer = |done: bool, reason: Option<String>| FinalAnswer {
             done,
             last_seq: s.last_seq,
@@ -897,7 +948,7 @@ async fn final_request_loop(state: &AppState, timeout: Duration) -> Result<Final
                 Some("no upstream is configured; the outbox is held".into()),
             ));
         }
-        if !control.upstream_open(&state.identity, state.clock.now()) {
+        if !control.upstream_open(&node.identity, node.clock.now()) {
             return Ok(answer(
                 false,
                 Some("the upstream is outside its online window".into()),
@@ -915,21 +966,38 @@ async fn final_request_loop(state: &AppState, timeout: Duration) -> Result<Final
 }
 
 /// The JSON of `GET /admin/v1/relay`.
-pub fn status_json(state: &AppState, outbox: OutboxStatus) -> Value {
+pub fn status_json(node: &Node, control: &RelayControl, outbox: OutboxStatus) -> Value {
     json!({
-        "sender": state.identity.sender_id(),
-        "upstream": state.relay.upstream,
-        "upstreamOpen": state.relay.upstream_open(&state.identity, state.clock.now()),
-        "draining": state.relay.draining(),
-        "lastError": state.relay.last_error(),
-        "rejected": state.relay.rejection(),
+        "sender": node.identity.sender_id(),
+        "upstream": control.upstream,
+        "upstreamOpen": control.upstream_open(&node.identity, node.clock.now()),
+        "draining": control.draining(),
+        "lastError": control.last_error(),
+        "rejected": control.rejection(),
         "outbox": outbox,
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_permanent;
+    use super::{Backoff, is_permanent};
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_resets() {
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new(ms(100), ms(500));
+        let mut seen = vec![b.delay()];
+        for _ in 0..4 {
+            b.fail();
+            seen.push(b.delay());
+        }
+        assert_eq!(seen, [ms(100), ms(200), ms(400), ms(500), ms(500)]);
+        b.reset();
+        assert_eq!(b.delay(), ms(100));
+        b.to_max();
+        assert_eq!(b.delay(), ms(500));
+    }
 
     #[test]
     fn only_refusals_that_retrying_cannot_change_are_permanent() {

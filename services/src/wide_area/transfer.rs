@@ -26,11 +26,12 @@ use serde_json::{Map, Value};
 
 use crate::domain::{self, Reason, Sex, Status, Update};
 use crate::error::Error;
-use crate::relay::mailbox::{self, CsContext, Message, MessageKind};
+use crate::relay::mailbox::{self, Message, MessageKind};
 use crate::store::db::DbConnection;
 use crate::store::models::{ResidentRow, TransferRow};
 use crate::store::schema::transfers;
 use crate::store::{self, lock_writes, reserve_ids};
+use crate::wide_area::CsContext;
 
 /// Source states.
 pub const MOVE_OUT_FILED: &str = "move_out_filed";
