@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use juki_node::client;
-use juki_node::db::{self, DbUrl};
+use juki_node::relay::client;
+use juki_node::store::db::{self, DbUrl};
 
 const TARGET: f64 = 0.50;
 
@@ -96,7 +96,7 @@ fn prepare(admin_url: &str, n: u64) -> Result<String, String> {
         .connect()
         .map_err(|e| e.to_string())?;
     db::run_migrations(&mut conn).map_err(|e| e.to_string())?;
-    let juki_node::db::DbConnection::Pg(pg) = &mut conn else {
+    let juki_node::store::db::DbConnection::Pg(pg) = &mut conn else {
         return Err("not PostgreSQL".into());
     };
     let started = Instant::now();

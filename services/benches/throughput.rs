@@ -26,10 +26,10 @@ use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use juki_node::client;
-use juki_node::db::{self, DbConnection, DbUrl};
-use juki_node::models::{HistoryRow, ResidentRow};
-use juki_node::schema::{change_history, residents};
+use juki_node::relay::client;
+use juki_node::store::db::{self, DbConnection, DbUrl};
+use juki_node::store::models::{HistoryRow, ResidentRow};
+use juki_node::store::schema::{change_history, residents};
 use serde_json::{Value, json};
 
 /// Updates per POST (and per transaction of the raw floor).

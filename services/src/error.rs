@@ -1,8 +1,8 @@
-//! The crate's one error type, mapped to HTTP with a stable JSON body
+//! The crate's one error type and its stable JSON body
 //! `{"error": "<tag>", "message": "...", "field": "..."|null}` (plus `"index"` for batch items).
+//! Every layer builds it (diesel and pool errors convert with `?`); only `http/error.rs` maps it
+//! to an HTTP status and response, so this file knows no web framework.
 
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -154,43 +154,5 @@ impl Error {
             | Error::Batch(_) => "internal error".to_owned(),
             other => other.to_string(),
         }
-    }
-}
-
-impl ResponseError for Error {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            Error::InvalidField { .. } | Error::IdempotencyKeyReused(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            Error::ForeignMunicipality { .. } | Error::WrongRole(_) | Error::Forbidden { .. } => {
-                StatusCode::FORBIDDEN
-            }
-            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Error::StateConflict { .. } => StatusCode::CONFLICT,
-            Error::InvalidBody(_) | Error::MissingIdempotencyKey => StatusCode::BAD_REQUEST,
-            Error::NotFound(_) | Error::NoRoute(_) => StatusCode::NOT_FOUND,
-            Error::InBatch { source, .. } => source.status_code(),
-            Error::Pool(_) | Error::NotReady(_) | Error::FinalRequestInProgress => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            Error::Database(_)
-            | Error::Migration(_)
-            | Error::Config(_)
-            | Error::Blocking(_)
-            | Error::Corrupt(_)
-            | Error::Batch(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        if self.status_code().is_server_error() {
-            tracing::error!(
-                status = self.status_code().as_u16(),
-                error = self.tag(),
-                "request failed: {self}"
-            );
-        }
-        HttpResponse::build(self.status_code()).json(self.body())
     }
 }

@@ -1,34 +1,26 @@
 //! juki-node: the jukinet node service (national, prefectural or CS server).
 //!
-//! Functional core, imperative shell: [`domain`] holds the pure rules, [`store`] runs them inside
-//! database transactions, [`routes`] is the HTTP surface.
+//! The modules are layers; each imports only the layers below it (`tests/layers.rs` checks):
+//!
+//! | layer | modules | what |
+//! |---|---|---|
+//! | L0 | [`error`], [`domain`] | the pure rules, identities, clock and trace context; no I/O |
+//! | L1 | [`store`], [`metrics`], [`node`] | the database (diesel), the metrics, and [`node::Node`] that every task shares |
+//! | L2 | [`relay`] | the tier transport: outbox, inbox, mailbox, the node-to-node client |
+//! | L3 | [`wide_area`], [`updates`], [`provision`] | the use cases (`updates` may use `wide_area`) |
+//! | L4 | [`http`] | the HTTP surface (the only actix code) |
+//! | L5 | [`cli`] | the wiring: command line, configuration, serving, batch jobs |
 
-pub mod app;
-pub mod authz;
-pub mod batch;
-pub mod client;
-pub mod clock;
-pub mod config;
-pub mod db;
+pub mod cli;
 pub mod domain;
 pub mod error;
-pub mod issuance;
-pub mod logging;
-pub mod mailbox;
+pub mod http;
 pub mod metrics;
-pub mod models;
-pub mod openapi;
-pub mod pgtools;
+pub mod node;
 pub mod provision;
-pub mod provision_desk;
-pub mod provision_log;
 pub mod relay;
-pub mod routes;
-pub mod schema;
 pub mod store;
-pub mod tls;
-pub mod trace;
-pub mod transfer;
-pub mod views;
+pub mod updates;
+pub mod wide_area;
 
 pub use error::Error;

@@ -7,5 +7,5 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    juki_node::app::run(juki_node::config::Cli::parse()).await
+    juki_node::cli::app::run(juki_node::cli::config::Cli::parse()).await
 }

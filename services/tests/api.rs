@@ -7,9 +7,9 @@ use actix_web::http::StatusCode;
 use actix_web::{App, test, web};
 use common::{Backend, OWN, TestDb};
 use diesel::prelude::*;
-use juki_node::db;
-use juki_node::routes::{self, AppState};
-use juki_node::schema::outbox;
+use juki_node::http::routes::{self, AppState};
+use juki_node::store::db;
+use juki_node::store::schema::outbox;
 use juki_node::store::{self, Counts};
 use serde_json::{Value, json};
 
@@ -90,7 +90,7 @@ macro_rules! get {
 }
 
 fn counts(state: &AppState) -> Counts {
-    store::counts(&mut state.pool.get().unwrap()).unwrap()
+    store::counts(&mut state.db.pool.get().unwrap()).unwrap()
 }
 
 const NOTHING: Counts = Counts {
@@ -141,7 +141,7 @@ async fn accepted_update_writes_record_history_and_outbox(backend: Backend) {
 
     let payload: String = outbox::table
         .select(outbox::payload)
-        .first(&mut state.pool.get().unwrap())
+        .first(&mut state.db.pool.get().unwrap())
         .unwrap();
     let payload: Value = serde_json::from_str(&payload).unwrap();
     assert_eq!(payload["sender"], json!("cs-131016"));
@@ -550,7 +550,7 @@ async fn health_readiness_and_migrations_revert_cleanly(backend: Backend) {
     assert_eq!(get!(app, "/readyz").0, StatusCode::OK);
     assert_eq!(post!(app, "a", update(TARO, "転入")).0, StatusCode::CREATED);
 
-    let mut conn = state.pool.get().unwrap();
+    let mut conn = state.db.pool.get().unwrap();
     let reverted = db::revert_all_migrations(&mut conn).unwrap();
     assert_eq!(reverted.len(), MIGRATION_COUNT);
     assert!(db::has_pending_migrations(&mut conn).unwrap());
@@ -563,7 +563,7 @@ async fn health_readiness_and_migrations_revert_cleanly(backend: Backend) {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["error"], json!("unavailable"));
 
-    let mut conn = state.pool.get().unwrap();
+    let mut conn = state.db.pool.get().unwrap();
     assert_eq!(
         db::run_migrations(&mut conn).unwrap().len(),
         MIGRATION_COUNT
@@ -600,14 +600,21 @@ async fn concurrent_writers_are_serialised(backend: Backend) {
     let threads: Vec<_> = codes
         .iter()
         .map(|code| {
-            let (pool, ctx, code) = (state.pool.clone(), ctx.clone(), code.clone());
+            let (pool, ctx, code) = (state.db.pool.clone(), ctx.clone(), code.clone());
             std::thread::spawn(move || {
-                let submission = store::Submission::from_json(update(&code, "転入")).unwrap();
+                let submission =
+                    juki_node::updates::Submission::from_json(update(&code, "転入")).unwrap();
                 let mut outcomes = Vec::new();
                 for _ in 0..2 {
                     let mut conn = pool.get().unwrap();
-                    let outcome =
-                        store::submit(&mut conn, &ctx, "cs-131016", &code, &submission, now);
+                    let outcome = juki_node::updates::submit(
+                        &mut conn,
+                        &ctx,
+                        "cs-131016",
+                        &code,
+                        &submission,
+                        now,
+                    );
                     outcomes.push(outcome.unwrap_or_else(|e| panic!("{code}: {e}")));
                 }
                 outcomes
@@ -634,9 +641,9 @@ async fn concurrent_writers_are_serialised(backend: Backend) {
 }
 
 async fn every_table_matches_its_diesel_definition(backend: Backend) {
-    use juki_node::schema::{daily_statistics, inbox, provision_log};
+    use juki_node::store::schema::{daily_statistics, inbox, provision_log};
     let (_db, state, _app) = setup!(backend);
-    let mut conn = state.pool.get().unwrap();
+    let mut conn = state.db.pool.get().unwrap();
     let conn = &mut *conn;
     diesel::insert_into(inbox::table)
         .values((
@@ -700,8 +707,8 @@ async fn every_table_matches_its_diesel_definition(backend: Backend) {
     assert_eq!(row.6.as_deref(), Some(TARO));
 
     // A bad status is refused by the CHECK constraint on both backends.
-    let bad = diesel::insert_into(juki_node::schema::residents::table)
-        .values(juki_node::models::ResidentRow {
+    let bad = diesel::insert_into(juki_node::store::schema::residents::table)
+        .values(juki_node::store::models::ResidentRow {
             resident_code: TARO.into(),
             individual_number: None,
             name: "n".into(),
@@ -726,8 +733,8 @@ async fn only_a_cs_accepts_updates(backend: Backend) {
         return;
     };
     let mut state = db.state();
-    state.identity = juki_node::config::NodeIdentity {
-        role: juki_node::config::Role::Prefecture,
+    state.identity = juki_node::domain::identity::NodeIdentity {
+        role: juki_node::domain::identity::Role::Prefecture,
         prefecture: Some(13),
         municipality: None,
     };
@@ -748,24 +755,7 @@ async fn only_a_cs_accepts_updates(backend: Backend) {
     assert_eq!(counts(&state), NOTHING);
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[actix_web::test]
-            async fn $name() {
-                super::$name(super::Backend::Sqlite).await
-            })*
-        }
-        mod postgres {
-            $(#[actix_web::test]
-            async fn $name() {
-                super::$name(super::Backend::Postgres).await
-            })*
-        }
-    };
-}
-
-on_both_backends!(
+common::on_both_backends!(
     accepted_update_writes_record_history_and_outbox,
     bad_check_digit_names_resident_code,
     other_municipality_is_refused,

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use common::pki::Pki;
 use common::{Backend, TestDb};
-use juki_node::client;
-use juki_node::tls::TlsFiles;
+use juki_node::http::tls::TlsFiles;
+use juki_node::relay::client;
 use rustls::ClientConfig;
 use serde_json::{Value, json};
 
@@ -221,8 +221,8 @@ fn temp_dir(name: &str) -> PathBuf {
 
 fn database_url(db: &TestDb) -> String {
     match &db.url {
-        juki_node::db::DbUrl::Sqlite(p) => format!("sqlite://{p}"),
-        juki_node::db::DbUrl::Postgres(u) => u.clone(),
+        juki_node::store::db::DbUrl::Sqlite(p) => format!("sqlite://{p}"),
+        juki_node::store::db::DbUrl::Postgres(u) => u.clone(),
     }
 }
 

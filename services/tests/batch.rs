@@ -9,11 +9,11 @@ use actix_web::{App, test, web};
 use common::{Backend, NOW, OWN, TestDb};
 use diesel::prelude::*;
 use jiff::civil::date;
-use juki_node::batch::{self, StatRow};
-use juki_node::db::{DbConnection, DbUrl};
-use juki_node::models::{HistoryRow, IdempotencyRow, OutboxRow, ResidentRow};
-use juki_node::routes::{self, AppState};
-use juki_node::schema::{
+use juki_node::cli::batch::{self, StatRow};
+use juki_node::http::routes::{self, AppState};
+use juki_node::store::db::{DbConnection, DbUrl};
+use juki_node::store::models::{HistoryRow, IdempotencyRow, OutboxRow, ResidentRow};
+use juki_node::store::schema::{
     change_history, counters, daily_statistics, idempotency_keys, inbox, outbox, provision_log,
     residents,
 };
@@ -76,7 +76,7 @@ async fn daily_statistics_are_stored_and_rerunnable(backend: Backend) {
         return;
     };
     let state = with_updates(&db).await;
-    let mut conn = state.pool.get().unwrap();
+    let mut conn = state.db.pool.get().unwrap();
     let day = date(2024, 6, 3);
     let stats = batch::statistics(&mut conn, day).unwrap();
     assert_eq!(
@@ -198,7 +198,7 @@ fn contents(conn: &mut DbConnection) -> Contents {
 /// provision_log row are written directly.
 async fn populated(db: &TestDb) -> AppState {
     let state = with_updates(db).await;
-    let mut conn = state.pool.get().unwrap();
+    let mut conn = state.db.pool.get().unwrap();
     batch::statistics(&mut conn, date(2024, 6, 3)).unwrap();
     diesel::insert_into(inbox::table)
         .values((
@@ -240,7 +240,7 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 async fn backup_restores_into_a_fresh_database_with_equal_contents() {
     let db = TestDb::new(Backend::Sqlite).unwrap();
     let state = with_updates(&db).await;
-    let mut conn = state.pool.get().unwrap();
+    let mut conn = state.db.pool.get().unwrap();
     batch::statistics(&mut conn, date(2024, 6, 3)).unwrap();
     let original = contents(&mut conn);
     drop(conn);
@@ -391,7 +391,7 @@ async fn pg_backup_restores_every_table_into_a_fresh_database() {
         return;
     };
     let state = populated(&db).await;
-    let mut conn = state.pool.get().unwrap();
+    let mut conn = state.db.pool.get().unwrap();
     let original = contents(&mut conn);
     drop(conn);
     assert!(original.4.len() == 1 && original.7.len() == 1 && !original.6.is_empty());
@@ -429,7 +429,7 @@ async fn pg_backup_restores_every_table_into_a_fresh_database() {
     assert_eq!(restored, manifest);
     let mut conn = fresh.url.connect().unwrap();
     assert_eq!(contents(&mut conn), original);
-    assert!(!juki_node::db::has_pending_migrations(&mut conn).unwrap());
+    assert!(!juki_node::store::db::has_pending_migrations(&mut conn).unwrap());
     drop(conn);
 
     // A PostgreSQL backup does not restore into SQLite.
@@ -488,14 +488,14 @@ async fn pg_non_empty_target_needs_force() {
         return;
     };
     let state = populated(&db).await;
-    let original = contents(&mut state.pool.get().unwrap());
+    let original = contents(&mut state.db.pool.get().unwrap());
     let dir = temp_dir("pg-force");
     let (_, manifest_path) = batch::backup(&db.url, &dir, jiff::Timestamp::now(), None).unwrap();
 
     // The target is a node database with other contents (one different update).
     let target = TestDb::new(Backend::Postgres).unwrap();
     let other = target.state();
-    let mut conn = other.pool.get().unwrap();
+    let mut conn = other.db.pool.get().unwrap();
     diesel::insert_into(residents::table)
         .values(ResidentRow {
             resident_code: "11111111119".into(),
@@ -544,7 +544,7 @@ async fn pg_backup_and_restore_commands() {
         return;
     };
     let state = populated(&db).await;
-    let original = contents(&mut state.pool.get().unwrap());
+    let original = contents(&mut state.db.pool.get().unwrap());
     let DbUrl::Postgres(url) = &db.url else {
         unreachable!()
     };

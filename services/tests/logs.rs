@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use juki_node::client;
+use juki_node::relay::client;
 use serde_json::{Value, json};
 
 fn temp_db(name: &str) -> std::path::PathBuf {

@@ -11,12 +11,12 @@ use actix_web::{test, web};
 use common::{Backend, TestDb};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use juki_node::clock::FixedClock;
-use juki_node::config::{NodeIdentity, Role};
-use juki_node::models::ResidentRow;
+use juki_node::domain::clock::FixedClock;
+use juki_node::domain::identity::{NodeIdentity, Role};
+use juki_node::http::routes::AppState;
 use juki_node::provision::AllowList;
-use juki_node::routes::AppState;
-use juki_node::schema::{change_history, provision_log, residents};
+use juki_node::store::models::ResidentRow;
+use juki_node::store::schema::{change_history, provision_log, residents};
 use serde_json::{Value, json};
 
 const TARO: &str = "12345678903";
@@ -55,7 +55,7 @@ fn node(db: &TestDb, identity: NodeIdentity) -> AppState {
     state.identity = identity;
     state.clock = Arc::new(FixedClock(common::NOW.parse().unwrap()));
     state.allow = Arc::new(AllowList::parse(ALLOW).unwrap());
-    let mut conn = state.pool.get().unwrap();
+    let mut conn = state.db.pool.get().unwrap();
     let rows = [
         resident(TARO, "131016", "山田 太郎", "active"),
         resident(HANAKO, "011002", "佐藤 花子", "active"),
@@ -112,7 +112,8 @@ macro_rules! setup {
             return;
         };
         let state = node(&db, $identity);
-        let app = test::init_service(juki_node::app::app(web::Data::new(state.clone()))).await;
+        let app =
+            test::init_service(juki_node::http::server::app(web::Data::new(state.clone()))).await;
         (db, state, app)
     }};
 }
@@ -155,7 +156,7 @@ fn log(state: &AppState) -> Vec<LogRow> {
             provision_log::outcome,
             provision_log::detail,
         ))
-        .load(&mut state.pool.get().unwrap())
+        .load(&mut state.db.pool.get().unwrap())
         .unwrap()
 }
 
@@ -326,7 +327,7 @@ async fn an_agency_gets_only_the_items_of_its_affair_and_every_query_is_logged(b
     let ids: Vec<String> = provision_log::table
         .order(provision_log::id)
         .select(provision_log::id)
-        .load(&mut state.pool.get().unwrap())
+        .load(&mut state.db.pool.get().unwrap())
         .unwrap();
     assert_eq!(ids[0], first_id);
     let metrics = state.metrics.render();
@@ -347,7 +348,7 @@ async fn four_items_matching_two_residents_are_refused_as_ambiguous(backend: Bac
     // JIRO moves to TARO's address: the four items now name both.
     diesel::update(residents::table.find(JIRO))
         .set(residents::address.eq("131016 1-1"))
-        .execute(&mut state.pool.get().unwrap())
+        .execute(&mut state.db.pool.get().unwrap())
         .unwrap();
     let (status, body) = post_as!(
         app,
@@ -429,7 +430,7 @@ async fn a_batch_of_queries_gets_each_its_own_answer_and_log_row(backend: Backen
         asked("nenkin", by_four("pension-benefit", "131016 1-1")),
         asked("passport", by_code("passport-issue", TARO)),
     ];
-    let mut conn = state.pool.get().unwrap();
+    let mut conn = state.db.pool.get().unwrap();
     let answers =
         juki_node::provision::query_batch(&mut conn, &state.identity, &state.allow, &batch)
             .unwrap();
@@ -505,7 +506,7 @@ async fn a_cs_answers_no_agency(backend: Backend) {
     };
     let mut state = db.state();
     state.allow = Arc::new(AllowList::parse(ALLOW).unwrap());
-    let app = test::init_service(juki_node::app::app(web::Data::new(state.clone()))).await;
+    let app = test::init_service(juki_node::http::server::app(web::Data::new(state.clone()))).await;
     let (status, body) = post_as!(
         app,
         "/v1/agency/queries",
@@ -604,7 +605,7 @@ async fn the_provision_log_is_append_only(backend: Backend) {
     );
     assert_eq!(status, StatusCode::OK);
     let before = log(&state);
-    let mut conn = state.pool.get().unwrap();
+    let mut conn = state.db.pool.get().unwrap();
     let update = diesel::update(provision_log::table)
         .set(provision_log::outcome.eq("nothing"))
         .execute(&mut conn);
@@ -618,7 +619,7 @@ async fn the_provision_log_is_append_only(backend: Backend) {
         );
     }
     // Migrating again (a restart) keeps the guard and the rows.
-    juki_node::db::run_migrations(&mut conn).unwrap();
+    juki_node::store::db::run_migrations(&mut conn).unwrap();
     assert!(
         diesel::delete(provision_log::table)
             .execute(&mut conn)
@@ -628,18 +629,7 @@ async fn the_provision_log_is_append_only(backend: Backend) {
     assert_eq!(log(&state), before);
 }
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[actix_web::test] async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[actix_web::test] async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
-}
-
-both_backends!(
+common::on_both_backends!(
     an_agency_gets_only_the_items_of_its_affair_and_every_query_is_logged,
     a_batch_of_queries_gets_each_its_own_answer_and_log_row,
     four_items_matching_two_residents_are_refused_as_ambiguous,

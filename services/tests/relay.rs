@@ -12,12 +12,12 @@ use actix_web::{App, HttpServer, test, web};
 use common::{Backend, OWN, TestDb};
 use diesel::prelude::*;
 use juki_calendar::{Calendar, CalendarConfig};
-use juki_node::clock::FixedClock;
-use juki_node::config::{NodeIdentity, Role};
-use juki_node::models::OutboxRow;
+use juki_node::domain::clock::FixedClock;
+use juki_node::domain::identity::{NodeIdentity, Role};
+use juki_node::http::routes::{self, AppState};
 use juki_node::relay::{self, RelayControl, RelaySettings};
-use juki_node::routes::{self, AppState};
-use juki_node::schema::{change_history, inbox, outbox, residents};
+use juki_node::store::models::OutboxRow;
+use juki_node::store::schema::{change_history, inbox, outbox, residents};
 use juki_node::store::{self, Counts};
 use serde_json::{Value, json};
 
@@ -85,14 +85,14 @@ macro_rules! call {
 }
 
 fn counts(state: &AppState) -> Counts {
-    store::counts(&mut state.pool.get().unwrap()).unwrap()
+    store::counts(&mut state.db.pool.get().unwrap()).unwrap()
 }
 
 fn outbox_rows(state: &AppState) -> Vec<OutboxRow> {
     outbox::table
         .order(outbox::seq.asc())
         .select(OutboxRow::as_select())
-        .load(&mut state.pool.get().unwrap())
+        .load(&mut state.db.pool.get().unwrap())
         .unwrap()
 }
 
@@ -155,7 +155,7 @@ async fn relay_applies_each_seq_once_and_forwards(backend: Backend) {
             outbox: 3
         }
     );
-    let mut conn = pref.pool.get().unwrap();
+    let mut conn = pref.db.pool.get().unwrap();
     let address: String = residents::table
         .filter(residents::resident_code.eq(TARO))
         .select(residents::address)
@@ -300,7 +300,7 @@ fn with_upstream(
 
 async fn wait_for_empty_outbox(state: &AppState) -> relay::OutboxStatus {
     for _ in 0..200 {
-        let s = state.with_db(relay::outbox_status).await.unwrap();
+        let s = state.db.read(relay::outbox_status).await.unwrap();
         if s.pending == 0 {
             return s;
         }
@@ -327,13 +327,13 @@ async fn relay_task_delivers_through_the_prefecture(backend: Backend) {
         Some("http://127.0.0.1:9".into()),
         None,
     );
-    let cs_task = actix_web::rt::spawn(relay::run(cs.clone()));
+    let cs_task = actix_web::rt::spawn(relay::run(cs.node.clone(), cs.relay.clone()));
     actix_web::rt::time::sleep(Duration::from_millis(150)).await;
     assert!(cs.relay.last_error().is_some());
     cs_task.abort();
     let cs = with_upstream(cs, Some(pref_url), None);
-    let cs_task = actix_web::rt::spawn(relay::run(cs.clone()));
-    let pref_task = actix_web::rt::spawn(relay::run(pref.clone()));
+    let cs_task = actix_web::rt::spawn(relay::run(cs.node.clone(), cs.relay.clone()));
+    let pref_task = actix_web::rt::spawn(relay::run(pref.node.clone(), pref.relay.clone()));
 
     let s = wait_for_empty_outbox(&cs).await;
     assert_eq!((s.last_seq, s.confirmed_seq), (3, 3));
@@ -356,7 +356,7 @@ async fn relay_task_delivers_through_the_prefecture(backend: Backend) {
                 change_history::source_seq,
                 change_history::trace_id,
             ))
-            .load(&mut state.pool.get().unwrap())
+            .load(&mut state.db.pool.get().unwrap())
             .unwrap()
     };
     let at_cs = trace_ids(&cs);
@@ -453,7 +453,7 @@ async fn updates_are_held_outside_the_upstream_window(backend: Backend) {
     );
     cs.clock = Arc::new(FixedClock("2024-06-08T03:00:00Z".parse().unwrap()));
     assert!(!cs.relay.upstream_open(&cs.identity, cs.clock.now()));
-    let task = actix_web::rt::spawn(relay::run(cs.clone()));
+    let task = actix_web::rt::spawn(relay::run(cs.node.clone(), cs.relay.clone()));
     actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     let app = app!(cs);
     let (_, answer) = call!(
@@ -475,7 +475,7 @@ async fn updates_are_held_outside_the_upstream_window(backend: Backend) {
     // Monday 12:00 is inside the window; an unreachable upstream times the final request out.
     cs.clock = Arc::new(FixedClock("2024-06-10T03:00:00Z".parse().unwrap()));
     assert!(cs.relay.upstream_open(&cs.identity, cs.clock.now()));
-    let task = actix_web::rt::spawn(relay::run(cs.clone()));
+    let task = actix_web::rt::spawn(relay::run(cs.node.clone(), cs.relay.clone()));
     let app = app!(cs);
     let (_, answer) = call!(
         app,
@@ -536,11 +536,11 @@ async fn a_rejected_item_holds_the_outbox_visibly(backend: Backend) {
     let set_payload = |payload: &str| {
         diesel::update(outbox::table.filter(outbox::seq.eq(2)))
             .set(outbox::payload.eq(payload))
-            .execute(&mut cs.pool.get().unwrap())
+            .execute(&mut cs.db.pool.get().unwrap())
             .unwrap();
     };
     set_payload(r#"{"sender": "cs-131016", "seq": 2, "update": {"resident_code": "x"}}"#);
-    let cs_task = actix_web::rt::spawn(relay::run(cs.clone()));
+    let cs_task = actix_web::rt::spawn(relay::run(cs.node.clone(), cs.relay.clone()));
     let mut rejection = None;
     for _ in 0..100 {
         rejection = cs.relay.rejection();
@@ -595,24 +595,7 @@ async fn a_rejected_item_holds_the_outbox_visibly(backend: Backend) {
     pref_server.stop(false).await;
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[actix_web::test]
-            async fn $name() {
-                super::$name(super::Backend::Sqlite).await
-            })*
-        }
-        mod postgres {
-            $(#[actix_web::test]
-            async fn $name() {
-                super::$name(super::Backend::Postgres).await
-            })*
-        }
-    };
-}
-
-on_both_backends!(
+common::on_both_backends!(
     relay_applies_each_seq_once_and_forwards,
     national_applies_without_forwarding,
     relay_task_delivers_through_the_prefecture,

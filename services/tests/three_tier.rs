@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use common::{Backend, TestDb};
 use diesel::prelude::*;
-use juki_node::client;
-use juki_node::db::DbUrl;
-use juki_node::schema::{change_history, residents};
+use juki_node::relay::client;
+use juki_node::store::db::DbUrl;
+use juki_node::store::schema::{change_history, residents};
 use serde_json::{Value, json};
 
 /// Residents per CS; every resident gets `ROUNDS` updates.

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use common::{Backend, TestDb};
 use diesel::prelude::*;
-use juki_node::client;
-use juki_node::db::DbUrl;
-use juki_node::schema::{issuance_log, residents};
+use juki_node::relay::client;
+use juki_node::store::db::DbUrl;
+use juki_node::store::schema::{issuance_log, residents};
 use serde_json::{Value, json};
 
 fn timeout() -> Duration {
@@ -287,7 +287,7 @@ fn transfer_state(node: &Node, id: &str) -> Option<String> {
 }
 
 /// Active rows of `code` at a CS database.
-fn active(conn: &mut juki_node::db::DbConnection, code: &str) -> Option<i64> {
+fn active(conn: &mut juki_node::store::db::DbConnection, code: &str) -> Option<i64> {
     residents::table
         .filter(residents::resident_code.eq(code))
         .filter(residents::status.eq("active"))

@@ -16,13 +16,18 @@ use actix_web::{App, test, web};
 use common::{Backend, TestDb};
 use diesel::prelude::*;
 use juki_calendar::{Calendar, CalendarConfig};
-use juki_node::clock::FixedClock;
-use juki_node::config::NodeIdentity;
-use juki_node::db::{self, DbConnection};
-use juki_node::mailbox::{self, CsContext, WideArea};
+use juki_node::domain::clock::FixedClock;
+use juki_node::domain::identity::NodeIdentity;
+use juki_node::http::routes::{self, AppState};
+use juki_node::node::Node;
+use juki_node::relay::mailbox;
 use juki_node::relay::{RelayControl, RelaySettings};
-use juki_node::routes::{self, AppState};
-use juki_node::schema::{change_history, issuance_log, issuances, outbox, residents, transfers};
+use juki_node::store::db::Db;
+use juki_node::store::db::{self, DbConnection};
+use juki_node::store::schema::{
+    change_history, issuance_log, issuances, outbox, residents, transfers,
+};
+use juki_node::wide_area::{CsContext, WideArea, pull};
 use serde_json::{Value, json};
 
 const A: &str = "131016";
@@ -32,12 +37,11 @@ const B: &str = "271004";
 fn cs(db: &TestDb, muni: &str, now: &str, calendar: bool, extensions: Option<PathBuf>) -> AppState {
     let pool = db::pool(&db.url, 4);
     db::run_migrations(&mut pool.get().unwrap()).unwrap();
-    let mut state = AppState::new(
-        &db.url,
-        pool,
+    let mut state = AppState::new(Node::new(
+        Db::new(db.url.clone(), pool),
         NodeIdentity::cs(muni).unwrap(),
         Arc::new(FixedClock(now.parse().unwrap())),
-    );
+    ));
     let calendar = calendar.then(|| Calendar::new(&CalendarConfig::default()).unwrap());
     state.relay = Arc::new(RelayControl::new(None, calendar, RelaySettings::default()));
     state.wide = Arc::new(WideArea {
@@ -48,10 +52,9 @@ fn cs(db: &TestDb, muni: &str, now: &str, calendar: bool, extensions: Option<Pat
 }
 
 fn at(state: &AppState, now: &str) -> AppState {
-    AppState {
-        clock: Arc::new(FixedClock(now.parse().unwrap())),
-        ..state.clone()
-    }
+    let mut state = state.clone();
+    state.clock = Arc::new(FixedClock(now.parse().unwrap()));
+    state
 }
 
 async fn call(state: &AppState, req: test::TestRequest) -> (StatusCode, Value) {
@@ -93,7 +96,7 @@ async fn post(state: &AppState, uri: &str, body: Value) -> (StatusCode, Value) {
 }
 
 fn conn(state: &AppState) -> db::PooledConnection {
-    state.pool.get().unwrap()
+    state.db.pool.get().unwrap()
 }
 
 /// Hands every message in `from`'s outbox addressed to `to` over to `to` (as a fetch would).
@@ -116,15 +119,8 @@ fn deliver(from: &AppState, to: &AppState) {
     let Some(last) = messages.last().map(|(id, _)| *id) else {
         return;
     };
-    let ctx = CsContext {
-        identity: to.identity.clone(),
-        calendar: to.relay.calendar.clone(),
-        extensions: juki_node::issuance::read_extensions(to.wide.extensions.as_deref()),
-        own_names: to.wide.own_names(&to.identity),
-        now: to.clock.now(),
-        trace: None,
-    };
-    mailbox::apply_fetched(&mut c, &ctx, &messages, last).unwrap();
+    let ctx: CsContext = to.wide.context(&to.node, to.relay.calendar.clone(), true);
+    pull::apply_fetched(&mut c, &ctx, &messages, last).unwrap();
 }
 
 fn resident(code: &str, status_reason: &str) -> Value {
@@ -835,7 +831,7 @@ async fn delivered_messages_expire(backend: Backend) {
     };
     let mut pref = cs(&db, A, NOON, false, None);
     pref.identity = NodeIdentity {
-        role: juki_node::config::Role::Prefecture,
+        role: juki_node::domain::identity::Role::Prefecture,
         prefecture: Some(13),
         municipality: None,
     };
@@ -872,7 +868,7 @@ async fn delivered_messages_expire(backend: Backend) {
     let (_, v) = fetch(&pref, 1).await;
     assert_eq!(v["messages"][0]["id"], 2, "after acknowledges: {v}");
     let rows = |state: &AppState| -> i64 {
-        juki_node::schema::mailbox::table
+        juki_node::store::schema::mailbox::table
             .count()
             .get_result(&mut conn(state))
             .unwrap()
@@ -902,7 +898,7 @@ async fn fetch_waits_for_the_upstream_window(backend: Backend) {
     };
     let mut pref = cs(&db_pref, A, NOON, false, None);
     pref.identity = NodeIdentity {
-        role: juki_node::config::Role::Prefecture,
+        role: juki_node::domain::identity::Role::Prefecture,
         prefecture: Some(13),
         municipality: None,
     };
@@ -938,8 +934,8 @@ async fn fetch_waits_for_the_upstream_window(backend: Backend) {
         "{ack}"
     );
     let undelivered = || {
-        juki_node::schema::mailbox::table
-            .filter(juki_node::schema::mailbox::delivered_at.is_null())
+        juki_node::store::schema::mailbox::table
+            .filter(juki_node::store::schema::mailbox::delivered_at.is_null())
             .count()
             .get_result::<i64>(&mut conn(&pref))
             .unwrap()
@@ -957,7 +953,12 @@ async fn fetch_waits_for_the_upstream_window(backend: Backend) {
     };
     // Sunday 2024-06-02, noon in Tokyo: the prefecture is offline by the calendar.
     let sunday = with_upstream(cs(&db_cs, A, "2024-06-02T03:00:00Z", false, None));
-    let task = actix_web::rt::spawn(mailbox::run_pull(sunday.clone()));
+    let task = actix_web::rt::spawn(pull::run(
+        sunday.node.clone(),
+        sunday.relay.clone(),
+        sunday.wide.clone(),
+        20,
+    ));
     actix_web::rt::time::sleep(std::time::Duration::from_millis(1500)).await;
     task.abort();
     assert_eq!(
@@ -968,7 +969,12 @@ async fn fetch_waits_for_the_upstream_window(backend: Backend) {
     assert_eq!(mailbox::cursor(&mut conn(&sunday)).unwrap(), 0);
 
     let monday = at(&sunday, NOON);
-    let task = actix_web::rt::spawn(mailbox::run_pull(monday.clone()));
+    let task = actix_web::rt::spawn(pull::run(
+        monday.node.clone(),
+        monday.relay.clone(),
+        monday.wide.clone(),
+        20,
+    ));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while undelivered() > 0 {
         assert!(
@@ -992,24 +998,7 @@ async fn fetch_waits_for_the_upstream_window(backend: Backend) {
     handle.stop(false).await;
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[actix_web::test]
-            async fn $name() {
-                super::$name(super::Backend::Sqlite).await
-            })*
-        }
-        mod postgres {
-            $(#[actix_web::test]
-            async fn $name() {
-                super::$name(super::Backend::Postgres).await
-            })*
-        }
-    };
-}
-
-on_both_backends!(
+common::on_both_backends!(
     move_in_date_rules,
     move_out_refusals,
     issuance_hours_at_both_ends,

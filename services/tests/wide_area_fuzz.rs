@@ -14,10 +14,10 @@ mod common;
 use actix_web::{App, test, web};
 use common::{Backend, TestDb};
 use diesel::prelude::*;
-use juki_node::config::{NodeIdentity, Role};
-use juki_node::db::DbConnection;
-use juki_node::routes;
-use juki_node::schema::{
+use juki_node::domain::identity::{NodeIdentity, Role};
+use juki_node::http::routes;
+use juki_node::store::db::DbConnection;
+use juki_node::store::schema::{
     inbox, issuance_log, issuances, mailbox, outbox, provision_log, residents, transfers,
 };
 use proptest::prelude::*;
@@ -220,8 +220,8 @@ async fn fuzz(backend: Backend) {
     )
     .await;
     assert_eq!(r.status(), 201);
-    let before_cs = snapshot(&mut cs.pool.get().unwrap());
-    let before_pref = snapshot(&mut pref.pool.get().unwrap());
+    let before_cs = snapshot(&mut cs.db.pool.get().unwrap());
+    let before_pref = snapshot(&mut pref.db.pool.get().unwrap());
 
     let endpoints: Vec<Endpoint> = vec![
         (
@@ -421,12 +421,12 @@ async fn fuzz(backend: Backend) {
         tried += 1;
     }
     assert_eq!(
-        snapshot(&mut cs.pool.get().unwrap()),
+        snapshot(&mut cs.db.pool.get().unwrap()),
         before_cs,
         "the CS database changed"
     );
     assert_eq!(
-        snapshot(&mut pref.pool.get().unwrap()),
+        snapshot(&mut pref.db.pool.get().unwrap()),
         before_pref,
         "the prefecture database changed"
     );
@@ -464,8 +464,11 @@ async fn provision_fuzz(backend: Backend) {
         )
         .unwrap(),
     );
-    let app = test::init_service(juki_node::app::app(web::Data::new(national.clone()))).await;
-    let before = snapshot(&mut national.pool.get().unwrap());
+    let app = test::init_service(juki_node::http::server::app(web::Data::new(
+        national.clone(),
+    )))
+    .await;
+    let before = snapshot(&mut national.db.pool.get().unwrap());
     let taro = "12345678903";
     // (route, identity, a valid body, its fields)
     let endpoints: Vec<(&str, &str, Value, Fields)> = vec![
@@ -530,7 +533,7 @@ async fn provision_fuzz(backend: Backend) {
         }
     }
     assert_eq!(
-        snapshot(&mut national.pool.get().unwrap()),
+        snapshot(&mut national.db.pool.get().unwrap()),
         before,
         "the national database changed"
     );

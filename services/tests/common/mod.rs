@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use juki_node::clock::FixedClock;
-use juki_node::config::NodeIdentity;
-use juki_node::db::{self, DbUrl};
-use juki_node::routes::AppState;
+use juki_node::domain::clock::FixedClock;
+use juki_node::domain::identity::NodeIdentity;
+use juki_node::http::routes::AppState;
+use juki_node::node::Node;
+use juki_node::store::db::{self, Db, DbUrl};
 
 pub const OWN: &str = "131016";
 /// The fixed "now" of the tests: 2024-06-03 12:00 in Tokyo.
@@ -124,12 +125,11 @@ impl TestDb {
         let mut conn = pool.get().expect("connect");
         db::run_migrations(&mut conn).expect("migrate");
         drop(conn);
-        AppState::new(
-            &self.url,
-            pool,
+        AppState::new(Node::new(
+            Db::new(self.url.clone(), pool),
             NodeIdentity::cs(OWN).unwrap(),
             Arc::new(FixedClock(NOW.parse().unwrap())),
-        )
+        ))
     }
 }
 
@@ -165,3 +165,25 @@ fn database_name_replacement() {
     );
     assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
 }
+
+/// Runs each named `async fn(Backend)` of the test file as two tests, `sqlite::<name>` and
+/// `postgres::<name>` (the latter skipped without a server, see [`TestDb::new`]).
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[actix_web::test]
+            async fn $name() {
+                super::$name(super::Backend::Sqlite).await
+            })*
+        }
+        mod postgres {
+            $(#[actix_web::test]
+            async fn $name() {
+                super::$name(super::Backend::Postgres).await
+            })*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_backends;

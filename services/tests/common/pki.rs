@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use juki_node::tls::TlsFiles;
+use juki_node::http::tls::TlsFiles;
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")

@@ -2,7 +2,9 @@
 
 use diesel::prelude::*;
 
-use crate::schema::{change_history, idempotency_keys, issuances, outbox, residents, transfers};
+use crate::store::schema::{
+    change_history, idempotency_keys, issuances, outbox, residents, transfers,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = residents, treat_none_as_null = true)]

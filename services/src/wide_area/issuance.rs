@@ -17,13 +17,14 @@ use juki_calendar::{Calendar, TimeOfDay};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::db::DbConnection;
 use crate::domain::{self, Sex, Status};
 use crate::error::Error;
-use crate::mailbox::{self, CsContext, Message, MessageKind};
-use crate::models::{IssuanceRow, ResidentRow};
-use crate::schema::{issuance_log, issuances};
+use crate::relay::mailbox::{self, Message, MessageKind};
+use crate::store::db::DbConnection;
+use crate::store::models::{IssuanceRow, ResidentRow};
+use crate::store::schema::{issuance_log, issuances};
 use crate::store::{self, lock_writes, reserve_ids};
+use crate::wide_area::CsContext;
 
 pub const REQUESTED: &str = "requested";
 pub const ISSUED: &str = "issued";

@@ -1,6 +1,11 @@
 //! The pure core of the node: the update payload, its validation and the state rules.
 //! No I/O and no clock: "today" and the node's own municipality are passed in.
 
+pub mod authz;
+pub mod clock;
+pub mod identity;
+pub mod trace;
+
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

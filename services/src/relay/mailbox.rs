@@ -15,23 +15,19 @@
 //! crash anywhere repeats a fetch, never loses one; every handler is idempotent (by message id
 //! at a prefecture, by transfer or issuance id at a CS).
 
-use std::time::Duration;
-
 use diesel::prelude::*;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
-use crate::config::{NodeIdentity, Role};
-use crate::db::DbConnection;
+use crate::domain::identity::{NodeIdentity, Role};
+use crate::domain::trace::TraceParent;
 use crate::error::Error;
-use crate::models::OutboxRow;
 use crate::relay::{Envelope, RelayItem};
-use crate::routes::AppState;
-use crate::schema::{counters, inbox, mailbox, outbox};
+use crate::store::db::DbConnection;
+use crate::store::models::OutboxRow;
+use crate::store::schema::{counters, inbox, mailbox, outbox};
 use crate::store::{insert_rows, reserve_ids};
-use crate::trace::TraceParent;
 
 /// What a message carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,32 +94,8 @@ impl Message {
     }
 }
 
-/// Wide-area state shared by the handlers and the background tasks.
-#[derive(Debug, Default)]
-pub struct WideArea {
-    /// The node's name from the configuration file (the JukiNode's name), if any.
-    pub name: Option<String>,
-    /// The active ServiceExtensions file (`extensions.json`), if configured.
-    pub extensions: Option<std::path::PathBuf>,
-    /// New mailbox rows (wakes long polls).
-    pub mailbox: Notify,
-    /// New issuance answers (wakes waiting `POST /v1/issuances`).
-    pub answers: Notify,
-}
-
-impl WideArea {
-    /// The names an extension may use for this node: the configured name, the sender id
-    /// (`cs-131016`, the JukiNode's name as the charts create it) and the municipality code.
-    pub fn own_names(&self, identity: &NodeIdentity) -> Vec<String> {
-        let mut names = vec![identity.sender_id()];
-        names.extend(identity.municipality.clone());
-        names.extend(self.name.clone());
-        names
-    }
-}
-
 /// The mailbox recipient name of the child that serves `to` below this node.
-fn recipient_below(identity: &NodeIdentity, to_prefecture: u8, to: &str) -> String {
+pub(crate) fn recipient_below(identity: &NodeIdentity, to_prefecture: u8, to: &str) -> String {
     match identity.role {
         Role::National => format!("pref-{to_prefecture:02}"),
         _ => format!("cs-{to}"),
@@ -154,7 +126,7 @@ pub fn enqueue(
 }
 
 /// Keeps `message` for `recipient` unless it is there already (by message id).
-fn keep_for(
+pub(crate) fn keep_for(
     conn: &mut DbConnection,
     recipient: &str,
     message: &Message,
@@ -255,6 +227,9 @@ pub fn check_recipient(identity: &NodeIdentity, recipient: &str) -> Result<(), E
     }
 }
 
+/// Longest wait of one long poll.
+pub const MAX_WAIT_SECS: u64 = 30;
+
 /// How long a delivered message is kept (a child restored from an older backup fetches again
 /// what it had applied after that backup); then it is deleted, with the PIN hash and 本籍 it
 /// may carry.
@@ -324,238 +299,6 @@ pub fn cursor(conn: &mut DbConnection) -> Result<i64, Error> {
         .filter(counters::name.eq("mailbox_cursor"))
         .select(counters::value)
         .first(conn)?)
-}
-
-/// What the CS's handlers need besides the database.
-#[derive(Debug, Clone)]
-pub struct CsContext {
-    pub identity: NodeIdentity,
-    pub calendar: Option<juki_calendar::Calendar>,
-    pub extensions: Vec<crate::issuance::Extension>,
-    pub own_names: Vec<String>,
-    pub now: Timestamp,
-    /// The trace the work belongs to: the request's, or the message's being handled.
-    pub trace: Option<TraceParent>,
-}
-
-impl CsContext {
-    /// The trace id for log lines ("" without a trace).
-    pub fn trace_id(&self) -> &str {
-        self.trace.as_ref().map_or("", |t| t.trace_id.as_str())
-    }
-}
-
-/// Applies fetched messages and moves the cursor to `last`, in one transaction.
-pub fn apply_fetched(
-    conn: &mut DbConnection,
-    ctx: &CsContext,
-    messages: &[(i64, Value)],
-    last: i64,
-) -> Result<(), Error> {
-    conn.transaction(|conn| {
-        crate::store::lock_writes(conn)?;
-        let current = cursor(conn)?;
-        for (id, value) in messages {
-            if *id <= current {
-                continue;
-            }
-            let message = match Message::deserialize(value) {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::error!(id, error = %e, "mailbox: malformed message skipped");
-                    continue;
-                }
-            };
-            let to_prefecture = match message.check() {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(id, error = %e, "mailbox: malformed message skipped");
-                    continue;
-                }
-            };
-            match ctx.identity.role {
-                Role::Prefecture => {
-                    let recipient = recipient_below(&ctx.identity, to_prefecture, &message.to);
-                    keep_for(conn, &recipient, &message, ctx.now)?;
-                }
-                Role::Cs => {
-                    if ctx.identity.municipality.as_deref() != Some(message.to.as_str()) {
-                        tracing::error!(id, to = %message.to, "mailbox: message for another municipality skipped");
-                        continue;
-                    }
-                    let ctx = CsContext {
-                        trace: message.traceparent.as_deref().and_then(TraceParent::parse),
-                        ..ctx.clone()
-                    };
-                    dispatch(conn, &ctx, &message)?;
-                }
-                Role::National => {}
-            }
-        }
-        if last > current {
-            diesel::update(counters::table.filter(counters::name.eq("mailbox_cursor")))
-                .set(counters::value.eq(last))
-                .execute(conn)?;
-        }
-        Ok(())
-    })
-}
-
-fn dispatch(conn: &mut DbConnection, ctx: &CsContext, message: &Message) -> Result<(), Error> {
-    let result = match message.kind {
-        MessageKind::MoveOutInfo => crate::transfer::receive_move_out_info(conn, ctx, message),
-        MessageKind::MoveInNotice => crate::transfer::receive_move_in_notice(conn, ctx, message),
-        MessageKind::MoveOutCancelled => crate::transfer::receive_cancellation(conn, ctx, message),
-        MessageKind::IssuanceRequest => crate::issuance::receive_request(conn, ctx, message),
-        MessageKind::IssuanceAnswer => crate::issuance::receive_answer(conn, ctx, message),
-    };
-    match result {
-        // A body that cannot be read is logged and skipped: holding it would stop every later
-        // message for this CS, and no retry can make it readable.
-        Err(Error::InvalidBody(e)) => {
-            tracing::error!(message_id = %message.message_id, error = %e, "mailbox: unreadable message skipped");
-            Ok(())
-        }
-        other => other,
-    }
-}
-
-/// Retry interval of the fetch after the upstream refused it with a 4xx.
-const PERMANENT_BACKOFF: Duration = Duration::from_secs(10);
-
-/// Longest wait of one long poll.
-pub const MAX_WAIT_SECS: u64 = 30;
-
-/// The background task of a CS or prefecture: fetches its messages from the upstream while the
-/// upstream is in its online window, and applies them. Returns at once without an upstream.
-pub async fn run_pull(state: AppState) {
-    let Some(upstream) = state.relay.upstream.clone() else {
-        return;
-    };
-    if state.identity.role == Role::National {
-        return;
-    }
-    let me = state.identity.sender_id();
-    let wait = std::env::var("JUKI_MAILBOX_WAIT_SECS")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(20)
-        .min(MAX_WAIT_SECS);
-    let initial = Duration::from_millis(100);
-    let mut backoff = initial;
-    let mut held = false;
-    let mut refused: Option<String> = None;
-    loop {
-        if !state
-            .relay
-            .upstream_open(&state.identity, state.clock.now())
-        {
-            if !held {
-                tracing::info!("mailbox: the upstream is outside its online window; held");
-                held = true;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        held = false;
-        let after = match state.with_db(cursor).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "mailbox: cannot read the cursor");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
-        };
-        let url = format!("{upstream}/v1/mailbox?recipient={me}&after={after}&wait={wait}");
-        let fetched = tokio::task::spawn_blocking(move || {
-            let r = crate::client::get(&url, Duration::from_secs(wait + 10))?;
-            if r.status != 200 {
-                return Err(format!(
-                    "upstream answered {}: {}",
-                    r.status,
-                    String::from_utf8_lossy(&r.body)
-                ));
-            }
-            let json = r.json()?;
-            let messages = json["messages"]
-                .as_array()
-                .ok_or("no messages array")?
-                .iter()
-                .filter_map(|m| Some((m["id"].as_i64()?, m["message"].clone())))
-                .collect::<Vec<_>>();
-            Ok(messages)
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
-        let messages = match fetched {
-            Ok(m) => m,
-            // A refusal (a 4xx: this node is not a child of its upstream, or the upstream has
-            // no mailbox) does not go away by retrying soon: an error, once per reason, and a
-            // retry every PERMANENT_BACKOFF until the configuration is fixed.
-            Err(e) if e.starts_with("upstream answered 4") => {
-                if refused.as_deref() != Some(e.as_str()) {
-                    tracing::error!(upstream = %upstream, error = %e, retry_in_ms = PERMANENT_BACKOFF.as_millis() as u64, "mailbox: the upstream refuses this node's fetch");
-                    refused = Some(e);
-                }
-                tokio::time::sleep(PERMANENT_BACKOFF).await;
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(upstream = %upstream, error = %e, backoff_ms = backoff.as_millis() as u64, "mailbox: fetch failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
-        };
-        refused = None;
-        backoff = initial;
-        let Some(last) = messages.iter().map(|(id, _)| *id).max() else {
-            continue;
-        };
-        let extensions = crate::issuance::read_extensions(state.wide.extensions.as_deref());
-        let ctx = CsContext {
-            identity: state.identity.clone(),
-            calendar: state.relay.calendar.clone(),
-            extensions,
-            own_names: state.wide.own_names(&state.identity),
-            now: state.clock.now(),
-            trace: None,
-        };
-        let count = messages.len();
-        let kinds: Vec<String> = messages
-            .iter()
-            .map(|(_, m)| {
-                // Only the known kinds become label values.
-                let kind = MessageKind::deserialize(&m["kind"])
-                    .ok()
-                    .and_then(|k| serde_json::to_value(k).ok())
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_else(|| "unknown".into());
-                format!("message_{kind}")
-            })
-            .collect();
-        match state
-            .with_write(move |conn| apply_fetched(conn, &ctx, &messages, last))
-            .await
-        {
-            Ok(()) => {
-                tracing::debug!(count, last, "mailbox: messages applied");
-                for kind in &kinds {
-                    state.metrics.wide_area(kind, 1);
-                }
-                state.relay.wake();
-                state.wide.mailbox.notify_waiters();
-                state.wide.answers.notify_waiters();
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "mailbox: cannot apply fetched messages; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -12,10 +12,10 @@ use jiff::tz::{TimeZone, offset};
 use jiff::{Timestamp, ToSpan};
 use serde::{Deserialize, Serialize};
 
-use crate::db::{self, DbConnection, DbUrl};
+use crate::cli::pgtools::{self, Tool};
 use crate::error::Error;
-use crate::pgtools::{self, Tool};
-use crate::schema::{
+use crate::store::db::{self, DbConnection, DbUrl};
+use crate::store::schema::{
     change_history, counters, daily_statistics, idempotency_keys, inbox, issuance_log, issuances,
     mailbox, outbox, provision_log, residents, transfers,
 };

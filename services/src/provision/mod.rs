@@ -5,6 +5,9 @@
 //! and gets only the items that affair allows. Every provision, refusal and disclosure is a row
 //! of `provision_log`, written before the answer leaves (append-only: see `db::install_guards`).
 
+pub mod desk;
+pub mod log;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -13,13 +16,13 @@ use diesel::prelude::*;
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
-use crate::config::{NodeIdentity, Role};
-use crate::db::DbConnection;
+use crate::domain::identity::{NodeIdentity, Role};
 use crate::domain::{Reason, Sex, Status};
 use crate::error::Error;
-use crate::models::ResidentRow;
-use crate::provision_log::LogRow;
-use crate::schema::{change_history, provision_log, residents};
+use crate::provision::log::LogRow;
+use crate::store::db::DbConnection;
+use crate::store::models::ResidentRow;
+use crate::store::schema::{change_history, provision_log, residents};
 
 /// The items an affair may be allowed (the individual number is never provided here).
 pub const ITEMS: &[&str] = &[
@@ -604,7 +607,7 @@ pub fn disclose(
     }
     .row(now);
     let id = log.id.clone();
-    crate::provision_log::insert(conn, std::slice::from_ref(&log))?;
+    crate::provision::log::insert(conn, std::slice::from_ref(&log))?;
     Ok(json!({
         "disclosure_id": id,
         "record": record,

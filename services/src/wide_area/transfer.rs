@@ -24,13 +24,14 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::db::DbConnection;
 use crate::domain::{self, Reason, Sex, Status, Update};
 use crate::error::Error;
-use crate::mailbox::{self, CsContext, Message, MessageKind};
-use crate::models::{ResidentRow, TransferRow};
-use crate::schema::transfers;
+use crate::relay::mailbox::{self, Message, MessageKind};
+use crate::store::db::DbConnection;
+use crate::store::models::{ResidentRow, TransferRow};
+use crate::store::schema::transfers;
 use crate::store::{self, lock_writes, reserve_ids};
+use crate::wide_area::CsContext;
 
 /// Source states.
 pub const MOVE_OUT_FILED: &str = "move_out_filed";
@@ -841,7 +842,7 @@ pub(crate) fn cancel_pending_of(
     sender: &str,
     codes: &[&str],
     now: jiff::Timestamp,
-    trace: Option<&crate::trace::TraceParent>,
+    trace: Option<&crate::domain::trace::TraceParent>,
 ) -> Result<usize, Error> {
     let rows: Vec<TransferRow> = transfers::table
         .filter(transfers::side.eq("source"))
@@ -878,7 +879,7 @@ fn end_pending(
     mut row: TransferRow,
     note: &str,
     now: jiff::Timestamp,
-    trace: Option<&crate::trace::TraceParent>,
+    trace: Option<&crate::domain::trace::TraceParent>,
 ) -> Result<(), Error> {
     row.state = CANCELLED.into();
     row.note = Some(note.to_owned());

@@ -3,40 +3,13 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use juki_calendar::{Calendar, CalendarConfig};
 use serde_json::Value;
 
-use crate::db::DbUrl;
+use crate::domain::identity::{NodeIdentity, Role};
 use crate::error::Error;
-
-/// The tier a node serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Role {
-    National,
-    Prefecture,
-    Cs,
-}
-
-impl Role {
-    /// Parses a role name as written in the node configuration file (any case; `CS` too).
-    pub fn parse(s: &str) -> Option<Role> {
-        match s.to_ascii_lowercase().as_str() {
-            "national" => Some(Role::National),
-            "prefecture" | "prefectural" => Some(Role::Prefecture),
-            "cs" => Some(Role::Cs),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::National => "national",
-            Role::Prefecture => "prefecture",
-            Role::Cs => "cs",
-        }
-    }
-}
+use crate::store::db::DbUrl;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -188,6 +161,9 @@ pub struct ServeArgs {
     /// How long a final request waits for the upstream's confirmation, in seconds.
     #[arg(long, env = "JUKI_FINAL_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub final_request_timeout_secs: u64,
+    /// How long one long poll of the upstream's mailbox waits, in seconds (at most 30).
+    #[arg(long, env = "JUKI_MAILBOX_WAIT_SECS", default_value_t = 20)]
+    pub mailbox_wait_secs: u64,
 }
 
 impl ServeArgs {
@@ -213,38 +189,6 @@ pub struct MigrateArgs {
     pub revert_all: bool,
 }
 
-/// Who this node is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeIdentity {
-    pub role: Role,
-    /// Prefecture code, for prefecture and cs roles.
-    pub prefecture: Option<u8>,
-    /// Municipality code, for the cs role.
-    pub municipality: Option<String>,
-}
-
-impl NodeIdentity {
-    /// A CS node of `municipality` (validated).
-    pub fn cs(municipality: &str) -> Result<Self, Error> {
-        let prefecture = juki_codes::validate_municipality_code(municipality)
-            .map_err(|e| Error::Config(format!("municipality code {municipality:?}: {e}")))?;
-        Ok(NodeIdentity {
-            role: Role::Cs,
-            prefecture: Some(prefecture),
-            municipality: Some(municipality.to_owned()),
-        })
-    }
-
-    /// The sender id this node writes into its outbox and its history rows.
-    pub fn sender_id(&self) -> String {
-        match (self.role, self.prefecture, &self.municipality) {
-            (Role::Cs, _, Some(m)) => format!("cs-{m}"),
-            (Role::Prefecture, Some(p), _) => format!("pref-{p:02}"),
-            _ => "national".to_owned(),
-        }
-    }
-}
-
 /// The validated node configuration.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -261,7 +205,7 @@ pub struct NodeConfig {
     /// The active ServiceExtensions file.
     pub extensions: Option<PathBuf>,
     /// Mutual TLS (None: plain HTTP without authentication).
-    pub tls: Option<crate::tls::TlsFiles>,
+    pub tls: Option<crate::http::tls::TlsFiles>,
     /// The agency allow-list (empty: every query refused).
     pub allow_list: crate::provision::AllowList,
 }
@@ -434,7 +378,7 @@ impl NodeArgs {
                 .map(|u| u.trim_end_matches('/').to_owned()),
         };
         let tls = match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
-            (Some(cert), Some(key), Some(ca)) => Some(crate::tls::TlsFiles {
+            (Some(cert), Some(key), Some(ca)) => Some(crate::http::tls::TlsFiles {
                 cert: cert.clone(),
                 key: key.clone(),
                 ca: ca.clone(),

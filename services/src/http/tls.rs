@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::authz::Caller;
+use crate::domain::authz::Caller;
 use crate::error::Error;
 
 /// The PEM files of one party.

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::domain::{Reason, Sex, Status};
-use crate::models::{HistoryRow, ResidentRow};
+use crate::store::models::{HistoryRow, ResidentRow};
 
 /// A resident's current record as returned by `GET /v1/residents/{code}`.
 #[derive(Debug, Clone, Serialize)]

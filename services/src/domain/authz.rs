@@ -8,7 +8,7 @@
 //! existing resident system and counters, which talk to their own CS), `agency-<name>` and
 //! `operator` (the jukinet operator, the only caller of the admin endpoints).
 
-use crate::config::{NodeIdentity, Role};
+use crate::domain::identity::{NodeIdentity, Role};
 use crate::error::Error;
 
 /// An authenticated caller.

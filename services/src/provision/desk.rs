@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::config::NodeIdentity;
+use crate::domain::identity::NodeIdentity;
 use diesel::connection::SimpleConnection;
 
-use crate::db::{DbConnection, DbUrl};
 use crate::error::Error;
+use crate::provision::log::{self, LogRow, MAX_BATCH};
 use crate::provision::{AllowList, Asked};
-use crate::provision_log::{self, LogRow, MAX_BATCH};
+use crate::store::db::{Db, DbConnection, DbUrl};
 
 /// Whose rules answer a query: the node and its allow-list (the same for every query of a
 /// running node; tests change them between requests).
@@ -52,9 +52,10 @@ pub struct Desk {
 }
 
 impl Desk {
-    /// Starts the desk thread with its own connection to `url`; on SQLite its log writes take
-    /// their turn on `writes` like every other writer of the node.
-    pub fn start(url: DbUrl, writes: Arc<Mutex<()>>) -> Desk {
+    /// Starts the desk thread with its own connection to the node's database; on SQLite its
+    /// log writes take their turn like every other writer of the node.
+    pub fn start(db: &Db) -> Desk {
+        let (url, writes) = (db.url.clone(), db.writes());
         // One thread: a second one (measured) split the waiting queries into batches half as
         // large, and the cost of a batch is mostly fixed (two statements), so it answered fewer.
         let (tx, rx) = mpsc::channel();
@@ -198,6 +199,6 @@ fn serve(
     }
     let _turn = matches!(conn, DbConnection::Sqlite(_))
         .then(|| writes.lock().unwrap_or_else(|e| e.into_inner()));
-    provision_log::insert(conn, &rows)?;
+    log::insert(conn, &rows)?;
     Ok(answers)
 }

@@ -6,9 +6,9 @@ use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::{Array, Nullable, Text};
 
-use crate::db::DbConnection;
 use crate::error::Error;
-use crate::schema::provision_log;
+use crate::store::db::DbConnection;
+use crate::store::schema::provision_log;
 
 /// One row of `provision_log`.
 #[derive(Debug, Clone, PartialEq, Eq, Insertable)]

@@ -1,0 +1,224 @@
+//! Wiring: configuration → pool → migrations → the one [`AppState`] → HTTP server and tasks.
+
+use std::sync::Arc;
+
+use std::time::Duration;
+
+use crate::cli::batch;
+use crate::cli::config::{BatchJob, Cli, Command, MigrateArgs, RestoreArgs, ServeArgs};
+use crate::domain::clock::{Clock, SystemClock};
+use crate::error::Error;
+use crate::http::routes::AppState;
+use crate::node::Node;
+use crate::relay::{self, RelayControl, RelaySettings};
+use crate::store::db::{self, Db, DbUrl};
+use crate::wide_area::WideArea;
+
+/// Runs the command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    crate::cli::logging::init(cli.log_json);
+    let result = match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(args) => migrate(args).await,
+        Command::Batch(args) => run_batch(args.job).await,
+        Command::Restore(args) => restore(args).await,
+    };
+    if let Err(e) = &result {
+        tracing::error!("juki-node failed: {e:#}");
+    }
+    result
+}
+
+/// The database for logs: its kind and where it is, without a password.
+fn describe(url: &DbUrl) -> (&'static str, String) {
+    match url {
+        DbUrl::Sqlite(path) => ("sqlite", path.clone()),
+        DbUrl::Postgres(u) => ("postgres", crate::cli::pgtools::redact(u)),
+    }
+}
+
+async fn run_batch(job: BatchJob) -> anyhow::Result<()> {
+    let out = match job {
+        BatchJob::Statistics { node, date } => {
+            let url = node.database()?;
+            let date = date.unwrap_or_else(|| SystemClock.today());
+            let (kind, location) = describe(&url);
+            let stats = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+                let mut conn = url
+                    .connect()
+                    .map_err(|e| Error::Batch(format!("connect: {e}")))?;
+                db::run_migrations(&mut conn)?;
+                batch::statistics(&mut conn, date)
+            })
+            .await??;
+            tracing::info!(
+                job = "statistics",
+                date = %stats.date,
+                database = kind,
+                database_url = %location,
+                updates = stats.updates.iter().map(|r| r.count).sum::<i64>(),
+                relayed = stats.relayed,
+                held = stats.held,
+                "batch statistics done"
+            );
+            serde_json::to_string_pretty(&stats)?
+        }
+        BatchJob::Backup { node, output, date } => {
+            let url = node.database()?;
+            let output = match (output, &url) {
+                (Some(dir), _) => dir,
+                (None, DbUrl::Sqlite(path)) => std::path::Path::new(path)
+                    .parent()
+                    .unwrap_or(std::path::Path::new("."))
+                    .join("backups"),
+                (None, DbUrl::Postgres(_)) => "backups".into(),
+            };
+            let (kind, location) = describe(&url);
+            let started = std::time::Instant::now();
+            let (manifest, path) = tokio::task::spawn_blocking(move || {
+                batch::backup(&url, &output, SystemClock.now(), date)
+            })
+            .await??;
+            tracing::info!(
+                job = "backup",
+                database = kind,
+                database_url = %location,
+                format = %manifest.format,
+                manifest = %path.display(),
+                bytes = manifest.bytes,
+                sha256 = %manifest.sha256,
+                rows = manifest.tables.values().sum::<i64>(),
+                duration_ms = started.elapsed().as_millis() as u64,
+                "batch backup done"
+            );
+            serde_json::to_string_pretty(&manifest)?
+        }
+    };
+    println!("{out}");
+    Ok(())
+}
+
+async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    let target = DbUrl::parse(&args.database_url)?;
+    let (kind, location) = describe(&target);
+    let manifest =
+        tokio::task::spawn_blocking(move || batch::restore(&args.manifest, &target, args.force))
+            .await??;
+    tracing::info!(
+        job = "restore",
+        database = kind,
+        database_url = %location,
+        file = %manifest.file,
+        sha256 = %manifest.sha256,
+        rows = manifest.tables.values().sum::<i64>(),
+        "restored; sha256 and row counts verified"
+    );
+    println!("{}", serde_json::to_string_pretty(&manifest)?);
+    Ok(())
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let url = DbUrl::parse(&args.database_url)?;
+    let args_revert = args.revert_all;
+    let versions = tokio::task::spawn_blocking(move || -> Result<Vec<String>, Error> {
+        let mut conn = url
+            .connect()
+            .map_err(|e| Error::Migration(format!("connect: {e}")))?;
+        if args_revert {
+            db::revert_all_migrations(&mut conn)
+        } else {
+            db::run_migrations(&mut conn)
+        }
+    })
+    .await??;
+    tracing::info!(
+        revert_all = args.revert_all,
+        versions = ?versions,
+        "migrations done"
+    );
+    Ok(())
+}
+
+/// Builds the handler state and applies pending migrations.
+pub async fn prepare(
+    args: &ServeArgs,
+    config: &crate::cli::config::NodeConfig,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<AppState> {
+    Ok(prepare_logged(args, config, clock).await?.0)
+}
+
+/// [`prepare`], also returning the migrations it applied.
+async fn prepare_logged(
+    args: &ServeArgs,
+    config: &crate::cli::config::NodeConfig,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(AppState, Vec<String>)> {
+    let config = config.clone();
+    let db = Db::open(&config.database, args.db_pool_size.max(1));
+    let migrate_pool = db.pool.clone();
+    let applied = tokio::task::spawn_blocking(move || -> Result<Vec<String>, Error> {
+        let mut conn = migrate_pool.get()?;
+        db::run_migrations(&mut conn)
+    })
+    .await??;
+    if !applied.is_empty() {
+        tracing::info!(versions = ?applied, "applied migrations");
+    }
+    let settings = RelaySettings {
+        batch: i64::from(args.relay_batch.max(1)),
+        backoff_max: Duration::from_millis(args.relay_backoff_max_ms.max(100)),
+        final_timeout: Duration::from_secs(args.final_request_timeout_secs),
+        ..RelaySettings::default()
+    };
+    let mut state = AppState::new(Node::new(db, config.identity, clock));
+    state.relay = Arc::new(RelayControl::new(
+        config.upstream,
+        config.calendar,
+        settings,
+    ));
+    state.wide = Arc::new(WideArea {
+        name: config.name.clone(),
+        extensions: config.extensions.clone(),
+        ..WideArea::default()
+    });
+    state.mtls = config.tls.is_some();
+    state.allow = Arc::new(config.allow_list.clone());
+    Ok((state, applied))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.node.validate()?;
+    let listen = args.listen(&config);
+    let (kind, location) = describe(&config.database);
+    let (state, applied) = prepare_logged(&args, &config, Arc::new(SystemClock)).await?;
+    if let Some(files) = &config.tls {
+        crate::relay::client::set_tls(files.client_config()?);
+    }
+    let start = crate::http::server::bind(&state, listen, config.tls.as_ref())?;
+    tracing::info!(
+        role = state.identity.role.as_str(),
+        name = %state.identity.sender_id(),
+        listen = %listen,
+        upstream = state.relay.upstream.as_deref().unwrap_or("none"),
+        calendar = state.relay.calendar.is_some(),
+        database = kind,
+        database_url = %location,
+        tls = config.tls.is_some(),
+        allow_list = state.allow.entries.len(),
+        migrations_applied = applied.len(),
+        migrations = ?applied,
+        "juki-node serving"
+    );
+    // The background tasks take what they need, not the HTTP state.
+    tokio::task::spawn_local(crate::wide_area::pull::run(
+        state.node.clone(),
+        Arc::clone(&state.relay),
+        Arc::clone(&state.wide),
+        args.mailbox_wait_secs,
+    ));
+    tokio::task::spawn_local(relay::run(state.node.clone(), Arc::clone(&state.relay)));
+    start().await?;
+    tracing::info!("juki-node stopped");
+    Ok(())
+}

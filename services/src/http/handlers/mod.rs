@@ -1,0 +1,7 @@
+//! One file of handlers per resource; `http/routes.rs` holds the route list.
+
+pub mod probes;
+pub mod provision;
+pub mod relay;
+pub mod residents;
+pub mod wide_area;
