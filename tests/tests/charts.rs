@@ -294,7 +294,8 @@ fn the_dockerfiles_copy_files_that_exist_and_build_real_binaries() {
                     .any(|l| l.trim() == "COPY . ." || l.trim() == format!("COPY {dir} {dir}")),
                 "{file}: does not COPY the workspace member {dir}"
             );
-            let ignore = std::fs::read_to_string(root.join(format!("{file}.dockerignore"))).unwrap();
+            let ignore =
+                std::fs::read_to_string(root.join(format!("{file}.dockerignore"))).unwrap();
             assert!(
                 !ignore.lines().any(|l| l.trim() == dir),
                 "{file}.dockerignore leaves out the workspace member {dir}"
@@ -315,7 +316,10 @@ fn the_dockerfiles_copy_files_that_exist_and_build_real_binaries() {
         );
         // scripts/images builds with bases made here; a registry machine uses the defaults.
         for arg in ["ARG BUILDER_IMAGE=", "ARG RUNTIME_IMAGE="] {
-            assert!(joined.contains(arg), "{file} takes its base image as {arg}…");
+            assert!(
+                joined.contains(arg),
+                "{file} takes its base image as {arg}…"
+            );
         }
         assert!(
             joined.contains("COPY . .") || joined.contains("COPY .cargo .cargo"),
