@@ -314,7 +314,8 @@ async fn the_juki_node_image_serves_from_a_claim_as_non_root_and_its_batch_comma
 }
 
 #[tokio::test]
-async fn the_operator_image_runs_from_its_chart_under_its_own_service_account_and_reconciles() {
+async fn the_operator_image_runs_two_ready_replicas_from_its_chart_under_its_own_service_account_and_reconciles()
+ {
     let Some(cluster) = require_real_node!() else {
         return;
     };
@@ -340,7 +341,7 @@ async fn the_operator_image_runs_from_its_chart_under_its_own_service_account_an
                 "-n",
                 &op_ns,
                 "--set",
-                "replicaCount=1",
+                "replicaCount=2",
                 "--set",
                 "image.pullPolicy=Never",
                 "--set-string",
@@ -349,7 +350,8 @@ async fn the_operator_image_runs_from_its_chart_under_its_own_service_account_an
                 tolerations,
                 "--set",
                 &watch,
-                // --wait: the Deployment becomes Available only once the pod's /readyz answers.
+                // --wait: the rollout completes only when both replicas' /readyz answer, the
+                // standby's too (a readiness tied to leadership never completes it).
                 "--wait",
                 "--timeout",
                 "180s",
@@ -371,6 +373,7 @@ async fn the_operator_image_runs_from_its_chart_under_its_own_service_account_an
         panic!("helm install of the operator failed: {err}\n{out}\n{logs}");
     }
     let listed = pods.list(&Default::default()).await.unwrap();
+    assert_eq!(listed.items.len(), 2, "two replicas");
     let pod = listed.items.first().expect("the operator's pod");
     let spec = pod.spec.clone().unwrap();
     assert_eq!(spec.node_name.as_deref(), Some(NODE_NAME));

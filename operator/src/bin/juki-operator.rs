@@ -88,6 +88,14 @@ async fn main() -> anyhow::Result<()> {
         ready.clone(),
     ));
 
+    // Ready once the API server answers, leader or standby: a standby that is never Ready would
+    // stall every rolling update of a 2-replica Deployment (and it is ready to take over).
+    client
+        .apiserver_version()
+        .await
+        .map_err(|e| anyhow::anyhow!("reaching the API server: {e}"))?;
+    ready.store(true, Ordering::SeqCst);
+
     let elector = match &args.leader_lease {
         Some(lease) => {
             let (ns, name) = lease.split_once('/').ok_or_else(|| {
@@ -103,7 +111,6 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
-    ready.store(true, Ordering::SeqCst);
     tracing::info!(clock = ?clock, "juki-operator running");
 
     let settings = Settings {
