@@ -542,7 +542,7 @@ async fn a_disclosure_lists_the_provisions_about_the_resident_only(backend: Back
     let (status, body) = post_as!(
         app,
         "/v1/disclosures",
-        Some("muni-011002"),
+        Some("muni-131016"),
         json!({"resident_code": TARO})
     );
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -561,10 +561,35 @@ async fn a_disclosure_lists_the_provisions_about_the_resident_only(backend: Back
     let (_, again) = post_as!(
         app,
         "/v1/disclosures",
-        Some("muni-011002"),
+        Some("muni-131016"),
         json!({"resident_code": TARO})
     );
     assert_eq!(again["provisions"].as_array().unwrap().len(), 3);
+    // Only the resident's own municipality asks (issue 18, case 14): another municipality's
+    // counter is refused with a 403, and the refusal is in the provision log.
+    let before = log(&state).len();
+    let (status, body) = post_as!(
+        app,
+        "/v1/disclosures",
+        Some("muni-011002"),
+        json!({"resident_code": TARO})
+    );
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not_own_resident")),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("山田"), "{body}");
+    let rows = log(&state);
+    assert_eq!(rows.len(), before + 1);
+    assert_eq!(
+        (
+            rows.last().unwrap().0.as_str(),
+            rows.last().unwrap().4.as_str(),
+            rows.last().unwrap().5.as_str()
+        ),
+        ("resident via muni-011002", "refused", "not_own_resident")
+    );
     // Only a municipality asks; bad input names the field and writes nothing.
     let before = log(&state).len();
     let (status, _) = post_as!(
@@ -577,7 +602,7 @@ async fn a_disclosure_lists_the_provisions_about_the_resident_only(backend: Back
     let (status, body) = post_as!(
         app,
         "/v1/disclosures",
-        Some("muni-011002"),
+        Some("muni-131016"),
         json!({"resident_code": "12345678900"})
     );
     assert_eq!(
@@ -588,7 +613,7 @@ async fn a_disclosure_lists_the_provisions_about_the_resident_only(backend: Back
     let (status, _) = post_as!(
         app,
         "/v1/disclosures",
-        Some("muni-011002"),
+        Some("muni-131016"),
         json!({"resident_code": TARO, "x": 1})
     );
     assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -564,22 +564,45 @@ fn items_json<S: serde::Serializer>(items: &str, s: S) -> Result<S::Ok, S::Error
 }
 
 /// Disclosure (開示) of a resident's record here and of the provisions about them, asked at
-/// the counter of `requester` (a municipality); logged as a provision to the resident.
+/// the counter of `municipality`; logged as a provision to the resident. Only the resident's
+/// own municipality may ask: any other counter is refused, and the refusal is logged too.
 pub fn disclose(
     conn: &mut DbConnection,
     node: &NodeIdentity,
-    requester: &str,
+    municipality: &str,
     code: &str,
     now: Timestamp,
 ) -> Result<Value, Error> {
     if node.role == Role::Cs {
         return Err(Error::WrongRole(node.role.as_str()));
     }
+    let requester = format!("resident via muni-{municipality}");
     let known = crate::store::load_residents(conn, &[code])?;
     let rows = lookup(conn, node, &Lookup::Code(code.to_owned()), &known)?;
     let Some(row) = rows.first() else {
         return Err(Error::NotFound(code.to_owned()));
     };
+    if row.municipality_code != municipality {
+        let log = LogEntry {
+            recipient: &requester,
+            affair: "disclosure",
+            reason: "開示請求 (the resident's own request)",
+            query_kind: "disclosure",
+            resident_code: Some(code),
+            items: &[],
+            outcome: "refused",
+            detail: "not_own_resident",
+        }
+        .row(now);
+        crate::provision::log::insert(conn, std::slice::from_ref(&log))?;
+        return Err(Error::Forbidden {
+            rule: "not_own_resident",
+            message: format!(
+                "muni-{municipality} may disclose only the records of its own residents (provision {})",
+                log.id
+            ),
+        });
+    }
     let record = render(conn, row, ITEMS)?;
     let provisions: Vec<ProvisionView> = provision_log::table
         .filter(provision_log::resident_code.eq(code))
@@ -596,7 +619,7 @@ pub fn disclose(
         ))
         .load(conn)?;
     let log = LogEntry {
-        recipient: requester,
+        recipient: &requester,
         affair: "disclosure",
         reason: "開示請求 (the resident's own request)",
         query_kind: "disclosure",

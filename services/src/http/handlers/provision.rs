@@ -68,10 +68,9 @@ pub(crate) async fn post_disclosure(
     };
     let code = crate::provision::parse_disclosure(&json_body(&body)?)?;
     let (node, now) = (state.identity.clone(), state.clock.now());
-    let requester = format!("resident via muni-{m}");
     let answer = state
         .db
-        .write(move |conn| crate::provision::disclose(conn, &node, &requester, &code, now))
+        .write(move |conn| crate::provision::disclose(conn, &node, &m, &code, now))
         .await?;
     state.metrics.provision("disclosed");
     Ok(HttpResponse::Ok().json(answer))
