@@ -1,7 +1,7 @@
 //! Running the real operator binary against the local control plane, and recording every phase
 //! change of the JukiNodes it manages from the watch stream.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -38,6 +38,30 @@ pub fn binary(name: &'static str) -> PathBuf {
 /// The juki-operator binary.
 pub fn operator_binary() -> PathBuf {
     binary("juki-operator")
+}
+
+/// A copy of the cluster's kubeconfig whose every user impersonates ServiceAccount
+/// `namespace/name` (with the groups the API server gives a ServiceAccount's token), so a process
+/// run with it has that account's RBAC and nothing more.
+pub fn impersonating_kubeconfig(cluster: &TestCluster, namespace: &str, name: &str) -> PathBuf {
+    let mut config = kube::config::Kubeconfig::read_from(&cluster.kubeconfig).expect("kubeconfig");
+    for user in &mut config.auth_infos {
+        if let Some(auth) = user.auth_info.as_mut() {
+            auth.impersonate = Some(format!("system:serviceaccount:{namespace}:{name}"));
+            auth.impersonate_groups = Some(vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated".into(),
+            ]);
+        }
+    }
+    let path = std::env::temp_dir().join(format!("kubeconfig-as-{namespace}-{name}"));
+    std::fs::write(
+        &path,
+        serde_yaml::to_string(&config).expect("kubeconfig yaml"),
+    )
+    .expect("writing the kubeconfig");
+    path
 }
 
 /// The simulated time of a fast clock started at `start` now, `factor` times real time.
@@ -83,6 +107,19 @@ impl OperatorProcess {
         tag: &str,
         extra: &[&str],
     ) -> OperatorProcess {
+        OperatorProcess::start_as(&cluster.kubeconfig, namespace, start, factor, tag, extra)
+    }
+
+    /// [`start_with`](Self::start_with) with another kubeconfig, e.g. one from
+    /// [`impersonating_kubeconfig`].
+    pub fn start_as(
+        kubeconfig: &Path,
+        namespace: &str,
+        start: Timestamp,
+        factor: u32,
+        tag: &str,
+        extra: &[&str],
+    ) -> OperatorProcess {
         let log = std::fs::File::create(
             std::env::temp_dir().join(format!("juki-operator-{namespace}{tag}.log")),
         )
@@ -102,7 +139,7 @@ impl OperatorProcess {
             .filter(|(flag, _)| !extra.contains(flag))
             .flat_map(|(flag, value)| [flag, value]);
         let child = Command::new(operator_binary())
-            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .args(defaults)
             .args(extra)

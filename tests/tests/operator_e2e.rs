@@ -932,3 +932,119 @@ async fn an_invalid_edit_of_a_live_node_or_its_calendar_freezes_nothing() {
     assert!(replicas.is_some_and(|r| r > 0), "{replicas:?}");
     drop(op);
 }
+
+/// Issue 18, case 13: the operator chart grants exactly what the code uses. The operator runs a
+/// whole weekday (starts, stops, batch Jobs, status, Events, its Lease) impersonating the chart's
+/// ServiceAccount, so a missing verb fails the day; the final request's `services/proxy` is
+/// granted in the node namespace only, by the node charts' RoleBinding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_runs_a_whole_day_with_only_the_rbac_of_its_chart() {
+    let Some(cluster) = require_cluster!() else {
+        return;
+    };
+    let setup = setup(&cluster, None).await;
+    let op_ns = cluster.namespace().await;
+    let release = unique_name("e2e-op");
+    let account = format!("{release}-juki-operator");
+    let _roles = [
+        cluster.guard("clusterrole", &account, None),
+        cluster.guard("clusterrole", &format!("{account}-final-request"), None),
+        cluster.guard("clusterrolebinding", &account, None),
+    ];
+    let repo = juki_tests::cluster::repo_root();
+    let chart = |name: &str| repo.join("charts").join(name).display().to_string();
+    let (ok, _, err) = cluster
+        .run(
+            "helm",
+            &[
+                "install",
+                &release,
+                &chart("juki-operator"),
+                "-n",
+                &op_ns,
+                "--set",
+                "replicaCount=0",
+            ],
+            None,
+        )
+        .await;
+    assert!(ok, "helm install of the operator's RBAC: {err}");
+    // The node chart's RoleBinding, rendered for this namespace and this operator release.
+    let (ok, binding, err) = cluster
+        .run(
+            "helm",
+            &[
+                "template",
+                "nodes",
+                &chart("juki-national"),
+                "-n",
+                &setup.ns.name,
+                "--show-only",
+                "templates/operator-access.yaml",
+                "--set",
+                &format!("operator.namespace={}", &*op_ns),
+                "--set",
+                &format!("operator.serviceAccount={account}"),
+                "--set",
+                &format!("operator.clusterRole={account}-final-request"),
+            ],
+            None,
+        )
+        .await;
+    assert!(ok, "helm template: {err}");
+    cluster
+        .apply_yaml(&binding, Some(&setup.ns.name))
+        .await
+        .expect("the final-request RoleBinding");
+
+    // What the API server's authorizer says of the account.
+    let who = format!("system:serviceaccount:{}:{account}", &*op_ns);
+    // (`kubectl auth can-i` reads "services/proxy" as a Service named proxy: subresources go in
+    // --subresource.)
+    let nodes_ns = setup.ns.name.as_str();
+    for (verb, resource, subresource, ns, expected) in [
+        ("create", "services", "proxy", nodes_ns, "yes"),
+        ("create", "services", "proxy", "kube-system", "no"),
+        ("create", "services", "proxy", &*op_ns, "no"),
+        ("patch", "jukinodes.jukinet.io", "status", nodes_ns, "yes"),
+        ("update", "jukinodes.jukinet.io", "status", nodes_ns, "no"),
+        ("update", "jukinodes.jukinet.io", "", nodes_ns, "no"),
+        ("delete", "deployments.apps", "", nodes_ns, "no"),
+        ("get", "secrets", "", nodes_ns, "no"),
+    ] {
+        let sub = format!("--subresource={subresource}");
+        let mut args = vec!["auth", "can-i", verb, resource, "-n", ns, "--as", &who];
+        if !subresource.is_empty() {
+            args.push(&sub);
+        }
+        let (_, out, _) = cluster.run("kubectl", &args, None).await;
+        assert_eq!(
+            out.trim(),
+            expected,
+            "can {who} {verb} {resource} {subresource} in {ns}?"
+        );
+    }
+
+    let kubeconfig = juki_tests::operator::impersonating_kubeconfig(&cluster, &op_ns, &account);
+    let recording = Recording::start(&cluster, &setup.ns.name);
+    let lease = format!("{}/juki-operator", &*op_ns);
+    let op = OperatorProcess::start_as(
+        &kubeconfig,
+        &setup.ns.name,
+        tokyo("2026-11-20T06:30"),
+        FACTOR,
+        "-sa",
+        &["--leader-lease", &lease],
+    );
+    op.run_until(tokyo("2026-11-21T06:00")).await;
+    drop(op);
+    assert_day_rules(&cluster, &setup, &recording, &["2026-11-20"]).await;
+    let log = std::fs::read_to_string(
+        std::env::temp_dir().join(format!("juki-operator-{}-sa.log", setup.ns.name)),
+    )
+    .unwrap();
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "the operator was refused something: {log}"
+    );
+}
