@@ -119,7 +119,7 @@ fn deliver(from: &AppState, to: &AppState) {
     let Some(last) = messages.last().map(|(id, _)| *id) else {
         return;
     };
-    let ctx: CsContext = to.wide.context(&to.node, to.relay.calendar.clone(), true);
+    let ctx: CsContext = to.wide.context(&to.node, to.relay.calendar.current(), true);
     pull::apply_fetched(&mut c, &ctx, &messages, last).unwrap();
 }
 

@@ -1048,3 +1048,80 @@ async fn the_operator_runs_a_whole_day_with_only_the_rbac_of_its_chart() {
         "the operator was refused something: {log}"
     );
 }
+
+/// Issue 18, case 3: an OperatingCalendar edit at noon (next year's closed date) reaches every
+/// node's ConfigMap, and no Deployment's pod template changes: no pod restarts mid-day. (The node
+/// service reads calendar.json again when the kubelet updates the mounted file.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calendar_edit_mid_day_reaches_the_nodes_without_restarting_their_pods() {
+    let Some(cluster) = require_cluster!() else {
+        return;
+    };
+    let setup = setup(&cluster, None).await;
+    let op = OperatorProcess::start(&cluster, &setup.ns.name, tokyo("2026-11-20T06:30"), FACTOR);
+    op.run_until(tokyo("2026-11-20T12:00")).await;
+    let deployments = Api::<Deployment>::namespaced(cluster.client.clone(), &setup.ns.name);
+    let templates = || async {
+        let mut by_name = BTreeMap::new();
+        for d in deployments.list(&ListParams::default()).await.unwrap() {
+            let spec = d.spec.clone().unwrap();
+            by_name.insert(d.name_any(), (spec.replicas, spec.template));
+        }
+        by_name
+    };
+    let before = templates().await;
+    assert_eq!(before.len(), 7, "every node has its Deployment");
+    assert!(
+        before
+            .values()
+            .all(|(replicas, _)| replicas.unwrap_or(0) >= 1),
+        "every node is up at noon: {before:#?}"
+    );
+
+    let calendars: Api<OperatingCalendar> = Api::all(cluster.client.clone());
+    calendars
+        .patch(
+            &setup.calendar_name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"extraClosedDates": [
+                {"date": "2027-05-06", "reason": "calendar edit at noon"}
+            ]}})),
+        )
+        .await
+        .unwrap();
+    let config_maps = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+        cluster.client.clone(),
+        &setup.ns.name,
+    );
+    poll_until(
+        "every node's calendar.json carries the new closed date",
+        Duration::from_secs(60),
+        || async {
+            let listed = config_maps.list(&ListParams::default()).await.unwrap();
+            let with_date = listed
+                .items
+                .iter()
+                .filter(|c| {
+                    c.data
+                        .as_ref()
+                        .and_then(|d| d.get("calendar.json"))
+                        .is_some_and(|j| j.contains("2027-05-06"))
+                })
+                .count();
+            with_date == 7
+        },
+    )
+    .await
+    .unwrap();
+    let after = templates().await;
+    drop(op);
+    let restarted: Vec<&String> = before
+        .iter()
+        .filter(|(name, template)| after.get(*name) != Some(*template))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        restarted.is_empty(),
+        "a calendar edit changed the pod template (a restart) of {restarted:?}"
+    );
+}

@@ -908,11 +908,15 @@ async fn ensure_owned(
     // steady-state reconcile writes nothing.
     let mut config = resources::config_map(node, rctx);
     let mut service = resources::service(node);
-    let support_hash = content_hash(&(&config, &service, rctx.sqlite_volume == SqliteVolume::Pvc));
+    let claim = rctx.sqlite_volume == SqliteVolume::Pvc;
+    let support_hash = content_hash(&(&config, &service, claim));
+    // Only what the pods read once at start rolls them (node.json, the data claim). The calendar
+    // does not: an OperatingCalendar edit must not restart every node mid-day, and the node
+    // service reads calendar.json again when the kubelet updates the mounted ConfigMap.
+    let node_json = config.data.as_ref().and_then(|d| d.get("node.json"));
+    let restart_hash = content_hash(&(node_json, claim));
     let observed_support = deployment
-        .and_then(|d| d.spec.as_ref())
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.annotations.as_ref())
+        .and_then(|d| d.metadata.annotations.as_ref())
         .and_then(|a| a.get(SUPPORT_ANNOTATION).cloned());
     if observed_support.as_deref() != Some(support_hash.as_str()) {
         apply_if_changed(
@@ -952,8 +956,13 @@ async fn ensure_owned(
             .get_or_insert_with(Default::default)
             .annotations
             .get_or_insert_with(Default::default)
-            .insert(SUPPORT_ANNOTATION.into(), support_hash);
+            .insert(RESTART_ANNOTATION.into(), restart_hash);
     }
+    desired
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(SUPPORT_ANNOTATION.into(), support_hash);
     let api = Api::<Deployment>::namespaced(ctx.client.clone(), &ns);
     // The hash leaves the replicas out: a start or a stop changes only them, and a patch of
     // spec.replicas is a much lighter write than applying the whole Deployment again.
@@ -1002,7 +1011,10 @@ fn deployment_written(ctx: &Context, ns: &str, before: Option<&Deployment>, afte
     );
 }
 
+/// On the Deployment: the hash of its ConfigMap, Service and claim as last applied.
 const SUPPORT_ANNOTATION: &str = "jukinet.io/support-hash";
+/// On the pod template: the hash of what the pods read once at start; a change rolls them.
+const RESTART_ANNOTATION: &str = "jukinet.io/restart-hash";
 
 async fn create_job(
     node: &JukiNode,

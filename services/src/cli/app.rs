@@ -10,6 +10,7 @@ use crate::domain::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::http::routes::AppState;
 use crate::node::Node;
+use crate::relay::calendar_file::CalendarFile;
 use crate::relay::{self, RelayControl, RelaySettings};
 use crate::store::db::{self, Db, DbUrl};
 use crate::wide_area::WideArea;
@@ -172,11 +173,11 @@ async fn prepare_logged(
         ..RelaySettings::default()
     };
     let mut state = AppState::new(Node::new(db, config.identity, clock));
-    state.relay = Arc::new(RelayControl::new(
-        config.upstream,
-        config.calendar,
-        settings,
-    ));
+    let calendar = match &config.calendar_path {
+        Some(path) => CalendarFile::watch(path.clone())?,
+        None => config.calendar.clone().into(),
+    };
+    state.relay = Arc::new(RelayControl::new(config.upstream, calendar, settings));
     state.wide = Arc::new(WideArea {
         name: config.name.clone(),
         extensions: config.extensions.clone(),

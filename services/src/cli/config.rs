@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
-use juki_calendar::{Calendar, CalendarConfig};
+use juki_calendar::Calendar;
 use serde_json::Value;
 
 use crate::domain::identity::{NodeIdentity, Role};
@@ -198,6 +198,8 @@ pub struct NodeConfig {
     pub upstream: Option<String>,
     /// The operating calendar; None means the upstream is always open.
     pub calendar: Option<Calendar>,
+    /// The file it was read from, read again while the node runs when it changes.
+    pub calendar_path: Option<PathBuf>,
     /// `listen` from the configuration file.
     pub listen: Option<SocketAddr>,
     /// `name` from the configuration file (the JukiNode's name).
@@ -282,14 +284,7 @@ impl FileConfig {
     }
 }
 
-/// Reads and validates an operating calendar file.
-pub fn read_calendar(path: &Path) -> Result<Calendar, Error> {
-    let json = std::fs::read_to_string(path)
-        .map_err(|e| Error::Config(format!("read calendar {}: {e}", path.display())))?;
-    let config: CalendarConfig = serde_json::from_str(&json)
-        .map_err(|e| Error::Config(format!("calendar {}: {e}", path.display())))?;
-    Calendar::new(&config).map_err(|e| Error::Config(format!("calendar {}: {e}", path.display())))
-}
+pub use crate::relay::calendar_file::read_calendar;
 
 impl NodeArgs {
     fn file(&self) -> Result<FileConfig, Error> {
@@ -418,6 +413,7 @@ impl NodeArgs {
             database,
             upstream,
             calendar,
+            calendar_path,
             listen: file.listen,
             name: file.name,
             extensions,

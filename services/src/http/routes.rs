@@ -219,7 +219,7 @@ impl AppState {
         self.own_municipality()?;
         Ok(self
             .wide
-            .context(&self.node, self.relay.calendar.clone(), with_extensions))
+            .context(&self.node, self.relay.calendar.current(), with_extensions))
     }
 
     /// [`AppState::cs_context`] inside the request's trace (`traceparent`), or a new one.
@@ -237,7 +237,7 @@ impl AppState {
     pub(crate) fn in_window_service(&self, now: jiff::Timestamp) -> bool {
         self.relay
             .calendar
-            .as_ref()
+            .current()
             .is_none_or(|c| c.in_window_service(now))
     }
 }

@@ -6,6 +6,7 @@
 //! acknowledges the highest seq of the batch, and the sender then marks the rows sent. A crash
 //! anywhere repeats at most one batch, which the receiver acknowledges without re-applying.
 
+pub mod calendar_file;
 pub mod client;
 pub mod final_request;
 pub mod mailbox;
@@ -25,8 +26,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use juki_calendar::{Calendar, Tier};
+use juki_calendar::Tier;
 use tokio::sync::Notify;
+
+use calendar_file::CalendarFile;
 
 use crate::domain::identity::{NodeIdentity, Role};
 
@@ -109,8 +112,9 @@ impl Backoff {
 pub struct RelayControl {
     /// Base URL of the upstream (None: the national server, or no upstream configured).
     pub upstream: Option<String>,
-    /// The operating calendar (None: the upstream is always open).
-    pub calendar: Option<Calendar>,
+    /// The operating calendar, read again when its file changes (none: the upstream is always
+    /// open).
+    pub calendar: CalendarFile,
     pub settings: RelaySettings,
     /// Set by a final request: relays from below are refused until resume or restart.
     draining: AtomicBool,
@@ -125,12 +129,12 @@ pub struct RelayControl {
 impl RelayControl {
     pub fn new(
         upstream: Option<String>,
-        calendar: Option<Calendar>,
+        calendar: impl Into<CalendarFile>,
         settings: RelaySettings,
     ) -> Self {
         RelayControl {
             upstream,
-            calendar,
+            calendar: calendar.into(),
             settings,
             ..RelayControl::default()
         }
@@ -184,7 +188,7 @@ impl RelayControl {
 
     /// True when this node's upstream is inside its online window at `now`.
     pub fn upstream_open(&self, identity: &NodeIdentity, now: Timestamp) -> bool {
-        let Some(calendar) = &self.calendar else {
+        let Some(calendar) = self.calendar.current() else {
             return true;
         };
         match identity.role {

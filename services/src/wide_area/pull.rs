@@ -182,7 +182,7 @@ pub async fn run(node: Node, relay: Arc<RelayControl>, wide: Arc<WideArea>, wait
         let extensions = crate::wide_area::issuance::read_extensions(wide.extensions.as_deref());
         let ctx = CsContext {
             identity: node.identity.clone(),
-            calendar: relay.calendar.clone(),
+            calendar: relay.calendar.current(),
             extensions,
             own_names: wide.own_names(&node.identity),
             now: node.clock.now(),
