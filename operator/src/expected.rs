@@ -528,11 +528,13 @@ mod tests {
 
     #[test]
     fn a_prefectures_own_end_moves_its_expected_online_end() {
-        let mut config = CalendarConfig::default();
-        config.prefecture_online_ends = vec![PrefectureOnlineEnd {
-            prefecture: "13".into(),
-            online_end: "21:45".into(),
-        }];
+        let config = CalendarConfig {
+            prefecture_online_ends: vec![PrefectureOnlineEnd {
+                prefecture: "13".into(),
+                online_end: "21:45".into(),
+            }],
+            ..CalendarConfig::default()
+        };
         let cal = Calendar::new(&config).unwrap();
         let n = node(Tier::Prefecture, NodePhase::Online, "2026-11-30T07:35");
         assert_eq!(expected_at(&cal, &n, "2026-11-30T21:40"), "Online");
