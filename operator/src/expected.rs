@@ -11,7 +11,7 @@ use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp};
 use juki_calendar::Calendar;
 
-use crate::api::{NodePhase, OverridePhase};
+use crate::api::{JukiNodeStatus, NodePhase, OverridePhase};
 use crate::planner::{NodeView, active_override, last_ended_window, next_window, window_at};
 
 /// The phase a node should be in now.
@@ -139,6 +139,40 @@ pub struct Observed {
     pub final_answer_failed: Option<Date>,
 }
 
+impl Observed {
+    /// What a node's status says of its last batch and its last final exchange.
+    pub fn of(status: &JukiNodeStatus) -> Observed {
+        let failed_date = |outcome: &str, date: &str| {
+            (outcome == "Failed")
+                .then(|| date.parse::<Date>().ok())
+                .flatten()
+        };
+        Observed {
+            batch_failed: status
+                .last_batch
+                .as_ref()
+                .and_then(|b| failed_date(&b.outcome, &b.date)),
+            final_answer_failed: status
+                .final_answer
+                .as_ref()
+                .and_then(|f| failed_date(&f.outcome, &f.date)),
+        }
+    }
+}
+
+/// `view` with the phase, reason, ready replicas and last batch of `status`: what the node is
+/// in, as written (a view gathered for planning holds the state before the plan).
+pub fn with_status<'a>(view: &NodeView<'a>, status: &'a JukiNodeStatus) -> NodeView<'a> {
+    NodeView {
+        phase: status.phase.unwrap_or(NodePhase::Offline),
+        phase_since: status.phase_since.as_ref().map(|t| t.0),
+        reason: status.reason.as_deref(),
+        ready_replicas: status.ready_replicas,
+        last_batch_date: status.last_batch.as_ref().and_then(|b| b.date.parse().ok()),
+        ..view.clone()
+    }
+}
+
 /// How long things may take before they are faults, in clock time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Thresholds {
@@ -151,10 +185,12 @@ pub struct Thresholds {
     pub lead: SignedDuration,
 }
 
+/// The operator's defaults: grace = `--readiness-timeout` (5 min) + the planner's waiting grace
+/// (5 min), a one-hour stop budget, done 30 minutes before the next start.
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
-            grace: SignedDuration::from_mins(15),
+            grace: SignedDuration::from_mins(10),
             stop_budget: SignedDuration::from_hours(1),
             lead: SignedDuration::from_mins(30),
         }
@@ -468,21 +504,21 @@ mod tests {
     fn an_offline_node_in_its_window_is_a_fault_after_the_grace_only() {
         let cal = calendar();
         let n = node(Tier::Cs, NodePhase::Offline, "2026-11-27T23:00");
-        assert_eq!(faults_at(&cal, &n, "2026-11-30T08:10"), []);
+        assert_eq!(faults_at(&cal, &n, "2026-11-30T08:09"), []);
+        let a = assess(
+            Some(&cal),
+            &n,
+            &Observed::default(),
+            &Thresholds::default(),
+            tokyo("2026-11-30T08:09"),
+        );
+        assert_eq!(a.recheck_at, Some(tokyo("2026-11-30T08:10")));
         let a = assess(
             Some(&cal),
             &n,
             &Observed::default(),
             &Thresholds::default(),
             tokyo("2026-11-30T08:10"),
-        );
-        assert_eq!(a.recheck_at, Some(tokyo("2026-11-30T08:15")));
-        let a = assess(
-            Some(&cal),
-            &n,
-            &Observed::default(),
-            &Thresholds::default(),
-            tokyo("2026-11-30T08:15"),
         );
         assert_eq!(
             a.faults,
@@ -493,10 +529,10 @@ mod tests {
         );
         // Starting late (08:12) gets its own grace from then; Failed too.
         let n = node(Tier::Cs, NodePhase::Starting, "2026-11-30T08:12");
-        assert_eq!(faults_at(&cal, &n, "2026-11-30T08:20"), []);
-        assert_eq!(faults_at(&cal, &n, "2026-11-30T08:27"), [Fault::NotOnline]);
+        assert_eq!(faults_at(&cal, &n, "2026-11-30T08:21"), []);
+        assert_eq!(faults_at(&cal, &n, "2026-11-30T08:22"), [Fault::NotOnline]);
         let n = node(Tier::Cs, NodePhase::Failed, "2026-11-30T10:00");
-        assert_eq!(faults_at(&cal, &n, "2026-11-30T10:15"), [Fault::NotOnline]);
+        assert_eq!(faults_at(&cal, &n, "2026-11-30T10:10"), [Fault::NotOnline]);
         // Online with all replicas: nothing; with some: Degraded; with none: not Online.
         let mut n = node(Tier::Cs, NodePhase::Online, "2026-11-30T08:05");
         assert_eq!(faults_at(&cal, &n, "2026-11-30T12:00"), []);
@@ -547,9 +583,9 @@ mod tests {
         let mut own = n.clone();
         own.online_end = Some(TimeOfDay::parse("21:35").unwrap());
         assert_eq!(expected_at(&cal, &own, "2026-11-30T21:40"), "StopWave");
-        // Still Online at 21:50 with a 21:45 end: within the grace; at 22:00, still up.
-        assert_eq!(faults_at(&cal, &n, "2026-11-30T21:50"), []);
-        assert_eq!(faults_at(&cal, &n, "2026-11-30T22:00"), [Fault::StillUp]);
+        // Still Online at 21:50 with a 21:45 end: within the grace; at 21:55, still up.
+        assert_eq!(faults_at(&cal, &n, "2026-11-30T21:54"), []);
+        assert_eq!(faults_at(&cal, &n, "2026-11-30T21:55"), [Fault::StillUp]);
     }
 
     #[test]
@@ -579,7 +615,7 @@ mod tests {
         n.manual_override = Some((OverridePhase::Online, tokyo("2026-11-28T12:00")));
         assert_eq!(expected_at(&cal, &n, "2026-11-28T10:05"), "Online");
         assert_eq!(faults_at(&cal, &n, "2026-11-28T10:05"), []);
-        assert_eq!(faults_at(&cal, &n, "2026-11-28T10:20"), [Fault::NotOnline]);
+        assert_eq!(faults_at(&cal, &n, "2026-11-28T10:10"), [Fault::NotOnline]);
         assert_eq!(expected_at(&cal, &n, "2026-11-28T12:00"), "Offline");
         // A CS pinned Online keeps its prefecture expected Online.
         let mut p = node(Tier::Prefecture, NodePhase::Online, "2026-11-28T10:00");
@@ -622,7 +658,7 @@ mod tests {
         // Into the window: still late, and not Online after the grace.
         assert_eq!(faults_at(&cal, &n, "2026-12-01T08:05"), [Fault::BatchLate]);
         assert_eq!(
-            faults_at(&cal, &n, "2026-12-01T08:15"),
+            faults_at(&cal, &n, "2026-12-01T08:10"),
             [Fault::NotOnline, Fault::BatchLate]
         );
         // Friday's batches may run all weekend (till Monday 07:30).
@@ -632,8 +668,8 @@ mod tests {
         assert_eq!(faults_at(&cal, &f, "2026-11-30T07:30"), [Fault::BatchLate]);
         // Still Online past the end and the grace: the stop never began.
         let up = node(Tier::Cs, NodePhase::Online, "2026-11-30T08:05");
-        assert_eq!(faults_at(&cal, &up, "2026-11-30T21:14"), []);
-        assert_eq!(faults_at(&cal, &up, "2026-11-30T21:15"), [Fault::StillUp]);
+        assert_eq!(faults_at(&cal, &up, "2026-11-30T21:09"), []);
+        assert_eq!(faults_at(&cal, &up, "2026-11-30T21:10"), [Fault::StillUp]);
         // Up on a Saturday with no override: still up, whatever its reason.
         let sat = node(Tier::National, NodePhase::Online, "2026-11-28T09:00");
         assert_eq!(faults_at(&cal, &sat, "2026-11-28T09:30"), [Fault::StillUp]);

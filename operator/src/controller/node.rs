@@ -622,29 +622,8 @@ fn show_health(
     status: &JukiNodeStatus,
     now: Timestamp,
 ) -> Option<Timestamp> {
-    let failed_date = |outcome: &str, date: &str| {
-        (outcome == "Failed")
-            .then(|| date.parse::<Date>().ok())
-            .flatten()
-    };
-    let observed = expected::Observed {
-        batch_failed: status
-            .last_batch
-            .as_ref()
-            .and_then(|b| failed_date(&b.outcome, &b.date)),
-        final_answer_failed: status
-            .final_answer
-            .as_ref()
-            .and_then(|f| failed_date(&f.outcome, &f.date)),
-    };
-    let view = NodeView {
-        phase: status.phase.unwrap_or(NodePhase::Offline),
-        phase_since: status.phase_since.as_ref().map(|t| t.0),
-        reason: status.reason.as_deref(),
-        ready_replicas: status.ready_replicas,
-        last_batch_date: status.last_batch.as_ref().and_then(|b| b.date.parse().ok()),
-        ..view.clone()
-    };
+    let observed = expected::Observed::of(status);
+    let view = expected::with_status(view, status);
     let thresholds = expected::Thresholds {
         grace: ctx
             .clock
