@@ -70,6 +70,9 @@ enum Command {
         /// Colours: auto (on a terminal only), always or never.
         #[arg(long, value_enum, default_value = "auto")]
         color: Color,
+        /// Refresh every SECONDS until interrupted (the screen is redrawn on a terminal).
+        #[arg(long, short = 'w', value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+        watch: Option<u64>,
     },
     /// Forecast the operator's transitions for a calendar and a topology, without a cluster.
     Plan {
@@ -109,6 +112,33 @@ where
         .await
         .map(|l| l.items)
         .map_err(|e| format!("listing {}s: {e}", K::kind(&())))
+}
+
+/// One `status` report: one list each of JukiNodes, OperatingCalendars and ServiceExtensions,
+/// judged at `at` (default now).
+async fn status(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    at: Option<jiff::Timestamp>,
+    tz: &jiff::tz::TimeZone,
+    style: country::Style,
+) -> Result<String, String> {
+    use juki_operator::api::{JukiNode, OperatingCalendar, ServiceExtension};
+    let calendars = async {
+        kube::Api::<OperatingCalendar>::all(client.clone())
+            .list(&Default::default())
+            .await
+            .map(|l| l.items)
+            .map_err(|e| format!("listing OperatingCalendars: {e}"))
+    };
+    let (nodes, calendars, extensions) = tokio::try_join!(
+        list_all::<JukiNode>(client, namespace),
+        calendars,
+        list_all::<ServiceExtension>(client, namespace),
+    )?;
+    let now = at.unwrap_or_else(jiff::Timestamp::now);
+    let rows = country::assess_all(&nodes, &calendars, &extensions, now);
+    Ok(country::render(&rows, now, tz, style))
 }
 
 fn read(path: &std::path::Path) -> Result<String, String> {
@@ -166,44 +196,43 @@ fn run(cli: Cli) -> Result<String, String> {
             time_zone,
             at,
             color,
+            watch,
         } => {
-            use juki_operator::api::{JukiNode, OperatingCalendar, ServiceExtension};
             let tz = jiff::tz::TimeZone::get(&time_zone)
                 .map_err(|_| format!("--time-zone: {time_zone:?} is not a known IANA time zone"))?;
-            let now = match at {
-                Some(text) => {
-                    preview::parse_instant(&text, &tz).map_err(|e| format!("--at: {e}"))?
-                }
-                None => jiff::Timestamp::now(),
+            let at = at
+                .map(|text| preview::parse_instant(&text, &tz).map_err(|e| format!("--at: {e}")))
+                .transpose()?;
+            let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            let style = country::Style {
+                color: match color {
+                    Color::Always => true,
+                    Color::Never => false,
+                    Color::Auto => terminal,
+                },
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
-            let (nodes, calendars, extensions) = runtime.block_on(async {
+            runtime.block_on(async {
                 let client = kube::Client::try_default()
                     .await
                     .map_err(|e| format!("no cluster: {e}"))?;
-                let calendars = async {
-                    kube::Api::<OperatingCalendar>::all(client.clone())
-                        .list(&Default::default())
-                        .await
-                        .map(|l| l.items)
-                        .map_err(|e| format!("listing OperatingCalendars: {e}"))
+                let Some(every) = watch else {
+                    return status(&client, namespace.as_deref(), at, &tz, style).await;
                 };
-                tokio::try_join!(
-                    list_all::<JukiNode>(&client, namespace.as_deref()),
-                    calendars,
-                    list_all::<ServiceExtension>(&client, namespace.as_deref()),
-                )
-            })?;
-            let rows = country::assess_all(&nodes, &calendars, &extensions, now);
-            let color = match color {
-                Color::Always => true,
-                Color::Never => false,
-                Color::Auto => std::io::IsTerminal::is_terminal(&std::io::stdout()),
-            };
-            Ok(country::render(&rows, now, &tz, country::Style { color }))
+                loop {
+                    let text = status(&client, namespace.as_deref(), at, &tz, style).await?;
+                    // Redraw in place on a terminal; one report after another when piped.
+                    if terminal {
+                        print!("\x1b[2J\x1b[H{text}");
+                    } else {
+                        println!("{text}");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(every)).await;
+                }
+            })
         }
         Command::Plan {
             calendar,
