@@ -367,12 +367,15 @@ fn compare(
                 found.now_holds(Fault::Degraded, since_phase);
             }
             // Still stopping or running last night's batches when the window opens: late too.
+            // (A stop that began inside the window, under an upstream going down, is not.)
             let late = match phase {
                 Draining | Stopping => Some(Fault::StopLate),
                 DailyBatch => Some(Fault::BatchLate),
                 _ => None,
             };
-            if let (Some(fault), Some(w)) = (late, window_at(calendar, node, now)) {
+            if let (Some(fault), Some(w)) = (late, window_at(calendar, node, now))
+                && since_phase.is_some_and(|s| s < w.start)
+            {
                 let deadline = plus(w.start, -thresholds.lead);
                 found.from(fault, deadline, Some(deadline));
             }
@@ -660,6 +663,14 @@ mod tests {
         assert_eq!(
             faults_at(&cal, &n, "2026-12-01T08:10"),
             [Fault::NotOnline, Fault::BatchLate]
+        );
+        // Draining at noon because the prefecture above went down: not Online, but no stop
+        // of last night running late.
+        let mut mid = node(Tier::Cs, NodePhase::Draining, "2026-11-30T12:00");
+        mid.last_batch_date = Some(jiff::civil::date(2026, 11, 27));
+        assert_eq!(
+            faults_at(&cal, &mid, "2026-11-30T12:30"),
+            [Fault::NotOnline]
         );
         // Friday's batches may run all weekend (till Monday 07:30).
         let mut f = node(Tier::Cs, NodePhase::DailyBatch, "2026-11-27T21:10");
