@@ -188,6 +188,25 @@ mod tests {
             body(&response).contains(r#"juki_reconciles_total{kind="JukiNode",result="ok"} 1"#),
             "{response}"
         );
+        // The monitoring series the alert rules read.
+        metrics.set_node_health(crate::telemetry::NodeHealth {
+            namespace: "pref-13".into(),
+            node: "cs-131016".into(),
+            tier: "CS".into(),
+            prefecture: "13".into(),
+            expected_online: true,
+            phase: "Offline".into(),
+            faults: vec!["NotOnline".into()],
+        });
+        let response = request(addr, "GET", "/metrics").await;
+        let text = body(&response);
+        for line in [
+            r#"juki_node_expected_online{namespace="pref-13",node="cs-131016",prefecture="13",tier="CS"} 1"#,
+            r#"juki_node_phase{namespace="pref-13",node="cs-131016",phase="Offline",prefecture="13",tier="CS"} 1"#,
+            r#"juki_node_fault{fault="NotOnline",namespace="pref-13",node="cs-131016",prefecture="13",tier="CS"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
 
         let response = request(addr, "GET", "/healthz").await;
         assert_eq!(status_line(&response), "HTTP/1.1 200 OK");

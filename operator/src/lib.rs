@@ -4,6 +4,8 @@
 pub mod api;
 pub mod clock;
 pub mod controller;
+pub mod country;
+pub mod expected;
 pub mod forecast;
 pub mod http;
 pub mod leader;

@@ -196,7 +196,7 @@ impl Plan {
 }
 
 /// The node's online window containing `at`, extended by an active service extension.
-fn window_at(calendar: &Calendar, node: &NodeView<'_>, at: Timestamp) -> Option<Window> {
+pub(crate) fn window_at(calendar: &Calendar, node: &NodeView<'_>, at: Timestamp) -> Option<Window> {
     let today = calendar.date_of(at);
     [today.yesterday().ok(), Some(today)]
         .into_iter()
@@ -221,7 +221,11 @@ pub fn window_on(calendar: &Calendar, node: &NodeView<'_>, date: Date) -> Option
 }
 
 /// The most recent window of the node that has ended by `at`.
-fn last_ended_window(calendar: &Calendar, node: &NodeView<'_>, at: Timestamp) -> Option<Window> {
+pub(crate) fn last_ended_window(
+    calendar: &Calendar,
+    node: &NodeView<'_>,
+    at: Timestamp,
+) -> Option<Window> {
     let today = calendar.date_of(at);
     (0..=LOOKBACK_DAYS)
         .filter_map(|i| today.checked_sub(i.days()).ok())
@@ -230,12 +234,30 @@ fn last_ended_window(calendar: &Calendar, node: &NodeView<'_>, at: Timestamp) ->
 }
 
 /// The next window of the node that starts after `at`.
-fn next_window(calendar: &Calendar, node: &NodeView<'_>, at: Timestamp) -> Option<Window> {
+pub(crate) fn next_window(
+    calendar: &Calendar,
+    node: &NodeView<'_>,
+    at: Timestamp,
+) -> Option<Window> {
     let today = calendar.date_of(at);
     (0..=3 * 366)
         .filter_map(|i| today.checked_add(i.days()).ok())
         .filter_map(|d| window_on(calendar, node, d))
         .find(|w| w.start > at)
+}
+
+/// The override in force at `now`: the node's own wins; else a node pinned Online below keeps
+/// this one Online (then also returned on its own, as the pin's `until`).
+pub(crate) fn active_override(
+    node: &NodeView<'_>,
+    now: Timestamp,
+) -> (Option<(OverridePhase, Timestamp)>, Option<Timestamp>) {
+    let own_override = node.manual_override.filter(|(_, until)| *until > now);
+    let pinned = node
+        .pinned_below
+        .filter(|until| own_override.is_none() && *until > now);
+    let active = own_override.or(pinned.map(|until| (OverridePhase::Online, until)));
+    (active, pinned)
 }
 
 /// Decides what one node should be doing at `now`.
@@ -248,12 +270,7 @@ pub fn plan(calendar: &Calendar, node: &NodeView<'_>, now: Timestamp) -> Plan {
         );
     }
     let window = window_at(calendar, node, now);
-    // The node's own override wins; else a node pinned Online below keeps this one Online.
-    let own_override = node.manual_override.filter(|(_, until)| *until > now);
-    let pinned = node
-        .pinned_below
-        .filter(|until| own_override.is_none() && *until > now);
-    let override_active = own_override.or(pinned.map(|until| (OverridePhase::Online, until)));
+    let (override_active, pinned) = active_override(node, now);
     let want_online = match override_active {
         Some((OverridePhase::Online, _)) => true,
         Some((OverridePhase::Offline, _)) => false,

@@ -16,8 +16,17 @@
 //! | `juki_nodes` (gauge) | `tier`, `phase` |
 //! | `juki_batch_runs_total` (counter) | `tier`, `batch`, `outcome` |
 //! | `juki_api_writes_total` (counter) | `kind` |
+//! | `juki_node_expected_online` (gauge, 0/1) | `namespace`, `node`, `tier`, `prefecture` |
+//! | `juki_node_phase` (gauge, 1) | the same and `phase`: one series per node, its phase now |
+//! | `juki_node_fault` (gauge, 1) | the same and `fault`: one series per fault now |
+//!
+//! The per-node series are plain `prometheus` gauges in the same registry, not OpenTelemetry
+//! instruments: an OpenTelemetry gauge cannot forget an attribute set, and a node's old phase,
+//! a cleared fault and a deleted node must leave `/metrics` (a series that stays would keep an
+//! alert firing). So a node has two series plus one per fault (kube-state-metrics emits every
+//! phase with 0/1 instead; at 1,789 nodes and 7 phases that would be 12,500 series, not 3,600).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -53,6 +62,124 @@ struct Inner {
     node_keys: Mutex<BTreeSet<(String, String)>>,
     batch_runs: Counter<u64>,
     api_writes: Counter<u64>,
+    health: NodeHealthSeries,
+}
+
+/// The per-node monitoring series and, per node, the label values last set, so that what
+/// changed or went is removed.
+struct NodeHealthSeries {
+    expected_online: prometheus::IntGaugeVec,
+    phase: prometheus::IntGaugeVec,
+    fault: prometheus::IntGaugeVec,
+    shown: Mutex<HashMap<(String, String), NodeHealth>>,
+}
+
+const NODE_LABELS: [&str; 4] = ["namespace", "node", "tier", "prefecture"];
+
+/// What `/metrics` shows of one node: its place in the tree, whether the calendar wants it
+/// Online, its phase and its faults now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHealth {
+    pub namespace: String,
+    pub node: String,
+    pub tier: String,
+    /// "01".."47"; empty for the national node.
+    pub prefecture: String,
+    pub expected_online: bool,
+    pub phase: String,
+    pub faults: Vec<String>,
+}
+
+impl NodeHealth {
+    fn labels(&self) -> [&str; 4] {
+        [&self.namespace, &self.node, &self.tier, &self.prefecture]
+    }
+
+    fn with<'a>(&'a self, extra: &'a str) -> [&'a str; 5] {
+        let [a, b, c, d] = self.labels();
+        [a, b, c, d, extra]
+    }
+}
+
+impl NodeHealthSeries {
+    fn new(registry: &prometheus::Registry) -> NodeHealthSeries {
+        let vec = |name: &str, help: &str, extra: Option<&str>| {
+            let mut labels = NODE_LABELS.to_vec();
+            labels.extend(extra);
+            let gauge = prometheus::IntGaugeVec::new(prometheus::Opts::new(name, help), &labels)
+                .expect("valid metric and label names");
+            registry
+                .register(Box::new(gauge.clone()))
+                .expect("the per-node series are registered once per registry");
+            gauge
+        };
+        NodeHealthSeries {
+            expected_online: vec(
+                "juki_node_expected_online",
+                "1 when the calendar, extensions and overrides say the node should be Online now, else 0.",
+                None,
+            ),
+            phase: vec(
+                "juki_node_phase",
+                "The node's phase now (1; one series per node).",
+                Some("phase"),
+            ),
+            fault: vec(
+                "juki_node_fault",
+                "A fault of the node now: the difference between what the calendar expects and what the node does (1; one series per fault).",
+                Some("fault"),
+            ),
+            shown: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn remove(&self, old: &NodeHealth) {
+        // Absent series are fine to remove: the result says only whether one existed.
+        let _ = self.expected_online.remove_label_values(&old.labels());
+        let _ = self.phase.remove_label_values(&old.with(&old.phase));
+        for f in &old.faults {
+            let _ = self.fault.remove_label_values(&old.with(f));
+        }
+    }
+
+    fn set(&self, new: NodeHealth) {
+        let mut shown = self.shown.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (new.namespace.clone(), new.node.clone());
+        if let Some(old) = shown.get(&key) {
+            if *old == new {
+                return;
+            }
+            if old.labels() != new.labels() {
+                self.remove(old);
+            } else {
+                if old.phase != new.phase {
+                    let _ = self.phase.remove_label_values(&old.with(&old.phase));
+                }
+                for f in old.faults.iter().filter(|f| !new.faults.contains(f)) {
+                    let _ = self.fault.remove_label_values(&old.with(f));
+                }
+            }
+        }
+        self.expected_online
+            .with_label_values(&new.labels())
+            .set(i64::from(new.expected_online));
+        self.phase.with_label_values(&new.with(&new.phase)).set(1);
+        for f in &new.faults {
+            self.fault.with_label_values(&new.with(f)).set(1);
+        }
+        shown.insert(key, new);
+    }
+
+    fn retain(&self, keep: &dyn Fn(&str, &str) -> bool) {
+        let mut shown = self.shown.lock().unwrap_or_else(|p| p.into_inner());
+        shown.retain(|(ns, name), old| {
+            let kept = keep(ns, name);
+            if !kept {
+                self.remove(old);
+            }
+            kept
+        });
+    }
 }
 
 impl fmt::Debug for Metrics {
@@ -123,6 +250,7 @@ impl Metrics {
             .with_description("Kubernetes API writes made by the operator, by object kind.")
             .build();
 
+        let health = NodeHealthSeries::new(&registry);
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -135,6 +263,7 @@ impl Metrics {
                 node_keys: Mutex::new(BTreeSet::new()),
                 batch_runs,
                 api_writes,
+                health,
             }),
         }
     }
@@ -205,6 +334,22 @@ impl Metrics {
         self.inner
             .api_writes
             .add(1, &[KeyValue::new("kind", kind.to_owned())]);
+    }
+
+    /// Shows a node's expected phase, phase and faults, replacing what was shown of it.
+    pub fn set_node_health(&self, health: NodeHealth) {
+        self.inner.health.set(health);
+    }
+
+    /// Removes every series of the nodes for which `keep(namespace, name)` is false: nodes
+    /// deleted, or gone while the watch was down.
+    pub fn retain_nodes(&self, keep: &dyn Fn(&str, &str) -> bool) {
+        self.inner.health.retain(keep);
+    }
+
+    /// Removes every series of one node.
+    pub fn forget_node(&self, namespace: &str, name: &str) {
+        self.retain_nodes(&|ns, n| (ns, n) != (namespace, name));
     }
 
     /// All metrics in the Prometheus text exposition format (version 0.0.4).
@@ -383,6 +528,84 @@ mod tests {
             sample(&text, r#"juki_nodes{phase="Active",tier="hot"}"#),
             Some(0.0)
         );
+    }
+
+    fn health(node: &str, phase: &str, expected: bool, faults: &[&str]) -> NodeHealth {
+        NodeHealth {
+            namespace: "pref-13".into(),
+            node: node.into(),
+            tier: "CS".into(),
+            prefecture: "13".into(),
+            expected_online: expected,
+            phase: phase.into(),
+            faults: faults.iter().map(|f| f.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn telemetry_node_health_series_follow_the_node_and_leave_with_it() {
+        let m = Metrics::new();
+        // Rendered labels are sorted by name.
+        let at = |node: &str, extra: Option<(&str, &str)>| {
+            let mut labels = vec![
+                ("namespace", "pref-13"),
+                ("node", node),
+                ("prefecture", "13"),
+                ("tier", "CS"),
+            ];
+            labels.extend(extra);
+            labels.sort();
+            let labels: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!(r#"{k}="{v}""#))
+                .collect();
+            format!("{{{}}}", labels.join(","))
+        };
+        m.set_node_health(health("cs-131016", "Offline", true, &["NotOnline"]));
+        m.set_node_health(health("cs-131024", "Online", true, &[]));
+        let text = m.render();
+        assert!(text.contains("# TYPE juki_node_phase gauge"), "{text}");
+        let expected = |text: &str, node| {
+            sample(
+                text,
+                &format!("juki_node_expected_online{}", at(node, None)),
+            )
+        };
+        let phase = |text: &str, node, p: &str| {
+            sample(
+                text,
+                &format!("juki_node_phase{}", at(node, Some(("phase", p)))),
+            )
+        };
+        let fault = |text: &str, node, f: &str| {
+            sample(
+                text,
+                &format!("juki_node_fault{}", at(node, Some(("fault", f)))),
+            )
+        };
+        assert_eq!(expected(&text, "cs-131016"), Some(1.0), "{text}");
+        assert_eq!(phase(&text, "cs-131016", "Offline"), Some(1.0));
+        assert_eq!(fault(&text, "cs-131016", "NotOnline"), Some(1.0));
+        assert_eq!(phase(&text, "cs-131024", "Online"), Some(1.0));
+
+        // It comes up: the old phase and the cleared fault leave; the night: expected 0.
+        m.set_node_health(health("cs-131016", "Online", true, &[]));
+        let text = m.render();
+        assert_eq!(phase(&text, "cs-131016", "Offline"), None, "{text}");
+        assert_eq!(phase(&text, "cs-131016", "Online"), Some(1.0));
+        assert_eq!(fault(&text, "cs-131016", "NotOnline"), None);
+        assert!(!text.contains("juki_node_fault{"), "{text}");
+        m.set_node_health(health("cs-131016", "Offline", false, &[]));
+        assert_eq!(expected(&m.render(), "cs-131016"), Some(0.0));
+
+        // Deleted: every series of it goes, the other node's stay.
+        m.set_node_health(health("cs-131016", "Failed", false, &["BatchFailed"]));
+        m.forget_node("pref-13", "cs-131016");
+        let text = m.render();
+        assert!(!text.contains("cs-131016"), "{text}");
+        assert_eq!(phase(&text, "cs-131024", "Online"), Some(1.0));
+        m.retain_nodes(&|_, _| false);
+        assert!(!m.render().contains("juki_node_"), "{}", m.render());
     }
 
     #[test]

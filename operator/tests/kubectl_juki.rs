@@ -149,3 +149,15 @@ fn plan_over_a_weekend_is_empty_and_a_bad_instant_is_named() {
             .contains("--from: \"monday\" is not an RFC 3339 instant")
     );
 }
+
+#[test]
+fn status_refuses_a_bad_time_zone_or_instant_before_calling_a_cluster() {
+    let out = juki(&["status", "--time-zone", "Nowhere/Zone"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a known IANA time zone"), "{err}");
+    let out = juki(&["status", "--at", "yesterday-ish"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("kubectl juki: --at:"), "{err}");
+}

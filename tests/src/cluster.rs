@@ -63,12 +63,7 @@ impl TestCluster {
             .await
             .ok()?
             .ok()?;
-        let cache = std::env::var_os("JUKINET_CLUSTER_CACHE")
-            .map(PathBuf::from)
-            .or_else(|| home().map(|h| h.join(".cache/jukinet/cluster")));
-        let bin_dir = cache
-            .map(|c| c.join("bin"))
-            .filter(|b| b.join("kubectl").is_file());
+        let bin_dir = cache_bin().filter(|b| b.join("kubectl").is_file());
         Some(TestCluster {
             client,
             kubeconfig,
@@ -373,6 +368,29 @@ pub fn test_name() -> String {
         .next()
         .unwrap_or("test")
         .to_owned()
+}
+
+/// The bin directory of the cache `tests/cluster/build.sh` builds into.
+fn cache_bin() -> Option<PathBuf> {
+    std::env::var_os("JUKINET_CLUSTER_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| home().map(|h| h.join(".cache/jukinet/cluster")))
+        .map(|c| c.join("bin"))
+}
+
+/// A binary `tests/cluster/build.sh` built (helm, promtool, amtool, …), for the tests that need
+/// the tool but no cluster. Missing: a visible skip message and `None`, or a panic when
+/// `JUKINET_REQUIRE_CLUSTER=1` (scripts/test runs build.sh first, so there it is a real failure).
+pub fn require_built(name: &str) -> Option<PathBuf> {
+    if let Some(path) = cache_bin().map(|b| b.join(name)).filter(|p| p.is_file()) {
+        return Some(path);
+    }
+    let missing = format!("{name} is not built (run `bash tests/cluster/build.sh`)");
+    if std::env::var("JUKINET_REQUIRE_CLUSTER").is_ok_and(|v| v == "1") {
+        panic!("{missing}; JUKINET_REQUIRE_CLUSTER=1, so this fails instead of skipping");
+    }
+    let _ = writeln!(std::io::stderr(), "{}: skipped: {missing}", test_name());
+    None
 }
 
 fn home() -> Option<PathBuf> {

@@ -1,8 +1,10 @@
 //! The Helm charts (charts/) and the Dockerfiles (docker/).
 //!
 //! Without a cluster: the chart CRDs equal the generated ones, the ready-made prefecture values
-//! are current, every values schema refuses unknown keys, and the Dockerfiles copy files that
-//! exist and build packages and binaries that exist.
+//! are current, every values schema refuses unknown keys, the Dockerfiles copy files that exist
+//! and build packages and binaries that exist, and (`helm template` from the cache) the operator
+//! chart installs the promtool-tested alert rules file as a PrometheusRule with the Prometheus
+//! Operator's API and as a ConfigMap without it.
 //!
 //! Against the local control plane: `helm lint --strict`, `helm template | kubectl apply
 //! --dry-run=server`, installing the operator, the national chart and two prefectures, `helm
@@ -88,6 +90,152 @@ fn the_operator_chart_crds_equal_the_generated_crds() {
          (chart: {:?}, generated: {:?})",
         chart.iter().map(|f| &f.0).collect::<Vec<_>>(),
         generated.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+}
+
+/// `helm template` of the operator chart with `args`, as (kind, object) pairs; `None` (skipped)
+/// without a built helm. No cluster: the capabilities are helm's defaults plus `--api-versions`.
+fn template_operator(args: &[&str]) -> Option<Vec<(String, serde_yaml::Value)>> {
+    let helm = juki_tests::cluster::require_built("helm")?;
+    let out = Command::new(helm)
+        .args([
+            "template",
+            "t",
+            &chart("juki-operator"),
+            "-n",
+            "jukinet-system",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm template {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    Some(
+        serde_yaml::Deserializer::from_str(&text)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .filter(|v: &serde_yaml::Value| !v.is_null())
+            .map(|v| (v["kind"].as_str().unwrap_or_default().to_owned(), v))
+            .collect(),
+    )
+}
+
+fn kinds(objects: &[(String, serde_yaml::Value)]) -> Vec<&str> {
+    let mut kinds: Vec<&str> = objects.iter().map(|(k, _)| k.as_str()).collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds
+}
+
+const MONITORING_KINDS: [&str; 3] = ["PodMonitor", "PrometheusRule", "ServiceMonitor"];
+
+#[test]
+fn the_operator_chart_installs_the_tested_alert_rules_as_a_prometheus_rule_with_the_prometheus_operator()
+ {
+    let Some(objects) = template_operator(&["--api-versions", "monitoring.coreos.com/v1"]) else {
+        return;
+    };
+    let rules_file = repo_root().join("charts/juki-operator/rules/jukinet-alerts.yaml");
+    let rules: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(rules_file).unwrap()).unwrap();
+    let find = |kind: &str| {
+        objects
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no {kind} in {:?}", kinds(&objects)))
+    };
+    // The very file promtool tests, not a copy.
+    assert_eq!(find("PrometheusRule")["spec"], rules);
+    let monitor = find("ServiceMonitor");
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["port"].as_str(), Some("metrics"));
+    assert_eq!(endpoint["honorLabels"].as_bool(), Some(true));
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"].as_str(),
+        Some("t")
+    );
+    let pods = find("PodMonitor");
+    assert_eq!(
+        pods["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"].as_str(),
+        Some("juki-node")
+    );
+    assert_eq!(
+        pods["spec"]["podMetricsEndpoints"][0]["relabelings"][0]["targetLabel"].as_str(),
+        Some("node")
+    );
+    assert!(
+        !objects
+            .iter()
+            .any(|(k, v)| k == "ConfigMap" && v["data"].get("jukinet-alerts.yaml").is_some()),
+        "no plain-Prometheus ConfigMap when the Prometheus Operator is there"
+    );
+
+    // Each one can be turned off.
+    let Some(off) = template_operator(&[
+        "--api-versions",
+        "monitoring.coreos.com/v1",
+        "--set",
+        "monitoring.rules.enabled=false",
+        "--set",
+        "monitoring.serviceMonitor.enabled=false",
+        "--set",
+        "monitoring.podMonitor.enabled=false",
+    ]) else {
+        return;
+    };
+    let found = kinds(&off);
+    assert!(
+        MONITORING_KINDS.iter().all(|k| !found.contains(k)) && !found.contains(&"ConfigMap"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn the_operator_chart_installs_the_tested_alert_rules_as_a_config_map_for_a_plain_prometheus() {
+    let Some(objects) = template_operator(&[]) else {
+        return;
+    };
+    let found = kinds(&objects);
+    assert!(
+        MONITORING_KINDS.iter().all(|k| !found.contains(k)),
+        "no Prometheus Operator kinds without its API: {found:?}"
+    );
+    let config = objects
+        .iter()
+        .map(|(_, v)| v)
+        .find(|v| v["metadata"]["name"].as_str() == Some("t-juki-operator-monitoring"))
+        .unwrap_or_else(|| panic!("no monitoring ConfigMap in {found:?}"));
+    let dir = repo_root().join("charts/juki-operator/rules");
+    for file in ["jukinet-alerts.yaml", "alertmanager.yaml"] {
+        let source = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert_eq!(
+            config["data"][file].as_str().map(str::trim_end),
+            Some(source.trim_end()),
+            "{file} in the ConfigMap is the file itself"
+        );
+    }
+    let scrape: serde_yaml::Value =
+        serde_yaml::from_str(config["data"]["scrape-configs.yaml"].as_str().unwrap()).unwrap();
+    let jobs: Vec<&str> = scrape
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(jobs, ["juki-operator", "juki-node"]);
+    assert_eq!(scrape[0]["honor_labels"].as_bool(), Some(true));
+    // The promtool unit tests stay out of the chart.
+    assert!(
+        !config["data"]
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .any(|k| k.as_str().is_some_and(|k| k.contains("test"))),
+        "{config:?}"
     );
 }
 

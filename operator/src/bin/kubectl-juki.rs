@@ -5,13 +5,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use jiff::civil::Date;
+use juki_operator::country;
 use juki_operator::preview::{self, Lang};
 
 #[derive(Parser)]
 #[command(
     name = "kubectl-juki",
     version,
-    about = "jukinet views for kubectl: holidays and operating calendars"
+    about = "jukinet views for kubectl: holidays, operating calendars, the live tree and status"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -51,6 +52,28 @@ enum Command {
         #[arg(long, default_value = "Asia/Tokyo")]
         time_zone: String,
     },
+    /// The whole country at a glance: per tier and per prefecture the nodes by phase, how many
+    /// the calendar wants Online beside how many are, the faults with their node and since when,
+    /// and the next transitions (needs a cluster: one list each of JukiNodes,
+    /// OperatingCalendars and ServiceExtensions).
+    Status {
+        /// Only this namespace; all namespaces by default.
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// Time zone of the times shown.
+        #[arg(long, default_value = "Asia/Tokyo")]
+        time_zone: String,
+        /// Judge at this instant instead of now (an operator on a fast clock): RFC 3339, or a
+        /// date-time in --time-zone.
+        #[arg(long)]
+        at: Option<String>,
+        /// Colours: auto (on a terminal only), always or never.
+        #[arg(long, value_enum, default_value = "auto")]
+        color: Color,
+        /// Refresh every SECONDS until interrupted (the screen is redrawn on a terminal).
+        #[arg(long, short = 'w', value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+        watch: Option<u64>,
+    },
     /// Forecast the operator's transitions for a calendar and a topology, without a cluster.
     Plan {
         /// A YAML file holding an OperatingCalendar.
@@ -66,6 +89,56 @@ enum Command {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=366))]
         days: i32,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Every object of a kind, in `namespace` or all: one list call.
+async fn list_all<K>(client: &kube::Client, namespace: Option<&str>) -> Result<Vec<K>, String>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+{
+    let api: kube::Api<K> = match namespace {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
+    };
+    api.list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .map_err(|e| format!("listing {}s: {e}", K::kind(&())))
+}
+
+/// One `status` report: one list each of JukiNodes, OperatingCalendars and ServiceExtensions,
+/// judged at `at` (default now).
+async fn status(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    at: Option<jiff::Timestamp>,
+    tz: &jiff::tz::TimeZone,
+    style: country::Style,
+) -> Result<String, String> {
+    use juki_operator::api::{JukiNode, OperatingCalendar, ServiceExtension};
+    let calendars = async {
+        kube::Api::<OperatingCalendar>::all(client.clone())
+            .list(&Default::default())
+            .await
+            .map(|l| l.items)
+            .map_err(|e| format!("listing OperatingCalendars: {e}"))
+    };
+    let (nodes, calendars, extensions) = tokio::try_join!(
+        list_all::<JukiNode>(client, namespace),
+        calendars,
+        list_all::<ServiceExtension>(client, namespace),
+    )?;
+    let now = at.unwrap_or_else(jiff::Timestamp::now);
+    let rows = country::assess_all(&nodes, &calendars, &extensions, now);
+    Ok(country::render(&rows, now, tz, style))
 }
 
 fn read(path: &std::path::Path) -> Result<String, String> {
@@ -117,6 +190,49 @@ fn run(cli: Cli) -> Result<String, String> {
                     .map_err(|e| format!("listing JukiNodes: {e}"))
             })?;
             Ok(juki_operator::tree::render(&nodes, &tz))
+        }
+        Command::Status {
+            namespace,
+            time_zone,
+            at,
+            color,
+            watch,
+        } => {
+            let tz = jiff::tz::TimeZone::get(&time_zone)
+                .map_err(|_| format!("--time-zone: {time_zone:?} is not a known IANA time zone"))?;
+            let at = at
+                .map(|text| preview::parse_instant(&text, &tz).map_err(|e| format!("--at: {e}")))
+                .transpose()?;
+            let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            let style = country::Style {
+                color: match color {
+                    Color::Always => true,
+                    Color::Never => false,
+                    Color::Auto => terminal,
+                },
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let client = kube::Client::try_default()
+                    .await
+                    .map_err(|e| format!("no cluster: {e}"))?;
+                let Some(every) = watch else {
+                    return status(&client, namespace.as_deref(), at, &tz, style).await;
+                };
+                loop {
+                    let text = status(&client, namespace.as_deref(), at, &tz, style).await?;
+                    // Redraw in place on a terminal; one report after another when piped.
+                    if terminal {
+                        print!("\x1b[2J\x1b[H{text}");
+                    } else {
+                        println!("{text}");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(every)).await;
+                }
+            })
         }
         Command::Plan {
             calendar,

@@ -227,6 +227,7 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
     ));
     let mut follow_topology = topology.follower();
     let slots = batch_slots.clone();
+    let node_metrics = metrics.clone();
     let nodes = shared_with(
         settings.api::<JukiNode>(&client),
         all.clone(),
@@ -237,6 +238,11 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
             // A node deleted without a last reconcile must not keep its batch slot.
             if let watcher::Event::Delete(node) = event {
                 slots.forget(&reflector::ObjectRef::from_obj(node));
+                // Its monitoring series go with it (an alert on it resolves).
+                node_metrics.forget_node(
+                    node.metadata.namespace.as_deref().unwrap_or_default(),
+                    node.metadata.name.as_deref().unwrap_or_default(),
+                );
             }
         },
     );
@@ -367,6 +373,12 @@ async fn count_nodes(ctx: Arc<Context>) {
         let rows: Vec<(String, String, u64)> =
             counts.into_iter().map(|((t, p), c)| (t, p, c)).collect();
         ctx.metrics.set_nodes(&rows);
+        // Nodes deleted while the watch was down are not announced one by one.
+        ctx.metrics.retain_nodes(&|ns, name| {
+            ctx.nodes
+                .get(&reflector::ObjectRef::new(name).within(ns))
+                .is_some()
+        });
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }

@@ -25,9 +25,11 @@ use crate::api::{
     FinalAnswerStatus, JukiNode, JukiNodeStatus, LastBatch, NextTransition, NodePhase,
     OperatingCalendar, ServiceExtension,
 };
+use crate::expected;
 use crate::node_client;
 use crate::planner::{Action, FinalAnswer, NodeView, Plan, check_online_end, plan};
 use crate::resources::{self, MANAGER, SqliteVolume};
+use crate::telemetry::NodeHealth;
 use crate::topology::{Resolved, from_jukinode, may_be_neighbours};
 
 /// The shared caches whose changes wake the node controller.
@@ -204,7 +206,8 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         match ctx.last_valid.calendar(ctx, &node.spec.calendar) {
             Ok(c) => c,
             Err(message) => {
-                return invalid(node, ctx, &status, "CalendarUnavailable", message, now).await;
+                let reason = "CalendarUnavailable";
+                return invalid(node, ctx, &status, None, reason, message, now).await;
             }
         };
     let mut problem = calendar_problem.map(|p| ("InvalidCalendar", p));
@@ -213,7 +216,16 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         let message = crate::topology::from_jukinode(node, "default")
             .err()
             .unwrap_or_else(|| "not in the node cache yet".into());
-        return invalid(node, ctx, &status, "InvalidSpec", message, now).await;
+        return invalid(
+            node,
+            ctx,
+            &status,
+            Some(&calendar),
+            "InvalidSpec",
+            message,
+            now,
+        )
+        .await;
     };
     let running = !matches!(
         status.phase.unwrap_or(NodePhase::Offline),
@@ -232,12 +244,24 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
             }
             end
         }
-        Err(message) => return invalid(node, ctx, &status, "InvalidSpec", message, now).await,
+        Err(message) => {
+            let reason = "InvalidSpec";
+            return invalid(node, ctx, &status, Some(&calendar), reason, message, now).await;
+        }
     };
     if topology.resolved[me] == Resolved::Invalid {
         let message = crate::topology::upstream_problem(&topology.nodes, me)
             .unwrap_or_else(|| "spec.upstream is invalid".into());
-        return invalid(node, ctx, &status, "InvalidSpec", message, now).await;
+        return invalid(
+            node,
+            ctx,
+            &status,
+            Some(&calendar),
+            "InvalidSpec",
+            message,
+            now,
+        )
+        .await;
     }
 
     let evaluations = extensions(ctx, &calendar, &topology, now);
@@ -381,6 +405,7 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
             write(status_for(status.final_answer.clone())).await?
         }
     };
+    let recheck = show_health(ctx, node, Some(&calendar), &view, &new_status, now);
     let warning = matches!(plan.phase, NodePhase::Failed)
         || plan.reason.starts_with("Upstream")
         || plan.reason == "Degraded"
@@ -449,8 +474,12 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         .await;
     }
 
-    let mut wait = plan
-        .wake_at
+    // A grace or a deadline of the monitoring passing is an edge too.
+    let wake_at = match (plan.wake_at, recheck) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let mut wait = wake_at
         .map_or(ctx.settings.max_requeue, |at| ctx.clock.real_until(at))
         .min(ctx.settings.max_requeue);
     // Pod deletions wake the node; this look-again is only a safety net for a missed one, and
@@ -530,6 +559,7 @@ async fn invalid(
     node: &JukiNode,
     ctx: &Context,
     status: &JukiNodeStatus,
+    calendar: Option<&Calendar>,
     reason: &'static str,
     message: String,
     now: Timestamp,
@@ -554,7 +584,68 @@ async fn invalid(
         write_status(node, ctx, &new_status).await?;
         publish(node, ctx, true, reason, message).await;
     }
+    let prefecture = prefecture_label(node).parse().ok();
+    let view = NodeView {
+        suspend: node.spec.suspend,
+        ..NodeView::bare(node.spec.tier, prefecture, None)
+    };
+    show_health(ctx, node, calendar, &view, &new_status, now);
     Ok(Requeue::requeue(ctx.settings.max_requeue))
+}
+
+/// The `prefecture` label of a node: "01".."47", empty for the national node. Read from the
+/// spec as written, so an invalid node is labelled too.
+fn prefecture_label(node: &JukiNode) -> String {
+    let spec = &node.spec;
+    spec.prefecture
+        .clone()
+        .or_else(|| {
+            spec.municipality
+                .as_ref()
+                .and_then(|m| m.get(..2))
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+/// How long a stop wave may take in real time before it is late (see [`expected::Thresholds`]).
+const STOP_BUDGET: Duration = Duration::from_secs(60 * 60);
+
+/// Shows on `/metrics` what the node should be doing and its faults, given the status just
+/// decided (`view` gives the window-shaping facts; its phase and batch facts are taken from
+/// `status`). Returns when a fault may appear with time alone.
+fn show_health(
+    ctx: &Context,
+    node: &JukiNode,
+    calendar: Option<&Calendar>,
+    view: &NodeView<'_>,
+    status: &JukiNodeStatus,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let observed = expected::Observed::of(status);
+    let view = expected::with_status(view, status);
+    let thresholds = expected::Thresholds {
+        grace: ctx
+            .clock
+            .clock_duration(ctx.settings.readiness_timeout + crate::planner::WAITING_GRACE),
+        stop_budget: ctx.clock.clock_duration(STOP_BUDGET),
+        ..expected::Thresholds::default()
+    };
+    let assessment = expected::assess(calendar, &view, &observed, &thresholds, now);
+    ctx.metrics.set_node_health(NodeHealth {
+        namespace: node.namespace().unwrap_or_default(),
+        node: node.name_any(),
+        tier: node.spec.tier.as_str().into(),
+        prefecture: prefecture_label(node),
+        expected_online: assessment.expected.is_online(),
+        phase: format!("{:?}", view.phase),
+        faults: assessment
+            .faults
+            .iter()
+            .map(|f| f.fault.as_str().to_string())
+            .collect(),
+    });
+    assessment.recheck_at
 }
 
 #[allow(clippy::too_many_arguments)]
