@@ -343,6 +343,7 @@ async fn floor(
     let calendar_json = json!({});
     let ctx = resources::Context {
         calendar_json: &calendar_json,
+        extensions_json: &json!([]),
         upstream_url: None,
         sqlite_volume: SqliteVolume::EmptyDir,
     };

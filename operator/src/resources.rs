@@ -59,6 +59,9 @@ pub enum SqliteVolume {
 pub struct Context<'a> {
     /// The OperatingCalendar spec, as JSON, rendered into the ConfigMap.
     pub calendar_json: &'a serde_json::Value,
+    /// The ServiceExtensions that keep this node up (not expired), as the node service reads
+    /// them (`extensions.json`: a list of {name, kind, nodes, date, endTime}).
+    pub extensions_json: &'a serde_json::Value,
     /// The upstream's Service URL, if any.
     pub upstream_url: Option<String>,
     pub sqlite_volume: SqliteVolume,
@@ -120,6 +123,10 @@ pub fn config_map(node: &JukiNode, ctx: &Context<'_>) -> ConfigMap {
             (
                 "node.json".to_string(),
                 serde_json::to_string_pretty(&node_config).unwrap_or_default(),
+            ),
+            (
+                "extensions.json".to_string(),
+                serde_json::to_string_pretty(ctx.extensions_json).unwrap_or_default(),
             ),
         ])),
         ..ConfigMap::default()
@@ -433,6 +440,7 @@ mod tests {
         let node = cs();
         let ctx = Context {
             calendar_json: &json!({}),
+            extensions_json: &json!([]),
             upstream_url: Some("http://pref-13.juki-pref-13.svc:8080".into()),
             sqlite_volume: SqliteVolume::EmptyDir,
         };
@@ -477,6 +485,7 @@ mod tests {
         let mut node = cs();
         let plain = Context {
             calendar_json: &json!({}),
+            extensions_json: &json!([]),
             upstream_url: None,
             sqlite_volume: SqliteVolume::EmptyDir,
         };

@@ -490,6 +490,60 @@ async fn updates_are_held_outside_the_upstream_window(backend: Backend) {
     task.abort();
 }
 
+/// Issue 18, case 4: an extension in force that covers this node (the operator renders it into
+/// `extensions.json`) keeps the relay open past the upstream's window until the extended end,
+/// so the night's final request relays instead of holding everything for tomorrow.
+async fn an_extension_in_force_keeps_the_relay_open_past_the_window(backend: Backend) {
+    let Some(cs_db) = TestDb::new(backend) else {
+        return;
+    };
+    // Friday 2024-06-07, 22:00 in Tokyo: the prefecture's window (07:30–21:30) is over.
+    let calendar = Calendar::new(&CalendarConfig::default()).unwrap();
+    let mut cs = with_upstream(
+        cs_with_three_updates(&cs_db).await,
+        Some("http://127.0.0.1:9".into()),
+        Some(calendar),
+    );
+    cs.clock = Arc::new(FixedClock("2024-06-07T13:00:00Z".parse().unwrap()));
+    assert!(!cs.relay.upstream_open(&cs.identity, cs.clock.now()));
+
+    let dir = std::env::temp_dir().join(format!("juki-ext-{}-{backend:?}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("extensions.json");
+    let extension = |date: &str| {
+        json!([{"name": "ns/late-counter", "kind": "LocalProcessing",
+                "nodes": ["cs-131016", "pref-13", "national"], "date": date, "endTime": "23:00"}])
+        .to_string()
+    };
+    std::fs::write(&file, extension("2024-06-07")).unwrap();
+    Arc::get_mut(&mut cs.relay).unwrap().extensions = Some(file.clone());
+    assert!(cs.relay.upstream_open(&cs.identity, cs.clock.now()));
+    let task = actix_web::rt::spawn(relay::run(cs.node.clone(), cs.relay.clone()));
+    let app = app!(cs);
+    let (_, answer) = call!(
+        app,
+        test::TestRequest::post().uri("/admin/v1/final-request?timeoutSeconds=1")
+    );
+    // It tried the upstream (unreachable here) instead of holding for the window.
+    assert!(
+        answer["reason"].as_str().unwrap().contains("127.0.0.1:9"),
+        "{answer}"
+    );
+    task.abort();
+
+    // At the extended end, a day later, or with a broken file: the plain window again.
+    let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+    assert!(
+        !cs.relay
+            .upstream_open(&cs.identity, at("2024-06-07T14:00:00Z"))
+    );
+    std::fs::write(&file, extension("2024-06-06")).unwrap();
+    assert!(!cs.relay.upstream_open(&cs.identity, cs.clock.now()));
+    std::fs::write(&file, "[{").unwrap();
+    assert!(!cs.relay.upstream_open(&cs.identity, cs.clock.now()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Every operation in /openapi.json is served (no `no route` 404), and every route is documented.
 #[actix_web::test]
 async fn openapi_describes_every_route() {
@@ -600,5 +654,6 @@ common::on_both_backends!(
     national_applies_without_forwarding,
     relay_task_delivers_through_the_prefecture,
     updates_are_held_outside_the_upstream_window,
+    an_extension_in_force_keeps_the_relay_open_past_the_window,
     a_rejected_item_holds_the_outbox_visibly,
 );

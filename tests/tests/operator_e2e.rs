@@ -515,6 +515,30 @@ async fn a_service_extension_keeps_its_chain_up_then_lets_it_stop_in_order() {
         ext.status.and_then(|s| s.phase),
         Some(juki_operator::api::ExtensionPhase::Active)
     );
+    // The node services see it too (issue 18, case 4): the covered nodes' ConfigMaps list it,
+    // with the chain it keeps up, so their relays stay open to 23:30; the others list nothing.
+    let config_maps =
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(cluster.client.clone(), &ns);
+    for n in ["cs-131016", "pref-13", "national", "cs-131041", "pref-27"] {
+        let config = config_maps.get(&format!("{n}-config")).await.unwrap();
+        let text = config.data.unwrap()["extensions.json"].clone();
+        let listed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if ["cs-131016", "pref-13", "national"].contains(&n) {
+            assert_eq!(
+                listed,
+                serde_json::json!([{
+                    "name": format!("{ns}/late-issuance"),
+                    "kind": "WideAreaIssuance",
+                    "nodes": ["cs-131016", "pref-13", "national"],
+                    "date": "2026-11-20",
+                    "endTime": "23:30",
+                }]),
+                "{n}"
+            );
+        } else {
+            assert_eq!(listed, serde_json::json!([]), "{n}");
+        }
+    }
     op.run_until(tokyo("2026-11-21T05:00")).await;
     drop(op);
     for n in ["cs-131016", "pref-13", "national"] {

@@ -19,7 +19,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::batch_slots::Turn;
-use super::view::{Topology, extensions, extensions_covering, jobs_of, pods_of};
+use super::view::{Topology, extensions, extensions_covering, extensions_file, jobs_of, pods_of};
 use super::{Context, Error, FinalExchange, Shared};
 use crate::api::{
     FinalAnswerStatus, JukiNode, JukiNodeStatus, LastBatch, NextTransition, NodePhase,
@@ -266,6 +266,7 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
 
     let evaluations = extensions(ctx, &calendar, &topology, now);
     let covering = extensions_covering(&evaluations, me);
+    let extensions_json = extensions_file(ctx, &evaluations, &topology, me);
     let jobs = jobs_of(ctx, &ns, &name);
     let deployment = ctx.deployments.get(&ObjectRef::new(&name).within(&ns));
     if behind_own_writes(node, deployment.as_deref(), ctx) {
@@ -356,6 +357,7 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
     };
     let rctx = resources::Context {
         calendar_json: &calendar_json,
+        extensions_json: &extensions_json,
         upstream_url,
         sqlite_volume: ctx.settings.sqlite_volume,
     };

@@ -11,7 +11,7 @@ use juki_calendar::{Calendar, TimeOfDay};
 use k8s_openapi::api::batch::v1::Job;
 
 use super::Context;
-use crate::api::{JukiNode, NodePhase};
+use crate::api::{ExtensionPhase, JukiNode, NodePhase};
 use crate::planner::JobState;
 use crate::resources::{BATCH_LABEL, DATE_LABEL};
 use crate::service_extension::{Evaluation, evaluate};
@@ -364,6 +364,47 @@ pub fn extensions(
             (ns, e.metadata.name.clone().unwrap_or_default(), eval)
         })
         .collect()
+}
+
+/// What node `index`'s service reads as `extensions.json`: every valid extension that keeps it
+/// up and has not expired, with the nodes it covers (by JukiNode name), its date and end. The
+/// node's relay then stays open to its upstream until the extended end, and a WideAreaIssuance
+/// extension opens the issuance hours between the CSs it names.
+pub fn extensions_file(
+    ctx: &Context,
+    evaluations: &[(String, String, Evaluation)],
+    topology: &Topology,
+    index: usize,
+) -> serde_json::Value {
+    let specs = ctx.extensions.state();
+    let mut rendered: Vec<serde_json::Value> = evaluations
+        .iter()
+        .filter(|(_, _, e)| e.covers.contains(&index))
+        .filter(|(_, _, e)| matches!(e.phase, ExtensionPhase::Pending | ExtensionPhase::Active))
+        .filter_map(|(ns, name, e)| {
+            let spec = &specs
+                .iter()
+                .find(|x| {
+                    x.metadata.namespace.as_deref() == Some(ns)
+                        && x.metadata.name.as_deref() == Some(name)
+                })?
+                .spec;
+            let nodes: Vec<&str> = e
+                .covers
+                .iter()
+                .map(|&i| topology.nodes[i].name.as_str())
+                .collect();
+            Some(serde_json::json!({
+                "name": format!("{ns}/{name}"),
+                "kind": spec.kind,
+                "nodes": nodes,
+                "date": e.date?.to_string(),
+                "endTime": spec.end_time,
+            }))
+        })
+        .collect();
+    rendered.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    serde_json::Value::Array(rendered)
 }
 
 /// The (date, end) of every valid extension that covers node `index`.

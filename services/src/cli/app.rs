@@ -177,7 +177,9 @@ async fn prepare_logged(
         Some(path) => CalendarFile::watch(path.clone())?,
         None => config.calendar.clone().into(),
     };
-    state.relay = Arc::new(RelayControl::new(config.upstream, calendar, settings));
+    let mut relay = RelayControl::new(config.upstream, calendar, settings);
+    relay.extensions = config.extensions.clone();
+    state.relay = Arc::new(relay);
     state.wide = Arc::new(WideArea {
         name: config.name.clone(),
         extensions: config.extensions.clone(),

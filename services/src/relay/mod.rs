@@ -8,6 +8,7 @@
 
 pub mod calendar_file;
 pub mod client;
+pub mod extensions;
 pub mod final_request;
 pub mod mailbox;
 pub mod outbox;
@@ -115,6 +116,9 @@ pub struct RelayControl {
     /// The operating calendar, read again when its file changes (none: the upstream is always
     /// open).
     pub calendar: CalendarFile,
+    /// The extensions file (`extensions.json`): while one is in force the upstream chain is
+    /// kept up past its window, and so is the relay to it.
+    pub extensions: Option<std::path::PathBuf>,
     pub settings: RelaySettings,
     /// Set by a final request: relays from below are refused until resume or restart.
     draining: AtomicBool,
@@ -186,16 +190,21 @@ impl RelayControl {
         }
     }
 
-    /// True when this node's upstream is inside its online window at `now`.
+    /// True when this node's upstream is inside its online window at `now`, or kept up by an
+    /// extension in force that covers this node.
     pub fn upstream_open(&self, identity: &NodeIdentity, now: Timestamp) -> bool {
         let Some(calendar) = self.calendar.current() else {
             return true;
         };
-        match identity.role {
+        let in_window = match identity.role {
             Role::Cs => calendar.in_online_window(Tier::Prefecture, identity.prefecture, now),
             Role::Prefecture => calendar.in_online_window(Tier::National, None, now),
             Role::National => true,
-        }
+        };
+        in_window
+            || extensions::read_extensions(self.extensions.as_deref())
+                .iter()
+                .any(|e| e.in_force(&calendar, now))
     }
 }
 

@@ -8,12 +8,9 @@
 //! with a refusal. X stores the answer (`issued` or `refused`). Both ends write every step to
 //! their `issuance_log` table and a tracing line.
 
-use std::path::Path;
-
 use diesel::prelude::*;
 use jiff::Timestamp;
-use jiff::civil::Date;
-use juki_calendar::{Calendar, TimeOfDay};
+use juki_calendar::Calendar;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -36,60 +33,7 @@ pub const EXTENSION_KIND: &str = "WideAreaIssuance";
 // ---------------------------------------------------------------------------------------------
 // Pure rules
 
-/// An active ServiceExtension as the operator lists it in `extensions.json`:
-/// `[{"kind": "WideAreaIssuance", "nodes": ["cs-131016", "cs-271004"], "date": "2024-06-03",
-/// "endTime": "20:00"}]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ExtensionFile {
-    pub kind: String,
-    pub nodes: Vec<String>,
-    pub date: Date,
-    pub end_time: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Extension {
-    pub kind: String,
-    pub nodes: Vec<String>,
-    pub date: Date,
-    pub end_time: TimeOfDay,
-}
-
-/// Parses `extensions.json` (a JSON list; an unreadable entry fails the whole file).
-pub fn parse_extensions(json: &str) -> Result<Vec<Extension>, String> {
-    let list: Vec<ExtensionFile> = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    list.into_iter()
-        .map(|e| {
-            Ok(Extension {
-                end_time: TimeOfDay::parse(&e.end_time)
-                    .map_err(|err| format!("endTime {:?}: {err}", e.end_time))?,
-                kind: e.kind,
-                nodes: e.nodes,
-                date: e.date,
-            })
-        })
-        .collect()
-}
-
-/// Reads the extensions file: none when it is not configured or absent; a malformed file counts
-/// as none (logged): an extension only ever widens the hours, so failing closed is safe.
-pub fn read_extensions(path: Option<&Path>) -> Vec<Extension> {
-    let Some(path) = path else {
-        return Vec::new();
-    };
-    match std::fs::read_to_string(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "extensions file unreadable; none in force");
-            Vec::new()
-        }
-        Ok(text) => parse_extensions(&text).unwrap_or_else(|e| {
-            tracing::warn!(path = %path.display(), error = %e, "extensions file malformed; none in force");
-            Vec::new()
-        }),
-    }
-}
+pub use crate::relay::extensions::{Extension, ExtensionFile, parse_extensions, read_extensions};
 
 /// Whether the wide-area issuance between this node (`own_names`) and the CS of `other` is
 /// open at `now`: inside the window-service hours of the calendar (no calendar: always), or
@@ -109,13 +53,11 @@ pub fn service_open(
         return true;
     }
     let other_names = [other.to_owned(), format!("cs-{other}")];
-    let midnight = TimeOfDay::parse("00:00").ok();
     extensions.iter().any(|e| {
         e.kind == EXTENSION_KIND
             && e.nodes.iter().any(|n| own_names.contains(n))
             && e.nodes.iter().any(|n| other_names.contains(n))
-            && midnight.is_some_and(|m| calendar.instant(e.date, m) <= now)
-            && now < calendar.instant(e.date, e.end_time)
+            && e.in_force(calendar, now)
     })
 }
 
