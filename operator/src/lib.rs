@@ -4,6 +4,7 @@
 pub mod api;
 pub mod clock;
 pub mod controller;
+pub mod delivery_plan;
 pub mod forecast;
 pub mod http;
 pub mod leader;
