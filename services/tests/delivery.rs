@@ -689,3 +689,66 @@ async fn a_delivered_allow_list_takes_effect_at_the_next_start() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_upstream_that_ignores_the_range_starts_the_part_over() {
+    let data = Arc::new(content(200_000));
+    let sha = Sha256::of(&data);
+    let served = Arc::clone(&data);
+    let (url, seen) = raw_upstream(Arc::new(
+        move |n: usize, _: &str, stream: &mut TcpStream| {
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                served.len()
+            );
+            let end = if n == 0 { 50_000 } else { served.len() };
+            let _ = stream.write_all(&served[..end]);
+        },
+    ));
+    let node = TestNode::new(Role::Cs, None);
+    assert_eq!(
+        fetch::fetch(node.deliveries(), &url, &sha, TIMEOUT)
+            .unwrap_err()
+            .tag(),
+        "truncated"
+    );
+    let fetched = fetch::fetch(node.deliveries(), &url, &sha, TIMEOUT).unwrap();
+    assert!(seen.lock().unwrap()[1].contains("Range: bytes=50000-"));
+    assert_eq!((fetched.resumed_from, fetched.bytes), (0, 200_000));
+    assert_eq!(
+        std::fs::read(node.deliveries().content.path(&sha)).unwrap(),
+        *data
+    );
+}
+
+#[test]
+fn a_complete_part_left_by_a_crash_is_finished_on_the_upstreams_416() {
+    let data = content(70_000);
+    let sha = Sha256::of(&data);
+    let pref = TestNode::new(Role::Prefecture, None);
+    pref.deliveries()
+        .content
+        .put(&sha, &mut data.as_slice())
+        .unwrap();
+    let p = Served::start(&pref.state);
+    let cs = TestNode::new(Role::Cs, None);
+    // Every byte arrived, then the node died before the rename.
+    std::fs::create_dir_all(cs.dir.join("content")).unwrap();
+    std::fs::write(cs.dir.join("content").join(format!("{sha}.part")), &data).unwrap();
+    let fetched = fetch::fetch(cs.deliveries(), &p.url, &sha, TIMEOUT).unwrap();
+    assert_eq!((fetched.resumed_from, fetched.bytes), (70_000, 70_000));
+    assert_eq!(content_files(&cs), vec![sha.to_string()]);
+    // A part longer than the content cannot be finished: removed, the next fetch starts over.
+    let other = content(1000);
+    let sha2 = Sha256::of(&other);
+    pref.deliveries()
+        .content
+        .put(&sha2, &mut other.as_slice())
+        .unwrap();
+    std::fs::write(cs.dir.join("content").join(format!("{sha2}.part")), &data).unwrap();
+    let e = fetch::fetch(cs.deliveries(), &p.url, &sha2, TIMEOUT).unwrap_err();
+    assert_eq!(e.tag(), "upstream_refused", "{e}");
+    let fetched = fetch::fetch(cs.deliveries(), &p.url, &sha2, TIMEOUT).unwrap();
+    assert_eq!((fetched.resumed_from, fetched.bytes), (0, 1000));
+}

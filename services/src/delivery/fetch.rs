@@ -8,7 +8,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::delivery::content::{CHUNK, Incoming, Stored};
+use crate::delivery::content::{CHUNK, ContentStore, Incoming, Stored};
 use crate::delivery::{Deliveries, Sha256};
 use crate::error::Error;
 use crate::relay::client::{self, Streaming};
@@ -46,41 +46,55 @@ pub fn fetch(
         return Ok(present(sha, bytes));
     }
     let _claim = deliveries.claim(sha)?;
-    let mut incoming = store.resume(sha)?;
-    let resumed_from = incoming.bytes();
+    // Another fetch may have finished between the look and the claim.
+    if let Some(bytes) = store.size(sha) {
+        return Ok(present(sha, bytes));
+    }
+    let incoming = store.resume(sha)?;
     let url = format!("{upstream}{}", content_path(sha));
-    let range = format!("bytes={resumed_from}-");
-    let headers: &[(&str, &str)] = if resumed_from > 0 {
+    let range = format!("bytes={}-", incoming.bytes());
+    let headers: &[(&str, &str)] = if incoming.bytes() > 0 {
         &[("Range", range.as_str())]
     } else {
         &[]
     };
     let response = client::get_streaming(&url, headers, timeout)
         .map_err(|e| fetch_error("upstream_unavailable", format!("GET {url}: {e}")))?;
+    match response.status {
+        200 | 206 => transfer(store, incoming, response, sha, &url),
+        416 => finish_complete_part(incoming, &response, sha, &url),
+        404 => Err(fetch_error(
+            "upstream_missing",
+            format!("{url}: the upstream does not hold {sha} (yet)"),
+        )),
+        status => Err(fetch_error(
+            "upstream_refused",
+            format!("GET {url}: {status} {}", excerpt(response.body)),
+        )),
+    }
+}
+
+/// Receives a 200 (the whole content) or a 206 (the rest of the part) into the part, then
+/// verifies it and moves it into place.
+fn transfer(
+    store: &ContentStore,
+    mut incoming: Incoming,
+    response: Streaming,
+    sha: &Sha256,
+    url: &str,
+) -> Result<Fetched, Error> {
+    let mut resumed_from = incoming.bytes();
     // The content's size: every byte up to it must arrive.
-    let total = match response.status {
-        200 if resumed_from > 0 => {
-            // The upstream sent the whole content: start the part over.
-            drop(incoming);
-            store.discard_part(sha)?;
+    let total = if response.status == 206 {
+        Some(check_content_range(&response, resumed_from, url)?)
+    } else {
+        if resumed_from > 0 {
+            // The upstream sent the whole content: the part starts over.
+            incoming.abandon();
             incoming = store.resume(sha)?;
-            response.length
+            resumed_from = 0;
         }
-        200 => response.length,
-        206 => Some(check_content_range(&response, resumed_from, &url)?),
-        416 => return finish_complete_part(incoming, &response, sha, &url),
-        404 => {
-            return Err(fetch_error(
-                "upstream_missing",
-                format!("{url}: the upstream does not hold {sha} (yet)"),
-            ));
-        }
-        status => {
-            return Err(fetch_error(
-                "upstream_refused",
-                format!("GET {url}: {status} {}", excerpt(response.body)),
-            ));
-        }
+        response.length
     };
     let total = total.ok_or_else(|| {
         fetch_error(
@@ -88,7 +102,7 @@ pub fn fetch(
             format!("GET {url}: the answer has no Content-Length"),
         )
     })?;
-    copy_body(&mut incoming, response.body, total, &url)?;
+    copy_body(&mut incoming, response.body, total, url)?;
     let bytes = incoming.bytes();
     match incoming.finish() {
         Ok(_) => Ok(Fetched {
