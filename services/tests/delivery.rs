@@ -213,6 +213,20 @@ fn content_flows_down_the_tree_verified_and_idempotent() {
     assert_eq!((status, &answer["alreadyPresent"]), (200, &json!(true)));
     assert_eq!(content_files(&cs), vec![sha.clone()]);
 
+    // Each tier sent the content once: the national server to the prefecture, the prefecture
+    // to its CS (and nothing more for the repeated fetch).
+    let served = |node: &TestNode| {
+        let text = node.state.metrics.render();
+        text.lines()
+            .find(|l| l.starts_with("juki_node_delivery_bytes_total{direction=\"served\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        (served(&national), served(&pref), served(&cs)),
+        (300_000, 300_000, 0)
+    );
+
     let (status, view) = call(&c.url, "GET", "/admin/v1/deliveries", None);
     assert_eq!(status, 200);
     assert_eq!(view["content"], json!([{"sha256": sha, "bytes": 300_000}]));

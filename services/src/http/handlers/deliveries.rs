@@ -23,6 +23,7 @@ use crate::delivery::{Deliveries, FileName, Sha256, fetch, parse_range};
 use crate::domain::identity::Role;
 use crate::error::Error;
 use crate::http::routes::AppState;
+use crate::metrics::Metrics;
 
 /// How long one read or write of a fetch from the upstream may stall.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,10 +36,11 @@ fn deliveries(state: &AppState) -> Result<Arc<Deliveries>, Error> {
 }
 
 /// The part of a file a response sends, read as the client takes it (64 KiB at a time: a
-/// large file never sits in memory).
+/// large file never sits in memory), counted as served.
 struct FileBody {
     file: File,
     remaining: u64,
+    metrics: Metrics,
 }
 
 impl MessageBody for FileBody {
@@ -65,6 +67,7 @@ impl MessageBody for FileBody {
             )),
             Ok(n) => {
                 self.remaining -= n as u64;
+                self.metrics.delivery_bytes("served", n as u64);
                 buf.truncate(n);
                 Ok(Bytes::from(buf))
             }
@@ -103,7 +106,11 @@ pub(crate) async fn get_content(
         .insert_header(("Accept-Ranges", "bytes"))
         .insert_header(("Content-Type", "application/octet-stream"))
         .insert_header(("ETag", format!("\"{sha}\"")))
-        .body(FileBody { file, remaining }))
+        .body(FileBody {
+            file,
+            remaining,
+            metrics: state.metrics.clone(),
+        }))
 }
 
 /// `PUT /admin/v1/deliveries/content/{sha256}`: the operator gives a node (the national server)
@@ -181,6 +188,10 @@ pub(crate) async fn post_fetch(
     .inspect_err(
         |e| tracing::warn!(sha256 = %request.sha256, error = %e, "delivery fetch failed"),
     )?;
+    if !fetched.already_present {
+        let received = fetched.bytes - fetched.resumed_from;
+        state.metrics.delivery_bytes("fetched", received);
+    }
     tracing::info!(
         sha256 = %fetched.sha256,
         bytes = fetched.bytes,
