@@ -766,3 +766,48 @@ fn a_complete_part_left_by_a_crash_is_finished_on_the_upstreams_416() {
     let fetched = fetch::fetch(cs.deliveries(), &p.url, &sha2, TIMEOUT).unwrap();
     assert_eq!((fetched.resumed_from, fetched.bytes), (0, 1000));
 }
+
+#[test]
+fn nothing_is_fetched_while_the_upstream_is_outside_its_online_window() {
+    let data = content(10_000);
+    let sha = Sha256::of(&data);
+    let pref = TestNode::new(Role::Prefecture, None);
+    pref.deliveries()
+        .content
+        .put(&sha, &mut data.as_slice())
+        .unwrap();
+    let p = Served::start(&pref.state);
+    let mut cs = TestNode::new(Role::Cs, Some(p.url.clone()));
+    let calendar = juki_calendar::Calendar::new(&juki_calendar::CalendarConfig::default()).unwrap();
+    cs.state.relay = Arc::new(RelayControl::new(
+        Some(p.url.clone()),
+        Some(calendar),
+        RelaySettings::default(),
+    ));
+    // Sunday 2024-06-02, 12:00 in Tokyo: the prefecture is offline by the calendar.
+    cs.state.clock = Arc::new(juki_node::domain::clock::FixedClock(
+        "2024-06-02T03:00:00Z".parse().unwrap(),
+    ));
+    let sunday = Served::start(&cs.state);
+    let (status, answer) = fetch_at(&sunday.url, sha.as_str(), Some("codes"));
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (503, Some("unavailable")),
+        "{answer}"
+    );
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("online window"),
+        "{answer}"
+    );
+    assert!(content_files(&cs).is_empty());
+    // Monday 12:00: fetched.
+    cs.state.clock = Arc::new(juki_node::domain::clock::FixedClock(
+        common::NOW.parse().unwrap(),
+    ));
+    let monday = Served::start(&cs.state);
+    let (status, answer) = fetch_at(&monday.url, sha.as_str(), Some("codes"));
+    assert_eq!(status, 200, "{answer}");
+}

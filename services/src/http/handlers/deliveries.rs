@@ -159,8 +159,9 @@ struct FetchRequest {
 }
 
 /// `POST /admin/v1/deliveries/fetch` `{"sha256", "file"?}`: fetch the content from the upstream
-/// (resuming a partial download), verify it, and stage it as `file` if given. Answers the
-/// fetch (`bytes`, `alreadyPresent`, `resumedFrom`) and `staged`.
+/// (resuming a partial download) while the upstream is in its online window, verify it, and
+/// stage it as `file` if given. Answers the fetch (`bytes`, `alreadyPresent`, `resumedFrom`)
+/// and `staged`.
 pub(crate) async fn post_fetch(
     state: web::Data<AppState>,
     body: web::Bytes,
@@ -175,6 +176,15 @@ pub(crate) async fn post_fetch(
     let upstream = state.relay.upstream.clone().ok_or_else(|| {
         Error::NotReady("no upstream URL configured: nothing to fetch from".into())
     })?;
+    // Content moves only while the path is online (the same calendar as the relay).
+    if !state
+        .relay
+        .upstream_open(&state.identity, state.clock.now())
+    {
+        return Err(Error::NotReady(
+            "the upstream is outside its online window: fetch while it is online".into(),
+        ));
+    }
     let deliveries = deliveries(&state)?;
     let fetched = web::block(move || -> Result<_, Error> {
         let fetched = fetch::fetch(&deliveries, &upstream, &sha, FETCH_TIMEOUT)?;
