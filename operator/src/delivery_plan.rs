@@ -1,6 +1,7 @@
 //! The wave plan of a file delivery: which nodes may fetch now, when a wave is complete, when
 //! to halt and roll back, and whether a node with a required delivery may go Online. Pure: the
-//! controller gathers a [`Rollout`], calls [`plan`] and [`online_gate`], and acts on the answer.
+//! controller picks the nodes with [`targets_of`], gathers a [`Rollout`], calls [`plan`] and
+//! [`online_gate`], acts on the answer, and writes [`summarize`] into the status.
 //!
 //! The invariants ([`plan`] keeps them whatever it is given; the tests check them):
 //! - content flows down the tree: a prefecture fetches only once the national server holds the
@@ -16,6 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 use juki_calendar::Tier;
+
+use crate::api::DeliveryTargets;
+use crate::topology::TopologyNode;
 
 /// A targeted node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +104,117 @@ pub enum PlanError {
         "targets: CS {0} is targeted but its prefectural server is not; content reaches a CS through its prefecture"
     )]
     NoCarrier(String),
+    #[error("spec.targets.prefectures[{index}]: {code:?} is not a prefecture code (\"01\"–\"47\")")]
+    BadPrefectureCode { index: usize, code: String },
+}
+
+/// The nodes a delivery's `spec.targets` names among `nodes` (named `namespace/name`). Empty
+/// tiers mean Prefecture and CS, empty prefectures every prefecture; the national server is
+/// the source, and a target when its tier is listed.
+pub fn targets_of(
+    spec: &DeliveryTargets,
+    nodes: &[TopologyNode],
+) -> Result<Vec<Target>, PlanError> {
+    let mut prefectures = BTreeSet::new();
+    for (index, code) in spec.prefectures.iter().enumerate() {
+        let valid = code.len() == 2 && code.bytes().all(|b| b.is_ascii_digit());
+        match code.parse::<u8>() {
+            Ok(p) if valid && (1..=47).contains(&p) => prefectures.insert(p),
+            _ => {
+                return Err(PlanError::BadPrefectureCode {
+                    index,
+                    code: code.clone(),
+                });
+            }
+        };
+    }
+    let tiers: &[Tier] = if spec.tiers.is_empty() {
+        &[Tier::Prefecture, Tier::Cs]
+    } else {
+        &spec.tiers
+    };
+    let chosen = |n: &TopologyNode| {
+        tiers.contains(&n.tier)
+            && (n.tier == Tier::National
+                || prefectures.is_empty()
+                || n.prefecture.is_some_and(|p| prefectures.contains(&p)))
+    };
+    let targets: Vec<Target> = nodes
+        .iter()
+        .filter(|n| chosen(n))
+        .map(|n| Target {
+            name: format!("{}/{}", n.namespace, n.name),
+            tier: n.tier,
+            prefecture: n.prefecture,
+        })
+        .collect();
+    if targets.is_empty() {
+        return Err(PlanError::NoTargets);
+    }
+    Ok(targets)
+}
+
+/// A delivery's status as a person reads it at 1,789 nodes: counts, counts per prefecture, and
+/// only the failures by node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Summary {
+    /// Pending (nothing fetched yet), Delivering, Delivered (every wave healthy) or Failed.
+    pub phase: &'static str,
+    pub targets: usize,
+    pub applied: usize,
+    /// Nodes per state (`Pending`, `Fetched`, `Applied`, `Failed`).
+    pub by_state: BTreeMap<&'static str, usize>,
+    /// Per prefecture code, nodes per state (the national server is not in a prefecture).
+    pub by_prefecture: BTreeMap<u8, BTreeMap<&'static str, usize>>,
+    /// The failed nodes and why.
+    pub failures: Vec<(String, String)>,
+}
+
+impl NodeState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NodeState::Pending => "Pending",
+            NodeState::Fetched => "Fetched",
+            NodeState::Applied => "Applied",
+            NodeState::Failed(_) => "Failed",
+        }
+    }
+}
+
+/// Summarizes `rollout` with its `plan`.
+pub fn summarize(rollout: &Rollout, plan: &Plan) -> Summary {
+    let pending = Observed::default();
+    let mut summary = Summary {
+        targets: rollout.targets.len(),
+        failures: plan.waves.iter().flat_map(|w| w.failed.clone()).collect(),
+        ..Summary::default()
+    };
+    for t in &rollout.targets {
+        let state = rollout
+            .observed
+            .get(&t.name)
+            .unwrap_or(&pending)
+            .state
+            .as_str();
+        *summary.by_state.entry(state).or_default() += 1;
+        if let (Some(p), Tier::Prefecture | Tier::Cs) = (t.prefecture, t.tier) {
+            *summary
+                .by_prefecture
+                .entry(p)
+                .or_default()
+                .entry(state)
+                .or_default() += 1;
+        }
+    }
+    summary.applied = summary.by_state.get("Applied").copied().unwrap_or(0);
+    let started = summary.by_state.get("Pending").copied().unwrap_or(0) < summary.targets;
+    summary.phase = match (plan.halted_in, plan.complete, started) {
+        (Some(_), _, _) => "Failed",
+        (None, true, _) => "Delivered",
+        (None, false, true) => "Delivering",
+        (None, false, false) => "Pending",
+    };
+    summary
 }
 
 /// A wave and how it stands.
@@ -520,6 +635,113 @@ mod tests {
         let mut r = rollout(Canaries::Count(1));
         r.targets.push(target("cs-14-0", Tier::Cs, Some(14)));
         assert_eq!(plan(&r), Err(PlanError::NoCarrier("cs-14-0".into())));
+    }
+
+    fn node(ns: &str, name: &str, tier: Tier, prefecture: Option<u8>) -> TopologyNode {
+        TopologyNode {
+            namespace: ns.into(),
+            name: name.into(),
+            tier,
+            prefecture,
+            upstream: None,
+            tls: false,
+        }
+    }
+
+    #[test]
+    fn targets_from_the_spec() {
+        let nodes = vec![
+            node("national", "national", Tier::National, None),
+            node("pref-13", "pref-13", Tier::Prefecture, Some(13)),
+            node("pref-13", "cs-131016", Tier::Cs, Some(13)),
+            node("pref-27", "pref-27", Tier::Prefecture, Some(27)),
+            node("pref-27", "cs-271004", Tier::Cs, Some(27)),
+        ];
+        let names = |spec: &DeliveryTargets| -> Vec<String> {
+            targets_of(spec, &nodes)
+                .unwrap()
+                .into_iter()
+                .map(|t| t.name)
+                .collect()
+        };
+        assert_eq!(
+            names(&DeliveryTargets::default()),
+            [
+                "pref-13/pref-13",
+                "pref-13/cs-131016",
+                "pref-27/pref-27",
+                "pref-27/cs-271004"
+            ]
+        );
+        let spec = DeliveryTargets {
+            tiers: vec![Tier::National, Tier::Prefecture],
+            prefectures: vec!["27".into()],
+        };
+        assert_eq!(names(&spec), ["national/national", "pref-27/pref-27"]);
+        for (code, index) in [("48", 1), ("13 ", 1), ("1", 1), ("x", 1)] {
+            let spec = DeliveryTargets {
+                tiers: vec![],
+                prefectures: vec!["13".into(), code.into()],
+            };
+            assert_eq!(
+                targets_of(&spec, &nodes),
+                Err(PlanError::BadPrefectureCode {
+                    index,
+                    code: code.into()
+                })
+            );
+        }
+        let spec = DeliveryTargets {
+            tiers: vec![],
+            prefectures: vec!["01".into()],
+        };
+        let e = targets_of(&spec, &nodes).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the delivery names no node: its targets match nothing"
+        );
+        assert_eq!(
+            PlanError::BadPrefectureCode {
+                index: 0,
+                code: "48".into()
+            }
+            .to_string(),
+            "spec.targets.prefectures[0]: \"48\" is not a prefecture code (\"01\"–\"47\")"
+        );
+    }
+
+    #[test]
+    fn the_summary_counts_and_lists_only_failures() {
+        let mut r = rollout(Canaries::Count(1));
+        all_online(&mut r);
+        let s = summarize(&r, &plan(&r).unwrap());
+        assert_eq!((s.phase, s.targets, s.applied), ("Pending", 10, 0));
+        set(&mut r, "national", NodeState::Applied, true);
+        set(&mut r, "pref-01", NodeState::Fetched, true);
+        let s = summarize(&r, &plan(&r).unwrap());
+        assert_eq!((s.phase, s.applied), ("Delivering", 1));
+        assert_eq!(s.by_state["Pending"], 8);
+        assert_eq!(s.by_prefecture[&1]["Fetched"], 1);
+        assert_eq!(s.by_prefecture[&1]["Pending"], 2);
+        assert!(s.failures.is_empty());
+        set(
+            &mut r,
+            "cs-01-1",
+            NodeState::Failed("refused by pref-01".into()),
+            true,
+        );
+        let s = summarize(&r, &plan(&r).unwrap());
+        assert_eq!(s.phase, "Failed");
+        assert_eq!(
+            s.failures,
+            vec![("cs-01-1".into(), "refused by pref-01".into())]
+        );
+        for t in country() {
+            set(&mut r, &t.name, NodeState::Applied, true);
+        }
+        let s = summarize(&r, &plan(&r).unwrap());
+        assert_eq!((s.phase, s.applied), ("Delivered", 10));
+        assert_eq!(s.by_prefecture.len(), 3);
     }
 
     #[test]
