@@ -201,6 +201,21 @@ mod tests {
     }
 
     #[test]
+    fn one_fetch_per_digest_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("juki-claim-{}", std::process::id()));
+        let deliveries = Arc::new(Deliveries::open(&dir).unwrap());
+        let sha = Sha256::of(b"x");
+        let first = deliveries.claim(&sha).unwrap();
+        let e = deliveries.claim(&sha).unwrap_err();
+        assert_eq!((e.tag(), e.field()), ("fetch_in_progress", Some("sha256")));
+        // Another digest is not held up.
+        assert!(deliveries.claim(&Sha256::of(b"y")).is_ok());
+        drop(first);
+        assert!(deliveries.claim(&sha).is_ok());
+        assert!(!dir.exists(), "opening creates nothing");
+    }
+
+    #[test]
     fn ranges() {
         let r = |h: &str| parse_range(Some(h), 100);
         assert_eq!(parse_range(None, 100).unwrap(), None);
