@@ -5,6 +5,7 @@ pub mod api;
 pub mod clock;
 pub mod controller;
 pub mod country;
+pub mod delivery_plan;
 pub mod expected;
 pub mod forecast;
 pub mod http;

@@ -68,6 +68,26 @@ pub enum Error {
     Corrupt(String),
     #[error("batch: {0}")]
     Batch(String),
+    /// A request parameter (path, query or header) is malformed.
+    #[error("{field}: {message}")]
+    BadRequest {
+        field: &'static str,
+        rule: &'static str,
+        message: String,
+    },
+    #[error("no content {0} at this node")]
+    ContentNotFound(String),
+    /// Received content whose sha256 is not the one it was sent as; nothing was kept.
+    #[error("sha256 mismatch: expected {expected}, the content has {actual}; nothing was kept")]
+    DigestMismatch { expected: String, actual: String },
+    #[error("Range: the content has {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    /// Fetching content from the upstream node failed (`rule` says how).
+    #[error("{message}")]
+    Fetch { rule: &'static str, message: String },
+    /// The delivery store on disk (content, staged and applied files).
+    #[error("delivery store: {0}")]
+    Storage(String),
 }
 
 /// The JSON error body.
@@ -114,6 +134,11 @@ impl Error {
             | Error::Batch(_) => "internal",
             Error::Pool(_) | Error::NotReady(_) => "unavailable",
             Error::FinalRequestInProgress => "final_request_in_progress",
+            Error::BadRequest { rule, .. } | Error::Fetch { rule, .. } => rule,
+            Error::ContentNotFound(_) => "not_found",
+            Error::DigestMismatch { .. } => "digest_mismatch",
+            Error::RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            Error::Storage(_) => "internal",
         }
     }
 
@@ -126,6 +151,9 @@ impl Error {
             Error::MissingIdempotencyKey => Some("Idempotency-Key"),
             Error::IdempotencyKeyReused(_) => Some("Idempotency-Key"),
             Error::InBatch { source, .. } => source.field(),
+            Error::BadRequest { field, .. } => Some(field),
+            Error::DigestMismatch { .. } => Some("sha256"),
+            Error::RangeNotSatisfiable { .. } => Some("Range"),
             _ => None,
         }
     }
@@ -151,7 +179,8 @@ impl Error {
             | Error::Config(_)
             | Error::Blocking(_)
             | Error::Corrupt(_)
-            | Error::Batch(_) => "internal error".to_owned(),
+            | Error::Batch(_)
+            | Error::Storage(_) => "internal error".to_owned(),
             other => other.to_string(),
         }
     }

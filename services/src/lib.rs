@@ -7,11 +7,12 @@
 //! | L0 | [`error`], [`domain`] | the pure rules, identities, clock and trace context; no I/O |
 //! | L1 | [`store`], [`metrics`], [`node`] | the database (diesel), the metrics, and [`node::Node`] that every task shares |
 //! | L2 | [`relay`] | the tier transport: outbox, inbox, mailbox, the node-to-node client |
-//! | L3 | [`wide_area`], [`updates`], [`provision`] | the use cases (`updates` may use `wide_area`) |
+//! | L3 | [`wide_area`], [`updates`], [`provision`], [`delivery`] | the use cases (`updates` may use `wide_area`; `delivery` carries files down the tree) |
 //! | L4 | [`http`] | the HTTP surface (the only actix code) |
 //! | L5 | [`cli`] | the wiring: command line, configuration, serving, batch jobs |
 
 pub mod cli;
+pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod http;

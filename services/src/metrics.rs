@@ -13,6 +13,7 @@
 //! | `juki_node_relay_rejected_total` (counter) | — attempts refused with a permanent 4xx |
 //! | `juki_node_auth_refusals_total` (counter) | `status` (`401`, `403`), `route` — requests refused by authentication or the tree rules |
 //! | `juki_node_provisions_total` (counter) | `outcome` (`provided`, `not_found`, `refused`, `disclosed`) |
+//! | `juki_node_delivery_bytes_total` (counter) | `direction`: `served` (content sent to the tier below: the egress of file delivery), `fetched` (received from the upstream) |
 //! | `juki_node_wide_area_total` (counter) | `event`: filings here (`move_out_filed`, `moved_in`, `move_out_cancelled`, `issuance_requested`) and messages fetched from the upstream (`message_<kind>`) |
 
 use std::fmt;
@@ -46,6 +47,7 @@ struct Inner {
     wide_area: Counter<u64>,
     auth_refusals: Counter<u64>,
     provisions: Counter<u64>,
+    delivery_bytes: Counter<u64>,
 }
 
 impl fmt::Debug for Metrics {
@@ -134,8 +136,15 @@ impl Metrics {
                 "Agency queries and disclosures, by outcome (each is in provision_log).",
             )
             .build();
+        let delivery_bytes = meter
+            .u64_counter("juki_node_delivery_bytes")
+            .with_description(
+                "File delivery content bytes: served to the tier below, fetched from the upstream.",
+            )
+            .build();
         Metrics {
             inner: Arc::new(Inner {
+                delivery_bytes,
                 auth_refusals,
                 provisions,
                 registry,
@@ -218,6 +227,15 @@ impl Metrics {
         self.inner
             .provisions
             .add(1, &[KeyValue::new("outcome", outcome)]);
+    }
+
+    /// Counts `n` bytes of delivered content `served` below or `fetched` from the upstream.
+    pub fn delivery_bytes(&self, direction: &'static str, n: u64) {
+        if n > 0 {
+            self.inner
+                .delivery_bytes
+                .add(n, &[KeyValue::new("direction", direction)]);
+        }
     }
 
     /// The Prometheus text exposition of every series.

@@ -188,6 +188,11 @@ fn may(node: &str, route: &str, who: &str) -> bool {
             "national" => who.starts_with("pref-"),
             _ => false,
         },
+        "/v1/deliveries/content/{sha256}" => match node {
+            "pref-13" => ["cs-131016", "cs-131024", "operator"].contains(&who),
+            "national" => who.starts_with("pref-") || who == "operator",
+            _ => who == "operator",
+        },
         "/v1/agency/queries" => node != "cs-131016" && who == "agency-nenkin",
         "/v1/disclosures" => match node {
             "national" => who.starts_with("muni-"),
@@ -274,7 +279,15 @@ fn every_identity_on_every_endpoint_of_every_tier() {
     }
     assert!(operations.len() >= 20, "{operations:?}");
     let concrete = |method: &str, route: &str, who: &str| -> String {
-        let path = route.replace("{code}", TARO).replace("{id}", "131016-T1");
+        let path = route
+            .replace("{code}", TARO)
+            .replace("{id}", "131016-T1")
+            // The sha256 of no bytes: the operator's empty PUT stores it.
+            .replace(
+                "{sha256}",
+                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            )
+            .replace("{file}", "codes");
         match (method, route) {
             ("POST", "/admin/v1/final-request") => format!("{path}?timeoutSeconds=1"),
             ("GET", "/v1/mailbox") => format!("{path}?recipient={who}&wait=0"),

@@ -22,6 +22,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("wide_area", 3),
     ("updates", 3),
     ("provision", 3),
+    ("delivery", 3),
     ("http", 4),
     ("cli", 5),
 ];

@@ -557,10 +557,14 @@ async fn openapi_describes_every_route() {
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
             operations += 1;
-            let uri = path.replace("{code}", TARO);
+            let uri = path
+                .replace("{code}", TARO)
+                .replace("{sha256}", &"0".repeat(64))
+                .replace("{file}", "codes");
             let req = match method.as_str() {
                 "get" => test::TestRequest::get(),
                 "post" => test::TestRequest::post(),
+                "put" => test::TestRequest::put(),
                 other => panic!("unexpected method {other}"),
             }
             .uri(&format!("{uri}?timeoutSeconds=0"));
@@ -573,7 +577,7 @@ async fn openapi_describes_every_route() {
         }
     }
     // The routes registered in routes::configure.
-    assert_eq!(operations, 20);
+    assert_eq!(operations, 25);
 }
 
 /// An item the upstream refuses (a 4xx naming it) holds the outbox in order, loudly: an error

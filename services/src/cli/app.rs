@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use crate::cli::batch;
 use crate::cli::config::{BatchJob, Cli, Command, MigrateArgs, RestoreArgs, ServeArgs};
+use crate::delivery::apply::{ALLOW_LIST, Outcome};
+use crate::delivery::{Deliveries, FileName};
 use crate::domain::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::http::routes::AppState;
 use crate::node::Node;
+use crate::provision::AllowList;
 use crate::relay::calendar_file::CalendarFile;
 use crate::relay::{self, RelayControl, RelaySettings};
 use crate::store::db::{self, Db, DbUrl};
@@ -172,6 +175,7 @@ async fn prepare_logged(
         final_timeout: Duration::from_secs(args.final_request_timeout_secs),
         ..RelaySettings::default()
     };
+    let (deliveries, allow) = open_deliveries(&config, clock.now())?;
     let mut state = AppState::new(Node::new(db, config.identity, clock));
     let calendar = match &config.calendar_path {
         Some(path) => CalendarFile::watch(path.clone())?,
@@ -186,8 +190,39 @@ async fn prepare_logged(
         ..WideArea::default()
     });
     state.mtls = config.tls.is_some();
-    state.allow = Arc::new(config.allow_list.clone());
+    state.deliveries = Some(Arc::new(deliveries));
+    state.allow = Arc::new(allow);
     Ok((state, applied))
+}
+
+/// Opens the delivery store and applies the files staged for this start; then the agency
+/// allow-list is the delivered one if there is one, else the configured one.
+fn open_deliveries(
+    config: &crate::cli::config::NodeConfig,
+    now: jiff::Timestamp,
+) -> anyhow::Result<(Deliveries, AllowList)> {
+    let deliveries = Deliveries::open(&config.delivery_dir)?;
+    let check = |name: &FileName, path: &std::path::Path| -> Result<(), Error> {
+        match name.as_str() {
+            ALLOW_LIST => AllowList::read(path).map(drop),
+            _ => Ok(()),
+        }
+    };
+    for outcome in deliveries.apply_staged(&now.to_string(), &check)? {
+        match &outcome {
+            Outcome::Refused { .. } => tracing::warn!(?outcome, "delivered file not applied"),
+            _ => tracing::info!(?outcome, "delivered file applied"),
+        }
+    }
+    let name = FileName::parse(ALLOW_LIST)?;
+    let allow = match deliveries.current_path(&name)? {
+        Some(path) => {
+            tracing::info!(path = %path.display(), "agency allow-list from a delivery");
+            AllowList::read(&path)?
+        }
+        None => config.allow_list.clone(),
+    };
+    Ok((deliveries, allow))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -209,6 +244,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         database_url = %location,
         tls = config.tls.is_some(),
         allow_list = state.allow.entries.len(),
+        delivery_dir = %config.delivery_dir.display(),
         migrations_applied = applied.len(),
         migrations = ?applied,
         "juki-node serving"

@@ -140,6 +140,12 @@ pub struct NodeArgs {
     /// affair receives. Without it every agency query is refused (and logged).
     #[arg(long, env = "JUKI_ALLOW_LIST")]
     pub allow_list: Option<PathBuf>,
+    /// Directory of delivered content and files (`content/`, `staged/`, `files/`; see the
+    /// README's deliveries section). Default: beside the SQLite database file (`node.db` →
+    /// `node.deliveries`), `deliveries` in the working directory for PostgreSQL. A delivered
+    /// `allow-list` wins over --allow-list.
+    #[arg(long, env = "JUKI_DELIVERY_DIR")]
+    pub delivery_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -210,6 +216,8 @@ pub struct NodeConfig {
     pub tls: Option<crate::http::tls::TlsFiles>,
     /// The agency allow-list (empty: every query refused).
     pub allow_list: crate::provision::AllowList,
+    /// Where delivered content and files are kept.
+    pub delivery_dir: PathBuf,
 }
 
 /// The node configuration file (`/etc/juki/node.json`, rendered by the operator).
@@ -408,7 +416,16 @@ impl NodeArgs {
             .clone()
             .or(file.extensions.clone())
             .or_else(|| Some(self.config.as_ref()?.parent()?.join("extensions.json")));
+        let delivery_dir = self
+            .delivery_dir
+            .clone()
+            .unwrap_or_else(|| match &database {
+                // One directory per database: node.db → node.deliveries.
+                DbUrl::Sqlite(path) => Path::new(path).with_extension("deliveries"),
+                DbUrl::Postgres(_) => PathBuf::from("deliveries"),
+            });
         Ok(NodeConfig {
+            delivery_dir,
             identity,
             database,
             upstream,

@@ -123,6 +123,8 @@ pub fn decide(node: &NodeIdentity, caller: Option<&Caller>, route: &str) -> Resu
         | "/v1/issuances"
         | "/v1/issuances/{id}" => own_municipality(caller),
         "/v1/relay" | "/v1/mailbox" => is_child(node, caller),
+        // The tier below fetches delivered content; the operator may look too.
+        "/v1/deliveries/content/{sha256}" => is_child(node, caller) || *caller == Caller::Operator,
         "/v1/agency/queries" => matches!(caller, Caller::Agency(_)) && node.role != Role::Cs,
         "/v1/disclosures" => match (node.role, caller) {
             (Role::National, Caller::Municipality(_)) => true,
@@ -249,6 +251,16 @@ mod tests {
         assert!(decide(&pref, Some(&c("muni-131016")), "/v1/disclosures").is_ok());
         assert!(decide(&pref, Some(&c("muni-011002")), "/v1/disclosures").is_err());
         assert!(decide(&cs, Some(&c("operator")), "/admin/v1/final-request").is_ok());
+        let content = "/v1/deliveries/content/{sha256}";
+        assert!(decide(&national, Some(&c("pref-13")), content).is_ok());
+        assert!(decide(&national, Some(&c("cs-131016")), content).is_err());
+        assert!(decide(&pref, Some(&c("cs-131016")), content).is_ok());
+        assert!(decide(&pref, Some(&c("cs-011002")), content).is_err());
+        assert!(decide(&cs, Some(&c("operator")), content).is_ok());
+        assert!(decide(&cs, Some(&c("muni-131016")), content).is_err());
+        let upload = "/admin/v1/deliveries/content/{sha256}";
+        assert!(decide(&national, Some(&c("operator")), upload).is_ok());
+        assert!(decide(&national, Some(&c("pref-13")), upload).is_err());
         assert!(decide(&cs, Some(&c("national")), "/admin/v1/final-request").is_err());
         assert!(matches!(
             decide(&cs, None, "/v1/updates"),

@@ -28,7 +28,13 @@ impl ResponseError for Error {
             | Error::Config(_)
             | Error::Blocking(_)
             | Error::Corrupt(_)
-            | Error::Batch(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            | Error::Batch(_)
+            | Error::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Error::ContentNotFound(_) => StatusCode::NOT_FOUND,
+            Error::DigestMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            Error::Fetch { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 

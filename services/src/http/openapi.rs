@@ -16,8 +16,10 @@ fn json_response(description: &str, schema: Value) -> Value {
 /// The OpenAPI document.
 pub fn document() -> Value {
     let mut doc = base_document();
-    if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), provision_paths()) {
-        paths.extend(more);
+    for more in [provision_paths(), delivery_paths()] {
+        if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), more) {
+            paths.extend(more);
+        }
     }
     doc
 }
@@ -66,6 +68,82 @@ fn provision_paths() -> Value {
                     "422": error_response("A field breaks a rule")
                 }
             }}
+    })
+}
+
+/// The file delivery endpoints.
+fn delivery_paths() -> Value {
+    let sha_param = json!({
+        "name": "sha256", "in": "path", "required": true,
+        "description": "The content's sha256 (64 lowercase hex digits)",
+        "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+    });
+    let range_param = json!({
+        "name": "Range", "in": "header", "required": false,
+        "description": "bytes=FIRST-[LAST] or bytes=-SUFFIX; other forms are ignored",
+        "schema": {"type": "string"}
+    });
+    let held = json!({"type": "array", "items": {"type": "object", "properties": {
+        "sha256": {"type": "string"}, "bytes": {"type": "integer"}}}});
+    json!({
+        "/v1/deliveries/content/{sha256}": {"get": {
+            "summary": "Delivered content, for the tier below (a prefecture's CSs, the national server's prefectures) and the operator; supports a single Range",
+            "parameters": [sha_param.clone(), range_param],
+            "responses": {
+                "200": {"description": "The whole content", "content": {"application/octet-stream": {}}},
+                "206": {"description": "The range asked for, with Content-Range", "content": {"application/octet-stream": {}}},
+                "400": error_response("Malformed sha256"),
+                "404": error_response("This node does not hold the content"),
+                "416": error_response("The range starts past the end (Content-Range: bytes */SIZE)")
+            }
+        }},
+        "/admin/v1/deliveries/content/{sha256}": {"put": {
+            "summary": "Give this node (the national server) content; kept only when its sha256 is the one in the path (operator only)",
+            "parameters": [sha_param],
+            "requestBody": {"required": true, "content": {"application/octet-stream": {}}},
+            "responses": {
+                "200": json_response("Held already: {sha256, bytes, alreadyPresent: true}", json!({"type": "object"})),
+                "201": json_response("Stored and verified: {sha256, bytes, alreadyPresent: false}", json!({"type": "object"})),
+                "400": error_response("Malformed sha256, or the content is too large"),
+                "422": error_response("The body's sha256 is another; nothing was kept")
+            }
+        }},
+        "/admin/v1/deliveries/fetch": {"post": {
+            "summary": "Fetch content from the upstream node (resuming a partial download), verify it, and stage it as a named file for the next start (operator only; not at the national server)",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["sha256"], "additionalProperties": false,
+                "properties": {
+                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                    "file": {"type": ["string", "null"], "pattern": "^[a-z0-9_-][a-z0-9._-]{0,63}$",
+                             "description": "Stage as the next version of this file (e.g. allow-list)"}
+                }}}}},
+            "responses": {
+                "200": json_response("{sha256, bytes, alreadyPresent, resumedFrom, staged}", json!({"type": "object"})),
+                "400": error_response("Malformed request"),
+                "403": error_response("The national server fetches from nobody"),
+                "409": error_response("The same content is being fetched already"),
+                "502": error_response("The upstream failed: upstream_unavailable, upstream_missing, upstream_refused, truncated (kept to resume) or digest_mismatch (removed)"),
+                "503": error_response("No upstream or no delivery directory")
+            }
+        }},
+        "/admin/v1/deliveries": {"get": {
+            "summary": "What this node holds: content, partial downloads, staged files, applied files with current and previous versions (operator only)",
+            "responses": {
+                "200": json_response("{content, partial, staged, files}", json!({"type": "object", "properties": {
+                    "content": held, "partial": held,
+                    "staged": {"type": "array", "items": {"type": "object"}},
+                    "files": {"type": "array", "items": {"type": "object"}}}}))
+            }
+        }},
+        "/admin/v1/deliveries/files/{file}/rollback": {"post": {
+            "summary": "Stage the previous version of a file, applied at the next start (operator only)",
+            "parameters": [{"name": "file", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "responses": {
+                "200": json_response("{file, staged}", json!({"type": "object"})),
+                "400": error_response("Malformed file name"),
+                "409": error_response("No previous version")
+            }
+        }}
     })
 }
 

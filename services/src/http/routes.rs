@@ -33,6 +33,8 @@ pub struct AppState {
     pub allow: Arc<crate::provision::AllowList>,
     /// Answers the agency queries and commits their log rows in batches (provision/desk.rs).
     pub provision_desk: crate::provision::desk::Desk,
+    /// Delivered content and files (None: the delivery endpoints answer 503).
+    pub deliveries: Option<Arc<crate::delivery::Deliveries>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -113,7 +115,8 @@ impl AppState {
         }
     }
 
-    /// The state of `node`: no upstream (relay disabled), no TLS, an empty allow-list, and the
+    /// The state of `node`: no upstream (relay disabled), no TLS, an empty allow-list, no
+    /// delivery directory, and the
     /// provision desk started on the node's database. The server ([`crate::cli::app`]) and the
     /// tests set the rest from here.
     pub fn new(node: Node) -> Self {
@@ -124,6 +127,7 @@ impl AppState {
             wide: Arc::default(),
             mtls: false,
             allow: Arc::default(),
+            deliveries: None,
         }
     }
 }
@@ -197,6 +201,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route(
         "/v1/disclosures",
         web::post().to(handlers::provision::post_disclosure),
+    )
+    .route(
+        "/v1/deliveries/content/{sha256}",
+        web::get().to(handlers::deliveries::get_content),
+    )
+    .route(
+        "/admin/v1/deliveries/content/{sha256}",
+        web::put().to(handlers::deliveries::put_content),
+    )
+    .route(
+        "/admin/v1/deliveries/fetch",
+        web::post().to(handlers::deliveries::post_fetch),
+    )
+    .route(
+        "/admin/v1/deliveries",
+        web::get().to(handlers::deliveries::get_deliveries),
+    )
+    .route(
+        "/admin/v1/deliveries/files/{file}/rollback",
+        web::post().to(handlers::deliveries::post_rollback),
     )
     .app_data(
         web::QueryConfig::default()

@@ -1,6 +1,8 @@
 //! A minimal blocking HTTP/1.1 client for node-to-node calls (one request per connection,
 //! `Connection: close`). The relay and the mailbox run it on the blocking thread pool.
 //! `https://` URLs use mutual TLS with the node's own certificate ([`set_tls`]).
+//! [`get_streaming`] hands the body over as it arrives (file deliveries: never the whole file
+//! in memory).
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -89,13 +91,59 @@ pub fn request_with(
     headers: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<Response, String> {
+    let (mut conn, addr) = send(tls, method, url, body, headers, timeout)?;
+    let mut raw = Vec::new();
+    read_all(&mut conn, &mut raw).map_err(|e| format!("read from {addr}: {e}"))?;
+    parse_response(&raw).map_err(|e| format!("response from {addr}: {e}"))
+}
+
+/// A plain or TLS connection to a node.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Connects to the host of `url` (TLS for `https://`) and sends the request; returns the
+/// connection, ready for the response, and the peer's address for messages.
+fn send(
+    tls: Option<&Arc<ClientConfig>>,
+    method: &str,
+    url: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<(Conn, std::net::SocketAddr), String> {
     let (authority, path, https) = split_url(url)?;
     let addr = authority
         .to_socket_addrs()
         .map_err(|e| format!("resolve {authority}: {e}"))?
         .next()
         .ok_or_else(|| format!("resolve {authority}: no address"))?;
-    let mut stream =
+    let stream =
         TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
     stream
         .set_read_timeout(Some(timeout))
@@ -117,8 +165,7 @@ pub fn request_with(
     head.push_str("\r\n");
     let mut message = head.into_bytes();
     message.extend_from_slice(body);
-    let mut raw = Vec::new();
-    if https {
+    let mut conn = if https {
         let tls = tls.ok_or_else(|| format!("{url}: https needs the node's TLS files"))?;
         let host = authority
             .rsplit_once(':')
@@ -127,21 +174,106 @@ pub fn request_with(
             .trim_end_matches(']');
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| format!("{url}: server name {host:?}: {e}"))?;
-        let conn = rustls::ClientConnection::new(tls.clone(), name)
+        let session = rustls::ClientConnection::new(tls.clone(), name)
             .map_err(|e| format!("TLS to {addr}: {e}"))?;
-        let mut stream = rustls::StreamOwned::new(conn, stream);
-        stream
-            .write_all(&message)
-            .and_then(|()| stream.flush())
-            .map_err(|e| format!("send to {addr}: {e}"))?;
-        read_all(&mut stream, &mut raw).map_err(|e| format!("read from {addr}: {e}"))?;
+        Conn::Tls(Box::new(rustls::StreamOwned::new(session, stream)))
     } else {
-        stream
-            .write_all(&message)
-            .map_err(|e| format!("send to {addr}: {e}"))?;
-        read_all(&mut stream, &mut raw).map_err(|e| format!("read from {addr}: {e}"))?;
+        Conn::Plain(stream)
+    };
+    conn.write_all(&message)
+        .and_then(|()| conn.flush())
+        .map_err(|e| format!("send to {addr}: {e}"))?;
+    Ok((conn, addr))
+}
+
+/// A response whose body is read as it arrives: at most `length` bytes (Content-Length).
+pub struct Streaming {
+    pub status: u16,
+    /// The header lines, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// Content-Length; None when the response did not send one.
+    pub length: Option<u64>,
+    /// The body: the bytes read with the header, then the connection, capped at `length`.
+    pub body: Box<dyn Read + Send>,
+}
+
+impl std::fmt::Debug for Streaming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streaming")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("length", &self.length)
+            .finish_non_exhaustive()
     }
-    parse_response(&raw).map_err(|e| format!("response from {addr}: {e}"))
+}
+
+impl Streaming {
+    /// The first header named `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Largest response header accepted by [`get_streaming`].
+const MAX_HEAD: usize = 64 << 10;
+
+/// GETs `url` and returns once the header has arrived; the body is read from the returned
+/// [`Streaming`] (a large download never sits in memory whole).
+pub fn get_streaming(
+    url: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Streaming, String> {
+    get_streaming_with(TLS.get(), url, headers, timeout)
+}
+
+/// [`get_streaming`] with an explicit TLS configuration for `https://` URLs.
+pub fn get_streaming_with(
+    tls: Option<&Arc<ClientConfig>>,
+    url: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Streaming, String> {
+    let (mut conn, addr) = send(tls, "GET", url, None, headers, timeout)?;
+    let mut raw = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        if raw.len() > MAX_HEAD {
+            return Err(format!(
+                "response from {addr}: header over {MAX_HEAD} bytes"
+            ));
+        }
+        let n = conn
+            .read(&mut chunk)
+            .map_err(|e| format!("read from {addr}: {e}"))?;
+        if n == 0 {
+            return Err(format!("response from {addr}: incomplete header"));
+        }
+        raw.extend_from_slice(&chunk[..n]);
+    };
+    let (status, headers) =
+        parse_head(&raw[..end]).map_err(|e| format!("response from {addr}: {e}"))?;
+    let length = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<u64>().ok());
+    let early = std::io::Cursor::new(raw.split_off(end + 4));
+    let body: Box<dyn Read + Send> = match length {
+        Some(n) => Box::new(early.chain(conn).take(n)),
+        None => Box::new(early.chain(conn)),
+    };
+    Ok(Streaming {
+        status,
+        headers,
+        length,
+        body,
+    })
 }
 
 /// POSTs a JSON body.
@@ -159,12 +291,9 @@ pub fn get(url: &str, timeout: Duration) -> Result<Response, String> {
     request("GET", url, None, &[], timeout)
 }
 
-fn parse_response(raw: &[u8]) -> Result<Response, String> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("incomplete header")?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| "header is not UTF-8")?;
+/// The status and the header lines (names in lower case) of a response head.
+fn parse_head(head: &[u8]) -> Result<(u16, Vec<(String, String)>), String> {
+    let head = std::str::from_utf8(head).map_err(|_| "header is not UTF-8")?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().ok_or("no status line")?;
     let status: u16 = status_line
@@ -172,16 +301,26 @@ fn parse_response(raw: &[u8]) -> Result<Response, String> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok((status, headers))
+}
+
+fn parse_response(raw: &[u8]) -> Result<Response, String> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("incomplete header")?;
+    let (status, headers) = parse_head(&raw[..end])?;
     let mut length = None;
     let mut chunked = false;
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-            if k == "content-length" {
-                length = v.parse::<usize>().ok();
-            } else if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
-                chunked = true;
-            }
+    for (k, v) in &headers {
+        if k == "content-length" {
+            length = v.parse::<usize>().ok();
+        } else if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
+            chunked = true;
         }
     }
     let rest = &raw[end + 4..];

@@ -142,6 +142,8 @@ impl Drop for TestDb {
                     p.push(suffix);
                     let _ = std::fs::remove_file(p);
                 }
+                // The delivery directory a node on this database made by default.
+                let _ = std::fs::remove_dir_all(path.with_extension("deliveries"));
             }
             Cleanup::PgDatabase { admin_url, name } => {
                 if let Ok(mut admin) = PgConnection::establish(admin_url) {

@@ -1,0 +1,978 @@
+//! The wave plan of a file delivery: which nodes may fetch now, when a wave is complete, when
+//! to halt and roll back, and whether a node with a required delivery may go Online. Pure: the
+//! controller picks the nodes with [`targets_of`], gathers a [`Rollout`], calls [`plan`] and
+//! [`online_gate`], acts on the answer, and writes [`summarize`] into the status.
+//!
+//! The invariants ([`plan`] keeps them whatever it is given; the tests check them):
+//! - content flows down the tree: a prefecture fetches only once the national server holds the
+//!   content, a CS only once its own prefecture holds it;
+//! - waves go in order: national, then the canary prefectures (with their CSs), then the rest;
+//!   a wave opens only when every wave before it is healthy (applied, Ready and, for programs,
+//!   the relay still accepted upstream);
+//! - a failure halts the delivery: nothing more is fetched anywhere, and every node that
+//!   fetched or applied it rolls back;
+//! - a node stopped by the calendar is pending, not failed: its wave waits for its next start.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+use juki_calendar::Tier;
+
+use crate::api::DeliveryTargets;
+use crate::topology::TopologyNode;
+
+/// A targeted node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub name: String,
+    pub tier: Tier,
+    /// The prefecture code (None for the national server).
+    pub prefecture: Option<u8>,
+}
+
+/// Where one node is with the delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeState {
+    /// Not fetched yet (also a node the calendar has stopped).
+    Pending,
+    /// Holds the verified content, staged for its next start.
+    Fetched,
+    /// Applied at a start.
+    Applied,
+    /// Refused the content or failed to apply it.
+    Failed(String),
+}
+
+/// What was observed of one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub state: NodeState,
+    /// The node runs and its path upstream is online (it can fetch now).
+    pub online: bool,
+    /// The node is Ready.
+    pub ready: bool,
+    /// For program deliveries: the node's relay is still accepted by its upstream (the 2013
+    /// guard). Always true for files.
+    pub upstream_accepts: bool,
+}
+
+impl Default for Observed {
+    fn default() -> Self {
+        Observed {
+            state: NodeState::Pending,
+            online: false,
+            ready: false,
+            upstream_accepts: true,
+        }
+    }
+}
+
+/// The canary prefectures: named, or the first `n` targeted prefectures by code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Canaries {
+    Named(Vec<u8>),
+    Count(usize),
+}
+
+/// One delivery as the controller sees it.
+#[derive(Debug, Clone)]
+pub struct Rollout {
+    pub targets: Vec<Target>,
+    /// By node name; a target not in the map is Pending and offline.
+    pub observed: BTreeMap<String, Observed>,
+    pub canaries: Canaries,
+    /// Paused by a person: nothing new is fetched.
+    pub paused: bool,
+}
+
+/// Why a rollout cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("the delivery names no node: its targets match nothing")]
+    NoTargets,
+    #[error("targets: prefecture code {0} is not 01–47")]
+    BadPrefecture(u8),
+    #[error("targets: node {0} is listed twice")]
+    Duplicate(String),
+    #[error("targets: {0} is a prefecture or CS node without a prefecture code")]
+    NoPrefecture(String),
+    #[error("targets: more than one national node ({0})")]
+    TwoNationals(String),
+    #[error("canaries: prefecture {0:02} is not a targeted prefecture")]
+    UnknownCanary(u8),
+    #[error(
+        "targets: CS {0} is targeted but its prefectural server is not; content reaches a CS through its prefecture"
+    )]
+    NoCarrier(String),
+    #[error("spec.targets.prefectures[{index}]: {code:?} is not a prefecture code (\"01\"–\"47\")")]
+    BadPrefectureCode { index: usize, code: String },
+}
+
+/// The nodes a delivery's `spec.targets` names among `nodes` (named `namespace/name`). Empty
+/// tiers mean Prefecture and CS, empty prefectures every prefecture; the national server is
+/// the source, and a target when its tier is listed.
+pub fn targets_of(
+    spec: &DeliveryTargets,
+    nodes: &[TopologyNode],
+) -> Result<Vec<Target>, PlanError> {
+    let mut prefectures = BTreeSet::new();
+    for (index, code) in spec.prefectures.iter().enumerate() {
+        let valid = code.len() == 2 && code.bytes().all(|b| b.is_ascii_digit());
+        match code.parse::<u8>() {
+            Ok(p) if valid && (1..=47).contains(&p) => prefectures.insert(p),
+            _ => {
+                return Err(PlanError::BadPrefectureCode {
+                    index,
+                    code: code.clone(),
+                });
+            }
+        };
+    }
+    let tiers: &[Tier] = if spec.tiers.is_empty() {
+        &[Tier::Prefecture, Tier::Cs]
+    } else {
+        &spec.tiers
+    };
+    let chosen = |n: &TopologyNode| {
+        tiers.contains(&n.tier)
+            && (n.tier == Tier::National
+                || prefectures.is_empty()
+                || n.prefecture.is_some_and(|p| prefectures.contains(&p)))
+    };
+    let targets: Vec<Target> = nodes
+        .iter()
+        .filter(|n| chosen(n))
+        .map(|n| Target {
+            name: format!("{}/{}", n.namespace, n.name),
+            tier: n.tier,
+            prefecture: n.prefecture,
+        })
+        .collect();
+    if targets.is_empty() {
+        return Err(PlanError::NoTargets);
+    }
+    Ok(targets)
+}
+
+/// A delivery's status as a person reads it at 1,789 nodes: counts, counts per prefecture, and
+/// only the failures by node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Summary {
+    /// Pending (nothing fetched yet), Delivering, Delivered (every wave healthy) or Failed.
+    pub phase: &'static str,
+    pub targets: usize,
+    pub applied: usize,
+    /// Nodes per state (`Pending`, `Fetched`, `Applied`, `Failed`).
+    pub by_state: BTreeMap<&'static str, usize>,
+    /// Per prefecture code, nodes per state (the national server is not in a prefecture).
+    pub by_prefecture: BTreeMap<u8, BTreeMap<&'static str, usize>>,
+    /// The failed nodes and why.
+    pub failures: Vec<(String, String)>,
+}
+
+impl NodeState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NodeState::Pending => "Pending",
+            NodeState::Fetched => "Fetched",
+            NodeState::Applied => "Applied",
+            NodeState::Failed(_) => "Failed",
+        }
+    }
+}
+
+/// Summarizes `rollout` with its `plan`.
+pub fn summarize(rollout: &Rollout, plan: &Plan) -> Summary {
+    let pending = Observed::default();
+    let mut summary = Summary {
+        targets: rollout.targets.len(),
+        failures: plan.waves.iter().flat_map(|w| w.failed.clone()).collect(),
+        ..Summary::default()
+    };
+    for t in &rollout.targets {
+        let state = rollout
+            .observed
+            .get(&t.name)
+            .unwrap_or(&pending)
+            .state
+            .as_str();
+        *summary.by_state.entry(state).or_default() += 1;
+        if let (Some(p), Tier::Prefecture | Tier::Cs) = (t.prefecture, t.tier) {
+            *summary
+                .by_prefecture
+                .entry(p)
+                .or_default()
+                .entry(state)
+                .or_default() += 1;
+        }
+    }
+    summary.applied = summary.by_state.get("Applied").copied().unwrap_or(0);
+    let started = summary.by_state.get("Pending").copied().unwrap_or(0) < summary.targets;
+    summary.phase = match (plan.halted_in, plan.complete, started) {
+        (Some(_), _, _) => "Failed",
+        (None, true, _) => "Delivered",
+        (None, false, true) => "Delivering",
+        (None, false, false) => "Pending",
+    };
+    summary
+}
+
+/// A wave and how it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wave {
+    /// The prefecture codes of the wave (empty for the national wave).
+    pub prefectures: Vec<u8>,
+    pub nodes: Vec<String>,
+    /// Every node applied, Ready and accepted upstream.
+    pub healthy: bool,
+    /// The nodes that failed, with why.
+    pub failed: Vec<(String, String)>,
+}
+
+/// What to do now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    pub waves: Vec<Wave>,
+    /// The first wave that is not healthy yet (= waves.len() when all are).
+    pub open_wave: usize,
+    /// The nodes that may fetch (and stage) the content now.
+    pub fetch: Vec<String>,
+    /// Set when a failure halted the delivery: the wave it happened in.
+    pub halted_in: Option<usize>,
+    /// On a halt: the nodes that hold or applied the content and return to the previous version.
+    pub roll_back: Vec<String>,
+    /// Every wave is healthy.
+    pub complete: bool,
+}
+
+/// Checks the targets and canaries (the bad-input half of [`plan`]).
+pub fn validate(rollout: &Rollout) -> Result<(), PlanError> {
+    if rollout.targets.is_empty() {
+        return Err(PlanError::NoTargets);
+    }
+    let mut names = BTreeSet::new();
+    let mut national = None;
+    for t in &rollout.targets {
+        if !names.insert(t.name.as_str()) {
+            return Err(PlanError::Duplicate(t.name.clone()));
+        }
+        match (t.tier, t.prefecture) {
+            (Tier::National, _) => {
+                if let Some(other) = national.replace(&t.name) {
+                    return Err(PlanError::TwoNationals(format!("{other}, {}", t.name)));
+                }
+            }
+            (_, None) => return Err(PlanError::NoPrefecture(t.name.clone())),
+            (_, Some(p)) if !(1..=47).contains(&p) => return Err(PlanError::BadPrefecture(p)),
+            _ => {}
+        }
+    }
+    let servers: BTreeSet<u8> = rollout
+        .targets
+        .iter()
+        .filter(|t| t.tier == Tier::Prefecture)
+        .filter_map(|t| t.prefecture)
+        .collect();
+    if let Some(cs) = rollout
+        .targets
+        .iter()
+        .find(|t| t.tier == Tier::Cs && !t.prefecture.is_some_and(|p| servers.contains(&p)))
+    {
+        return Err(PlanError::NoCarrier(cs.name.clone()));
+    }
+    if let Canaries::Named(codes) = &rollout.canaries {
+        let targeted = prefectures(&rollout.targets);
+        if let Some(c) = codes.iter().find(|c| !targeted.contains(c)) {
+            return Err(PlanError::UnknownCanary(*c));
+        }
+    }
+    Ok(())
+}
+
+fn prefectures(targets: &[Target]) -> BTreeSet<u8> {
+    targets
+        .iter()
+        .filter(|t| t.tier != Tier::National)
+        .filter_map(|t| t.prefecture)
+        .collect()
+}
+
+/// The waves' prefectures: national (none), the canaries, the rest (empty waves left out).
+fn wave_prefectures(rollout: &Rollout) -> Vec<Vec<u8>> {
+    let all = prefectures(&rollout.targets);
+    let canaries: BTreeSet<u8> = match &rollout.canaries {
+        Canaries::Named(codes) => codes.iter().copied().filter(|c| all.contains(c)).collect(),
+        Canaries::Count(n) => all.iter().copied().take(*n).collect(),
+    };
+    let rest: Vec<u8> = all.difference(&canaries).copied().collect();
+    let mut waves = vec![Vec::new()];
+    waves.extend(
+        [canaries.into_iter().collect::<Vec<_>>(), rest]
+            .into_iter()
+            .filter(|w| !w.is_empty()),
+    );
+    waves
+}
+
+fn in_wave(target: &Target, index: usize, prefectures: &[u8]) -> bool {
+    match target.tier {
+        Tier::National => index == 0,
+        _ => index > 0 && target.prefecture.is_some_and(|p| prefectures.contains(&p)),
+    }
+}
+
+fn healthy(o: &Observed) -> bool {
+    o.state == NodeState::Applied && o.ready && o.upstream_accepts
+}
+
+/// Whether a node holds the content (and can serve it below).
+fn holds(o: &Observed) -> bool {
+    matches!(o.state, NodeState::Fetched | NodeState::Applied)
+}
+
+/// Plans the rollout (see the module's invariants).
+pub fn plan(rollout: &Rollout) -> Result<Plan, PlanError> {
+    validate(rollout)?;
+    let pending = Observed::default();
+    let observed = |name: &str| rollout.observed.get(name).unwrap_or(&pending);
+    let waves: Vec<Wave> = wave_prefectures(rollout)
+        .into_iter()
+        .enumerate()
+        .map(|(index, prefectures)| {
+            let members: Vec<&Target> = rollout
+                .targets
+                .iter()
+                .filter(|t| in_wave(t, index, &prefectures))
+                .collect();
+            wave(prefectures, &members, &observed)
+        })
+        .collect();
+    let open_wave = waves.iter().position(|w| !w.healthy).unwrap_or(waves.len());
+    let halted_in = waves.iter().position(|w| !w.failed.is_empty());
+    let mut plan = Plan {
+        complete: open_wave == waves.len(),
+        open_wave,
+        halted_in,
+        ..Plan::default()
+    };
+    if halted_in.is_some() {
+        plan.roll_back = rollout
+            .targets
+            .iter()
+            .filter(|t| holds(observed(&t.name)))
+            .map(|t| t.name.clone())
+            .collect();
+    } else if !rollout.paused && !plan.complete {
+        plan.fetch = may_fetch(rollout, &waves[open_wave], &observed);
+    }
+    plan.waves = waves;
+    Ok(plan)
+}
+
+fn wave<'a>(
+    prefectures: Vec<u8>,
+    members: &[&Target],
+    observed: &impl Fn(&str) -> &'a Observed,
+) -> Wave {
+    let failed = members
+        .iter()
+        .filter_map(|t| match &observed(&t.name).state {
+            NodeState::Failed(why) => Some((t.name.clone(), why.clone())),
+            _ => None,
+        })
+        .collect();
+    Wave {
+        prefectures,
+        nodes: members.iter().map(|t| t.name.clone()).collect(),
+        // A wave with no node (no national targeted) does not hold the others back.
+        healthy: members.iter().all(|t| healthy(observed(&t.name))),
+        failed,
+    }
+}
+
+/// The pending, online nodes of the open wave whose source holds the content: the national
+/// server (or, when it is not a target, the delivery's source itself) for a prefecture, the
+/// prefecture for a CS.
+fn may_fetch<'a>(
+    rollout: &Rollout,
+    open: &Wave,
+    observed: &impl Fn(&str) -> &'a Observed,
+) -> Vec<String> {
+    let national = rollout.targets.iter().find(|t| t.tier == Tier::National);
+    let national_holds = national.is_none_or(|n| holds(observed(&n.name)));
+    let prefecture_holds = |p: Option<u8>| {
+        rollout
+            .targets
+            .iter()
+            .any(|t| t.tier == Tier::Prefecture && t.prefecture == p && holds(observed(&t.name)))
+    };
+    rollout
+        .targets
+        .iter()
+        .filter(|t| open.nodes.contains(&t.name))
+        .filter(|t| {
+            let o = observed(&t.name);
+            o.state == NodeState::Pending && o.online
+        })
+        .filter(|t| match t.tier {
+            // The national server is given the content by the operator (an upload).
+            Tier::National => true,
+            Tier::Prefecture => national_holds,
+            Tier::Cs => prefecture_holds(t.prefecture),
+        })
+        .map(|t| t.name.clone())
+        .collect()
+}
+
+/// When a required delivery must be applied by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequiredBefore {
+    /// The node's next online start.
+    NextOnlineStart,
+    /// An instant: starts at or after it need the delivery.
+    At(Timestamp),
+}
+
+/// Whether a node may go Online at `start`, given one delivery it is targeted by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    Open,
+    /// Held Offline: the phase reason and message.
+    Held {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// The reason a node held back by a required delivery shows.
+pub const DELIVERY_NOT_APPLIED: &str = "DeliveryNotApplied";
+
+/// Whether `node`, in `state` for delivery `delivery`, may go Online at `start`. A halted
+/// delivery or one that allows going online without it holds nobody.
+pub fn online_gate(
+    delivery: &str,
+    state: &NodeState,
+    required: Option<RequiredBefore>,
+    start: Timestamp,
+    halted: bool,
+    allow_online_without: bool,
+) -> Gate {
+    let due = match required {
+        None => false,
+        Some(RequiredBefore::NextOnlineStart) => true,
+        Some(RequiredBefore::At(deadline)) => start >= deadline,
+    };
+    if !due || halted || allow_online_without || *state == NodeState::Applied {
+        return Gate::Open;
+    }
+    let what = match state {
+        NodeState::Failed(why) => format!("failed: {why}"),
+        NodeState::Fetched => "fetched, not applied yet".to_owned(),
+        _ => "not fetched yet".to_owned(),
+    };
+    Gate::Held {
+        reason: DELIVERY_NOT_APPLIED,
+        message: format!("delivery {delivery} is required before this start and is {what}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn target(name: &str, tier: Tier, prefecture: Option<u8>) -> Target {
+        Target {
+            name: name.into(),
+            tier,
+            prefecture,
+        }
+    }
+
+    /// National, prefectures 01, 13, 27 and two CSs under each.
+    fn country() -> Vec<Target> {
+        let mut t = vec![target("national", Tier::National, None)];
+        for p in [1u8, 13, 27] {
+            t.push(target(&format!("pref-{p:02}"), Tier::Prefecture, Some(p)));
+            for c in 0..2 {
+                t.push(target(&format!("cs-{p:02}-{c}"), Tier::Cs, Some(p)));
+            }
+        }
+        t
+    }
+
+    fn rollout(canaries: Canaries) -> Rollout {
+        Rollout {
+            targets: country(),
+            observed: BTreeMap::new(),
+            canaries,
+            paused: false,
+        }
+    }
+
+    fn set(r: &mut Rollout, name: &str, state: NodeState, online: bool) {
+        r.observed.insert(
+            name.into(),
+            Observed {
+                ready: state == NodeState::Applied,
+                state,
+                online,
+                upstream_accepts: true,
+            },
+        );
+    }
+
+    fn all_online(r: &mut Rollout) {
+        for t in r.targets.clone() {
+            set(r, &t.name, NodeState::Pending, true);
+        }
+    }
+
+    #[test]
+    fn waves_go_national_canaries_rest() {
+        let mut r = rollout(Canaries::Named(vec![13]));
+        all_online(&mut r);
+        let p = plan(&r).unwrap();
+        let prefs: Vec<_> = p.waves.iter().map(|w| w.prefectures.clone()).collect();
+        assert_eq!(prefs, vec![vec![], vec![13], vec![1, 27]]);
+        assert_eq!(p.fetch, vec!["national"]);
+        set(&mut r, "national", NodeState::Fetched, true);
+        // The national server holds it but has not applied it: the canaries wait.
+        assert!(plan(&r).unwrap().fetch.is_empty());
+        set(&mut r, "national", NodeState::Applied, true);
+        assert_eq!(plan(&r).unwrap().fetch, vec!["pref-13"]);
+        set(&mut r, "pref-13", NodeState::Fetched, true);
+        assert_eq!(plan(&r).unwrap().fetch, vec!["cs-13-0", "cs-13-1"]);
+        for n in ["pref-13", "cs-13-0", "cs-13-1"] {
+            set(&mut r, n, NodeState::Applied, true);
+        }
+        let p = plan(&r).unwrap();
+        assert_eq!(
+            (p.open_wave, p.fetch.clone()),
+            (2, vec!["pref-01".into(), "pref-27".into()])
+        );
+        for t in country() {
+            set(&mut r, &t.name, NodeState::Applied, true);
+        }
+        let p = plan(&r).unwrap();
+        assert!(p.complete && p.fetch.is_empty() && p.roll_back.is_empty());
+    }
+
+    #[test]
+    fn a_canary_failure_halts_and_rolls_back() {
+        let mut r = rollout(Canaries::Count(1));
+        all_online(&mut r);
+        set(&mut r, "national", NodeState::Applied, true);
+        set(&mut r, "pref-01", NodeState::Applied, true);
+        set(&mut r, "cs-01-0", NodeState::Fetched, true);
+        set(
+            &mut r,
+            "cs-01-1",
+            NodeState::Failed("relay refused".into()),
+            true,
+        );
+        let p = plan(&r).unwrap();
+        assert_eq!(p.halted_in, Some(1));
+        assert_eq!(
+            p.waves[1].failed,
+            vec![("cs-01-1".into(), "relay refused".into())]
+        );
+        assert!(p.fetch.is_empty());
+        assert_eq!(p.roll_back, vec!["national", "pref-01", "cs-01-0"]);
+    }
+
+    #[test]
+    fn a_node_stopped_by_the_calendar_is_pending_and_its_wave_waits() {
+        let mut r = rollout(Canaries::Count(1));
+        all_online(&mut r);
+        set(&mut r, "national", NodeState::Applied, true);
+        set(&mut r, "pref-01", NodeState::Applied, true);
+        set(&mut r, "cs-01-0", NodeState::Applied, true);
+        set(&mut r, "cs-01-1", NodeState::Pending, false);
+        let p = plan(&r).unwrap();
+        assert_eq!((p.open_wave, p.halted_in), (1, None));
+        assert!(p.fetch.is_empty(), "{:?}", p.fetch);
+        set(&mut r, "cs-01-1", NodeState::Pending, true);
+        assert_eq!(plan(&r).unwrap().fetch, vec!["cs-01-1"]);
+    }
+
+    #[test]
+    fn an_unhealthy_program_node_holds_the_next_wave() {
+        let mut r = rollout(Canaries::Count(1));
+        all_online(&mut r);
+        for n in ["national", "pref-01", "cs-01-0", "cs-01-1"] {
+            set(&mut r, n, NodeState::Applied, true);
+        }
+        r.observed.get_mut("cs-01-1").unwrap().upstream_accepts = false;
+        assert!(plan(&r).unwrap().fetch.is_empty());
+        r.observed.get_mut("cs-01-1").unwrap().upstream_accepts = true;
+        r.paused = true;
+        assert!(plan(&r).unwrap().fetch.is_empty());
+        r.paused = false;
+        assert_eq!(plan(&r).unwrap().fetch.len(), 2);
+    }
+
+    #[test]
+    fn bad_targets_are_clear_errors() {
+        let mut r = rollout(Canaries::Count(1));
+        r.targets.clear();
+        assert_eq!(plan(&r), Err(PlanError::NoTargets));
+        let mut r = rollout(Canaries::Count(1));
+        r.targets
+            .push(target("pref-48", Tier::Prefecture, Some(48)));
+        assert_eq!(
+            plan(&r).unwrap_err().to_string(),
+            "targets: prefecture code 48 is not 01–47"
+        );
+        let r = rollout(Canaries::Named(vec![14]));
+        assert_eq!(plan(&r), Err(PlanError::UnknownCanary(14)));
+        let mut r = rollout(Canaries::Count(1));
+        r.targets.push(target("pref-01", Tier::Prefecture, Some(1)));
+        assert_eq!(plan(&r), Err(PlanError::Duplicate("pref-01".into())));
+        let mut r = rollout(Canaries::Count(1));
+        r.targets.push(target("cs-x", Tier::Cs, None));
+        assert!(matches!(plan(&r), Err(PlanError::NoPrefecture(_))));
+        let mut r = rollout(Canaries::Count(1));
+        r.targets.push(target("cs-14-0", Tier::Cs, Some(14)));
+        assert_eq!(plan(&r), Err(PlanError::NoCarrier("cs-14-0".into())));
+    }
+
+    fn node(ns: &str, name: &str, tier: Tier, prefecture: Option<u8>) -> TopologyNode {
+        TopologyNode {
+            namespace: ns.into(),
+            name: name.into(),
+            tier,
+            prefecture,
+            upstream: None,
+            tls: false,
+        }
+    }
+
+    #[test]
+    fn targets_from_the_spec() {
+        let nodes = vec![
+            node("national", "national", Tier::National, None),
+            node("pref-13", "pref-13", Tier::Prefecture, Some(13)),
+            node("pref-13", "cs-131016", Tier::Cs, Some(13)),
+            node("pref-27", "pref-27", Tier::Prefecture, Some(27)),
+            node("pref-27", "cs-271004", Tier::Cs, Some(27)),
+        ];
+        let names = |spec: &DeliveryTargets| -> Vec<String> {
+            targets_of(spec, &nodes)
+                .unwrap()
+                .into_iter()
+                .map(|t| t.name)
+                .collect()
+        };
+        assert_eq!(
+            names(&DeliveryTargets::default()),
+            [
+                "pref-13/pref-13",
+                "pref-13/cs-131016",
+                "pref-27/pref-27",
+                "pref-27/cs-271004"
+            ]
+        );
+        let spec = DeliveryTargets {
+            tiers: vec![Tier::National, Tier::Prefecture],
+            prefectures: vec!["27".into()],
+        };
+        assert_eq!(names(&spec), ["national/national", "pref-27/pref-27"]);
+        for (code, index) in [("48", 1), ("13 ", 1), ("1", 1), ("x", 1)] {
+            let spec = DeliveryTargets {
+                tiers: vec![],
+                prefectures: vec!["13".into(), code.into()],
+            };
+            assert_eq!(
+                targets_of(&spec, &nodes),
+                Err(PlanError::BadPrefectureCode {
+                    index,
+                    code: code.into()
+                })
+            );
+        }
+        let spec = DeliveryTargets {
+            tiers: vec![],
+            prefectures: vec!["01".into()],
+        };
+        let e = targets_of(&spec, &nodes).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the delivery names no node: its targets match nothing"
+        );
+        assert_eq!(
+            PlanError::BadPrefectureCode {
+                index: 0,
+                code: "48".into()
+            }
+            .to_string(),
+            "spec.targets.prefectures[0]: \"48\" is not a prefecture code (\"01\"–\"47\")"
+        );
+    }
+
+    #[test]
+    fn the_summary_counts_and_lists_only_failures() {
+        let mut r = rollout(Canaries::Count(1));
+        all_online(&mut r);
+        let s = summarize(&r, &plan(&r).unwrap());
+        assert_eq!((s.phase, s.targets, s.applied), ("Pending", 10, 0));
+        set(&mut r, "national", NodeState::Applied, true);
+        set(&mut r, "pref-01", NodeState::Fetched, true);
+        let s = summarize(&r, &plan(&r).unwrap());
+        assert_eq!((s.phase, s.applied), ("Delivering", 1));
+        assert_eq!(s.by_state["Pending"], 8);
+        assert_eq!(s.by_prefecture[&1]["Fetched"], 1);
+        assert_eq!(s.by_prefecture[&1]["Pending"], 2);
+        assert!(s.failures.is_empty());
+        set(
+            &mut r,
+            "cs-01-1",
+            NodeState::Failed("refused by pref-01".into()),
+            true,
+        );
+        let s = summarize(&r, &plan(&r).unwrap());
+        assert_eq!(s.phase, "Failed");
+        assert_eq!(
+            s.failures,
+            vec![("cs-01-1".into(), "refused by pref-01".into())]
+        );
+        for t in country() {
+            set(&mut r, &t.name, NodeState::Applied, true);
+        }
+        let s = summarize(&r, &plan(&r).unwrap());
+        assert_eq!((s.phase, s.applied), ("Delivered", 10));
+        assert_eq!(s.by_prefecture.len(), 3);
+    }
+
+    #[test]
+    fn the_deadline_gate() {
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        let start = at("2024-06-03T00:00:00Z");
+        let gate = |state, required, halted, allow| {
+            online_gate("fd/codes", &state, required, start, halted, allow)
+        };
+        let next = Some(RequiredBefore::NextOnlineStart);
+        assert_eq!(gate(NodeState::Applied, next, false, false), Gate::Open);
+        assert_eq!(gate(NodeState::Pending, None, false, false), Gate::Open);
+        let Gate::Held { reason, message } = gate(NodeState::Fetched, next, false, false) else {
+            panic!("held")
+        };
+        assert_eq!(reason, DELIVERY_NOT_APPLIED);
+        assert!(
+            message.contains("fd/codes") && message.contains("not applied"),
+            "{message}"
+        );
+        // A date: only starts at or after it are held.
+        let later = Some(RequiredBefore::At(at("2024-06-04T00:00:00Z")));
+        assert_eq!(gate(NodeState::Pending, later, false, false), Gate::Open);
+        let due = Some(RequiredBefore::At(start));
+        assert!(matches!(
+            gate(NodeState::Pending, due, false, false),
+            Gate::Held { .. }
+        ));
+        assert_eq!(gate(NodeState::Pending, due, false, true), Gate::Open);
+        assert_eq!(
+            gate(NodeState::Failed("x".into()), due, true, false),
+            Gate::Open
+        );
+    }
+
+    fn any_state() -> impl Strategy<Value = NodeState> {
+        prop_oneof![
+            4 => Just(NodeState::Pending),
+            3 => Just(NodeState::Fetched),
+            4 => Just(NodeState::Applied),
+            1 => Just(NodeState::Failed("x".into())),
+        ]
+    }
+
+    fn any_observed() -> impl Strategy<Value = Observed> {
+        (
+            any_state(),
+            any::<bool>(),
+            any::<bool>(),
+            prop::bool::weighted(0.9),
+        )
+            .prop_map(|(state, online, ready, upstream_accepts)| Observed {
+                state,
+                online,
+                ready,
+                upstream_accepts,
+            })
+    }
+
+    /// A country of 1–6 prefectures (codes 1–47) with 0–4 CSs each, maybe without national.
+    fn any_rollout() -> impl Strategy<Value = Rollout> {
+        (
+            prop::collection::btree_set(1u8..=47, 1..6),
+            prop::collection::vec(0usize..4, 6),
+            any::<bool>(),
+            prop_oneof![
+                (0usize..4).prop_map(Canaries::Count),
+                prop::collection::vec(0usize..6, 0..3)
+                    .prop_map(|i| Canaries::Named(i.into_iter().map(|i| i as u8).collect())),
+            ],
+            prop::collection::vec(any_observed(), 40),
+            any::<bool>(),
+        )
+            .prop_map(|(prefs, cs_counts, with_national, canaries, obs, paused)| {
+                let prefs: Vec<u8> = prefs.into_iter().collect();
+                let mut targets = Vec::new();
+                if with_national {
+                    targets.push(target("national", Tier::National, None));
+                }
+                for (i, p) in prefs.iter().enumerate() {
+                    targets.push(target(&format!("pref-{p:02}"), Tier::Prefecture, Some(*p)));
+                    for c in 0..cs_counts[i] {
+                        targets.push(target(&format!("cs-{p:02}-{c}"), Tier::Cs, Some(*p)));
+                    }
+                }
+                // Named canaries by index into the prefectures (always targeted).
+                let canaries = match canaries {
+                    Canaries::Named(ix) => Canaries::Named(
+                        ix.into_iter()
+                            .map(|i| prefs[i as usize % prefs.len()])
+                            .collect(),
+                    ),
+                    c => c,
+                };
+                let observed = targets
+                    .iter()
+                    .zip(obs)
+                    .map(|(t, o)| (t.name.clone(), o))
+                    .collect();
+                Rollout {
+                    targets,
+                    observed,
+                    canaries,
+                    paused,
+                }
+            })
+    }
+
+    fn state_of(r: &Rollout, name: &str) -> NodeState {
+        r.observed
+            .get(name)
+            .map_or(NodeState::Pending, |o| o.state.clone())
+    }
+
+    /// The invariants of the module doc, for one plan.
+    fn check(r: &Rollout, p: &Plan) {
+        let by_name: BTreeMap<&str, &Target> =
+            r.targets.iter().map(|t| (t.name.as_str(), t)).collect();
+        let wave_of = |name: &str| {
+            p.waves
+                .iter()
+                .position(|w| w.nodes.iter().any(|n| n == name))
+        };
+        for name in &p.fetch {
+            let t = by_name[name.as_str()];
+            let o = &r.observed[name];
+            assert!(
+                o.online && o.state == NodeState::Pending,
+                "{name} fetches: {o:?}"
+            );
+            // Never a CS before its prefecture holds the content.
+            if t.tier == Tier::Cs {
+                let pref = r
+                    .targets
+                    .iter()
+                    .find(|x| x.tier == Tier::Prefecture && x.prefecture == t.prefecture)
+                    .unwrap();
+                assert!(
+                    matches!(
+                        state_of(r, &pref.name),
+                        NodeState::Fetched | NodeState::Applied
+                    ),
+                    "{name} before {}",
+                    pref.name
+                );
+            }
+            if t.tier == Tier::Prefecture
+                && let Some(n) = r.targets.iter().find(|x| x.tier == Tier::National)
+            {
+                assert!(matches!(
+                    state_of(r, &n.name),
+                    NodeState::Fetched | NodeState::Applied
+                ));
+            }
+            // Never a later wave before the earlier ones are healthy.
+            let w = wave_of(name).unwrap();
+            assert!(p.waves[..w].iter().all(|x| x.healthy), "{name} in wave {w}");
+        }
+        // A failure anywhere halts everything.
+        let failed = r
+            .targets
+            .iter()
+            .any(|t| matches!(state_of(r, &t.name), NodeState::Failed(_)));
+        assert_eq!(p.halted_in.is_some(), failed);
+        if failed {
+            assert!(p.fetch.is_empty());
+            assert!(!p.complete);
+        }
+        if r.paused {
+            assert!(p.fetch.is_empty());
+        }
+        // Every target is in exactly one wave.
+        let in_waves: usize = p.waves.iter().map(|w| w.nodes.len()).sum();
+        assert_eq!(in_waves, r.targets.len());
+    }
+
+    proptest! {
+        #[test]
+        fn every_plan_keeps_the_invariants(r in any_rollout()) {
+            let p = plan(&r).unwrap();
+            check(&r, &p);
+        }
+
+        /// Driving a rollout to the end by doing what the plans say (nodes fetch, apply at
+        /// their start, some stopped by the calendar for a while) keeps the invariants at every
+        /// step and ends complete; a failure injected at step `fail_at` halts it for good.
+        #[test]
+        fn a_rollout_driven_by_its_plans_completes_or_halts(
+            r in any_rollout(),
+            offline in prop::collection::vec(any::<bool>(), 40),
+            fail_at in prop::option::of(0usize..30),
+        ) {
+            let mut r = r;
+            r.paused = false;
+            for (i, t) in r.targets.clone().iter().enumerate() {
+                r.observed.insert(t.name.clone(), Observed {
+                    online: !offline[i], ..Observed::default()
+                });
+            }
+            let mut halted = false;
+            for step in 0..200 {
+                let p = plan(&r).unwrap();
+                check(&r, &p);
+                if p.complete || p.halted_in.is_some() {
+                    halted = p.halted_in.is_some();
+                    break;
+                }
+                for name in &p.fetch {
+                    let o = r.observed.get_mut(name).unwrap();
+                    o.state = if fail_at == Some(step) {
+                        NodeState::Failed("refused".into())
+                    } else {
+                        NodeState::Fetched
+                    };
+                }
+                // Fetched nodes apply at their next start; the calendar starts stopped ones.
+                for o in r.observed.values_mut() {
+                    if o.state == NodeState::Fetched && step % 2 == 1 {
+                        o.state = NodeState::Applied;
+                        o.ready = true;
+                    }
+                    if step == 5 {
+                        o.online = true;
+                    }
+                }
+            }
+            let p = plan(&r).unwrap();
+            prop_assert!(p.complete || halted, "stuck: {p:?}");
+            if halted {
+                prop_assert!(p.fetch.is_empty());
+            }
+        }
+    }
+}
