@@ -12,6 +12,7 @@ pub mod node_client;
 pub mod planner;
 pub mod preview;
 pub mod resources;
+pub mod schedule;
 pub mod service_extension;
 pub mod telemetry;
 pub mod topology;

@@ -1,0 +1,24 @@
+//! The job scheduler's pure core (ジョブスケジューラ): a `JobSchedule` validated into a
+//! [`Schedule`], and [`decide`], which says at an instant which runs start, wait, are skipped,
+//! ran out of time or are late, and which nodes must not start yet. No I/O, no clock: the
+//! controller gathers a [`World`], calls [`decide`] and applies the [`Decisions`].
+//!
+//! A run is one entry on one node for one operating day; each attempt has a Job named by
+//! [`RunKey::job_name`], so it runs once per node, entry and day even across operator restarts.
+//! The calendar's `batches` are the default schedule ([`implicit_spec`]), kept as they are.
+
+mod compile;
+mod decide;
+mod key;
+mod select;
+
+pub use compile::{Entry, Schedule, ScheduleError, ScheduleErrors, When, Work, implicit_spec};
+pub use decide::{
+    Decisions, LOOKBACK_DAYS, Late, RunId, RunState, ScheduleNode, SkipReason, Start, Wait, World,
+    decide,
+};
+pub use key::{RunKey, is_dns_label, job_name};
+pub use select::{label_selector_matches, selects};
+
+#[cfg(test)]
+mod tests;
