@@ -9,6 +9,7 @@
 
 mod compile;
 mod decide;
+mod job;
 mod key;
 mod select;
 
@@ -17,6 +18,7 @@ pub use decide::{
     Decisions, LOOKBACK_DAYS, Late, RunId, RunState, ScheduleNode, SkipReason, Start, Wait, World,
     decide,
 };
+pub use job::{ATTEMPT_LABEL, SCHEDULE_LABEL, job};
 pub use key::{RunKey, is_dns_label, job_name};
 pub use select::{label_selector_matches, selects};
 
