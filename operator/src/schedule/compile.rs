@@ -458,3 +458,23 @@ pub fn implicit_spec(calendar: &Calendar) -> JobScheduleSpec {
         entries,
     }
 }
+
+impl Schedule {
+    /// Entries that share a name with an entry of `other` (e.g. the calendar's implicit
+    /// schedule): the Jobs of both would have the same names, and one would count as the other's
+    /// run. Named `other_name` in the message.
+    pub fn name_clashes(&self, other_name: &str, other: &Schedule) -> Vec<ScheduleError> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| other.entry(&e.name).is_some())
+            .map(|(i, e)| ScheduleError {
+                field: format!("spec.entries[{i}].name"),
+                message: format!(
+                    "{:?} is also an entry of {other_name}; entry names name the Jobs (<node>-<entry>-<date>), so they must differ across the schedules of a node",
+                    e.name
+                ),
+            })
+            .collect()
+    }
+}

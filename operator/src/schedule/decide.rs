@@ -631,3 +631,65 @@ impl Counts {
         }
     }
 }
+
+/// Entries whose node selection matches none of `nodes`, and cross-tier dependencies that no
+/// node of the entry has below it: an unknown node set, most likely a typo (a prefecture, a
+/// namespace, a label). For the schedule's status; the schedule itself stays usable.
+pub fn unknown_node_sets(
+    schedule: &Schedule,
+    namespace: &str,
+    nodes: &[ScheduleNode],
+) -> Vec<super::ScheduleError> {
+    let topology: Vec<TopologyNode> = nodes.iter().map(|n| n.topology.clone()).collect();
+    let resolved = resolve(&topology);
+    let picks = |e: &Entry| -> Vec<bool> {
+        nodes
+            .iter()
+            .map(|n| selects(&e.nodes, namespace, &n.topology, &n.labels))
+            .collect()
+    };
+    let mut errors = Vec::new();
+    for (i, entry) in schedule.entries.iter().enumerate() {
+        let mine = picks(entry);
+        if !mine.contains(&true) {
+            errors.push(super::ScheduleError {
+                field: format!("spec.entries[{i}].nodes"),
+                message: format!(
+                    "matches no JukiNode (namespaces {:?}, tiers {:?}, prefectures {:?}, selector {})",
+                    entry.nodes.namespaces,
+                    entry.nodes.tiers,
+                    entry.nodes.prefectures.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(),
+                    if entry.nodes.selector.is_some() { "set" } else { "none" }
+                ),
+            });
+            continue;
+        }
+        for (j, &(dep, scope)) in entry.after.iter().enumerate() {
+            if scope == DependencyScope::SameNode {
+                continue;
+            }
+            let theirs = picks(&schedule.entries[dep]);
+            // A node below one of mine (at any depth: enough for both scopes to be possible).
+            let below_mine = |mut k: usize| {
+                for _ in 0..nodes.len() {
+                    match resolved[k] {
+                        Resolved::Node(up) if mine[up] => return true,
+                        Resolved::Node(up) => k = up,
+                        _ => return false,
+                    }
+                }
+                false
+            };
+            if !(0..nodes.len()).any(|k| theirs[k] && below_mine(k)) {
+                errors.push(super::ScheduleError {
+                    field: format!("spec.entries[{i}].after[{j}]"),
+                    message: format!(
+                        "no node running {:?} lies below a node running {:?}: the dependency waits for nothing",
+                        schedule.entries[dep].name, entry.name
+                    ),
+                });
+            }
+        }
+    }
+    errors
+}

@@ -16,7 +16,7 @@ mod select;
 pub use compile::{Entry, Schedule, ScheduleError, ScheduleErrors, When, Work, implicit_spec};
 pub use decide::{
     Decisions, LOOKBACK_DAYS, Late, RunId, RunState, ScheduleNode, SkipReason, Start, Wait, World,
-    decide,
+    decide, unknown_node_sets,
 };
 pub use job::{ATTEMPT_LABEL, SCHEDULE_LABEL, job};
 pub use key::{RunKey, is_dns_label, job_name};

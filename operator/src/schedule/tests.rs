@@ -617,3 +617,105 @@ fn the_calendar_batches_are_the_default_schedule_with_their_job_names() {
     assert!(started(&d).iter().all(|n| n.contains("-statistics-")));
     assert!(started(&d).contains(&crate::resources::job_name("cs-131016", "statistics", MON)));
 }
+
+fn example(path: &str) -> crate::api::JobSchedule {
+    let text =
+        std::fs::read_to_string(format!("{}/../examples/{path}", env!("CARGO_MANIFEST_DIR")))
+            .unwrap();
+    serde_yaml::from_str(&text).unwrap()
+}
+
+fn example_nodes() -> Vec<ScheduleNode> {
+    let text = std::fs::read_to_string(format!(
+        "{}/../examples/topology.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    crate::preview::nodes_from_manifest(&text)
+        .unwrap()
+        .into_iter()
+        .map(|n| ScheduleNode {
+            online_end: n.online_end,
+            ..node(
+                &n.topology.namespace,
+                &n.topology.name,
+                n.topology.tier,
+                n.topology.prefecture,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_example_schedule_is_valid_on_the_example_topology_beside_the_calendar_batches() {
+    let resource = example("jobschedule.yaml");
+    let schedule = Schedule::new(&resource.spec).unwrap();
+    let calendar = Calendar::new(&CalendarConfig::default()).unwrap();
+    let implicit = Schedule::new(&implicit_spec(&calendar)).unwrap();
+    assert_eq!(
+        schedule.name_clashes("the calendar's batches", &implicit),
+        []
+    );
+    let nodes = example_nodes();
+    assert_eq!(unknown_node_sets(&schedule, "juki-national", &nodes), []);
+}
+
+#[test]
+fn the_invalid_examples_are_refused_by_the_operator_too() {
+    for (file, message) in [
+        (
+            "invalid/jobschedule-time-30-00.yaml",
+            "spec.entries[0].at: \"30:00\" is out of range (00:00 to 29:59)",
+        ),
+        (
+            "invalid/jobschedule-template-without-container.yaml",
+            "spec.entries[0].template.spec.containers: a pod template needs at least one container",
+        ),
+        (
+            "invalid/jobschedule-cycle.yaml",
+            "spec.entries[0].after: dependency cycle on the same node: export → compress → export",
+        ),
+    ] {
+        let errors = Schedule::new(&example(file).spec).unwrap_err().to_string();
+        assert!(errors.starts_with(message), "{file}: {errors}");
+    }
+}
+
+#[test]
+fn an_entry_named_like_a_calendar_batch_clashes() {
+    let calendar = Calendar::new(&CalendarConfig::default()).unwrap();
+    let implicit = Schedule::new(&implicit_spec(&calendar)).unwrap();
+    let mine = Schedule::new(&spec(json!([
+        {"name": "report", "batch": "statistics"},
+        {"name": "backup", "batch": "backup"}
+    ])))
+    .unwrap();
+    let clashes = mine.name_clashes("the calendar's batches", &implicit);
+    assert_eq!(clashes.len(), 1);
+    assert_eq!(
+        clashes[0].to_string(),
+        "spec.entries[1].name: \"backup\" is also an entry of the calendar's batches; entry names name the Jobs (<node>-<entry>-<date>), so they must differ across the schedules of a node"
+    );
+}
+
+#[test]
+fn an_unknown_node_set_is_reported() {
+    let schedule = Schedule::new(&spec(json!([
+        {"name": "a", "batch": "a", "nodes": {"namespaces": ["juki-pref-99"]}},
+        {"name": "b", "batch": "b", "nodes": {"namespaces": ["*"], "tiers": ["CS"]},
+         "after": [{"entry": "c", "scope": "NodesBelow"}]},
+        {"name": "c", "batch": "c", "nodes": {"namespaces": ["*"], "tiers": ["National"]}}
+    ])))
+    .unwrap();
+    let errors: Vec<String> = unknown_node_sets(&schedule, "juki-national", &example_nodes())
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "spec.entries[0].nodes: matches no JukiNode (namespaces [\"juki-pref-99\"], tiers [], prefectures [], selector none)",
+            "spec.entries[1].after[0]: no node running \"c\" lies below a node running \"b\": the dependency waits for nothing",
+        ]
+    );
+}
