@@ -185,6 +185,12 @@ pub fn decide(world: World<'_>, now: Timestamp) -> Decisions {
     for (due, attempt) in candidates {
         facts.start_or_wait(due, attempt, &mut counts, now, &mut out);
     }
+    // Triggers are looked for up to tomorrow: look again when tomorrow begins at the latest.
+    let tomorrow = world.calendar.date_of(now).tomorrow().ok();
+    let start_of = |d| TimeOfDay::hm(0, 0).and_then(|t| world.calendar.checked_instant(d, t));
+    if let Some(midnight) = tomorrow.and_then(start_of) {
+        wake(&mut out, midnight);
+    }
     out
 }
 
@@ -343,7 +349,8 @@ impl<'a> Facts<'a> {
         if !self.unfinished(due.run) {
             return None;
         }
-        if let Some(deadline) = due.deadline {
+        // Its deadline changes what is late and held.
+        if let Some(deadline) = due.deadline.filter(|d| *d > now) {
             wake(out, deadline);
         }
         let candidate = match self.record(due.run) {

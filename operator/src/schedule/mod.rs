@@ -11,6 +11,7 @@ mod compile;
 mod decide;
 mod job;
 mod key;
+pub mod plan;
 mod select;
 
 pub use compile::{Entry, Schedule, ScheduleError, ScheduleErrors, When, Work, implicit_spec};
