@@ -224,11 +224,14 @@ fn compile_entry(
     for c in concurrency_errors {
         fail(&format!(".concurrency{}", c.field), c.message);
     }
-    (before.get() == 0).then(|| Entry {
+    let (Some(work), Some(when), 0) = (work, when, before.get()) else {
+        return None;
+    };
+    Some(Entry {
         name: e.name.clone(),
         nodes: e.nodes.clone(),
-        work: work.expect("no error means a work"),
-        when: when.expect("no error means a trigger"),
+        work,
+        when,
         days,
         run_on_closed_days: e.run_on_closed_days,
         after,
