@@ -12,6 +12,7 @@ mod decide;
 mod job;
 mod key;
 pub mod plan;
+mod record;
 mod select;
 
 pub use compile::{Entry, Schedule, ScheduleError, ScheduleErrors, When, Work, implicit_spec};
@@ -21,6 +22,7 @@ pub use decide::{
 };
 pub use job::{ATTEMPT_LABEL, SCHEDULE_LABEL, job};
 pub use key::{RunKey, is_dns_label, job_name};
+pub use record::runs_from_jobs;
 pub use select::{label_selector_matches, selects};
 
 #[cfg(test)]
