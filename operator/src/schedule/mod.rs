@@ -14,6 +14,7 @@ mod key;
 pub mod plan;
 mod record;
 mod select;
+mod status;
 
 pub use compile::{Entry, Schedule, ScheduleError, ScheduleErrors, When, Work, implicit_spec};
 pub use decide::{
@@ -24,6 +25,7 @@ pub use job::{ATTEMPT_LABEL, SCHEDULE_LABEL, job};
 pub use key::{RunKey, is_dns_label, job_name};
 pub use record::runs_from_jobs;
 pub use select::{label_selector_matches, selects};
+pub use status::summarize;
 
 #[cfg(test)]
 mod tests;
