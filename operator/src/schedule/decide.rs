@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp, ToSpan};
-use juki_calendar::{Calendar, TimeOfDay, Window};
+use juki_calendar::{Calendar, Tier, TimeOfDay, Window};
 
 use super::compile::{Entry, Schedule, When};
 use super::key::RunKey;
@@ -155,7 +155,9 @@ struct Facts<'a> {
     dates: Vec<Date>,
     /// due_day[entry][date index]: the entry's days rule holds on that date.
     due_day: Vec<Vec<bool>>,
-    windows: HashMap<(usize, Date), Option<Window>>,
+    /// Online windows by what shapes them (tier, a prefecture's own end, the node's own end),
+    /// so that 1,741 CSs share one computation per date.
+    windows: HashMap<(Tier, Option<u8>, Option<TimeOfDay>, Date), Option<Window>>,
 }
 
 /// Decides at `now`; see the module docs.
@@ -261,11 +263,16 @@ impl<'a> Facts<'a> {
         let World {
             calendar, nodes, ..
         } = self.world;
-        *self.windows.entry((node, date)).or_insert_with(|| {
-            let n = &nodes[node];
-            let view = NodeView::bare(n.topology.tier, n.topology.prefecture, n.online_end);
-            window_on(calendar, &view, date)
-        })
+        let n = &nodes[node];
+        let t = &n.topology;
+        let prefecture = t.prefecture.filter(|_| t.tier == Tier::Prefecture);
+        *self
+            .windows
+            .entry((t.tier, prefecture, n.online_end, date))
+            .or_insert_with(|| {
+                let view = NodeView::bare(t.tier, t.prefecture, n.online_end);
+                window_on(calendar, &view, date)
+            })
     }
 
     /// The node's first online start after `at` (within a month).

@@ -719,3 +719,49 @@ fn an_unknown_node_set_is_reported() {
         ]
     );
 }
+
+/// The whole country (1 national, 47 prefectures, 1,741 CSs spread over them) with three
+/// entries each, at the moment every CS has stopped: every CS's first entry starts, nothing
+/// else. Prints the time one decision takes (`--nocapture`).
+#[test]
+fn one_decision_for_the_whole_country() {
+    let mut case = Case::new(json!([
+        {"name": "statistics", "batch": "statistics", "nodes": {"namespaces": ["*"]}},
+        {"name": "backup", "batch": "backup", "nodes": {"namespaces": ["*"]},
+         "after": [{"entry": "statistics"}, {"entry": "backup", "scope": "NodesBelow"}]},
+        {"name": "report", "batch": "report", "trigger": "At", "at": "26:00",
+         "nodes": {"namespaces": ["*"]}, "after": [{"entry": "backup"}]}
+    ]));
+    case.nodes = vec![node("nat", "national", Tier::National, None)];
+    for p in 1..=47u8 {
+        case.nodes.push(node(
+            &format!("p{p:02}"),
+            &format!("pref-{p:02}"),
+            Tier::Prefecture,
+            Some(p),
+        ));
+    }
+    for i in 0..1741u32 {
+        let p = (i % 47) as u8 + 1;
+        case.nodes.push(node(
+            &format!("p{p:02}"),
+            &format!("cs-{i:06}"),
+            Tier::Cs,
+            Some(p),
+        ));
+    }
+    let case = case.all_stopped(MON);
+    let started_at = std::time::Instant::now();
+    let d = case.decide("2026-11-30T21:10");
+    println!(
+        "one decision, 1,789 nodes × 3 entries: {:?}",
+        started_at.elapsed()
+    );
+    assert_eq!(d.start.len(), 1741);
+    assert!(started(&d).iter().all(|n| n.contains("-statistics-")));
+    assert_eq!(
+        d.waiting.len(),
+        1741,
+        "each CS's backup after its statistics"
+    );
+}
