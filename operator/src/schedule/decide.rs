@@ -145,6 +145,9 @@ struct Due {
     deadline: Option<Timestamp>,
 }
 
+/// What shapes a node's window on a date: tier, a prefectural server's prefecture, its own end.
+type WindowShape = (Tier, Option<u8>, Option<TimeOfDay>, Date);
+
 /// What the decision knows about the world, computed once.
 struct Facts<'a> {
     world: World<'a>,
@@ -157,7 +160,7 @@ struct Facts<'a> {
     due_day: Vec<Vec<bool>>,
     /// Online windows by what shapes them (tier, a prefecture's own end, the node's own end),
     /// so that 1,741 CSs share one computation per date.
-    windows: HashMap<(Tier, Option<u8>, Option<TimeOfDay>, Date), Option<Window>>,
+    windows: HashMap<WindowShape, Option<Window>>,
 }
 
 /// Decides at `now`; see the module docs.
