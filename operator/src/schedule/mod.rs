@@ -6,6 +6,11 @@
 //! A run is one entry on one node for one operating day; each attempt has a Job named by
 //! [`RunKey::job_name`], so it runs once per node, entry and day even across operator restarts.
 //! The calendar's `batches` are the default schedule ([`implicit_spec`]), kept as they are.
+//!
+//! Around [`decide`], all pure: [`job`] builds an attempt's Job, [`runs_from_jobs`] rebuilds the
+//! record from the Jobs after a restart, [`summarize`] makes the status, [`plan`] the forecast of
+//! `kubectl juki plan --schedule`, [`unknown_node_sets`] and [`Schedule::name_clashes`] the
+//! warnings that need the nodes or the other schedules.
 
 mod compile;
 mod decide;
