@@ -23,18 +23,22 @@ impl Calendar {
     pub fn batch_runs(&self, date: Date) -> Vec<BatchRun<'_>> {
         self.batches
             .iter()
-            .filter_map(|b| {
-                let nominal = self
-                    .nominal_dates_near(b, date)
-                    .into_iter()
-                    .find(|&n| self.effective_date(b, n) == Some(date))?;
-                Some(BatchRun {
-                    batch: b,
-                    nominal,
-                    date,
-                })
-            })
+            .filter_map(|b| self.run_on(b, date))
             .collect()
+    }
+
+    /// Whether a batch (of this calendar or not: a JobSchedule entry is checked the same way)
+    /// runs on `date`, after its closed-day policy.
+    pub fn run_on<'a>(&self, batch: &'a BatchConfig, date: Date) -> Option<BatchRun<'a>> {
+        let nominal = self
+            .nominal_dates_near(batch, date)
+            .into_iter()
+            .find(|&n| self.effective_date(batch, n) == Some(date))?;
+        Some(BatchRun {
+            batch,
+            nominal,
+            date,
+        })
     }
 
     /// Batches a node of `tier` runs on `date`.

@@ -15,6 +15,7 @@ pub mod node_client;
 pub mod planner;
 pub mod preview;
 pub mod resources;
+pub mod schedule;
 pub mod service_extension;
 pub mod telemetry;
 pub mod topology;

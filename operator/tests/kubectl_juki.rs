@@ -161,3 +161,76 @@ fn status_refuses_a_bad_time_zone_or_instant_before_calling_a_cluster() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("kubectl juki: --at:"), "{err}");
 }
+
+#[test]
+fn plan_with_a_schedule_lists_its_runs_in_tree_order_and_each_nights_deadline() {
+    // Friday 2026-11-27 to Tuesday: the weekend backup (Friday), the month-end statistics and
+    // report (Monday the 30th), the pre-start checks of every prefecture.
+    let out = juki(&[
+        "plan",
+        "--calendar",
+        "../examples/calendar.yaml",
+        "--topology",
+        "../examples/topology.yaml",
+        "--schedule",
+        "../examples/jobschedule.yaml",
+        "--from",
+        "2026-11-27T12:00",
+        "--days",
+        "4",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    let schedule = &text[text.find("JobSchedule nightly").expect(&text)..];
+    assert!(
+        schedule.contains(
+            "operating day 2026-11-27 Fri: 7 runs, done by 2026-11-30 Mon 07:00 (juki-national/national starts)"
+        ),
+        "{schedule}"
+    );
+    let position = |needle: &str| {
+        schedule
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle} not in {schedule}"))
+    };
+    // Every CS before its prefecture, every prefecture before the national server.
+    assert!(
+        position("cs-131016-weekend-backup-20261127") < position("pref-13-weekend-backup-20261127")
+    );
+    assert!(
+        position("cs-272051-weekend-backup-20261127") < position("pref-27-weekend-backup-20261127")
+    );
+    assert!(
+        position("pref-27-weekend-backup-20261127") < position("national-weekend-backup-20261127")
+    );
+    assert!(
+        position("pref-13-month-end-stats-20261130")
+            < position("national-month-end-report-20261130")
+    );
+    assert!(schedule.contains("pref-13-prestart-check-20261130"));
+}
+
+#[test]
+fn plan_refuses_a_schedule_with_a_cycle_naming_the_field() {
+    let out = juki(&[
+        "plan",
+        "--calendar",
+        "../examples/calendar.yaml",
+        "--topology",
+        "../examples/topology.yaml",
+        "--schedule",
+        "../examples/invalid/jobschedule-cycle.yaml",
+        "--from",
+        "2026-11-27",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("JobSchedule \"cycle\": spec.entries[0].after: dependency cycle on the same node: export → compress → export"),
+        "{stderr}"
+    );
+}

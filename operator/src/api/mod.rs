@@ -10,6 +10,7 @@ mod calendar;
 mod delivery;
 mod extension;
 mod node;
+mod schedule;
 
 pub use calendar::{
     CalendarDay, OperatingCalendar, OperatingCalendarSpec, OperatingCalendarStatus,
@@ -25,6 +26,11 @@ pub use node::{
     Database, DatabaseKind, FinalAnswerStatus, JukiNode, JukiNodeSpec, JukiNodeStatus, LastBatch,
     ManualOverride, NextTransition, NodePhase, NodeTemplate, NodeTls, OverridePhase,
     PostgresDatabase, SecretKeyRef, SqliteDatabase,
+};
+pub use schedule::{
+    CatchUp, Concurrency, DeadlinePolicy, Dependency, DependencyScope, JobSchedule,
+    JobScheduleSpec, JobScheduleStatus, NodeSelection, PrefectureCode, Retries, RunStatus,
+    ScheduleEntry, Trigger,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -53,6 +59,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         JukiNode::crd(),
         ServiceExtension::crd(),
         FileDelivery::crd(),
+        JobSchedule::crd(),
     ]
 }
 

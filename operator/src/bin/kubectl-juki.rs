@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use jiff::civil::Date;
 use juki_operator::country;
 use juki_operator::preview::{self, Lang};
+use juki_operator::schedule::{Schedule, plan};
 
 #[derive(Parser)]
 #[command(
@@ -88,6 +89,10 @@ enum Command {
         /// Number of days.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=366))]
         days: i32,
+        /// A YAML file holding JobSchedules: their runs and each night's deadline are listed
+        /// after the transitions (an ideal cluster: every run succeeds at once).
+        #[arg(long)]
+        schedule: Option<std::path::PathBuf>,
     },
 }
 
@@ -239,6 +244,7 @@ fn run(cli: Cli) -> Result<String, String> {
             topology,
             from,
             days,
+            schedule,
         } => {
             let (_, cal) = preview::calendar_from_manifest(&read(&calendar)?)
                 .map_err(|e| format!("{}: {e}", calendar.display()))?;
@@ -250,9 +256,36 @@ fn run(cli: Cli) -> Result<String, String> {
                 .checked_add(jiff::SignedDuration::from_hours(24 * i64::from(days)))
                 .map_err(|e| format!("--days: {e}"))?;
             let forecast = juki_operator::forecast::simulate(&cal, &nodes, start, end);
-            Ok(juki_operator::forecast::render(&cal, &nodes, &forecast))
+            let mut out = juki_operator::forecast::render(&cal, &nodes, &forecast);
+            if let Some(file) = schedule {
+                let nodes = plan::nodes_from_manifest(&read(&topology)?)
+                    .map_err(|e| format!("{}: {e}", topology.display()))?;
+                out.push_str(&schedule_plan(&cal, &file, &nodes, start, end)?);
+            }
+            Ok(out)
         }
     }
+}
+
+/// The forecast of every JobSchedule in `file`.
+fn schedule_plan(
+    cal: &juki_calendar::Calendar,
+    file: &std::path::Path,
+    nodes: &[juki_operator::schedule::ScheduleNode],
+    start: jiff::Timestamp,
+    end: jiff::Timestamp,
+) -> Result<String, String> {
+    let at = |e: String| format!("{}: {e}", file.display());
+    let mut out = String::new();
+    for resource in plan::schedules_from_manifest(&read(file)?).map_err(at)? {
+        let name = resource.metadata.name.clone().unwrap_or_default();
+        let namespace = resource.metadata.namespace.as_deref().unwrap_or("default");
+        let schedule =
+            Schedule::new(&resource.spec).map_err(|e| at(format!("JobSchedule {name:?}: {e}")))?;
+        let runs = plan::simulate(cal, &schedule, namespace, nodes, start, end);
+        out.push_str(&plan::render(cal, &name, &schedule, nodes, &runs));
+    }
+    Ok(out)
 }
 
 fn main() -> ExitCode {
