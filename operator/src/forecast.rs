@@ -134,6 +134,7 @@ fn step_node(
         manual_override: None,
         pinned_below: None,
         extensions: &[],
+        held: None,
         phase: s.phase,
         phase_since: s.since,
         reason: Some(s.reason),

@@ -69,6 +69,9 @@ pub struct NodeView<'a> {
     pub pinned_below: Option<Timestamp>,
     /// The latest end of the active service extensions that keep this node up, by operating date.
     pub extensions: &'a [(Date, Timestamp)],
+    /// Why a scheduled run holds the node's next start (a JobSchedule entry with deadline
+    /// HoldStart not done yet), if one does.
+    pub held: Option<&'a str>,
     /// The phase in status (Offline when new) and when it was entered.
     pub phase: NodePhase,
     pub phase_since: Option<Timestamp>,
@@ -102,6 +105,7 @@ impl<'a> NodeView<'a> {
             manual_override: None,
             pinned_below: None,
             extensions: &[],
+            held: None,
             phase: NodePhase::Offline,
             phase_since: None,
             reason: None,
@@ -549,6 +553,8 @@ fn start_or_wait(node: &NodeView<'_>, upstream_online: bool, date: Option<Date>)
             "UpstreamAmbiguous",
             "more than one upstream node matches: set spec.upstream",
         ),
+        // Before the upstream wait: a held node says so even while the tiers above start.
+        _ if node.held.is_some() => waiting("HeldBySchedule", node.held.unwrap_or_default()),
         _ if !upstream_online => waiting(
             "WaitingForUpstream",
             "the window is open; waiting for the upstream node to be Online",
@@ -775,6 +781,26 @@ mod tests {
             upstream: Upstream::Phase(NodePhase::Online),
             ..NodeView::bare(tier, Some(13), None)
         }
+    }
+
+    #[test]
+    fn a_held_node_stays_offline_in_its_window_and_starts_once_released() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        let mut v = view(Tier::Prefecture, NodePhase::Offline);
+        v.held = Some("scheduled run backup of 2026-11-27 is not done");
+        let p = plan(&cal, &v, tokyo("2026-11-30T08:05"));
+        assert_eq!(
+            (p.phase, p.reason, p.replicas, p.message.as_str()),
+            (
+                NodePhase::Offline,
+                "HeldBySchedule",
+                Some(0),
+                "scheduled run backup of 2026-11-27 is not done"
+            )
+        );
+        v.held = None;
+        let p = plan(&cal, &v, tokyo("2026-11-30T08:05"));
+        assert_eq!((p.phase, p.reason), (NodePhase::Starting, "WindowOpen"));
     }
 
     #[test]

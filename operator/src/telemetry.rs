@@ -63,6 +63,8 @@ struct Inner {
     batch_runs: Counter<u64>,
     api_writes: Counter<u64>,
     health: NodeHealthSeries,
+    /// Runs of each JobSchedule by state (running, late, failed), replaced as a whole per round.
+    schedule_runs: prometheus::IntGaugeVec,
 }
 
 /// The per-node monitoring series and, per node, the label values last set, so that what
@@ -251,6 +253,17 @@ impl Metrics {
             .build();
 
         let health = NodeHealthSeries::new(&registry);
+        let schedule_runs = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "juki_schedule_runs",
+                "Runs of a JobSchedule now: running, late (not done by the deadline) and failed (no retry left, in the record kept).",
+            ),
+            &["namespace", "schedule", "state"],
+        )
+        .expect("valid metric and label names");
+        registry
+            .register(Box::new(schedule_runs.clone()))
+            .expect("the schedule series are registered once per registry");
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -264,6 +277,7 @@ impl Metrics {
                 batch_runs,
                 api_writes,
                 health,
+                schedule_runs,
             }),
         }
     }
@@ -350,6 +364,33 @@ impl Metrics {
     /// Removes every series of one node.
     pub fn forget_node(&self, namespace: &str, name: &str) {
         self.retain_nodes(&|ns, n| (ns, n) != (namespace, name));
+    }
+
+    /// Shows a JobSchedule's runs by state: running, late, failed.
+    pub fn set_schedule_runs(
+        &self,
+        namespace: &str,
+        schedule: &str,
+        running: i64,
+        late: i64,
+        failed: i64,
+    ) {
+        for (state, count) in [("running", running), ("late", late), ("failed", failed)] {
+            self.inner
+                .schedule_runs
+                .with_label_values(&[namespace, schedule, state])
+                .set(count);
+        }
+    }
+
+    /// Removes the series of a JobSchedule that is gone.
+    pub fn forget_schedule(&self, namespace: &str, schedule: &str) {
+        for state in ["running", "late", "failed"] {
+            let _ = self
+                .inner
+                .schedule_runs
+                .remove_label_values(&[namespace, schedule, state]);
+        }
     }
 
     /// All metrics in the Prometheus text exposition format (version 0.0.4).

@@ -705,7 +705,12 @@ async fn the_operator_national_and_two_prefectures_install_and_a_prefecture_upgr
         vec![
             rule(
                 &["jukinet.io"],
-                &["jukinodes", "operatingcalendars", "serviceextensions"],
+                &[
+                    "jukinodes",
+                    "operatingcalendars",
+                    "serviceextensions",
+                    "jobschedules"
+                ],
                 &["list", "watch"]
             ),
             rule(
@@ -713,7 +718,8 @@ async fn the_operator_national_and_two_prefectures_install_and_a_prefecture_upgr
                 &[
                     "jukinodes/status",
                     "operatingcalendars/status",
-                    "serviceextensions/status"
+                    "serviceextensions/status",
+                    "jobschedules/status"
                 ],
                 &["patch"]
             ),
@@ -727,7 +733,7 @@ async fn the_operator_national_and_two_prefectures_install_and_a_prefecture_upgr
                 &["services", "configmaps", "persistentvolumeclaims"],
                 &["create", "patch"]
             ),
-            rule(&["batch"], &["jobs"], &["list", "watch", "create"]),
+            rule(&["batch"], &["jobs"], &["list", "watch", "create", "patch"]),
             rule(&[""], &["pods"], &["get", "list", "watch"]),
             rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
         ]

@@ -1149,3 +1149,246 @@ async fn a_calendar_edit_mid_day_reaches_the_nodes_without_restarting_their_pods
         "a calendar edit changed the pod template (a restart) of {restarted:?}"
     );
 }
+
+/// A JobSchedule's Jobs as the API server showed them, in order: (Job, "created" |
+/// "succeeded" | "failed"), each once.
+fn watch_schedule_jobs(
+    cluster: &TestCluster,
+    ns: &str,
+    schedule: &str,
+) -> std::sync::Arc<std::sync::Mutex<Vec<(String, &'static str)>>> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = seen.clone();
+    let api: Api<Job> = Api::namespaced(cluster.client.clone(), ns);
+    let config = watcher::Config::default().labels(&format!("jukinet.io/schedule={schedule}"));
+    tokio::spawn(async move {
+        let mut stream = watcher(api, config)
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(job)) = stream.next().await {
+            let status = job.status.clone().unwrap_or_default();
+            let mut seen = out.lock().unwrap();
+            let mut note = |what: &'static str| {
+                let item = (job.name_any(), what);
+                if !seen.contains(&item) {
+                    seen.push(item);
+                }
+            };
+            note("created");
+            if status.succeeded.unwrap_or(0) > 0 {
+                note("succeeded");
+            }
+            if status.failed.unwrap_or(0) > 0
+                || status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Failed" && c.status == "True")
+            {
+                note("failed");
+            }
+        }
+    });
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_schedule_runs_in_tree_order_once_per_node_across_a_kill_and_holds_a_late_start() {
+    let Some(cluster) = require_cluster!() else {
+        return;
+    };
+    let setup = setup(&cluster, None).await;
+    let ns = setup.ns.name.clone();
+    // The CSs' backups, then each prefecture's once its CSs' are done, then the national
+    // statistics once both prefectures' are; and on Osaka's server a report whose pod never
+    // gets a node: each attempt runs out of time (5.5 h), is retried once, and holds Osaka's
+    // Friday start until it is given up (about 08:30, an hour after its window opens).
+    let schedule = format!(
+        r#"
+apiVersion: jukinet.io/v1alpha1
+kind: JobSchedule
+metadata:
+  name: nightly
+spec:
+  calendar: {calendar}
+  entries:
+    - name: cs-backup
+      batch: backup
+      nodes: {{tiers: [CS]}}
+    - name: pref-backup
+      batch: backup
+      nodes: {{tiers: [Prefecture]}}
+      after: [{{entry: cs-backup, scope: NodesBelow}}]
+    - name: national-stats
+      batch: statistics
+      nodes: {{tiers: [National]}}
+      after: [{{entry: pref-backup, scope: NodesBelow}}]
+    - name: stuck-report
+      nodes: {{tiers: [Prefecture], prefectures: ["27"]}}
+      template:
+        spec:
+          nodeSelector: {{jukinet.io/nowhere: "true"}}
+          containers: [{{name: report, image: registry.invalid/report:1}}]
+      timeoutMinutes: 330
+      retries: {{limit: 1, backoffSeconds: 60}}
+      deadline: HoldStart
+"#,
+        calendar = setup.calendar_name
+    );
+    cluster
+        .apply_yaml(&schedule, Some(&ns))
+        .await
+        .expect("JobSchedule accepted");
+    let seen = watch_schedule_jobs(&cluster, &ns, "nightly");
+    let recording = Recording::start(&cluster, &ns);
+    let op = OperatorProcess::start(&cluster, &ns, tokyo("2026-11-19T20:30"), FACTOR);
+    // Killed as soon as the first run's Job exists, restarted where the clock was.
+    poll_until(
+        "the first scheduled Job",
+        Duration::from_secs(90),
+        || async { !seen.lock().unwrap().is_empty() },
+    )
+    .await
+    .unwrap();
+    let at = op.kill().await;
+    let op = OperatorProcess::start(&cluster, &ns, at, FACTOR);
+    op.run_until(tokyo("2026-11-20T09:00")).await;
+    drop(op);
+
+    // Exactly once per node, entry and day: one attempt each, two for the report.
+    let jobs = Api::<Job>::namespaced(cluster.client.clone(), &ns)
+        .list(&ListParams::default().labels("jukinet.io/schedule=nightly"))
+        .await
+        .unwrap();
+    let mut attempts: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
+    for j in &jobs.items {
+        let l = j.labels();
+        attempts
+            .entry((
+                l["jukinet.io/node"].clone(),
+                l["jukinet.io/batch"].clone(),
+                l["jukinet.io/operating-date"].clone(),
+            ))
+            .or_default()
+            .push(l["jukinet.io/attempt"].clone());
+    }
+    let key =
+        |node: &str, entry: &str| (node.to_string(), entry.to_string(), "20261119".to_string());
+    let mut expected = BTreeMap::new();
+    for cs in ["cs-131016", "cs-131041", "cs-271004", "cs-272051"] {
+        expected.insert(key(cs, "cs-backup"), vec!["1".to_string()]);
+    }
+    for pref in ["pref-13", "pref-27"] {
+        expected.insert(key(pref, "pref-backup"), vec!["1".to_string()]);
+    }
+    expected.insert(key("national", "national-stats"), vec!["1".to_string()]);
+    expected.insert(key("pref-27", "stuck-report"), vec!["1".into(), "2".into()]);
+    attempts.values_mut().for_each(|v| v.sort());
+    assert_eq!(
+        attempts, expected,
+        "one Job per node, entry, day and attempt"
+    );
+
+    // Tree order: a prefecture's backup starts after its CSs' succeeded, the national
+    // statistics after both prefectures'.
+    let seen = seen.lock().unwrap().clone();
+    let at = |job: &str, what: &str| {
+        seen.iter()
+            .position(|(j, w)| j.starts_with(job) && *w == what)
+            .unwrap_or_else(|| panic!("{job} never {what}: {seen:#?}"))
+    };
+    for (pref, code) in [("pref-13", "cs-13"), ("pref-27", "cs-27")] {
+        let started = at(&format!("{pref}-pref-backup-"), "created");
+        for (job, what) in &seen {
+            if job.starts_with(code) && *what == "succeeded" {
+                assert!(
+                    at(job, "succeeded") < started,
+                    "{pref} began before {job} succeeded: {seen:#?}"
+                );
+            }
+        }
+        assert!(
+            at("national-national-stats-", "created")
+                > at(&format!("{pref}-pref-backup-"), "succeeded"),
+            "the national statistics began before {pref}'s backup succeeded: {seen:#?}"
+        );
+    }
+
+    // The late report held Osaka's Friday start; Tokyo started in its window.
+    let friday_start = |node: &str| {
+        recording
+            .events()
+            .iter()
+            .find(|(n, p, t)| {
+                n == node && *p == NodePhase::Starting && *t > tokyo("2026-11-20T06:00")
+            })
+            .map(|(_, _, t)| *t)
+            .unwrap_or_else(|| panic!("{node} did not start on Friday: {:#?}", recording.events()))
+    };
+    assert!(friday_start("pref-13") < tokyo("2026-11-20T07:45"));
+    let osaka = friday_start("pref-27");
+    assert!(
+        osaka > tokyo("2026-11-20T08:00"),
+        "Osaka started at {osaka} while its report ran"
+    );
+    let nodes = topology(&cluster, &ns).await;
+    let violations = order_violations(&setup.calendar, &nodes, &recording.changes(&nodes), &[]);
+    assert!(violations.is_empty(), "order violations: {violations:#?}");
+
+    // What people see: the status and the Events.
+    let status = Api::<juki_operator::api::JobSchedule>::namespaced(cluster.client.clone(), &ns)
+        .get_status("nightly")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(
+        (status.entries, status.running, status.failed),
+        (4, 0, 1),
+        "{status:#?}"
+    );
+    let valid = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Valid")
+        .unwrap();
+    assert_eq!(valid.status, "True", "{valid:?}");
+    let failure = &status.runs[0];
+    assert_eq!(
+        (
+            failure.node.as_str(),
+            failure.entry.as_str(),
+            failure.state.as_str(),
+            failure.attempt
+        ),
+        (
+            format!("{ns}/pref-27").as_str(),
+            "stuck-report",
+            "Failed",
+            2
+        ),
+        "{status:#?}"
+    );
+    let events = cluster
+        .kubectl(&[
+            "get",
+            "events",
+            "-n",
+            &ns,
+            "--field-selector",
+            "involvedObject.kind=JobSchedule",
+            "-o",
+            "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+        ])
+        .await;
+    for reason in ["RunTimedOut", "RunFailed", "RunLate"] {
+        assert!(events.contains(reason), "no {reason} Event: {events}");
+    }
+    assert!(
+        events.contains("attempt 2 failed; no retry left"),
+        "the given-up run is reported: {events}"
+    );
+}

@@ -350,6 +350,10 @@ pub struct JobScheduleStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// When the operator first saw the schedule, on its clock: days triggered before are not
+    /// missed days (nothing is caught up from before the schedule existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
 }
 
 /// One run: a node, an entry, an operating day.

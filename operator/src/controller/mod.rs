@@ -7,6 +7,7 @@ mod calendar;
 mod extension;
 mod node;
 mod own_writes;
+mod schedule;
 mod view;
 
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
-use crate::api::{JukiNode, OperatingCalendar, ServiceExtension};
+use crate::api::{JobSchedule, JukiNode, OperatingCalendar, ServiceExtension};
 use crate::clock::Clock;
 use crate::resources::{BATCH_LABEL, MANAGER, SqliteVolume};
 use crate::telemetry::Metrics;
@@ -119,6 +120,9 @@ pub struct Context {
     pub own_writes: Arc<own_writes::OwnWrites>,
     /// The last valid calendars and own online ends, planned with while an edit is invalid.
     pub last_valid: Arc<view::LastValid>,
+    pub schedules: Store<JobSchedule>,
+    /// The nodes whose next start a scheduled run holds back.
+    pub holds: Arc<schedule::Holds>,
 }
 
 impl std::fmt::Debug for Context {
@@ -251,7 +255,13 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
         all.clone(),
         |_| {},
     );
-    let extensions = shared(settings.api::<ServiceExtension>(&client), all, |_| {});
+    let extensions = shared(
+        settings.api::<ServiceExtension>(&client),
+        all.clone(),
+        |_| {},
+    );
+    let schedules = shared(settings.api::<JobSchedule>(&client), all, |_| {});
+    let (hold_wake, hold_wakes) = futures::channel::mpsc::unbounded();
     let deployments = shared(settings.api::<Deployment>(&client), owned.clone(), |d| {
         // The pod template's spec is ours and known; its annotations carry the support hash.
         if let Some(spec) = d.spec.as_mut() {
@@ -336,9 +346,17 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
         own_writes: Default::default(),
         last_valid: Default::default(),
         batch_slots,
+        schedules: schedules.store.clone(),
+        holds: Arc::new(schedule::Holds::new(hold_wake)),
     });
     hold_running_batches(&ctx);
     tokio::spawn(count_nodes(ctx.clone()));
+    // A schedule looks again when a schedule, a node or a Job changes.
+    let schedule_changes = vec![
+        schedules.changes.map(|_| ()).boxed(),
+        nodes.changes.clone().map(|_| ()).boxed(),
+        jobs.changes.clone().map(|_| ()).boxed(),
+    ];
     let triggers = node::Triggers {
         nodes,
         calendars,
@@ -348,11 +366,13 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
         pods,
         pod_deletions,
         batch_wakes,
+        hold_wakes,
     };
     tokio::join!(
         node::run(triggers, ctx.clone()),
         calendar::run(ctx.clone()),
-        extension::run(ctx)
+        extension::run(ctx.clone()),
+        schedule::run(ctx, schedule_changes)
     );
 }
 

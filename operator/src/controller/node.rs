@@ -44,6 +44,8 @@ pub(super) struct Triggers {
     pub pod_deletions: futures::channel::mpsc::UnboundedReceiver<Pod>,
     /// Nodes whose turn for a batch slot has come.
     pub batch_wakes: futures::channel::mpsc::UnboundedReceiver<ObjectRef<JukiNode>>,
+    /// Nodes a scheduled run began or ceased to hold at their next start.
+    pub hold_wakes: futures::channel::mpsc::UnboundedReceiver<ObjectRef<JukiNode>>,
 }
 
 pub(super) async fn run(triggers: Triggers, ctx: Arc<Context>) {
@@ -56,6 +58,7 @@ pub(super) async fn run(triggers: Triggers, ctx: Arc<Context>) {
         pods,
         pod_deletions,
         batch_wakes,
+        hold_wakes,
     } = triggers;
     // A node's neighbours react to its phase changes: its downstream may start, its upstream may
     // stop. The cached topology holds every node already parsed, so this stays cheap at 1,789.
@@ -161,6 +164,7 @@ pub(super) async fn run(triggers: Triggers, ctx: Arc<Context>) {
         .watches_shared_stream(pods.changes, for_pod)
         .reconcile_on(pod_deletions.filter_map(move |p| async move { for_pod(Arc::new(p)) }))
         .reconcile_on(batch_wakes)
+        .reconcile_on(hold_wakes)
         .watches_shared_stream(nodes.changes, neighbours)
         .watches_shared_stream(extensions.changes, for_extension)
         .watches_shared_stream(calendars.changes, for_calendar)
@@ -302,6 +306,7 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
             .phase_since
             .as_ref()
             .is_some_and(|t| now.duration_since(t.0) >= ctx.clock.clock_duration(POD_CHECK_AFTER));
+    let held = ctx.holds.of(&ObjectRef::from_obj(node));
     let view = NodeView {
         tier: node.spec.tier,
         prefecture: topology.nodes[me].prefecture,
@@ -315,6 +320,7 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
             .map(|o| (o.phase, o.until.0)),
         pinned_below: topology.pinned_below(ctx, me, now),
         extensions: &covering,
+        held: held.as_deref(),
         phase,
         phase_since: status.phase_since.as_ref().map(|t| t.0),
         reason: status.reason.as_deref(),

@@ -15,6 +15,8 @@ use crate::resources::{BATCH_OF_LABEL, Context, batch_job};
 pub const SCHEDULE_LABEL: &str = "jukinet.io/schedule";
 /// Label carrying the attempt number of a Job.
 pub const ATTEMPT_LABEL: &str = "jukinet.io/attempt";
+/// How long a finished run's Job is kept: one day past the look-back of [`super::decide`].
+pub const JOB_TTL_DAYS: i32 = super::LOOKBACK_DAYS + 2;
 
 /// The Job of attempt `key` of `entry` on `node`, from the JobSchedule `schedule`.
 pub fn job(node: &JukiNode, ctx: &Context<'_>, schedule: &str, entry: &Entry, key: &RunKey) -> Job {
@@ -31,6 +33,9 @@ pub fn job(node: &JukiNode, ctx: &Context<'_>, schedule: &str, entry: &Entry, ke
     let spec = job.spec.get_or_insert_default();
     // Retries are the schedule's (new Jobs after a backoff), not the Job's.
     spec.backoff_limit = Some(0);
+    // The Jobs are the record of runs: they outlive the days decide looks back on, so a day
+    // whose Job is gone is never taken for one that has not run.
+    spec.ttl_seconds_after_finished = Some(JOB_TTL_DAYS * 24 * 3600);
     spec.active_deadline_seconds = Some(entry.timeout.as_secs());
     if let Work::Template(template) = &entry.work {
         spec.template = templated(template, &spec.template, key);
@@ -136,6 +141,13 @@ mod tests {
         assert_eq!(
             (spec.backoff_limit, spec.active_deadline_seconds),
             (Some(0), Some(5400))
+        );
+        // Kept beyond the days the record is read from (a 3-day TTL, as the calendar batches
+        // have, would make day 4 look unrun and run again).
+        let kept_days = spec.ttl_seconds_after_finished.unwrap() / 86_400;
+        assert!(
+            kept_days > crate::schedule::LOOKBACK_DAYS + 1,
+            "{kept_days}"
         );
         let args = spec.template.spec.unwrap().containers[0]
             .args

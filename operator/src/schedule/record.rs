@@ -18,11 +18,11 @@ use crate::resources::{BATCH_LABEL, DATE_LABEL, NODE_LABEL};
 
 /// The runs of schedule `schedule_name` found in `jobs`, the latest attempt of each. Jobs of
 /// other schedules, of unknown nodes or entries, or with unreadable labels are left out.
-pub fn runs_from_jobs(
+pub fn runs_from_jobs<'a>(
     schedule_name: &str,
     schedule: &Schedule,
     nodes: &[ScheduleNode],
-    jobs: &[Job],
+    jobs: impl IntoIterator<Item = &'a Job>,
 ) -> HashMap<RunId, RunState> {
     let index: HashMap<(&str, &str), usize> = nodes
         .iter()
