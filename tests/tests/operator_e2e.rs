@@ -1391,4 +1391,29 @@ spec:
         events.contains("attempt 2 failed; no retry left"),
         "the given-up run is reported: {events}"
     );
+    // kubectl juki jobs: the failure first.
+    let jobs = std::process::Command::new(juki_tests::operator::binary("kubectl-juki"))
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .args(["jobs", "-n", &ns])
+        .output()
+        .unwrap();
+    let jobs = String::from_utf8(jobs.stdout).unwrap();
+    assert!(
+        jobs.starts_with(&format!(
+            "JobSchedule {ns}/nightly: 4 entries, 0 running, 0 late, 1 failed; valid\n"
+        )),
+        "{jobs}"
+    );
+    let first_run: Vec<&str> = jobs.lines().nth(2).unwrap().split_whitespace().collect();
+    assert_eq!(
+        first_run[..5],
+        [
+            format!("{ns}/pref-27").as_str(),
+            "stuck-report",
+            "2026-11-19",
+            "Failed",
+            "2"
+        ],
+        "{jobs}"
+    );
 }

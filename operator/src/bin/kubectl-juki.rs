@@ -75,6 +75,14 @@ enum Command {
         #[arg(long, short = 'w', value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
         watch: Option<u64>,
     },
+    /// What the JobSchedules ran, are running, and what is late or failed: each schedule's
+    /// counts and validity, then its runs, failures first (needs a cluster: one list of
+    /// JobSchedules).
+    Jobs {
+        /// Only this namespace; all namespaces by default.
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+    },
     /// Forecast the operator's transitions for a calendar and a topology, without a cluster.
     Plan {
         /// A YAML file holding an OperatingCalendar.
@@ -195,6 +203,19 @@ fn run(cli: Cli) -> Result<String, String> {
                     .map_err(|e| format!("listing JukiNodes: {e}"))
             })?;
             Ok(juki_operator::tree::render(&nodes, &tz))
+        }
+        Command::Jobs { namespace } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let schedules = runtime.block_on(async {
+                let client = kube::Client::try_default()
+                    .await
+                    .map_err(|e| format!("no cluster: {e}"))?;
+                list_all::<juki_operator::api::JobSchedule>(&client, namespace.as_deref()).await
+            })?;
+            Ok(juki_operator::schedule::report::render(&schedules))
         }
         Command::Status {
             namespace,

@@ -9,7 +9,7 @@
 //!
 //! Around [`decide`], all pure: [`job`] builds an attempt's Job, [`runs_from_jobs`] rebuilds the
 //! record from the Jobs after a restart, [`summarize`] makes the status, [`plan`] the forecast of
-//! `kubectl juki plan --schedule`, [`unknown_node_sets`] and [`Schedule::name_clashes`] the
+//! `kubectl juki plan --schedule`, [`report`] the table of `kubectl juki jobs`, [`unknown_node_sets`] and [`Schedule::name_clashes`] the
 //! warnings that need the nodes or the other schedules.
 
 mod compile;
@@ -18,6 +18,7 @@ mod job;
 mod key;
 pub mod plan;
 mod record;
+pub mod report;
 mod select;
 mod status;
 
