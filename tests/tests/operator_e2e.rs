@@ -1416,4 +1416,37 @@ spec:
         ],
         "{jobs}"
     );
+    // kubectl juki rerun: a third attempt of the given-up run; a second while it runs is refused.
+    let rerun = || {
+        std::process::Command::new(juki_tests::operator::binary("kubectl-juki"))
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .args(["rerun", "nightly", "-n", &ns, "--node", "pref-27"])
+            .args(["--entry", "stuck-report", "--date", "2026-11-19"])
+            .output()
+            .unwrap()
+    };
+    let first = rerun();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&first.stdout),
+        format!(
+            "job.batch/pref-27-stuck-report-20261119-3 created: attempt 3 of stuck-report on {ns}/pref-27 for 2026-11-19\n"
+        )
+    );
+    let third = Api::<Job>::namespaced(cluster.client.clone(), &ns)
+        .get("pref-27-stuck-report-20261119-3")
+        .await
+        .unwrap();
+    assert_eq!(third.labels()["jukinet.io/attempt"], "3");
+    let second = rerun();
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("attempt 3 of stuck-report"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
 }

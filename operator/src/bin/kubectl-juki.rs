@@ -83,6 +83,25 @@ enum Command {
         #[arg(long, short = 'n')]
         namespace: Option<String>,
     },
+    /// Run one more attempt of a scheduled run (a node, an entry, an operating day) now: after
+    /// a failure, a given-up run, or to run it again. The operator follows it as any attempt.
+    /// Refused while the run's latest attempt is running (needs a cluster).
+    Rerun {
+        /// The JobSchedule's name.
+        schedule: String,
+        /// The JobSchedule's namespace; the kubeconfig's by default.
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// The node: NAME (in the schedule's namespace) or NAMESPACE/NAME.
+        #[arg(long)]
+        node: String,
+        /// The entry's name.
+        #[arg(long)]
+        entry: String,
+        /// The operating date, YYYY-MM-DD.
+        #[arg(long)]
+        date: Date,
+    },
     /// Forecast the operator's transitions for a calendar and a topology, without a cluster.
     Plan {
         /// A YAML file holding an OperatingCalendar.
@@ -125,6 +144,84 @@ where
         .await
         .map(|l| l.items)
         .map_err(|e| format!("listing {}s: {e}", K::kind(&())))
+}
+
+/// Creates the next attempt's Job of one run, built as the operator builds it.
+async fn rerun(
+    schedule_name: &str,
+    namespace: Option<String>,
+    node: &str,
+    entry_name: &str,
+    date: Date,
+) -> Result<String, String> {
+    use juki_operator::api::{JobSchedule, JukiNode};
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("no cluster: {e}"))?;
+    let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+    let object = kube::Api::<JobSchedule>::namespaced(client.clone(), &ns)
+        .get(schedule_name)
+        .await
+        .map_err(|e| format!("JobSchedule {ns}/{schedule_name}: {e}"))?;
+    let schedule = Schedule::new(&object.spec)
+        .map_err(|e| format!("JobSchedule {ns}/{schedule_name} is invalid: {e}"))?;
+    let entry = schedule
+        .entry(entry_name)
+        .map(|i| &schedule.entries[i])
+        .ok_or_else(|| {
+            let names: Vec<&str> = schedule.entries.iter().map(|e| e.name.as_str()).collect();
+            format!("--entry: JobSchedule {ns}/{schedule_name} has no entry {entry_name:?} (entries: {})", names.join(", "))
+        })?;
+    let (node_ns, node_name) = node.split_once('/').unwrap_or((&ns, node));
+    let object_node = kube::Api::<JukiNode>::namespaced(client.clone(), node_ns)
+        .get(node_name)
+        .await
+        .map_err(|e| format!("--node: JukiNode {node_ns}/{node_name}: {e}"))?;
+    let jobs = kube::Api::<Job>::namespaced(client.clone(), node_ns);
+    let selector = format!(
+        "{}={schedule_name},{}={node_name}",
+        juki_operator::schedule::SCHEDULE_LABEL,
+        juki_operator::resources::NODE_LABEL
+    );
+    let existing = jobs
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| format!("listing the run's Jobs: {e}"))?
+        .items;
+    let key = juki_operator::schedule::rerun::next_attempt(
+        schedule_name,
+        node_ns,
+        node_name,
+        entry_name,
+        date,
+        &existing,
+    )?;
+    // The node's SQLite lives on its PVC when the operator made one.
+    let pvc = kube::Api::<PersistentVolumeClaim>::namespaced(client.clone(), node_ns)
+        .get_opt(&format!("{node_name}-data"))
+        .await
+        .map_err(|e| format!("reading the node's PVC: {e}"))?;
+    let ctx = juki_operator::resources::Context {
+        calendar_json: &serde_json::Value::Null,
+        extensions_json: &serde_json::Value::Null,
+        upstream_url: None,
+        sqlite_volume: if pvc.is_some() {
+            juki_operator::resources::SqliteVolume::Pvc
+        } else {
+            juki_operator::resources::SqliteVolume::EmptyDir
+        },
+    };
+    let job = juki_operator::schedule::job(&object_node, &ctx, schedule_name, entry, &key);
+    jobs.create(&Default::default(), &job)
+        .await
+        .map_err(|e| format!("creating Job {node_ns}/{}: {e}", key.job_name()))?;
+    Ok(format!(
+        "job.batch/{} created: attempt {} of {entry_name} on {node_ns}/{node_name} for {date}\n",
+        key.job_name(),
+        key.attempt
+    ))
 }
 
 /// One `status` report: one list each of JukiNodes, OperatingCalendars and ServiceExtensions,
@@ -203,6 +300,19 @@ fn run(cli: Cli) -> Result<String, String> {
                     .map_err(|e| format!("listing JukiNodes: {e}"))
             })?;
             Ok(juki_operator::tree::render(&nodes, &tz))
+        }
+        Command::Rerun {
+            schedule,
+            namespace,
+            node,
+            entry,
+            date,
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(rerun(&schedule, namespace, &node, &entry, date))
         }
         Command::Jobs { namespace } => {
             let runtime = tokio::runtime::Builder::new_current_thread()

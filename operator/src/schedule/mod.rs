@@ -19,6 +19,7 @@ mod key;
 pub mod plan;
 mod record;
 pub mod report;
+pub mod rerun;
 mod select;
 mod status;
 

@@ -62,7 +62,7 @@ fn run_of(
 }
 
 /// A Job's state: succeeded, failed (its Failed condition, e.g. DeadlineExceeded), or running.
-fn state_of(job: &Job, attempt: u32) -> RunState {
+pub(super) fn state_of(job: &Job, attempt: u32) -> RunState {
     let status = job.status.clone().unwrap_or_default();
     let condition = |kind: &str| {
         status
