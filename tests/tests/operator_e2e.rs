@@ -1442,6 +1442,46 @@ spec:
         .await
         .unwrap();
     assert_eq!(third.labels()["jukinet.io/attempt"], "3");
+    // kubectl juki hold|release: the entry's hold in the spec, nothing else changed.
+    let juki = |args: &[&str]| {
+        let out = std::process::Command::new(juki_tests::operator::binary("kubectl-juki"))
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let schedules = Api::<juki_operator::api::JobSchedule>::namespaced(cluster.client.clone(), &ns);
+    let holds = || async {
+        let s = schedules.get("nightly").await.unwrap();
+        s.spec.entries.iter().map(|e| e.hold).collect::<Vec<_>>()
+    };
+    let (ok, out, _) = juki(&["hold", "nightly", "-n", &ns, "--entry", "national-stats"]);
+    assert!(ok);
+    assert_eq!(
+        out,
+        "jobschedule.jukinet.io/nightly entry national-stats held\n"
+    );
+    assert_eq!(holds().await, [false, false, true, false]);
+    let (ok, out, _) = juki(&["release", "nightly", "-n", &ns, "--entry", "national-stats"]);
+    assert!(ok);
+    assert_eq!(
+        out,
+        "jobschedule.jukinet.io/nightly entry national-stats released\n"
+    );
+    assert_eq!(holds().await, [false; 4]);
+    let (ok, _, err) = juki(&["hold", "nightly", "-n", &ns, "--entry", "nope"]);
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "has no entry \"nope\" (entries: cs-backup, pref-backup, national-stats, stuck-report)"
+        ),
+        "{err}"
+    );
     let second = rerun();
     assert!(!second.status.success());
     assert!(

@@ -155,6 +155,11 @@ pub struct ScheduleEntry {
     /// first) or Skip (none). Up to ten days back. Default Once.
     #[serde(default)]
     pub catch_up: CatchUp,
+    /// Held (保留): no new attempt of this entry starts while true; attempts already running go
+    /// on, due runs wait (and are late, and hold a HoldStart node, as any waiting run).
+    /// `kubectl juki hold|release` sets it. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hold: bool,
 }
 
 fn daily() -> BatchSchedule {

@@ -102,6 +102,29 @@ enum Command {
         #[arg(long)]
         date: Date,
     },
+    /// Hold (保留) an entry of a JobSchedule: no new attempt of it starts until released;
+    /// attempts already running go on (needs a cluster).
+    Hold {
+        /// The JobSchedule's name.
+        schedule: String,
+        /// The JobSchedule's namespace; the kubeconfig's by default.
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// The entry's name.
+        #[arg(long)]
+        entry: String,
+    },
+    /// Release a held entry: its due runs start as the schedule allows (needs a cluster).
+    Release {
+        /// The JobSchedule's name.
+        schedule: String,
+        /// The JobSchedule's namespace; the kubeconfig's by default.
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// The entry's name.
+        #[arg(long)]
+        entry: String,
+    },
     /// Forecast the operator's transitions for a calendar and a topology, without a cluster.
     Plan {
         /// A YAML file holding an OperatingCalendar.
@@ -144,6 +167,76 @@ where
         .await
         .map(|l| l.items)
         .map_err(|e| format!("listing {}s: {e}", K::kind(&())))
+}
+
+fn block_on(
+    work: impl std::future::Future<Output = Result<String, String>>,
+) -> Result<String, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(work)
+}
+
+/// Sets `hold` of one entry: a merge patch of the entries as stored, with the resourceVersion
+/// read, so an edit made meanwhile makes it fail (409) instead of being overwritten.
+async fn set_hold(
+    schedule_name: &str,
+    namespace: Option<String>,
+    entry_name: &str,
+    hold: bool,
+) -> Result<String, String> {
+    use juki_operator::api::JobSchedule;
+    use kube::api::{ApiResource, DynamicObject};
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("no cluster: {e}"))?;
+    let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+    let resource = ApiResource::erase::<JobSchedule>(&());
+    let api = kube::Api::<DynamicObject>::namespaced_with(client, &ns, &resource);
+    let object = api
+        .get(schedule_name)
+        .await
+        .map_err(|e| format!("JobSchedule {ns}/{schedule_name}: {e}"))?;
+    let mut entries = object.data["spec"]["entries"].clone();
+    let list = entries
+        .as_array_mut()
+        .ok_or("the JobSchedule has no spec.entries")?;
+    let names: Vec<String> = list
+        .iter()
+        .filter_map(|e| e["name"].as_str().map(str::to_string))
+        .collect();
+    let entry = list
+        .iter_mut()
+        .find(|e| e["name"] == entry_name)
+        .ok_or_else(|| {
+            format!(
+                "--entry: JobSchedule {ns}/{schedule_name} has no entry {entry_name:?} (entries: {})",
+                names.join(", ")
+            )
+        })?;
+    let what = if hold { "held" } else { "released" };
+    if entry["hold"].as_bool().unwrap_or(false) == hold {
+        return Ok(format!(
+            "jobschedule.jukinet.io/{schedule_name} entry {entry_name} already {what}\n"
+        ));
+    }
+    entry["hold"] = serde_json::Value::Bool(hold);
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": object.metadata.resource_version},
+        "spec": {"entries": entries},
+    });
+    api.patch(
+        schedule_name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(patch),
+    )
+    .await
+    .map_err(|e| format!("patching JobSchedule {ns}/{schedule_name}: {e}"))?;
+    Ok(format!(
+        "jobschedule.jukinet.io/{schedule_name} entry {entry_name} {what}\n"
+    ))
 }
 
 /// Creates the next attempt's Job of one run, built as the operator builds it.
@@ -314,6 +407,16 @@ fn run(cli: Cli) -> Result<String, String> {
                 .map_err(|e| e.to_string())?;
             runtime.block_on(rerun(&schedule, namespace, &node, &entry, date))
         }
+        Command::Hold {
+            schedule,
+            namespace,
+            entry,
+        } => block_on(set_hold(&schedule, namespace, &entry, true)),
+        Command::Release {
+            schedule,
+            namespace,
+            entry,
+        } => block_on(set_hold(&schedule, namespace, &entry, false)),
         Command::Jobs { namespace } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

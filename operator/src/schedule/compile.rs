@@ -73,6 +73,8 @@ pub struct Entry {
     pub concurrency: Concurrency,
     pub deadline: DeadlinePolicy,
     pub catch_up: CatchUp,
+    /// Held by people: no new attempt starts.
+    pub held: bool,
 }
 
 /// A validated schedule.
@@ -240,6 +242,7 @@ fn compile_entry(
         concurrency: e.concurrency.unwrap_or_default(),
         deadline: e.deadline,
         catch_up: e.catch_up,
+        held: e.hold,
     })
 }
 
@@ -453,6 +456,7 @@ pub fn implicit_spec(calendar: &Calendar) -> JobScheduleSpec {
             concurrency: None,
             deadline: DeadlinePolicy::Alert,
             catch_up: CatchUp::All,
+            hold: false,
         });
     }
     JobScheduleSpec {

@@ -85,6 +85,8 @@ pub enum Wait {
     Concurrency(&'static str),
     /// The next attempt's backoff ends then.
     Backoff(Timestamp),
+    /// The entry is held (`hold: true`).
+    Held,
 }
 
 /// An attempt to start now.
@@ -426,7 +428,9 @@ impl<'a> Facts<'a> {
         out: &mut Decisions,
     ) {
         let entry = self.entry(due.run);
-        let wait = if entry.when == When::AfterStop && !self.stopped_after(due.run) {
+        let wait = if entry.held {
+            Some(Wait::Held)
+        } else if entry.when == When::AfterStop && !self.stopped_after(due.run) {
             Some(Wait::NodeNotStopped)
         } else if let Some(missing) = self.missing_dependencies(due.run) {
             Some(Wait::Dependencies(missing))

@@ -765,3 +765,41 @@ fn one_decision_for_the_whole_country() {
         "each CS's backup after its statistics"
     );
 }
+
+#[test]
+fn a_held_entry_starts_nothing_until_released_and_a_running_attempt_goes_on() {
+    let entries = |hold: bool| {
+        json!([{
+            "name": "backup", "batch": "backup", "nodes": {"tiers": ["National"]},
+            "deadline": "HoldStart", "hold": hold
+        }])
+    };
+    let mut case = Case::new(entries(true)).all_stopped(MON);
+    let run = case.run("national", "backup", MON);
+    let d = case.decide("2026-11-30T23:00");
+    assert!(d.start.is_empty(), "{d:?}");
+    assert!(d.waiting.contains(&(run, Wait::Held)), "{d:?}");
+    // Still not done at the next start: late, and the national server is held.
+    let d = case.decide("2026-12-01T07:00");
+    assert!(d.late.iter().any(|l| l.run == run && l.missed), "{d:?}");
+    assert!(d.holds.iter().any(|(_, r)| *r == run), "{d:?}");
+    // Released: it starts.
+    let held = std::mem::replace(&mut case.schedule, Case::new(entries(false)).schedule);
+    assert_eq!(
+        started(&case.decide("2026-12-01T07:00")),
+        ["national-backup-20261130"]
+    );
+    case.schedule = held;
+    // Held while an attempt runs: the attempt goes on (no expiry, no new start).
+    case.record(
+        "national",
+        "backup",
+        MON,
+        RunState::Running {
+            attempt: 1,
+            started: tokyo("2026-11-30T22:30"),
+        },
+    );
+    let d = case.decide("2026-11-30T23:00");
+    assert!(d.start.is_empty() && d.expire.is_empty(), "{d:?}");
+}
