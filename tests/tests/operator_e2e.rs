@@ -1490,3 +1490,90 @@ spec:
         String::from_utf8_lossy(&second.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_template_job_runs_in_a_real_container_fails_once_and_succeeds_on_its_retry() {
+    let Some(cluster) = require_cluster!() else {
+        return;
+    };
+    if !juki_tests::real_node::require_real_node(&cluster).await {
+        return;
+    }
+    let setup = setup(&cluster, None).await;
+    let ns = setup.ns.name.clone();
+    // A real container on the real node: its first attempt exits 1, its second succeeds, each
+    // printing the run's facts from the environment the operator sets.
+    let pod_spec = juki_tests::real_node::on_real_node(serde_json::json!({
+        "containers": [juki_tests::real_node::busybox(
+            "report",
+            "echo \"$JUKI_NODE $JUKI_OPERATING_DATE attempt $JUKI_ATTEMPT\"; [ \"$JUKI_ATTEMPT\" -ge 2 ]",
+        )],
+    }));
+    let schedule = serde_json::json!({
+        "apiVersion": "jukinet.io/v1alpha1", "kind": "JobSchedule",
+        "metadata": {"name": "real"},
+        "spec": {"calendar": setup.calendar_name, "entries": [{
+            "name": "report", "nodes": {"tiers": ["National"]},
+            "template": {"spec": pod_spec},
+            "timeoutMinutes": 1440,
+            "retries": {"limit": 1, "backoffSeconds": 60},
+        }]},
+    });
+    cluster.apply(&schedule, Some(&ns)).await.unwrap();
+    // ×60: a real pod's seconds are a clock minute, well inside the attempt's day.
+    let op = OperatorProcess::start(&cluster, &ns, tokyo("2026-11-19T21:58"), 60);
+    let schedules = Api::<juki_operator::api::JobSchedule>::namespaced(cluster.client.clone(), &ns);
+    poll_until(
+        "the report's second attempt succeeded",
+        Duration::from_secs(240),
+        || async {
+            let s = schedules.get("real").await.unwrap();
+            s.status.is_some_and(|s| {
+                s.runs
+                    .iter()
+                    .any(|r| r.entry == "report" && r.state == "Succeeded" && r.attempt == 2)
+            })
+        },
+    )
+    .await
+    .unwrap();
+    drop(op);
+    let jobs = Api::<Job>::namespaced(cluster.client.clone(), &ns);
+    let first = jobs.get("national-report-20261119").await.unwrap();
+    let second = jobs.get("national-report-20261119-2").await.unwrap();
+    assert_eq!(first.status.unwrap().failed, Some(1));
+    assert_eq!(second.status.unwrap().succeeded, Some(1));
+    let pods = Api::<Pod>::namespaced(cluster.client.clone(), &ns);
+    let pod = pods
+        .list(&ListParams::default().labels("job-name=national-report-20261119-2"))
+        .await
+        .unwrap()
+        .items
+        .pop()
+        .expect("the second attempt's pod");
+    assert_eq!(
+        pod.spec.as_ref().unwrap().node_name.as_deref(),
+        Some(juki_tests::real_node::NODE_NAME)
+    );
+    let log = pods
+        .logs(&pod.name_any(), &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(log, "national 2026-11-19 attempt 2\n");
+    let events = cluster
+        .kubectl(&[
+            "get",
+            "events",
+            "-n",
+            &ns,
+            "--field-selector",
+            "involvedObject.kind=JobSchedule",
+            "-o",
+            "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+        ])
+        .await;
+    assert!(
+        events.contains("attempt 1 failed; retrying after the backoff"),
+        "{events}"
+    );
+}
