@@ -1235,6 +1235,16 @@ spec:
       timeoutMinutes: 330
       retries: {{limit: 1, backoffSeconds: 60}}
       deadline: HoldStart
+---
+apiVersion: jukinet.io/v1alpha1
+kind: JobSchedule
+metadata:
+  name: clash
+spec:
+  calendar: {calendar}
+  entries:
+    - name: backup
+      batch: backup
 "#,
         calendar = setup.calendar_name
     );
@@ -1391,6 +1401,28 @@ spec:
         events.contains("attempt 2 failed; no retry left"),
         "the given-up run is reported: {events}"
     );
+    // An entry named as a calendar batch would make Jobs of the same names: refused.
+    let clash = Api::<juki_operator::api::JobSchedule>::namespaced(cluster.client.clone(), &ns)
+        .get_status("clash")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    let valid = &clash.conditions[0];
+    assert_eq!(
+        (valid.status.as_str(), valid.reason.as_str()),
+        ("False", "Invalid")
+    );
+    assert!(
+        valid.message.contains("spec.entries[0].name")
+            && valid.message.contains("the calendar's batches"),
+        "{valid:?}"
+    );
+    let clash_jobs = Api::<Job>::namespaced(cluster.client.clone(), &ns)
+        .list(&ListParams::default().labels("jukinet.io/schedule=clash"))
+        .await
+        .unwrap();
+    assert!(clash_jobs.items.is_empty());
     // kubectl juki jobs: the failure first.
     let jobs = std::process::Command::new(juki_tests::operator::binary("kubectl-juki"))
         .env("KUBECONFIG", &cluster.kubeconfig)
@@ -1400,11 +1432,21 @@ spec:
     let jobs = String::from_utf8(jobs.stdout).unwrap();
     assert!(
         jobs.starts_with(&format!(
+            "JobSchedule {ns}/clash: 1 entries, 0 running, 0 late, 0 failed; Invalid: "
+        )),
+        "{jobs}"
+    );
+    let nightly = jobs
+        .split("\n\n")
+        .find(|block| block.starts_with(&format!("JobSchedule {ns}/nightly: ")))
+        .unwrap_or_else(|| panic!("no nightly block: {jobs}"));
+    assert!(
+        nightly.starts_with(&format!(
             "JobSchedule {ns}/nightly: 4 entries, 0 running, 0 late, 1 failed; valid\n"
         )),
         "{jobs}"
     );
-    let first_run: Vec<&str> = jobs.lines().nth(2).unwrap().split_whitespace().collect();
+    let first_run: Vec<&str> = nightly.lines().nth(2).unwrap().split_whitespace().collect();
     assert_eq!(
         first_run[..5],
         [

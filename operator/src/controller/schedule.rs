@@ -245,6 +245,22 @@ async fn reconcile(
         .last_valid
         .calendar(ctx, &object.spec.calendar)
         .map_err(|e| format!("spec.calendar: {e}"));
+    // The calendar's batches are the nodes' implicit schedule: an entry of the same name would
+    // make Jobs of the same names, and one would pass for the other's run.
+    let compiled = match (compiled, &calendar) {
+        (Ok(s), Ok((c, ..))) => {
+            let implicit = Schedule::new(&schedule::implicit_spec(c));
+            let clashes = implicit
+                .map(|i| s.name_clashes("the calendar's batches", &i))
+                .unwrap_or_default();
+            if clashes.is_empty() {
+                Ok(s)
+            } else {
+                Err(schedule::ScheduleErrors(clashes).to_string())
+            }
+        }
+        (compiled, _) => compiled,
+    };
     let (schedule, calendar, calendar_note) = match (compiled, calendar) {
         (Ok(s), Ok((c, _, note))) => (s, c, note),
         (Err(e), _) | (_, Err(e)) => {
