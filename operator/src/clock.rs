@@ -32,6 +32,11 @@ pub trait Clock: Send + Sync + fmt::Debug {
     fn clock_duration(&self, real: Duration) -> SignedDuration {
         SignedDuration::from_secs_f64(real.as_secs_f64() * self.factor().max(1.0))
     }
+
+    /// What the clock showed at a real instant (the API server stamps objects in real time).
+    fn from_real(&self, real: Timestamp) -> Timestamp {
+        real
+    }
 }
 
 /// The system clock.
@@ -65,6 +70,8 @@ impl Clock for FixedClock {
 pub struct FastClock {
     start: Timestamp,
     started: Instant,
+    /// The real instant of `started`, to read the API server's timestamps.
+    real_start: Timestamp,
     factor: f64,
 }
 
@@ -73,6 +80,7 @@ impl FastClock {
         FastClock {
             start,
             started: Instant::now(),
+            real_start: Timestamp::now(),
             factor,
         }
     }
@@ -86,6 +94,12 @@ impl Clock for FastClock {
     }
     fn factor(&self) -> f64 {
         self.factor
+    }
+    fn from_real(&self, real: Timestamp) -> Timestamp {
+        let since = real.duration_since(self.real_start).as_secs_f64() * self.factor;
+        self.start
+            .saturating_add(SignedDuration::from_secs_f64(since))
+            .unwrap_or(self.start)
     }
 }
 
@@ -150,6 +164,22 @@ mod tests {
             wait <= Duration::from_secs(6) && wait > Duration::from_millis(5900),
             "{wait:?}"
         );
+    }
+
+    #[test]
+    fn a_fast_clock_reads_real_timestamps_on_its_own_time_line() {
+        let fast = FastClock::new("2026-11-19T12:00:00Z".parse().unwrap(), 600.0);
+        let real_now = Timestamp::now();
+        let at_start = fast.from_real(real_now);
+        assert!(at_start.duration_since(fast.now()).abs() < SignedDuration::from_mins(1));
+        // Ten real seconds later is a hundred clock minutes later.
+        let later = fast.from_real(real_now + SignedDuration::from_secs(10));
+        assert_eq!(
+            later.duration_since(at_start),
+            SignedDuration::from_mins(100)
+        );
+        let t: Timestamp = "2026-12-05T00:00:00Z".parse().unwrap();
+        assert_eq!(RealClock.from_real(t), t);
     }
 
     #[test]

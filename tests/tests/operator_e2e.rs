@@ -1204,8 +1204,9 @@ async fn a_job_schedule_runs_in_tree_order_once_per_node_across_a_kill_and_holds
     let ns = setup.ns.name.clone();
     // The CSs' backups, then each prefecture's once its CSs' are done, then the national
     // statistics once both prefectures' are; and on Osaka's server a report whose pod never
-    // gets a node: each attempt runs out of time (5.5 h), is retried once, and holds Osaka's
-    // Friday start until it is given up (about 08:30, an hour after its window opens).
+    // gets a node: each attempt runs out of time (5 h 10 min), is retried once, and holds Osaka's
+    // Friday start until it is given up: it starts once Osaka's batch is done (22:00 to 23:30
+    // at this speed), so it is given up between 08:10 and 09:50, after Osaka's window opens.
     let schedule = format!(
         r#"
 apiVersion: jukinet.io/v1alpha1
@@ -1232,7 +1233,7 @@ spec:
         spec:
           nodeSelector: {{jukinet.io/nowhere: "true"}}
           containers: [{{name: report, image: registry.invalid/report:1}}]
-      timeoutMinutes: 330
+      timeoutMinutes: 310
       retries: {{limit: 1, backoffSeconds: 60}}
       deadline: HoldStart
 ---
@@ -1265,7 +1266,7 @@ spec:
     .unwrap();
     let at = op.kill().await;
     let op = OperatorProcess::start(&cluster, &ns, at, FACTOR);
-    op.run_until(tokyo("2026-11-20T09:00")).await;
+    op.run_until(tokyo("2026-11-20T10:15")).await;
     drop(op);
 
     // Exactly once per node, entry and day: one attempt each, two for the report.
