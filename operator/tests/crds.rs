@@ -60,7 +60,7 @@ fn the_municipality_cel_rule_matches_the_check_digit_function() {
     let json = serde_json::to_string(&crd).unwrap();
     assert!(json.contains("int(self.substring(0,1))*6 + int(self.substring(1,2))*5 + int(self.substring(2,3))*4 + int(self.substring(3,4))*3 + int(self.substring(4,5))*2"));
     assert!(json.contains("(11 - "));
-    let csv = include_str!("../../../shared/data/municipalities.csv");
+    let csv = include_str!("../../data/municipalities.csv");
     for line in csv.lines().skip(1) {
         let code = line.split(',').next().unwrap();
         let d: Vec<u32> = code.bytes().map(|b| u32::from(b - b'0')).collect();

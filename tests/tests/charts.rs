@@ -242,7 +242,7 @@ fn the_operator_chart_installs_the_tested_alert_rules_as_a_config_map_for_a_plai
 #[test]
 fn the_prefecture_values_files_are_current() {
     let root = repo_root();
-    let csv = root.join("../shared/data/municipalities.csv");
+    let csv = root.join("data/municipalities.csv");
     assert!(csv.is_file(), "{} is missing", csv.display());
     let out = std::env::temp_dir().join(unique_name("juki-prefecture-values"));
     let status = Command::new("python3")
