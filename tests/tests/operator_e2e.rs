@@ -1535,6 +1535,211 @@ spec:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_schedule_week_catches_up_an_outage_by_each_entrys_rule_exactly_once_across_kills() {
+    let Some(cluster) = require_cluster!() else {
+        return;
+    };
+    let setup = setup(&cluster, None).await;
+    let ns = setup.ns.name.clone();
+    // Monday night runs; the operator is away from Tuesday 09:00 to Thursday 09:00 (Tuesday's and
+    // Wednesday's runs are missed), is killed again in Thursday's catch-up night, and runs on to
+    // Saturday morning. Each entry catches up by its own rule: the CSs' backups every missed day
+    // (oldest first, once the node has stopped), the national statistics only Wednesday, the
+    // prefectures' reports and the national housekeeping none. Friday also closes the week (a
+    // Sunday entry moved to the previous open day); the housekeeping runs on Saturday too.
+    let schedule = format!(
+        r#"
+apiVersion: jukinet.io/v1alpha1
+kind: JobSchedule
+metadata:
+  name: week
+spec:
+  calendar: {calendar}
+  entries:
+    - name: cs-backup
+      batch: backup
+      nodes: {{tiers: [CS]}}
+      catchUp: All
+    - name: national-stats
+      batch: statistics
+      nodes: {{tiers: [National]}}
+      after: [{{entry: cs-backup, scope: NodesBelow}}]
+      catchUp: Once
+    - name: pref-report
+      nodes: {{tiers: [Prefecture]}}
+      trigger: At
+      at: "23:00"
+      catchUp: Skip
+      template:
+        spec:
+          containers: [{{name: report, image: registry.invalid/report:1}}]
+    - name: week-close
+      batch: statistics
+      nodes: {{tiers: [National]}}
+      schedule: Weekly
+      weekday: Sunday
+      closedDayPolicy: PreviousOpenDay
+    - name: housekeeping
+      nodes: {{tiers: [National]}}
+      trigger: At
+      at: "10:30"
+      runOnClosedDays: true
+      catchUp: Skip
+      template:
+        spec:
+          containers: [{{name: housekeeping, image: registry.invalid/housekeeping:1}}]
+"#,
+        calendar = setup.calendar_name
+    );
+    cluster
+        .apply_yaml(&schedule, Some(&ns))
+        .await
+        .expect("JobSchedule accepted");
+    let seen = watch_schedule_jobs(&cluster, &ns, "week");
+    let recording = Recording::start(&cluster, &ns);
+    let op = OperatorProcess::start(&cluster, &ns, tokyo("2026-11-16T20:30"), FACTOR);
+    op.run_until(tokyo("2026-11-17T09:00")).await;
+    op.kill().await;
+    let op = OperatorProcess::start_with(
+        &cluster,
+        &ns,
+        tokyo("2026-11-19T09:00"),
+        FACTOR,
+        "-thursday",
+        &[],
+    );
+    // Killed once Wednesday's statistics (a catch-up run) exist: the restart must not take
+    // Tuesday's, skipped, for a day still to catch up.
+    poll_until(
+        "Wednesday's national statistics",
+        Duration::from_secs(240),
+        || async {
+            seen.lock()
+                .unwrap()
+                .iter()
+                .any(|(j, _)| j == "national-national-stats-20261118")
+        },
+    )
+    .await
+    .unwrap();
+    let at = op.kill().await;
+    let op = OperatorProcess::start_with(&cluster, &ns, at, FACTOR, "-friday", &[]);
+    op.run_until(tokyo("2026-11-21T10:45")).await;
+    // Saturday's housekeeping began at 10:30: its end reaches the status a moment later.
+    let schedules = Api::<juki_operator::api::JobSchedule>::namespaced(cluster.client.clone(), &ns);
+    poll_until("no run running", Duration::from_secs(30), || async {
+        let status = schedules.get_status("week").await.unwrap().status;
+        status.is_some_and(|s| s.running == 0)
+    })
+    .await
+    .unwrap();
+    drop(op);
+
+    let jobs = Api::<Job>::namespaced(cluster.client.clone(), &ns)
+        .list(&ListParams::default().labels("jukinet.io/schedule=week"))
+        .await
+        .unwrap();
+    let mut got: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for j in &jobs.items {
+        let l = j.labels();
+        got.entry((l["jukinet.io/node"].clone(), l["jukinet.io/batch"].clone()))
+            .or_default()
+            .push(format!(
+                "{}-{}",
+                l["jukinet.io/operating-date"], l["jukinet.io/attempt"]
+            ));
+    }
+    got.values_mut().for_each(|v| v.sort());
+    let days =
+        |days: &[&str]| -> Vec<String> { days.iter().map(|d| format!("202611{d}-1")).collect() };
+    let mut expected = BTreeMap::new();
+    for cs in ["cs-131016", "cs-131041", "cs-271004", "cs-272051"] {
+        expected.insert(
+            (cs.to_string(), "cs-backup".to_string()),
+            days(&["16", "17", "18", "19", "20"]),
+        );
+    }
+    for pref in ["pref-13", "pref-27"] {
+        expected.insert(
+            (pref.to_string(), "pref-report".to_string()),
+            days(&["16", "19", "20"]),
+        );
+    }
+    let national = |entry: &str| ("national".to_string(), entry.to_string());
+    expected.insert(national("national-stats"), days(&["16", "18", "19", "20"]));
+    expected.insert(national("week-close"), days(&["20"]));
+    expected.insert(national("housekeeping"), days(&["19", "20", "21"]));
+    assert_eq!(
+        got, expected,
+        "one Job per node, entry and day: every day of the week but the outage's, which each entry catches up by its rule"
+    );
+
+    // Order: each day's national statistics after every CS's backup of that day succeeded; a
+    // CS's missed days caught up oldest first, all after Thursday's stop.
+    let seen = seen.lock().unwrap().clone();
+    let at = |job: &str, what: &str| {
+        seen.iter()
+            .position(|(j, w)| j == job && *w == what)
+            .unwrap_or_else(|| panic!("{job} never {what}: {seen:#?}"))
+    };
+    for day in ["16", "18", "19", "20"] {
+        let stats = at(&format!("national-national-stats-202611{day}"), "created");
+        for cs in ["cs-131016", "cs-131041", "cs-271004", "cs-272051"] {
+            assert!(
+                at(&format!("{cs}-cs-backup-202611{day}"), "succeeded") < stats,
+                "the statistics of the {day}th began before {cs}'s backup succeeded: {seen:#?}"
+            );
+        }
+    }
+    for cs in ["cs-131016", "cs-131041", "cs-271004", "cs-272051"] {
+        let created: Vec<usize> = ["17", "18", "19"]
+            .iter()
+            .map(|d| at(&format!("{cs}-cs-backup-202611{d}"), "created"))
+            .collect();
+        assert!(
+            created.windows(2).all(|w| w[0] < w[1]),
+            "{cs} caught up out of order: {seen:#?}"
+        );
+    }
+    let nodes = topology(&cluster, &ns).await;
+    let violations = order_violations(&setup.calendar, &nodes, &recording.changes(&nodes), &[]);
+    assert!(violations.is_empty(), "order violations: {violations:#?}");
+
+    // What people see: nothing running or failed, and each skipped day as an Event.
+    let status = schedules.get_status("week").await.unwrap().status.unwrap();
+    assert_eq!(
+        (status.entries, status.running, status.failed),
+        (5, 0, 0),
+        "{status:#?}"
+    );
+    let skipped = cluster
+        .kubectl(&[
+            "get",
+            "events",
+            "-n",
+            &ns,
+            "--field-selector",
+            "involvedObject.kind=JobSchedule,reason=RunSkipped",
+            "-o",
+            "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+        ])
+        .await;
+    for (node, entry, day) in [
+        ("national", "national-stats", "2026-11-17"),
+        ("pref-13", "pref-report", "2026-11-17"),
+        ("pref-27", "pref-report", "2026-11-18"),
+        ("national", "housekeeping", "2026-11-18"),
+    ] {
+        assert!(
+            skipped.lines().any(|l| l.contains(&format!("{ns}/{node}"))
+                && l.contains(entry)
+                && l.contains(day)),
+            "no RunSkipped Event for {entry} of {day} on {node}: {skipped}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_template_job_runs_in_a_real_container_fails_once_and_succeeds_on_its_retry() {
     let Some(cluster) = require_cluster!() else {
         return;

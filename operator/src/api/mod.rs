@@ -30,7 +30,7 @@ pub use node::{
 pub use schedule::{
     CatchUp, Concurrency, DeadlinePolicy, Dependency, DependencyScope, JobSchedule,
     JobScheduleSpec, JobScheduleStatus, NodeSelection, PrefectureCode, Retries, RunStatus,
-    ScheduleEntry, Trigger,
+    ScheduleEntry, Trigger, UnstartedRuns, UnstartedState,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

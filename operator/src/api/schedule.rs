@@ -359,6 +359,34 @@ pub struct JobScheduleStatus {
     /// missed days (nothing is caught up from before the schedule existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Time>,
+    /// Runs without a Job that a restarted operator could not tell from missed days: the days
+    /// skipped, and the days still waiting past their deadline. Kept for the lookback (ten
+    /// days), so a restart neither runs a skipped day nor skips a waiting one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unstarted: Vec<UnstartedRuns>,
+}
+
+/// Runs of one entry and day without a Job, in one state.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnstartedRuns {
+    pub entry: String,
+    /// Operating date, "YYYY-MM-DD".
+    pub date: String,
+    pub state: UnstartedState,
+    /// "namespace/name" of each JukiNode.
+    pub nodes: Vec<String>,
+}
+
+/// Why a run has no Job.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum UnstartedState {
+    /// Skipped (its catch-up or its deadline Skip).
+    Skipped,
+    /// Due, not started, its deadline passed.
+    Waiting,
 }
 
 /// One run: a node, an entry, an operating day.

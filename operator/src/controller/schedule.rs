@@ -20,6 +20,7 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use juki_calendar::Tier;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType};
@@ -27,8 +28,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
 use super::{Context, Error};
-use crate::api::{JobSchedule, JobScheduleStatus, JukiNode, NodePhase};
+use crate::api::{JobSchedule, JobScheduleStatus, JukiNode, NodePhase, UnstartedState};
 use crate::resources;
+use crate::schedule::unstarted::RunName;
 use crate::schedule::{
     self, Decisions, RunId, RunKey, RunState, SCHEDULE_LABEL, Schedule, ScheduleNode, SkipReason,
     World,
@@ -104,14 +106,13 @@ impl Holds {
     }
 }
 
-/// A run by names, which outlive the node indices of one round.
-type RunName = (String, String, String, Date);
-
 /// What a schedule's rounds remember: runs without a Job, and what was already reported.
 #[derive(Default)]
 struct Memory {
     /// Pending and Skipped runs.
     unjobbed: HashMap<RunName, RunState>,
+    /// Whether `unjobbed` holds what the status kept (the first round of this process reads it).
+    seeded: bool,
     /// (run, what) already published as an Event.
     reported: HashSet<(RunName, String)>,
     namespace: String,
@@ -266,6 +267,11 @@ async fn reconcile(
         (Err(e), _) | (_, Err(e)) => {
             // Nothing runs and nothing is held on a schedule that cannot be read.
             ctx.holds.set(&uid, HashMap::new());
+            // Kept for when it reads again, through a restart too.
+            status.unstarted = old
+                .as_ref()
+                .map(|s| s.unstarted.clone())
+                .unwrap_or_default();
             status.conditions = vec![valid(object, old.as_ref(), false, "Invalid", e, now)];
             super::patch_status(&api, &name, old.as_ref(), &status, ctx).await?;
             return Ok(None);
@@ -324,6 +330,16 @@ async fn reconcile(
         .date_of(now)
         .checked_sub(jiff::Span::new().days(schedule::LOOKBACK_DAYS + 1))
         .unwrap_or(Date::MIN);
+    if !memory.seeded {
+        memory.seeded = true;
+        let kept = old
+            .as_ref()
+            .map(|s| s.unstarted.as_slice())
+            .unwrap_or_default();
+        for (run, state) in schedule::unstarted::from_status(kept) {
+            memory.unjobbed.entry(run).or_insert(state);
+        }
+    }
     memory.unjobbed.retain(|(.., date), _| *date >= oldest);
     memory.reported.retain(|((.., date), _)| *date >= oldest);
     for ((namespace, node, entry, date), state) in &memory.unjobbed {
@@ -393,7 +409,12 @@ async fn reconcile(
             "{} ran out of its time; it counts as failed",
             key.job_name()
         );
-        report(ctx, object, memory, run, "RunTimedOut", true, note).await;
+        if memory
+            .reported
+            .insert((run.clone(), format!("RunTimedOut/{}", key.attempt)))
+        {
+            publish(ctx, object, &run, key.attempt, "RunTimedOut", true, note).await;
+        }
     }
     for start in &decisions.start {
         let entry = &schedule.entries[start.run.entry];
@@ -426,7 +447,7 @@ async fn reconcile(
             let what = format!("RunFailed/{attempt}");
             let run = name_of(*run);
             if memory.reported.insert((run.clone(), what)) {
-                publish(ctx, object, &run, "RunFailed", true, note).await;
+                publish(ctx, object, &run, *attempt, "RunFailed", true, note).await;
             }
         }
     }
@@ -449,9 +470,27 @@ async fn reconcile(
     ctx.holds.set(&uid, holds(&nodes, &schedule, &decisions));
 
     let summary = schedule::summarize(&schedule, &nodes, &records, &decisions, STATUS_RUNS);
+    // What a restart could not tell from missed days: skipped days, and waiting ones past
+    // their deadline (the others are judged again as they were).
+    let past_deadline: HashSet<RunName> = decisions
+        .late
+        .iter()
+        .filter(|l| l.missed)
+        .map(|l| name_of(l.run))
+        .collect();
+    let unstarted = schedule::unstarted::to_status(memory.unjobbed.iter().filter_map(
+        |(run, state)| match state {
+            RunState::Skipped => Some((run, UnstartedState::Skipped)),
+            RunState::Pending if past_deadline.contains(run) => {
+                Some((run, UnstartedState::Waiting))
+            }
+            _ => None,
+        },
+    ));
     status = JobScheduleStatus {
         since: status.since,
         observed_generation: status.observed_generation,
+        unstarted,
         ..summary
     };
     let (reason, message) = if warnings.is_empty() {
@@ -553,19 +592,30 @@ async fn report(
     note: String,
 ) {
     if memory.reported.insert((run.clone(), reason.to_string())) {
-        publish(ctx, object, &run, reason, warning, note).await;
+        publish(ctx, object, &run, 1, reason, warning, note).await;
     }
 }
 
+/// An Event on the schedule about one attempt of a run. Its related object is the attempt's Job
+/// (by the name it has or would have): Events about different runs are kept apart, where the
+/// recorder would fold them into the first one's series and lose their messages.
 async fn publish(
     ctx: &Context,
     object: &JobSchedule,
     run: &RunName,
+    attempt: u32,
     reason: &str,
     warning: bool,
     note: String,
 ) {
     let (namespace, node, entry, date) = run;
+    let job = ObjectReference {
+        api_version: Some("batch/v1".into()),
+        kind: Some("Job".into()),
+        namespace: Some(namespace.clone()),
+        name: Some(schedule::job_name(node, entry, *date, attempt)),
+        ..ObjectReference::default()
+    };
     let event = Event {
         type_: if warning {
             EventType::Warning
@@ -575,7 +625,7 @@ async fn publish(
         reason: reason.into(),
         note: Some(format!("{namespace}/{node} {entry} of {date}: {note}")),
         action: "Schedule".into(),
-        secondary: None,
+        secondary: Some(job),
     };
     ctx.metrics.api_write("Event");
     if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {

@@ -8,7 +8,7 @@
 //! The calendar's `batches` are the default schedule ([`implicit_spec`]), kept as they are.
 //!
 //! Around [`decide`], all pure: [`job`] builds an attempt's Job, [`runs_from_jobs`] rebuilds the
-//! record from the Jobs after a restart, [`summarize`] makes the status, [`plan`] the forecast of
+//! record from the Jobs after a restart, [`summarize`] makes the status ([`unstarted`] its runs without a Job that must outlive a restart), [`plan`] the forecast of
 //! `kubectl juki plan --schedule`, [`report`] the table of `kubectl juki jobs`, [`unknown_node_sets`] and [`Schedule::name_clashes`] the
 //! warnings that need the nodes or the other schedules.
 
@@ -22,6 +22,7 @@ pub mod report;
 pub mod rerun;
 mod select;
 mod status;
+pub mod unstarted;
 
 pub use compile::{Entry, Schedule, ScheduleError, ScheduleErrors, When, Work, implicit_spec};
 pub use decide::{
