@@ -14,27 +14,24 @@
 //! down it prints how to start it and exits 0. `JUKINET_SCALE_CS=N` runs a smaller network (N CSs
 //! spread over the prefectures). The operator's log goes to /tmp/scale-operator.log.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use common::*;
 use futures::{StreamExt, TryStreamExt, stream};
 use jiff::{SignedDuration, Timestamp};
 use juki_operator::api::{JukiNode, NodePhase, OperatingCalendar};
 use juki_operator::resources::{self, SqliteVolume};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Config, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The operating date of the run (a Friday, not a holiday).
 const DATE: &str = "2026-11-20";
@@ -42,232 +39,7 @@ const DATE: &str = "2026-11-20";
 const OPEN: &str = "2026-11-20T07:00:00+09:00";
 /// Fast clock factor: one real second is one simulated minute.
 const FACTOR: i64 = 60;
-/// Parallel requests of the bench's own client (creates, applies, scales).
-const CONCURRENCY: usize = 32;
-const FIELD_MANAGER: &str = "juki-scale-bench";
 const LOG: &str = "/tmp/scale-operator.log";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Tier {
-    National,
-    Prefecture,
-    Cs,
-}
-
-impl Tier {
-    const ALL: [Tier; 3] = [Tier::National, Tier::Prefecture, Tier::Cs];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Tier::National => "National",
-            Tier::Prefecture => "Prefecture",
-            Tier::Cs => "CS",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct NodeSpec {
-    name: String,
-    tier: Tier,
-    prefecture: Option<String>,
-    municipality: Option<String>,
-}
-
-impl NodeSpec {
-    fn manifest(&self, namespace: &str, calendar: &str) -> serde_json::Value {
-        let mut spec = json!({"tier": self.tier.as_str(), "calendar": calendar, "replicas": 1});
-        if let Some(p) = &self.prefecture {
-            spec["prefecture"] = json!(p);
-        }
-        if let Some(m) = &self.municipality {
-            spec["municipality"] = json!(m);
-        }
-        json!({
-            "apiVersion": "jukinet.io/v1alpha1",
-            "kind": "JukiNode",
-            "metadata": {"name": self.name, "namespace": namespace},
-            "spec": spec,
-        })
-    }
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("operator/ has a parent")
-        .to_path_buf()
-}
-
-/// 1 national, 47 prefectures and `cs` CSs (all 1,741 by default, else spread evenly).
-fn topology(cs: Option<usize>) -> anyhow::Result<Vec<NodeSpec>> {
-    let path = std::env::var_os("JUKINET_MUNICIPALITIES").map_or_else(
-        || repo_root().join("../shared/data/municipalities.csv"),
-        PathBuf::from,
-    );
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut prefectures = Vec::new();
-    let mut all_cs = Vec::new();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        if f.len() < 6 {
-            continue;
-        }
-        let (code, pref, kind) = (f[0], f[1], f[5]);
-        match kind {
-            "prefecture" => prefectures.push(pref.to_string()),
-            "city" | "designated_city" | "town" | "village" | "special_ward"
-                if !("016951"..="017001").contains(&code) =>
-            {
-                all_cs.push(code.to_string());
-            }
-            _ => {}
-        }
-    }
-    let n = cs.unwrap_or(all_cs.len()).min(all_cs.len());
-    let picked: Vec<&String> = (0..n).map(|i| &all_cs[i * all_cs.len() / n]).collect();
-    let mut nodes = vec![NodeSpec {
-        name: "national".into(),
-        tier: Tier::National,
-        prefecture: None,
-        municipality: None,
-    }];
-    nodes.extend(prefectures.iter().map(|p| NodeSpec {
-        name: format!("pref-{p}"),
-        tier: Tier::Prefecture,
-        prefecture: Some(p.clone()),
-        municipality: None,
-    }));
-    nodes.extend(picked.into_iter().map(|m| NodeSpec {
-        name: format!("cs-{m}"),
-        tier: Tier::Cs,
-        prefecture: None,
-        municipality: Some(m.clone()),
-    }));
-    Ok(nodes)
-}
-
-fn kubeconfig_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("KUBECONFIG") {
-        return PathBuf::from(p);
-    }
-    let state = std::env::var_os("JUKINET_CLUSTER_STATE").map_or_else(
-        || {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/jukinet/cluster-state")
-        },
-        PathBuf::from,
-    );
-    state.join("admin.kubeconfig")
-}
-
-/// A client of the local cluster, or None (with a note) when it is not up.
-async fn connect(kubeconfig: &Path) -> Option<Client> {
-    let how = "start it with `bash tests/cluster/up.sh` (then `source tests/cluster/env.sh`) and \
-               run `cargo bench -p juki-operator --bench scale` again";
-    let Ok(kc) = Kubeconfig::read_from(kubeconfig) else {
-        println!(
-            "scale bench: no kubeconfig at {}; the local cluster is not up: {how}",
-            kubeconfig.display()
-        );
-        return None;
-    };
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .ok()?;
-    let client = Client::try_from(config).ok()?;
-    let req = http::Request::get("/readyz").body(Vec::new()).ok()?;
-    match tokio::time::timeout(Duration::from_secs(5), client.request_text(req)).await {
-        Ok(Ok(body)) if body.trim() == "ok" => Some(client),
-        _ => {
-            println!(
-                "scale bench: the cluster at {} is not ready: {how}",
-                kubeconfig.display()
-            );
-            None
-        }
-    }
-}
-
-async fn ensure_crds(client: &Client) -> anyhow::Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    if api.get_opt("jukinodes.jukinet.io").await?.is_some()
-        && api
-            .get_opt("operatingcalendars.jukinet.io")
-            .await?
-            .is_some()
-    {
-        return Ok(());
-    }
-    for entry in std::fs::read_dir(repo_root().join("crds"))? {
-        let path = entry?.path();
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
-        api.patch(
-            &crd.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
-        .await?;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    Ok(())
-}
-
-async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
-    api.create(&PostParams::default(), &ns).await?;
-    Ok(())
-}
-
-/// Deletes a namespace and waits (up to `wait`) until it is gone.
-async fn delete_namespace(client: &Client, name: &str, wait: Duration) {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let _ = api.delete(name, &DeleteParams::background()).await;
-    let until = Instant::now() + wait;
-    while Instant::now() < until {
-        if matches!(api.get_opt(name).await, Ok(None)) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    println!("  (namespace {name} still terminating after {wait:?}; left to the cluster)");
-}
-
-/// A store of `K` in `namespace`, kept current by a watch, ready when returned.
-async fn watch_store<K>(client: &Client, namespace: &str) -> Store<K>
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let (store, writer) = reflector::store::<K>();
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
-    tokio::spawn(stream.for_each(|_| futures::future::ready(())));
-    let _ = store.wait_until_ready().await;
-    store
-}
-
-/// Polls `done` every 100 ms until it holds (Some(elapsed since `from`)) or `until` passes (None).
-async fn wait_until(from: Instant, until: Instant, mut done: impl FnMut() -> bool) -> Option<f64> {
-    loop {
-        if done() {
-            return Some(from.elapsed().as_secs_f64());
-        }
-        if Instant::now() >= until {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// How many of something were left every 10 s of a wave ("10 s: 1200, 20 s: 800, …"): the
 /// shape of a wave, its pace and its tail.
@@ -481,109 +253,6 @@ async fn floor(
 // The operator
 
 /// Sums of the samples of a few metrics, from Prometheus text.
-/// The (series, value) samples of a Prometheus text exposition.
-fn samples(text: &str) -> impl Iterator<Item = (&str, f64)> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(series, value)| Some((series, value.trim().parse::<f64>().ok()?)))
-}
-
-/// The value of label `name` in a series (`metric{a="1",b="2"}`).
-fn label<'a>(series: &'a str, name: &str) -> Option<&'a str> {
-    let labels = series.split_once('{')?.1.strip_suffix('}')?;
-    labels.split(',').find_map(|kv| {
-        kv.strip_prefix(name)?
-            .strip_prefix("=\"")?
-            .strip_suffix('"')
-    })
-}
-
-#[derive(Debug, Clone, Default)]
-struct Scrape {
-    writes: f64,
-    writes_by_kind: BTreeMap<String, f64>,
-    transitions: f64,
-    reconciles: f64,
-    reconcile_errors: f64,
-}
-
-impl Scrape {
-    fn parse(text: &str) -> Scrape {
-        let mut s = Scrape::default();
-        for (series, v) in samples(text) {
-            let name = series.split('{').next().unwrap_or("");
-            match name {
-                "juki_api_writes_total" => {
-                    s.writes += v;
-                    let kind = label(series, "kind").unwrap_or("?");
-                    *s.writes_by_kind.entry(kind.to_string()).or_default() += v;
-                }
-                "juki_phase_transitions_total" => s.transitions += v,
-                "juki_reconciles_total" => s.reconciles += v,
-                "juki_reconcile_errors_total" => s.reconcile_errors += v,
-                _ => {}
-            }
-        }
-        s
-    }
-
-    fn minus(&self, before: &Scrape) -> Scrape {
-        let mut by_kind = self.writes_by_kind.clone();
-        for (k, v) in &before.writes_by_kind {
-            *by_kind.entry(k.clone()).or_default() -= v;
-        }
-        by_kind.retain(|_, v| *v != 0.0);
-        Scrape {
-            writes: self.writes - before.writes,
-            writes_by_kind: by_kind,
-            transitions: self.transitions - before.transitions,
-            reconciles: self.reconciles - before.reconciles,
-            reconcile_errors: self.reconcile_errors - before.reconcile_errors,
-        }
-    }
-}
-
-async fn scrape(addr: &str) -> anyhow::Result<Scrape> {
-    let mut conn = tokio::net::TcpStream::connect(addr).await?;
-    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await?;
-    let mut buf = Vec::new();
-    conn.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("no HTTP header end in /metrics answer")?;
-    if !head.contains(" 200 ") {
-        bail!("/metrics answered {}", head.lines().next().unwrap_or(""));
-    }
-    Ok(Scrape::parse(body))
-}
-
-/// Peak memory and CPU of a process, from /proc.
-#[derive(Debug, Clone, Copy, Default)]
-struct Usage {
-    hwm_kib: u64,
-    cpu_s: f64,
-}
-
-fn usage(pid: u32) -> Option<Usage> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hwm_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command (which may hold spaces): state is field 3; utime 14, stime 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(Usage {
-        hwm_kib,
-        cpu_s: ticks / 100.0,
-    })
-}
 
 /// CPU seconds so far of each control-plane process (from the cluster's pid files), to show
 /// where a wave's time goes.
@@ -705,34 +374,6 @@ impl OperatorRun {
         let nat = (self.left_stopping[&Tier::National] - self.down[&Tier::Prefecture]).max(0.0);
         Some(cs + pref + nat)
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn build_operator() -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "juki-operator",
-            "--bin",
-            "juki-operator",
-        ])
-        .current_dir(repo_root())
-        .status()?;
-    if !status.success() {
-        bail!("building the release juki-operator failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| repo_root().join("target"), PathBuf::from);
-    Ok(target.join("release/juki-operator"))
 }
 
 fn phase_of(n: &JukiNode) -> Option<NodePhase> {
@@ -859,21 +500,7 @@ async fn operator(
     let open_at = started + Duration::from_secs(lead_s as u64);
     let end_at = open_at + Duration::from_secs(window_s as u64);
 
-    // Peak memory and CPU, sampled every second (VmHWM is itself a peak).
-    let peak = Arc::new(Mutex::new(Usage::default()));
-    let sampler = {
-        let peak = peak.clone();
-        tokio::spawn(async move {
-            loop {
-                if let Some(u) = usage(pid) {
-                    let mut p = peak.lock().unwrap();
-                    p.hwm_kib = p.hwm_kib.max(u.hwm_kib);
-                    p.cpu_s = p.cpu_s.max(u.cpu_s);
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
-    };
+    let peak = PeakSampler::start(pid);
 
     let result: anyhow::Result<()> = async {
         // Before the window opens: every node gets a status (the operator's first pass).
@@ -1037,13 +664,7 @@ async fn operator(
         Ok(())
     }
     .await;
-    if let Some(u) = usage(pid) {
-        let mut p = peak.lock().unwrap();
-        p.hwm_kib = p.hwm_kib.max(u.hwm_kib);
-        p.cpu_s = p.cpu_s.max(u.cpu_s);
-    }
-    sampler.abort();
-    out.peak = *peak.lock().unwrap();
+    out.peak = peak.stop();
     let _ = child.kill().await;
     result.map(|()| out)
 }
@@ -1227,7 +848,7 @@ fn log_summary() {
 
 async fn run() -> anyhow::Result<()> {
     let kubeconfig = kubeconfig_path();
-    let Some(client) = connect(&kubeconfig).await else {
+    let Some(client) = connect(&kubeconfig, "scale").await else {
         return Ok(());
     };
     let cs = std::env::var("JUKINET_SCALE_CS")
