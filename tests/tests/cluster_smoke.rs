@@ -213,6 +213,66 @@ async fn bad_check_digit_is_rejected() {
     );
 }
 
+/// The API server's CEL rule itself, for every official code: each is accepted (server-side dry
+/// run), and the same code with a wrong check digit is refused naming both digits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_accepts_every_official_code_and_refuses_each_with_a_wrong_check_digit() {
+    use futures::StreamExt;
+    let Some(cluster) = require_cluster!() else {
+        return;
+    };
+    cluster.install_crds().await;
+    let ns = cluster.namespace().await;
+    let api: Api<JukiNode> = Api::namespaced(cluster.client.clone(), &ns.name);
+    let dry_run = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let node = |code: &str| -> JukiNode {
+        serde_json::from_value(json!({
+            "apiVersion": "jukinet.io/v1alpha1",
+            "kind": "JukiNode",
+            "metadata": {"name": format!("cs-{code}")},
+            "spec": {"tier": "CS", "municipality": code},
+        }))
+        .unwrap()
+    };
+    let csv = read_repo_file("data/municipalities.csv");
+    let codes: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert!(codes.len() > 1900, "{} codes", codes.len());
+    let problems: Vec<String> = futures::stream::iter(codes.iter().map(|&code| {
+        let (api, dry_run) = (&api, &dry_run);
+        async move {
+            let mut problems = Vec::new();
+            if let Err(e) = api.create(dry_run, &node(code)).await {
+                problems.push(format!("{code} refused: {e}"));
+            }
+            let right = code.as_bytes()[5] - b'0';
+            let wrong = (right + 1) % 10;
+            let bad = format!("{}{wrong}", &code[..5]);
+            let expected =
+                format!("municipality code {bad}: check digit is {wrong}, expected {right}");
+            match api.create(dry_run, &node(&bad)).await {
+                Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains(&expected) => {}
+                other => problems.push(format!("{bad}: expected \"{expected}\", got {other:?}")),
+            }
+            problems
+        }
+    }))
+    .buffer_unordered(8)
+    .concat()
+    .await;
+    assert!(
+        problems.is_empty(),
+        "{} problems: {problems:#?}",
+        problems.len()
+    );
+}
+
 #[tokio::test]
 async fn cs_without_municipality_is_rejected() {
     let Some(cluster) = require_cluster!() else {

@@ -188,6 +188,57 @@ async fn assert_day_rules(
     );
 }
 
+/// When the transitions happened, on each of `open_days`: every node starts (Starting) at its
+/// tier's online start or within 90 minutes after (the time its upstream takes to come up), and
+/// leaves Online at its own online end (a prefecture's from the calendar) or within 90 minutes
+/// after, never before.
+async fn assert_transition_times(
+    cluster: &TestCluster,
+    setup: &Setup,
+    recording: &Recording,
+    open_days: &[&str],
+) {
+    let slack = jiff::SignedDuration::from_mins(90);
+    let events = recording.events();
+    for n in topology(cluster, &setup.ns.name).await {
+        let mine: Vec<(NodePhase, Timestamp)> = events
+            .iter()
+            .filter(|(name, ..)| *name == n.name)
+            .map(|(_, phase, at)| (*phase, *at))
+            .collect();
+        for day in open_days {
+            let date: jiff::civil::Date = day.parse().unwrap();
+            let w = setup
+                .calendar
+                .online_window(n.tier, n.prefecture, date)
+                .unwrap_or_else(|| panic!("{day} is not open"));
+            let earliest = w.start - jiff::SignedDuration::from_hours(6);
+            let start = mine
+                .iter()
+                .position(|(p, t)| *p == NodePhase::Starting && *t >= earliest && *t < w.end)
+                .unwrap_or_else(|| panic!("{} did not start on {day}: {mine:#?}", n.name));
+            let started = mine[start].1;
+            assert!(
+                started >= w.start && started <= w.start + slack,
+                "{} started at {started}, its window opens at {}: {mine:#?}",
+                n.name,
+                w.start
+            );
+            let left = mine[start..]
+                .iter()
+                .find(|(p, _)| !matches!(p, NodePhase::Starting | NodePhase::Online))
+                .unwrap_or_else(|| panic!("{} did not stop after {day}: {mine:#?}", n.name))
+                .1;
+            assert!(
+                left >= w.end && left <= w.end + slack,
+                "{} left Online at {left}, its window ends at {}: {mine:#?}",
+                n.name,
+                w.end
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_weekday_a_saturday_and_a_holiday_run_in_dependency_order() {
     let Some(cluster) = require_cluster!() else {
@@ -221,6 +272,7 @@ async fn a_weekday_a_saturday_and_a_holiday_run_in_dependency_order() {
     op.run_until(tokyo("2026-11-25T02:00")).await;
     drop(op);
     assert_day_rules(&cluster, &setup, &recording, &["2026-11-20", "2026-11-24"]).await;
+    assert_transition_times(&cluster, &setup, &recording, &["2026-11-20", "2026-11-24"]).await;
 
     // The tiers ended the day in order: every node Offline with its batches done.
     let nodes = Api::<JukiNode>::namespaced(cluster.client.clone(), &setup.ns.name)
@@ -408,14 +460,30 @@ async fn the_year_end_closure_keeps_everything_offline() {
     };
     let setup = setup(&cluster, None).await;
     let recording = Recording::start(&cluster, &setup.ns.name);
-    // Monday Dec 28 is the last open day; Dec 29 – Jan 3 are closed; Jan 4 opens again.
-    let op = OperatorProcess::start(&cluster, &setup.ns.name, tokyo("2026-12-28T06:30"), FACTOR);
+    // Monday Dec 28 is the last open day; Dec 29 – Jan 3 are closed; Jan 4 opens again. The
+    // operator runs the whole way, ten times faster through the closure (restarted where its
+    // clock was: it is level-triggered).
+    let ns = &setup.ns.name;
+    let op = OperatorProcess::start(&cluster, ns, tokyo("2026-12-28T06:30"), FACTOR);
     op.run_until(tokyo("2026-12-29T14:00")).await;
-    drop(op);
-    let op = OperatorProcess::start(&cluster, &setup.ns.name, tokyo("2027-01-03T20:00"), FACTOR);
+    let at = op.kill().await;
+    let op = OperatorProcess::start_with(&cluster, ns, at, FACTOR * 10, "-closure", &[]);
+    op.run_until(tokyo("2027-01-03T20:00")).await;
+    let at = op.kill().await;
+    let op = OperatorProcess::start_with(&cluster, ns, at, FACTOR, "-january", &[]);
     op.run_until(tokyo("2027-01-05T02:00")).await;
     drop(op);
+    let during_closure: Vec<_> = recording
+        .events()
+        .into_iter()
+        .filter(|(.., t)| *t >= tokyo("2026-12-29T06:00") && *t < tokyo("2027-01-04T06:00"))
+        .collect();
+    assert!(
+        during_closure.is_empty(),
+        "a node changed phase during the closure: {during_closure:#?}"
+    );
     assert_day_rules(&cluster, &setup, &recording, &["2026-12-28", "2027-01-04"]).await;
+    assert_transition_times(&cluster, &setup, &recording, &["2026-12-28", "2027-01-04"]).await;
     let opcal = Api::<OperatingCalendar>::all(cluster.client.clone())
         .get(&setup.calendar_name)
         .await
