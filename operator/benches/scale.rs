@@ -252,8 +252,6 @@ async fn floor(
 // ---------------------------------------------------------------------------------------------
 // The operator
 
-/// Sums of the samples of a few metrics, from Prometheus text.
-
 /// CPU seconds so far of each control-plane process (from the cluster's pid files), to show
 /// where a wave's time goes.
 fn cluster_cpu() -> BTreeMap<String, f64> {

@@ -34,7 +34,7 @@ pub trait Clock: Send + Sync + fmt::Debug {
     }
 
     /// What the clock showed at a real instant (the API server stamps objects in real time).
-    fn from_real(&self, real: Timestamp) -> Timestamp {
+    fn clock_time_of(&self, real: Timestamp) -> Timestamp {
         real
     }
 }
@@ -95,7 +95,7 @@ impl Clock for FastClock {
     fn factor(&self) -> f64 {
         self.factor
     }
-    fn from_real(&self, real: Timestamp) -> Timestamp {
+    fn clock_time_of(&self, real: Timestamp) -> Timestamp {
         let since = real.duration_since(self.real_start).as_secs_f64() * self.factor;
         self.start
             .saturating_add(SignedDuration::from_secs_f64(since))
@@ -170,16 +170,16 @@ mod tests {
     fn a_fast_clock_reads_real_timestamps_on_its_own_time_line() {
         let fast = FastClock::new("2026-11-19T12:00:00Z".parse().unwrap(), 600.0);
         let real_now = Timestamp::now();
-        let at_start = fast.from_real(real_now);
+        let at_start = fast.clock_time_of(real_now);
         assert!(at_start.duration_since(fast.now()).abs() < SignedDuration::from_mins(1));
         // Ten real seconds later is a hundred clock minutes later.
-        let later = fast.from_real(real_now + SignedDuration::from_secs(10));
+        let later = fast.clock_time_of(real_now + SignedDuration::from_secs(10));
         assert_eq!(
             later.duration_since(at_start),
             SignedDuration::from_mins(100)
         );
         let t: Timestamp = "2026-12-05T00:00:00Z".parse().unwrap();
-        assert_eq!(RealClock.from_real(t), t);
+        assert_eq!(RealClock.clock_time_of(t), t);
     }
 
     #[test]

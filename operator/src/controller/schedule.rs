@@ -318,7 +318,7 @@ async fn reconcile(
     // own time line, or a failure would wait for its backoff until the real date.
     for state in records.values_mut() {
         if let RunState::Running { started: t, .. } | RunState::Failed { at: t, .. } = state {
-            *t = ctx.clock.from_real(*t);
+            *t = ctx.clock.clock_time_of(*t);
         }
     }
     let name_of = |run: RunId| -> RunName {
