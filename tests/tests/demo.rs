@@ -2,6 +2,8 @@
 //! one prefecture with two CSs), then scripts/demo-timeline runs the operator with a fast clock
 //! through one Friday's start wave, online hours and stop wave, and its order checks pass.
 
+use std::collections::BTreeSet;
+
 use juki_tests::cluster::{repo_root, unique_name};
 use juki_tests::operator::operator_binary;
 use juki_tests::require_cluster;
@@ -89,6 +91,38 @@ async fn the_demo_timeline_shows_a_whole_day_in_order() {
         stdout.contains("cs-312011  CS            Offline → Starting"),
         "{stdout}"
     );
+    // The README's excerpt of the demo is what a run prints: each phase change it shows (tier,
+    // from, to) is one this run printed too, and each reason is one this run gave (which reason
+    // a change has can depend on timing: a prefecture's CSs still batching or not at its end).
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let excerpt = readme
+        .split("## The demo")
+        .nth(1)
+        .and_then(|s| s.split("```\n").nth(1))
+        .expect("README: the demo's excerpt");
+    let shown = transitions(excerpt);
+    assert!(shown.len() >= 8, "{excerpt}");
+    let printed = transitions(&stdout);
+    let changes = |t: &BTreeSet<Transition>| -> BTreeSet<(String, String, String)> {
+        t.iter()
+            .map(|(tier, from, to, _)| (tier.clone(), from.clone(), to.clone()))
+            .collect()
+    };
+    let reasons = |t: &BTreeSet<Transition>| -> BTreeSet<String> {
+        t.iter().map(|(.., reason)| reason.clone()).collect()
+    };
+    let missing: Vec<_> = changes(&shown)
+        .difference(&changes(&printed))
+        .cloned()
+        .collect();
+    let unknown: Vec<_> = reasons(&shown)
+        .difference(&reasons(&printed))
+        .cloned()
+        .collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "the README shows changes this run did not print: {missing:?}, reasons it did not give: {unknown:?}\n{stdout}"
+    );
     let (ok, _, _) = cluster
         .run(
             "helm",
@@ -97,4 +131,25 @@ async fn the_demo_timeline_shows_a_whole_day_in_order() {
         )
         .await;
     assert!(ok);
+}
+
+/// (tier, from, to, reason).
+type Transition = (String, String, String, String);
+
+/// The transition of each timeline line: `Fri 12-04 07:00  national  National  Offline →
+/// Starting  WindowOpen`.
+fn transitions(text: &str) -> BTreeSet<Transition> {
+    text.lines()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let arrow = words.iter().position(|w| *w == "→")?;
+            let word = |i: usize| words.get(i).map(|w| (*w).to_string());
+            Some((
+                word(arrow.checked_sub(2)?)?,
+                word(arrow - 1)?,
+                word(arrow + 1)?,
+                word(arrow + 2)?,
+            ))
+        })
+        .collect()
 }
