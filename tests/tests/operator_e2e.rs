@@ -1022,6 +1022,36 @@ async fn an_invalid_edit_of_a_live_node_or_its_calendar_freezes_nothing() {
         .spec
         .and_then(|s| s.replicas);
     assert!(replicas.is_some_and(|r| r > 0), "{replicas:?}");
+    // The calendar's status kept its last valid spec, and an operator restarted during the
+    // invalid edit plans with it: nothing fails, nothing drains.
+    let kept = calendars
+        .get_status(&setup.calendar_name)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.last_valid_spec)
+        .expect("the calendar's last valid spec in its status");
+    assert_eq!(kept.online_windows.national.end, "22:00");
+    let at = op.kill().await;
+    let op = OperatorProcess::start_with(&cluster, &ns, at, 60, "-restarted", &[]);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for n in online {
+        let s = status_of(n).await;
+        assert_eq!(
+            s.phase,
+            Some(NodePhase::Online),
+            "{n} after the restart: {s:?}"
+        );
+    }
+    let (status, reason, message) = spec_valid(&status_of("national").await).unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "InvalidCalendar")
+    );
+    assert!(
+        message.ends_with("planning with its last valid spec"),
+        "{message}"
+    );
     drop(op);
 }
 

@@ -60,6 +60,10 @@ pub struct OperatingCalendarStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The last spec that passed validation. While an edit leaves the calendar invalid, its nodes
+    /// plan with this one, also after an operator restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_valid_spec: Option<CalendarConfig>,
 }
 
 /// One date and its state.

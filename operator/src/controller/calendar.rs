@@ -78,9 +78,13 @@ pub(crate) fn status_of(
                 .filter(|(_, s)| !s.is_open())
                 .map(|(d, s)| day(d, &s))
                 .collect();
+            status.last_valid_spec = Some(object.spec.calendar.clone());
             (true, "Valid", "the calendar passed validation".to_string())
         }
-        Err(errors) => (false, "Invalid", errors.to_string()),
+        Err(errors) => {
+            status.last_valid_spec = old.last_valid_spec.clone();
+            (false, "Invalid", errors.to_string())
+        }
     };
     let status_word = if valid { "True" } else { "False" };
     let previous = old.conditions.iter().find(|c| c.type_ == "Valid");

@@ -237,9 +237,10 @@ pub fn counts_as_stopped(phase: NodePhase, suspended: bool, pods: impl FnOnce() 
 
 /// The last valid calendar of each name and the last valid own online end of each node, so that
 /// an invalid edit does not freeze the nodes that follow them: they keep planning with the last
-/// valid one and report the invalid one. Memory only: after an operator restart, a calendar
-/// that is invalid from the start fails its nodes (CalendarUnavailable), and an invalid own end
-/// of a running node falls back to the calendar's window.
+/// valid one and report the invalid one. A calendar's last valid spec is also in its status
+/// (`lastValidSpec`), which an operator restarted during an invalid edit plans with; a node's
+/// own end is kept in memory only: after a restart, an invalid own end of a running node falls
+/// back to the calendar's window.
 #[derive(Debug, Default)]
 pub struct LastValid {
     calendars: Mutex<HashMap<String, (Calendar, serde_json::Value)>>,
@@ -254,16 +255,37 @@ impl LastValid {
     /// the last valid one with the reason. `Err` when it is missing, or invalid with no valid
     /// one known.
     pub fn calendar(&self, ctx: &Context, name: &str) -> Result<PlanningCalendar, String> {
-        self.calendar_from(name, calendar_of(ctx, name))
+        let current = calendar_of(ctx, name);
+        let kept = current.is_err().then(|| {
+            ctx.calendars
+                .state()
+                .into_iter()
+                .find(|c| c.metadata.name.as_deref() == Some(name))
+                .and_then(|c| c.status.as_ref()?.last_valid_spec.clone())
+        });
+        self.calendar_from(name, current, kept.flatten().as_ref())
     }
 
-    /// [`LastValid::calendar`] given what [`calendar_of`] said.
+    /// [`LastValid::calendar`] given what [`calendar_of`] said and the last valid spec the
+    /// calendar's status kept (read when this process has seen no valid one).
     fn calendar_from(
         &self,
         name: &str,
         current: Result<(Calendar, serde_json::Value), String>,
+        kept: Option<&juki_calendar::CalendarConfig>,
     ) -> Result<PlanningCalendar, String> {
         let mut known = self.calendars.lock().unwrap_or_else(|e| e.into_inner());
+        if current.is_err()
+            && !known.contains_key(name)
+            && let Some(config) = kept
+            && let Ok(calendar) = Calendar::new(config)
+        {
+            let spec = crate::api::OperatingCalendarSpec {
+                calendar: config.clone(),
+            };
+            let json = serde_json::to_value(&spec).unwrap_or_default();
+            known.insert(name.to_string(), (calendar, json));
+        }
         match current {
             Ok((calendar, json)) => {
                 known.insert(name.to_string(), (calendar.clone(), json.clone()));
@@ -564,12 +586,16 @@ mod tests {
         let valid = Calendar::new(&juki_calendar::CalendarConfig::default()).unwrap();
         let bad = || Err("OperatingCalendar \"japan\" is invalid: onlineWindows".to_string());
         // Invalid from the start: nothing to plan with.
-        assert!(last.calendar_from("japan", bad()).is_err());
+        assert!(last.calendar_from("japan", bad(), None).is_err());
         let (_, json, problem) = last
-            .calendar_from("japan", Ok((valid, json!({"timeZone": "Asia/Tokyo"}))))
+            .calendar_from(
+                "japan",
+                Ok((valid, json!({"timeZone": "Asia/Tokyo"}))),
+                None,
+            )
             .unwrap();
         assert_eq!(problem, None);
-        let (_, kept, problem) = last.calendar_from("japan", bad()).unwrap();
+        let (_, kept, problem) = last.calendar_from("japan", bad(), None).unwrap();
         assert_eq!(kept, json);
         assert!(
             problem
@@ -578,7 +604,40 @@ mod tests {
         );
         // A deleted calendar is not planned around.
         let gone = Err("OperatingCalendar \"japan\" does not exist".to_string());
-        assert!(last.calendar_from("japan", gone).is_err());
+        assert!(last.calendar_from("japan", gone, None).is_err());
+    }
+
+    #[test]
+    fn after_a_restart_an_invalid_calendar_plans_with_the_spec_its_status_kept() {
+        let last = LastValid::default();
+        let kept = juki_calendar::CalendarConfig::default();
+        let bad = || Err("OperatingCalendar \"japan\" is invalid: onlineWindows".to_string());
+        let (_, json, problem) = last.calendar_from("japan", bad(), Some(&kept)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::to_value(crate::api::OperatingCalendarSpec { calendar: kept }).unwrap()
+        );
+        assert!(
+            problem
+                .unwrap()
+                .ends_with("planning with its last valid spec")
+        );
+        // A kept spec that does not validate either is no plan.
+        let mut broken = juki_calendar::CalendarConfig::default();
+        broken.time_zone = "Nowhere/Else".into();
+        let fresh = LastValid::default();
+        assert!(fresh.calendar_from("japan", bad(), Some(&broken)).is_err());
+        // A deleted calendar is not planned around, whatever was kept.
+        let gone = Err("OperatingCalendar \"japan\" does not exist".to_string());
+        assert!(
+            fresh
+                .calendar_from(
+                    "japan",
+                    gone,
+                    Some(&juki_calendar::CalendarConfig::default())
+                )
+                .is_err()
+        );
     }
 
     #[test]
