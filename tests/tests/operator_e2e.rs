@@ -988,6 +988,30 @@ async fn an_invalid_edit_of_a_live_node_or_its_calendar_freezes_nothing() {
             && message.ends_with("planning with the last valid end 21:45"),
         "{message}"
     );
+    // An upstream edit to a node of the wrong tier (a CS): planned with the upstream it had.
+    nodes
+        .patch(
+            "pref-13",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"upstream": {"name": "cs-131016"}}})),
+        )
+        .await
+        .unwrap();
+    let upstream_kept = |m: &str| {
+        m.contains("spec.upstream")
+            && m.contains(&format!(
+                "planning with the last valid upstream {ns}/national"
+            ))
+    };
+    poll_until(
+        "pref-13 reports its invalid upstream",
+        Duration::from_secs(60),
+        || async {
+            spec_valid(&status_of("pref-13").await).is_some_and(|(_, _, m)| upstream_kept(&m))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     // An edit of the shared calendar that breaks the nesting (national ends before the
     // prefectures): accepted by the API server, planned around by the operator.
     let calendars = Api::<OperatingCalendar>::all(cluster.client.clone());
@@ -1052,6 +1076,8 @@ async fn an_invalid_edit_of_a_live_node_or_its_calendar_freezes_nothing() {
         message.ends_with("planning with its last valid spec"),
         "{message}"
     );
+    let (_, _, message) = spec_valid(&status_of("pref-13").await).unwrap();
+    assert!(upstream_kept(&message), "{message}");
     drop(op);
 }
 

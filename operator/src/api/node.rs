@@ -67,7 +67,8 @@ pub struct JukiNodeSpec {
     /// Prefecture's National node (found by tier, in any namespace). It must be a node of the
     /// tier right above (a CS names a Prefecture node, a Prefecture node the National one; a
     /// National node has none), not the node itself and not a cycle: otherwise the node is
-    /// Failed with reason InvalidSpec.
+    /// planned with the upstream it had (status.upstream) and reports SpecValid=False, or, with
+    /// none that is still valid, it is Failed with reason InvalidSpec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<NodeRef>,
     /// Name of the OperatingCalendar to follow. Default "japan".

@@ -253,6 +253,12 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
             return invalid(node, ctx, &status, Some(&calendar), reason, message, now).await;
         }
     };
+    if let Some(p) = topology.upstream_problems[me].clone() {
+        problem = Some(match problem {
+            Some((_, earlier)) => ("InvalidSpec", format!("{earlier}; {p}")),
+            None => ("InvalidSpec", p),
+        });
+    }
     if topology.resolved[me] == Resolved::Invalid {
         let message = crate::topology::upstream_problem(&topology.nodes, me)
             .unwrap_or_else(|| "spec.upstream is invalid".into());

@@ -29,10 +29,50 @@ pub struct Topology {
     /// `spec.calendar` of each node.
     pub calendars: Vec<String>,
     pub resolved: Vec<Resolved>,
+    /// Why a node is planned with the upstream it had (its `status.upstream`) rather than the
+    /// invalid one its spec names now.
+    pub upstream_problems: Vec<Option<String>>,
     /// (uid, generation) of each node's spec as read.
     versions: Vec<(Option<String>, Option<i64>)>,
     children: Vec<Vec<usize>>,
     index: HashMap<(String, String), usize>,
+}
+
+/// Resolves every node; one whose spec now names an invalid upstream (itself, the wrong tier, a
+/// cycle) is resolved to the upstream it had ("namespace/name" from its status) when that one is
+/// still valid for it, so an edit does not freeze a running node or break the chain above it,
+/// with the problem to report. Kept in the status, this survives an operator restart.
+fn resolve_keeping_valid_upstreams(
+    nodes: &[TopologyNode],
+    had: &[Option<String>],
+) -> (Vec<Resolved>, Vec<Option<String>>) {
+    let mut resolved = resolve(nodes);
+    let mut problems = vec![None; nodes.len()];
+    let invalid: Vec<usize> = (0..nodes.len())
+        .filter(|&i| resolved[i] == Resolved::Invalid)
+        .collect();
+    if invalid.is_empty() {
+        return (resolved, problems);
+    }
+    let mut planned = nodes.to_vec();
+    for &i in &invalid {
+        planned[i].upstream = had[i]
+            .as_deref()
+            .and_then(|u| u.split_once('/'))
+            .map(|(ns, name)| (ns.to_string(), name.to_string()));
+    }
+    let again = resolve(&planned);
+    for &i in &invalid {
+        if let (Resolved::Node(up), Some((ns, name))) = (again[i], &planned[i].upstream) {
+            resolved[i] = Resolved::Node(up);
+            let problem = crate::topology::upstream_problem(nodes, i)
+                .unwrap_or_else(|| "spec.upstream is invalid".into());
+            problems[i] = Some(format!(
+                "{problem}; planning with the last valid upstream {ns}/{name}"
+            ));
+        }
+    }
+    (resolved, problems)
 }
 
 /// The last topology built, and the count of node spec changes it was built after.
@@ -97,16 +137,17 @@ impl Topology {
                 .cmp(&(&b.metadata.namespace, &b.metadata.name))
         });
         let (mut nodes, mut online_ends, mut calendars) = (Vec::new(), Vec::new(), Vec::new());
-        let mut versions = Vec::new();
+        let (mut versions, mut had) = (Vec::new(), Vec::new());
         for o in sorted {
             if let Ok((n, end)) = from_jukinode(o, "default") {
                 nodes.push(n);
                 online_ends.push(end);
                 calendars.push(o.spec.calendar.clone());
                 versions.push((o.metadata.uid.clone(), o.metadata.generation));
+                had.push(o.status.as_ref().and_then(|s| s.upstream.clone()));
             }
         }
-        let resolved = resolve(&nodes);
+        let (resolved, upstream_problems) = resolve_keeping_valid_upstreams(&nodes, &had);
         let mut children = vec![Vec::new(); nodes.len()];
         for (i, r) in resolved.iter().enumerate() {
             if let Resolved::Node(up) = r {
@@ -123,6 +164,7 @@ impl Topology {
             online_ends,
             calendars,
             resolved,
+            upstream_problems,
             versions,
             children,
             index,
@@ -675,6 +717,45 @@ mod tests {
                 .unwrap()
                 .ends_with("national window ends; planning with the last valid end 21:45")
         );
+    }
+
+    #[test]
+    fn a_node_whose_upstream_edit_is_invalid_keeps_the_upstream_it_had() {
+        let mut nodes = country();
+        // pref-13 now names a CS as its upstream (the wrong tier); its status says national.
+        nodes[1] = node(
+            "p13",
+            "pref-13",
+            json!({"tier": "Prefecture", "prefecture": "13",
+                   "upstream": {"namespace": "p13", "name": "cs-131016"}}),
+            2,
+        );
+        let without_status: Vec<Arc<JukiNode>> = nodes.iter().cloned().map(Arc::new).collect();
+        let t = Topology::build(&without_status);
+        let pref = t.index_of("p13", "pref-13").unwrap();
+        assert_eq!(
+            t.resolved[pref],
+            Resolved::Invalid,
+            "nothing known: invalid"
+        );
+        nodes[1].status = Some(JukiNodeStatus {
+            upstream: Some("nat/national".into()),
+            ..JukiNodeStatus::default()
+        });
+        let with_status: Vec<Arc<JukiNode>> = nodes.into_iter().map(Arc::new).collect();
+        let t = Topology::build(&with_status);
+        let national = t.index_of("nat", "national").unwrap();
+        assert_eq!(t.resolved[pref], Resolved::Node(national));
+        assert!(
+            t.children[national].contains(&pref),
+            "the chain above keeps it"
+        );
+        let problem = t.upstream_problems[pref].as_deref().unwrap();
+        assert!(
+            problem.ends_with("planning with the last valid upstream nat/national"),
+            "{problem}"
+        );
+        assert!(problem.contains("spec.upstream"), "{problem}");
     }
 
     #[test]
