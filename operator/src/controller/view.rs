@@ -665,8 +665,10 @@ mod tests {
                 .ends_with("planning with its last valid spec")
         );
         // A kept spec that does not validate either is no plan.
-        let mut broken = juki_calendar::CalendarConfig::default();
-        broken.time_zone = "Nowhere/Else".into();
+        let broken = juki_calendar::CalendarConfig {
+            time_zone: "Nowhere/Else".into(),
+            ..Default::default()
+        };
         let fresh = LastValid::default();
         assert!(fresh.calendar_from("japan", bad(), Some(&broken)).is_err());
         // A deleted calendar is not planned around, whatever was kept.
