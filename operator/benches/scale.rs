@@ -18,7 +18,6 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -468,31 +467,15 @@ async fn operator(
     let clock_start = open - SignedDuration::from_secs(lead_s * FACTOR);
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
-    let log = std::fs::File::create(LOG)?;
-    let mut child = tokio::process::Command::new(binary)
-        .env("KUBECONFIG", kubeconfig)
-        .env(
-            "RUST_LOG",
-            std::env::var("JUKINET_SCALE_RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
-        )
-        .args([
-            "--clock",
-            &format!("fast:{clock_start},x{FACTOR}"),
-            "--namespace",
-            ns,
-            "--metrics-addr",
-            &addr,
-            "--final-exchange",
-            "skip",
-            "--sqlite-volume",
-            "empty-dir",
-            "--readiness-timeout",
-            "3600",
-        ])
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut child = spawn_operator(
+        binary,
+        kubeconfig,
+        ns,
+        (clock_start, FACTOR),
+        &addr,
+        LOG,
+        &["--readiness-timeout", "3600"],
+    )?;
     let started = Instant::now();
     let pid = child.id().context("operator pid")?;
     let open_at = started + Duration::from_secs(lead_s as u64);

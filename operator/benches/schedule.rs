@@ -20,7 +20,6 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -218,26 +217,15 @@ async fn operator(
 
     let clock_start: Timestamp = CLOCK_START.parse()?;
     let addr = format!("127.0.0.1:{}", free_port()?);
-    let log = std::fs::File::create(LOG)?;
-    let mut child = tokio::process::Command::new(binary)
-        .env("KUBECONFIG", kubeconfig)
-        .env("RUST_LOG", "info,kube=warn")
-        .args([
-            "--clock",
-            &format!("fast:{clock_start},x{FACTOR}"),
-            "--namespace",
-            ns,
-            "--metrics-addr",
-            &addr,
-            "--final-exchange",
-            "skip",
-            "--sqlite-volume",
-            "empty-dir",
-        ])
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut child = spawn_operator(
+        binary,
+        kubeconfig,
+        ns,
+        (clock_start, FACTOR),
+        &addr,
+        LOG,
+        &[],
+    )?;
     let started = Instant::now();
     let pid = child.id().context("operator pid")?;
     let peak = PeakSampler::start(pid);

@@ -422,3 +422,32 @@ impl PeakSampler {
         *self.peak.lock().unwrap()
     }
 }
+
+/// Starts the release operator on `namespace` with a fast clock from `clock` at `factor`, its
+/// metrics on `metrics_addr`, fake pods' settings (no final exchange, an emptyDir database) and
+/// `extra` flags; its output goes to `log`.
+pub fn spawn_operator(
+    binary: &Path,
+    kubeconfig: &Path,
+    namespace: &str,
+    (clock, factor): (jiff::Timestamp, i64),
+    metrics_addr: &str,
+    log: &str,
+    extra: &[&str],
+) -> anyhow::Result<tokio::process::Child> {
+    let log = std::fs::File::create(log)?;
+    let rust_log =
+        std::env::var("JUKINET_SCALE_RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into());
+    let clock = format!("fast:{clock},x{factor}");
+    Ok(tokio::process::Command::new(binary)
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", rust_log)
+        .args(["--clock", &clock, "--namespace", namespace])
+        .args(["--metrics-addr", metrics_addr, "--final-exchange", "skip"])
+        .args(["--sqlite-volume", "empty-dir"])
+        .args(extra)
+        .stdout(std::process::Stdio::from(log.try_clone()?))
+        .stderr(std::process::Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()?)
+}
