@@ -62,6 +62,15 @@ struct State {
     last_batch_date: Option<Date>,
 }
 
+/// Where a node of the forecast starts from.
+#[derive(Debug, Clone, Copy)]
+pub struct Start {
+    /// Offline, or Online with every replica ready.
+    pub phase: NodePhase,
+    /// The last operating date whose batches ran.
+    pub last_batch_date: Option<Date>,
+}
+
 /// Runs the planner for every node from `from` to `to`, all nodes starting Offline with their
 /// batches done up to the day before `from`.
 pub fn simulate(
@@ -70,19 +79,39 @@ pub fn simulate(
     from: Timestamp,
     to: Timestamp,
 ) -> Forecast {
+    let start = Start {
+        phase: NodePhase::Offline,
+        last_batch_date: calendar.date_of(from).yesterday().ok(),
+    };
+    simulate_from(calendar, nodes, &vec![start; nodes.len()], from, to)
+}
+
+/// Runs the planner for every node from `from` to `to`, node `i` starting as `starts[i]` says
+/// (e.g. Online with nights missed while the operator was away).
+pub fn simulate_from(
+    calendar: &Calendar,
+    nodes: &[ForecastNode],
+    starts: &[Start],
+    from: Timestamp,
+    to: Timestamp,
+) -> Forecast {
     let topology: Vec<TopologyNode> = nodes.iter().map(|n| n.topology.clone()).collect();
     let resolved = resolve(&topology);
-    let start_date = calendar.date_of(from).yesterday().ok();
     let mut states: Vec<State> = nodes
         .iter()
-        .map(|_| State {
-            phase: NodePhase::Offline,
-            since: None,
+        .zip(starts)
+        .map(|(node, start)| State {
+            phase: start.phase,
+            since: Some(from),
             reason: "",
-            ready: 0,
+            ready: if start.phase == NodePhase::Online {
+                node.replicas
+            } else {
+                0
+            },
             final_answer: FinalAnswer::NotRequested,
             jobs: Vec::new(),
-            last_batch_date: start_date,
+            last_batch_date: start.last_batch_date,
         })
         .collect();
     let mut out = Forecast::default();
@@ -192,9 +221,9 @@ fn step_node(
         changed = true;
     }
     s.reason = plan.reason;
-    if plan.phase == NodePhase::Offline && plan.reason == "BatchSucceeded" {
-        s.last_batch_date = plan.operating_date.max(s.last_batch_date);
-        s.jobs.clear();
+    if let Some(done) = plan.batches_done {
+        s.last_batch_date = Some(done).max(s.last_batch_date);
+        s.jobs.retain(|(_, date, _)| *date > done);
     }
     if plan.phase == NodePhase::Starting {
         s.final_answer = FinalAnswer::NotRequested;
@@ -213,6 +242,9 @@ pub fn order_violations(
     let resolved = resolve(nodes);
     let mut phase = vec![NodePhase::Offline; nodes.len()];
     let mut stopped_at: Vec<Option<Timestamp>> = vec![None; nodes.len()];
+    // Between a node's Stopping and its next Offline, the nodes below it must stay Offline:
+    // it stopped on the strength of that.
+    let mut stopping = vec![false; nodes.len()];
     let mut problems = Vec::new();
     let name = |i: usize| format!("{}/{}", nodes[i].namespace, nodes[i].name);
     let mut job_iter = jobs.iter().peekable();
@@ -269,6 +301,21 @@ pub fn order_violations(
             }
             stopped_at[c.node] = Some(c.at);
         }
+        if c.to == NodePhase::DailyBatch
+            && !matches!(c.from, NodePhase::Stopping | NodePhase::DailyBatch)
+            && let Resolved::Node(up) = resolved[c.node]
+            && stopping[up]
+        {
+            problems.push(format!(
+                "{} {} left {:?} for DailyBatch while its upstream {} was stopping",
+                c.at,
+                name(c.node),
+                c.from,
+                name(up)
+            ));
+        }
+        stopping[c.node] = matches!(c.to, NodePhase::Stopping | NodePhase::DailyBatch)
+            && (c.to == NodePhase::Stopping || stopping[c.node]);
         phase[c.node] = c.to;
     }
     for j in job_iter {
@@ -502,6 +549,95 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_prefecture_does_not_stop_between_the_dates_of_a_cs_catch_up() {
+        // Friday 20:00, the operator back after an outage: every node Online, the CS with
+        // Wednesday's and Thursday's batches missed. A prefecture closing with the CS (21:00)
+        // must wait for the whole catch-up, not stop when the first missed date is done.
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        let mut nodes = country()[..3].to_vec();
+        nodes[1].online_end = Some(TimeOfDay::parse("21:00").unwrap());
+        let topology: Vec<TopologyNode> = nodes.iter().map(|n| n.topology.clone()).collect();
+        let online = |last: Date| Start {
+            phase: NodePhase::Online,
+            last_batch_date: Some(last),
+        };
+        let starts = [
+            online(jiff::civil::date(2026, 11, 26)),
+            online(jiff::civil::date(2026, 11, 26)),
+            online(jiff::civil::date(2026, 11, 24)),
+        ];
+        let f = simulate_from(
+            &cal,
+            &nodes,
+            &starts,
+            tokyo("2026-11-27T20:00"),
+            tokyo("2026-11-28T00:00"),
+        );
+        assert_eq!(
+            order_violations(&cal, &topology, &f.changes, &f.jobs),
+            Vec::<String>::new()
+        );
+        // The CS ran Wednesday's, Thursday's and Friday's batches, in one DailyBatch.
+        let cs_dates: Vec<String> = f
+            .jobs
+            .iter()
+            .filter(|j| j.node == 2)
+            .map(|j| format!("{} {}", j.batch, j.date))
+            .collect();
+        assert_eq!(
+            cs_dates,
+            [
+                "statistics 2026-11-25",
+                "backup 2026-11-25",
+                "statistics 2026-11-26",
+                "backup 2026-11-26",
+                "statistics 2026-11-27",
+                "backup 2026-11-27"
+            ]
+        );
+        let cs_batch_entries = f
+            .changes
+            .iter()
+            .filter(|c| c.node == 2 && c.to == NodePhase::DailyBatch)
+            .count();
+        assert_eq!(cs_batch_entries, 1, "{:?}", names(&nodes, &f.changes));
+    }
+
+    #[test]
+    fn the_order_check_catches_a_node_below_leaving_offline_while_its_upstream_stops() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        let topology: Vec<TopologyNode> = country().iter().map(|n| n.topology.clone()).collect();
+        let change = |node, from, to| Change {
+            seq: 0,
+            at: tokyo("2026-11-27T21:50"),
+            node,
+            from,
+            to,
+            reason: "",
+        };
+        use NodePhase::*;
+        let cs_back_to_batch = [change(1, Offline, Stopping), change(2, Offline, DailyBatch)];
+        let problems = order_violations(&cal, &topology, &cs_back_to_batch, &[]);
+        assert!(
+            problems.iter().any(|p| p.contains(
+                "p13/cs-131016 left Offline for DailyBatch while its upstream p13/pref-13 was stopping"
+            )),
+            "{problems:?}"
+        );
+        // Once the prefecture is Offline again, a catch-up below it is no break of the order.
+        let after = [
+            change(1, Offline, Stopping),
+            change(1, Stopping, DailyBatch),
+            change(1, DailyBatch, Offline),
+            change(2, Offline, DailyBatch),
+        ];
+        assert_eq!(
+            order_violations(&cal, &topology, &after, &[]),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

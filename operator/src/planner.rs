@@ -147,6 +147,9 @@ pub struct Plan {
     pub action: Action,
     /// The operating date the phase belongs to (the window's start date).
     pub operating_date: Option<Date>,
+    /// An operating date whose batches this plan records as all succeeded (status.lastBatch):
+    /// the date just finished, also on the way from one missed date to the next.
+    pub batches_done: Option<Date>,
     /// When to look again even if nothing changes (a window edge, an override's expiry).
     pub wake_at: Option<Timestamp>,
     /// The next phase change the calendar foresees, for status.
@@ -165,6 +168,7 @@ impl Plan {
             replicas: None,
             action: Action::None,
             operating_date: None,
+            batches_done: None,
             wake_at: None,
             next: None,
             defer_status: false,
@@ -183,6 +187,11 @@ impl Plan {
 
     fn date(mut self, date: Option<Date>) -> Plan {
         self.operating_date = date;
+        self
+    }
+
+    fn batches_done(mut self, date: Option<Date>) -> Plan {
+        self.batches_done = date;
         self
     }
 
@@ -532,9 +541,7 @@ fn step(
         )
         .replicas(0)
         .date(ended_date()),
-        Stopping | DailyBatch => {
-            batch_or_offline(calendar, node, batch_date(calendar, node, ended_date()))
-        }
+        Stopping | DailyBatch => batch_or_offline(calendar, node, ended_date()),
     }
 }
 
@@ -590,23 +597,13 @@ fn missed_batch_dates(calendar: &Calendar, node: &NodeView<'_>, upto: Date) -> V
         .collect()
 }
 
-/// The date whose batches run after a stop that ended the window of `ended`: the oldest missed
-/// one first (an operator outage across nights), else `ended`.
-fn batch_date(calendar: &Calendar, node: &NodeView<'_>, ended: Option<Date>) -> Option<Date> {
-    let ended = ended?;
-    missed_batch_dates(calendar, node, ended)
-        .first()
-        .copied()
-        .or(Some(ended))
-}
-
 fn offline(calendar: &Calendar, node: &NodeView<'_>, now: Timestamp) -> Plan {
     // Batches missed while the operator was away run on catch-up, each missed date once,
     // oldest first.
     if let Some(w) = last_ended_window(calendar, node, now)
-        && let Some(&date) = missed_batch_dates(calendar, node, w.date).first()
+        && !missed_batch_dates(calendar, node, w.date).is_empty()
     {
-        return batch_or_offline(calendar, node, Some(date));
+        return batch_or_offline(calendar, node, Some(w.date));
     }
     let today = calendar.date_of(now);
     // The day's batches done: stay as the transition left it (one write, not two).
@@ -670,16 +667,40 @@ fn drain(node: &NodeView<'_>, date: Option<Date>) -> Plan {
     }
 }
 
-fn batch_or_offline(calendar: &Calendar, node: &NodeView<'_>, date: Option<Date>) -> Plan {
+/// The batches after a stop that ended the window of `ended`: those of every date missed since
+/// the last run, oldest first, then `ended`'s. The node stays in DailyBatch from one date to the
+/// next and is Offline only when all are done: the node above stops on its Offline.
+fn batch_or_offline(calendar: &Calendar, node: &NodeView<'_>, ended: Option<Date>) -> Plan {
     use NodePhase::*;
-    let Some(date) = date else {
+    let Some(ended) = ended else {
         return Plan::new(Offline, "Stopped", "stopped").replicas(0);
     };
-    if node.last_batch_date.is_some_and(|d| d >= date) {
-        return Plan::new(Offline, "BatchSucceeded", format!("batches of {date} done"))
-            .replicas(0)
-            .date(Some(date));
+    let mut dates = missed_batch_dates(calendar, node, ended);
+    if dates.last() != Some(&ended) {
+        dates.push(ended);
     }
+    let mut done = None;
+    for date in dates {
+        if node.last_batch_date.is_some_and(|d| d >= date) {
+            done = Some(date);
+            continue;
+        }
+        match next_batch(calendar, node, date) {
+            Some(plan) => return plan.batches_done(done),
+            None => done = Some(date),
+        }
+    }
+    let date = done.unwrap_or(ended);
+    Plan::new(Offline, "BatchSucceeded", format!("batches of {date} done"))
+        .replicas(0)
+        .date(Some(date))
+        .batches_done(Some(date))
+}
+
+/// The plan for the first batch of `date` not yet succeeded (create it, wait for it, or report
+/// its failure); `None` when all have succeeded.
+fn next_batch(calendar: &Calendar, node: &NodeView<'_>, date: Date) -> Option<Plan> {
+    use NodePhase::*;
     for run in calendar.batch_runs_for(node.tier, date) {
         let name = &run.batch.name;
         let state = node
@@ -691,41 +712,45 @@ fn batch_or_offline(calendar: &Calendar, node: &NodeView<'_>, date: Option<Date>
             JobState::Succeeded => continue,
             // Creating and running read the same in status: one write per batch, not two.
             JobState::Absent => {
-                return Plan::new(
-                    DailyBatch,
-                    "BatchRunning",
-                    format!("batch {name} of {date} running"),
-                )
-                .replicas(0)
-                .action(Action::CreateJob {
-                    batch: name.clone(),
-                    date,
-                })
-                .date(Some(date));
+                return Some(
+                    Plan::new(
+                        DailyBatch,
+                        "BatchRunning",
+                        format!("batch {name} of {date} running"),
+                    )
+                    .replicas(0)
+                    .action(Action::CreateJob {
+                        batch: name.clone(),
+                        date,
+                    })
+                    .date(Some(date)),
+                );
             }
             JobState::Running => {
-                return Plan::new(
-                    DailyBatch,
-                    "BatchRunning",
-                    format!("batch {name} of {date} running"),
-                )
-                .replicas(0)
-                .date(Some(date));
+                return Some(
+                    Plan::new(
+                        DailyBatch,
+                        "BatchRunning",
+                        format!("batch {name} of {date} running"),
+                    )
+                    .replicas(0)
+                    .date(Some(date)),
+                );
             }
             JobState::Failed => {
-                return Plan::new(
-                    Failed,
-                    "BatchFailed",
-                    format!("batch {name} of {date} failed"),
-                )
-                .replicas(0)
-                .date(Some(date));
+                return Some(
+                    Plan::new(
+                        Failed,
+                        "BatchFailed",
+                        format!("batch {name} of {date} failed"),
+                    )
+                    .replicas(0)
+                    .date(Some(date)),
+                );
             }
         }
     }
-    Plan::new(Offline, "BatchSucceeded", format!("batches of {date} done"))
-        .replicas(0)
-        .date(Some(date))
+    None
 }
 
 /// Checks a node's own online end against the calendar's dependency order: after the prefecture
@@ -1112,6 +1137,68 @@ mod tests {
         );
         v.last_batch_date = Some(jiff::civil::date(2026, 11, 27));
         assert_eq!(first(&v, friday_night), None);
+    }
+
+    #[test]
+    fn a_catch_up_of_several_nights_stays_in_daily_batch_from_one_date_to_the_next() {
+        // Between two missed dates the node is not Offline: the prefecture above would take that
+        // for a finished stop and stop while the next date's batches run.
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        let (wed, thu, fri) = (
+            jiff::civil::date(2026, 11, 25),
+            jiff::civil::date(2026, 11, 26),
+            jiff::civil::date(2026, 11, 27),
+        );
+        let friday_night = tokyo("2026-11-27T21:40");
+        let mut v = view(Tier::Cs, NodePhase::DailyBatch);
+        v.last_batch_date = Some(jiff::civil::date(2026, 11, 24));
+        let wednesday_done = [
+            ("statistics".to_string(), wed, JobState::Succeeded),
+            ("backup".to_string(), wed, JobState::Succeeded),
+        ];
+        v.jobs = &wednesday_done;
+        let p = plan(&cal, &v, friday_night);
+        assert_eq!(
+            (p.phase, p.reason, &p.action, p.operating_date),
+            (
+                NodePhase::DailyBatch,
+                "BatchRunning",
+                &Action::CreateJob {
+                    batch: "statistics".into(),
+                    date: thu
+                },
+                Some(thu)
+            )
+        );
+        // Wednesday is recorded as done on the way, so a restart does not run it again.
+        assert_eq!(p.batches_done, Some(wed));
+        // Thursday's statistics running: still Wednesday recorded, nothing created.
+        let thursday_running = [
+            ("statistics".to_string(), wed, JobState::Succeeded),
+            ("backup".to_string(), wed, JobState::Succeeded),
+            ("statistics".to_string(), thu, JobState::Running),
+        ];
+        v.jobs = &thursday_running;
+        let p = plan(&cal, &v, friday_night);
+        assert_eq!((p.phase, &p.action), (NodePhase::DailyBatch, &Action::None));
+        // Once Wednesday is recorded, Thursday and then Friday; Offline only after the last one.
+        v.last_batch_date = Some(thu);
+        let all_done = [
+            ("statistics".to_string(), fri, JobState::Succeeded),
+            ("backup".to_string(), fri, JobState::Succeeded),
+        ];
+        v.jobs = &all_done;
+        let p = plan(&cal, &v, friday_night);
+        assert_eq!(
+            (p.phase, p.reason, p.batches_done),
+            (NodePhase::Offline, "BatchSucceeded", Some(fri))
+        );
+        // A failed date stops the chain there.
+        let thursday_failed = [("statistics".to_string(), thu, JobState::Failed)];
+        v.last_batch_date = Some(wed);
+        v.jobs = &thursday_failed;
+        let p = plan(&cal, &v, friday_night);
+        assert_eq!((p.phase, p.reason), (NodePhase::Failed, "BatchFailed"));
     }
 
     #[test]

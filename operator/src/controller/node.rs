@@ -420,6 +420,12 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         }
     };
     let recheck = show_health(ctx, node, Some(&calendar), &view, &new_status, now);
+    // Counted once per recorded outcome: a catch-up records each date on its way, in DailyBatch.
+    if new_status.last_batch != status.last_batch {
+        for (batch, outcome) in batch_outcomes(&plan, &calendar, node.spec.tier, &jobs) {
+            ctx.metrics.batch(node.spec.tier.as_str(), &batch, outcome);
+        }
+    }
     let warning = matches!(plan.phase, NodePhase::Failed)
         || plan.reason.starts_with("Upstream")
         || plan.reason == "Degraded"
@@ -432,9 +438,6 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
             &format!("{from:?}"),
             &format!("{:?}", plan.phase),
         );
-        for (batch, outcome) in batch_outcomes(&plan, &calendar, node.spec.tier, &jobs) {
-            ctx.metrics.batch(node.spec.tier.as_str(), &batch, outcome);
-        }
         let overridden = node
             .spec
             .manual_override
@@ -469,14 +472,12 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
     {
         publish(node, ctx, true, reason, message.clone()).await;
     }
-    // Catch-up batches (a day missed while the operator was away) are worth their own Event.
-    if let (Action::CreateJob { batch, date }, Some(last)) = (&plan.action, &status.last_batch)
-        && last
-            .date
-            .parse::<Date>()
-            .is_ok_and(|d| calendar.is_open(d) && d < *date)
-        && calendar.date_of(now) > *date
-        && phase == NodePhase::Offline
+    // Catch-up batches (a day missed while the operator was away) are worth their own Event:
+    // those started from Offline, and those of a date before the last ended window's.
+    if let Action::CreateJob { batch, date } = &plan.action
+        && (phase == NodePhase::Offline
+            || crate::planner::last_ended_window(&calendar, &view, now)
+                .is_some_and(|w| w.date > *date))
     {
         publish(
             node,
@@ -692,17 +693,17 @@ fn next_status(
         s.operating_date = plan.operating_date.map(|d| d.to_string());
     }
     s.final_answer = final_answer;
-    if let (Some(date), "BatchSucceeded" | "BatchFailed") = (plan.operating_date, plan.reason) {
+    let recorded = match (plan.reason, plan.operating_date, plan.batches_done) {
+        ("BatchFailed", Some(date), _) => Some((date, "Failed")),
+        (_, _, Some(date)) => Some((date, "Succeeded")),
+        _ => None,
+    };
+    if let Some((date, outcome)) = recorded {
         let batches = calendar
             .batch_runs_for(node.spec.tier, date)
             .iter()
             .map(|r| r.batch.name.clone())
             .collect();
-        let outcome = if plan.reason == "BatchSucceeded" {
-            "Succeeded"
-        } else {
-            "Failed"
-        };
         s.last_batch = Some(LastBatch {
             date: date.to_string(),
             outcome: outcome.into(),
@@ -764,27 +765,24 @@ fn next_status(
     s
 }
 
-/// The batches whose outcome a plan records, by name: every batch of the operating date when
-/// they all succeeded, the failed one when one failed; none for any other plan.
+/// The batches whose outcome a plan records, by name: the failed one when one failed, else every
+/// batch of the date it records as done (also on the way through a catch-up); none otherwise.
 fn batch_outcomes(
     plan: &Plan,
     calendar: &Calendar,
     tier: juki_calendar::Tier,
     jobs: &[(String, Date, crate::planner::JobState)],
 ) -> Vec<(String, &'static str)> {
-    let Some(date) = plan.operating_date else {
-        return Vec::new();
-    };
-    match plan.reason {
-        "BatchSucceeded" => calendar
-            .batch_runs_for(tier, date)
-            .iter()
-            .map(|r| (r.batch.name.clone(), "Succeeded"))
-            .collect(),
-        "BatchFailed" => jobs
+    match (plan.reason, plan.operating_date, plan.batches_done) {
+        ("BatchFailed", Some(date), _) => jobs
             .iter()
             .filter(|(_, d, s)| *d == date && *s == crate::planner::JobState::Failed)
             .map(|(name, _, _)| (name.clone(), "Failed"))
+            .collect(),
+        (_, _, Some(date)) => calendar
+            .batch_runs_for(tier, date)
+            .iter()
+            .map(|r| (r.batch.name.clone(), "Succeeded"))
             .collect(),
         _ => Vec::new(),
     }
@@ -1209,6 +1207,7 @@ mod tests {
             replicas: Some(2),
             action: Action::None,
             operating_date: None,
+            batches_done: None,
             wake_at: None,
             next: None,
             defer_status: false,
@@ -1240,18 +1239,23 @@ mod tests {
             replicas: Some(0),
             action: Action::None,
             operating_date: Some(date),
+            batches_done: Some(date),
             wake_at: None,
             next: None,
             defer_status: false,
         };
         let tier = juki_calendar::Tier::Cs;
-        assert_eq!(
-            batch_outcomes(&plan, &calendar, tier, &[]),
-            [
-                ("statistics".to_string(), "Succeeded"),
-                ("backup".to_string(), "Succeeded")
-            ]
-        );
+        let all_succeeded = [
+            ("statistics".to_string(), "Succeeded"),
+            ("backup".to_string(), "Succeeded"),
+        ];
+        assert_eq!(batch_outcomes(&plan, &calendar, tier, &[]), all_succeeded);
+        // On the way through a catch-up: the date done, while the next date's batch runs.
+        plan.phase = NodePhase::DailyBatch;
+        plan.reason = "BatchRunning";
+        plan.operating_date = date.tomorrow().ok();
+        assert_eq!(batch_outcomes(&plan, &calendar, tier, &[]), all_succeeded);
+        plan.operating_date = Some(date);
         plan.reason = "BatchFailed";
         let jobs = [
             ("statistics".to_string(), date, JobState::Succeeded),
@@ -1262,6 +1266,7 @@ mod tests {
             [("backup".to_string(), "Failed")]
         );
         plan.reason = "Ready";
+        plan.batches_done = None;
         assert!(batch_outcomes(&plan, &calendar, tier, &jobs).is_empty());
     }
 
