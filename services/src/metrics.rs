@@ -14,6 +14,9 @@
 //! | `juki_node_auth_refusals_total` (counter) | `status` (`401`, `403`), `route` — requests refused by authentication or the tree rules |
 //! | `juki_node_provisions_total` (counter) | `outcome` (`provided`, `not_found`, `refused`, `disclosed`) |
 //! | `juki_node_delivery_bytes_total` (counter) | `direction`: `served` (content sent to the tier below: the egress of file delivery), `fetched` (received from the upstream) |
+//! | `juki_node_link_up` (gauge, 0/1) | `upstream` (`host:port`) — the last probe of the upstream's `/healthz` answered 2xx |
+//! | `juki_node_link_rtt_seconds` (gauge) | `upstream` — round trip of the last successful probe |
+//! | `juki_node_last_relay_success_timestamp_seconds` (gauge) | — when the upstream last confirmed a relay batch (Unix time; its age is `time() - …`) |
 //! | `juki_node_wide_area_total` (counter) | `event`: filings here (`move_out_filed`, `moved_in`, `move_out_cancelled`, `issuance_requested`) and messages fetched from the upstream (`message_<kind>`) |
 
 use std::fmt;
@@ -48,6 +51,9 @@ struct Inner {
     auth_refusals: Counter<u64>,
     provisions: Counter<u64>,
     delivery_bytes: Counter<u64>,
+    link_up: Gauge<u64>,
+    link_rtt: Gauge<f64>,
+    last_relay_success: Gauge<f64>,
 }
 
 impl fmt::Debug for Metrics {
@@ -142,8 +148,27 @@ impl Metrics {
                 "File delivery content bytes: served to the tier below, fetched from the upstream.",
             )
             .build();
+        let link_up = meter
+            .u64_gauge("juki_node_link_up")
+            .with_description(
+                "1 when the last probe of the upstream's /healthz answered 2xx, else 0.",
+            )
+            .build();
+        let link_rtt = meter
+            .f64_gauge("juki_node_link_rtt")
+            .with_unit("s")
+            .with_description("Round trip of the last successful probe of the upstream.")
+            .build();
+        let last_relay_success = meter
+            .f64_gauge("juki_node_last_relay_success_timestamp")
+            .with_unit("s")
+            .with_description("When the upstream last confirmed a relay batch (Unix time).")
+            .build();
         Metrics {
             inner: Arc::new(Inner {
+                link_up,
+                link_rtt,
+                last_relay_success,
                 delivery_bytes,
                 auth_refusals,
                 provisions,
@@ -195,6 +220,22 @@ impl Metrics {
         if !ok {
             self.inner.relay_errors.add(1, &[]);
         }
+    }
+
+    /// Records a probe of the link to `upstream` (`host:port`).
+    pub fn link(&self, upstream: &str, link: &crate::relay::probe::Link) {
+        let attrs = [KeyValue::new("upstream", upstream.to_owned())];
+        self.inner.link_up.record(u64::from(link.is_up()), &attrs);
+        if let crate::relay::probe::Link::Up { rtt } = link {
+            self.inner.link_rtt.record(rtt.as_secs_f64(), &attrs);
+        }
+    }
+
+    /// Records when the upstream last confirmed a relay batch.
+    pub fn relay_succeeded(&self, at: jiff::Timestamp) {
+        self.inner
+            .last_relay_success
+            .record(at.as_millisecond() as f64 / 1000.0, &[]);
     }
 
     /// Counts a permanent refusal of a relay batch by the upstream.

@@ -661,3 +661,92 @@ common::on_both_backends!(
     an_extension_in_force_keeps_the_relay_open_past_the_window,
     a_rejected_item_holds_the_outbox_visibly,
 );
+
+/// The value of the one series of `/metrics` whose line starts with `prefix`.
+fn sample(state: &AppState, prefix: &str) -> Option<f64> {
+    state
+        .metrics
+        .render()
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[actix_web::test]
+async fn the_link_probe_reports_the_upstream_up_then_down_with_its_round_trip() {
+    let (Some(pref_db), Some(cs_db)) = (TestDb::new(Backend::Sqlite), TestDb::new(Backend::Sqlite))
+    else {
+        return;
+    };
+    let pref = node(&pref_db, Role::Prefecture);
+    let (pref_url, pref_server) = serve(&pref);
+    let mut cs = with_upstream(node(&cs_db, Role::Cs), Some(pref_url.clone()), None);
+    Arc::get_mut(&mut cs.relay).unwrap().settings.probe_interval = Duration::from_millis(50);
+    let authority = pref_url.trim_start_matches("http://");
+    let up = format!("juki_node_link_up{{upstream=\"{authority}\"}}");
+    let rtt = format!("juki_node_link_rtt_seconds{{upstream=\"{authority}\"}}");
+    let probing = actix_web::rt::spawn(relay::probe::run(cs.node.clone(), cs.relay.clone()));
+    let wait_for = |want: f64| {
+        let (cs, up) = (&cs, &up);
+        async move {
+            for _ in 0..100 {
+                if sample(cs, up) == Some(want) {
+                    return;
+                }
+                actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("{up} never became {want}:\n{}", cs.metrics.render());
+        }
+    };
+    wait_for(1.0).await;
+    let seconds = sample(&cs, &rtt).expect("a round trip once the link answered");
+    assert!(seconds > 0.0 && seconds < 5.0, "{seconds}");
+    // The prefecture goes away: the next probe finds the link down, the last round trip stays.
+    pref_server.stop(true).await;
+    wait_for(0.0).await;
+    assert_eq!(sample(&cs, &rtt), Some(seconds));
+    probing.abort();
+
+    // No relay confirmed yet: no timestamp. Confirmed batches: the time of the last one (the
+    // node's clock), also after a restart with nothing left to send.
+    let last_relay = "juki_node_last_relay_success_timestamp_seconds";
+    assert_eq!(sample(&cs, last_relay), None);
+    let (pref_url, pref_server) = serve(&pref);
+    let cs = with_upstream(cs_with_three_updates(&cs_db).await, Some(pref_url), None);
+    let relaying = actix_web::rt::spawn(relay::run(cs.node.clone(), cs.relay.clone()));
+    wait_for_empty_outbox(&cs).await;
+    relaying.abort();
+    pref_server.stop(true).await;
+    let now = cs.node.clock.now().as_millisecond() as f64 / 1000.0;
+    assert_eq!(sample(&cs, last_relay), Some(now));
+    let restarted = with_upstream(
+        node(&cs_db, Role::Cs),
+        Some("http://127.0.0.1:9".into()),
+        None,
+    );
+    assert_eq!(sample(&restarted, last_relay), None);
+    let relaying =
+        actix_web::rt::spawn(relay::run(restarted.node.clone(), restarted.relay.clone()));
+    for _ in 0..100 {
+        if sample(&restarted, last_relay).is_some() {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    relaying.abort();
+    assert_eq!(sample(&restarted, last_relay), Some(now));
+}
+
+#[actix_web::test]
+async fn the_national_server_probes_nothing() {
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    let national = with_upstream(node(&db, Role::National), None, None);
+    // Returns at once: there is no upstream to probe.
+    actix_web::rt::time::timeout(
+        Duration::from_secs(5),
+        relay::probe::run(national.node.clone(), national.relay.clone()),
+    )
+    .await
+    .expect("the probe of a node without an upstream ends at once");
+    assert!(!national.metrics.render().contains("juki_node_link_up"));
+}

@@ -186,6 +186,7 @@ impl Node {
             .env_remove("JUKI_UPSTREAM_URL")
             .env_remove("DATABASE_URL")
             .env("JUKI_RELAY_BACKOFF_MAX_MS", "400")
+            .env("JUKI_LINK_PROBE_SECS", "1")
             .env("JUKI_DB_POOL_SIZE", "4")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -226,6 +227,29 @@ impl Node {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// The value of the first `/metrics` line that starts with `prefix`.
+    fn metric(&self, prefix: &str) -> Option<f64> {
+        let r = client::get(&format!("{}/metrics", self.url), timeout()).ok()?;
+        String::from_utf8_lossy(&r.body)
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    /// Waits (up to 15 s) until the metric starting with `prefix` reads `want`.
+    fn wait_for_metric(&self, prefix: &str, want: f64) {
+        let started = Instant::now();
+        while self.metric(prefix) != Some(want) {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "{}: {prefix} is {:?}, not {want}",
+                self.name,
+                self.metric(prefix)
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn relay_status(&self) -> Option<Value> {
@@ -479,6 +503,20 @@ fn three_tier_under_kills(backend: Backend) {
         sent_at.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
+    // The CSs' probes of their prefecture: up, and down once it is killed; a relay confirmed.
+    let link = format!(
+        "juki_node_link_up{{upstream=\"{}\"}}",
+        pref.url.trim_start_matches("http://")
+    );
+    cs_a.wait_for_metric(&link, 1.0);
+    assert!(
+        cs_a.metric("juki_node_last_relay_success_timestamp_seconds")
+            .is_some_and(|t| t > 1.7e9),
+        "a confirmed relay has a wall-clock timestamp"
+    );
+    pref.kill();
+    cs_a.wait_for_metric(&link, 0.0);
+    cs_b.wait_for_metric(&link, 0.0);
     drop((cs_a, cs_b, pref, national));
     let _ = std::fs::remove_dir_all(&dir);
 }

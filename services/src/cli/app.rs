@@ -173,6 +173,7 @@ async fn prepare_logged(
         batch: i64::from(args.relay_batch.max(1)),
         backoff_max: Duration::from_millis(args.relay_backoff_max_ms.max(100)),
         final_timeout: Duration::from_secs(args.final_request_timeout_secs),
+        probe_interval: Duration::from_secs(args.link_probe_secs.max(1)),
         ..RelaySettings::default()
     };
     let (deliveries, allow) = open_deliveries(&config, clock.now())?;
@@ -257,6 +258,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.mailbox_wait_secs,
     ));
     tokio::task::spawn_local(relay::run(state.node.clone(), Arc::clone(&state.relay)));
+    tokio::task::spawn_local(relay::probe::run(
+        state.node.clone(),
+        Arc::clone(&state.relay),
+    ));
     start().await?;
     tracing::info!("juki-node stopped");
     Ok(())

@@ -167,6 +167,9 @@ pub struct ServeArgs {
     /// How long a final request waits for the upstream's confirmation, in seconds.
     #[arg(long, env = "JUKI_FINAL_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub final_request_timeout_secs: u64,
+    /// How often the link to the upstream is probed (its /healthz), in seconds.
+    #[arg(long, env = "JUKI_LINK_PROBE_SECS", default_value_t = 15)]
+    pub link_probe_secs: u64,
     /// How long one long poll of the upstream's mailbox waits, in seconds (at most 30).
     #[arg(long, env = "JUKI_MAILBOX_WAIT_SECS", default_value_t = 20)]
     pub mailbox_wait_secs: u64,

@@ -34,6 +34,11 @@ impl Response {
     }
 }
 
+/// The `host:port` of a URL (a default port filled in): how a link is named in the metrics.
+pub fn authority(url: &str) -> Result<String, String> {
+    split_url(url).map(|(authority, _, _)| authority)
+}
+
 /// Splits `http[s]://host:port/path` into (`host:port`, `/path`); true for https.
 fn split_url(url: &str) -> Result<(String, String, bool), String> {
     let (rest, https) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {

@@ -12,6 +12,7 @@ pub mod extensions;
 pub mod final_request;
 pub mod mailbox;
 pub mod outbox;
+pub mod probe;
 pub mod receive;
 pub mod send;
 pub mod wire;
@@ -48,6 +49,8 @@ pub struct RelaySettings {
     pub final_timeout: Duration,
     /// How often an idle relay looks at the outbox (new rows also wake it at once).
     pub idle_poll: Duration,
+    /// How often the link to the upstream is probed ([`probe`]).
+    pub probe_interval: Duration,
 }
 
 impl Default for RelaySettings {
@@ -59,6 +62,7 @@ impl Default for RelaySettings {
             request_timeout: Duration::from_secs(30),
             final_timeout: Duration::from_secs(30),
             idle_poll: Duration::from_millis(500),
+            probe_interval: Duration::from_secs(15),
         }
     }
 }

@@ -73,3 +73,15 @@ pub fn outbox_status(conn: &mut DbConnection) -> Result<OutboxStatus, Error> {
         pending,
     })
 }
+
+/// When the upstream confirmed the last confirmed row (rows are confirmed in seq order, so this
+/// is the newest confirmation); `None` before the first one.
+pub fn last_confirmed_at(conn: &mut DbConnection) -> Result<Option<Timestamp>, Error> {
+    let confirmed = outbox_status(conn)?.confirmed_seq;
+    let sent_at: Option<Option<String>> = outbox::table
+        .filter(outbox::seq.eq(confirmed))
+        .select(outbox::sent_at)
+        .first(conn)
+        .optional()?;
+    Ok(sent_at.flatten().and_then(|t| t.parse().ok()))
+}

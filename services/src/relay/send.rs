@@ -184,6 +184,10 @@ pub async fn run(node: Node, control: Arc<RelayControl>) {
     // The highest seq the upstream acknowledged in this run; the next batch starts after it.
     let mut acked_upto: i64 = 0;
     let mut marking: Option<Marking> = None;
+    // The last confirmation survives a restart: it is the confirmed rows' time.
+    if let Ok(Some(at)) = node.db.read(super::outbox::last_confirmed_at).await {
+        node.metrics.relay_succeeded(at);
+    }
     loop {
         let status = if status_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
             status_at = Some(Instant::now());
@@ -256,6 +260,7 @@ pub async fn run(node: Node, control: Arc<RelayControl>) {
         node.metrics.relay(elapsed.as_secs_f64(), result.is_ok());
         match result {
             Ok(acked) => {
+                node.metrics.relay_succeeded(node.clock.now());
                 tracing::info!(
                     sender = %sender,
                     upstream = %upstream,
