@@ -8,11 +8,11 @@ use jiff::civil::Date;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
-    SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -238,6 +238,37 @@ fn pod_parts(node: &JukiNode, ctx: &Context<'_>) -> (Vec<Volume>, Vec<VolumeMoun
     (volumes, mounts, env)
 }
 
+/// The uid and gid of the juki-node image's user (docker/juki-node.Dockerfile).
+const NODE_USER: i64 = 65532;
+
+/// The node's pods run as the image's non-root user, group-owning their volumes, with no
+/// privilege to gain: the "restricted" Pod Security Standard, so they run in a namespace that
+/// enforces it.
+fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(NODE_USER),
+        run_as_group: Some(NODE_USER),
+        fs_group: Some(NODE_USER),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
 /// A probe of a public route (with TLS over HTTPS: the kubelet shows no client certificate,
 /// which the node accepts on its probes).
 fn probe(path: &str, tls: bool) -> Probe {
@@ -319,9 +350,13 @@ pub fn deployment(node: &JukiNode, ctx: &Context<'_>, replicas: i32) -> Deployme
                         liveness_probe: Some(probe("/healthz", tls.is_some())),
                         resources: node.spec.template.resources.clone(),
                         volume_mounts: Some(mounts),
+                        security_context: Some(container_security()),
                         ..Container::default()
                     }],
                     volumes: Some(volumes),
+                    security_context: Some(pod_security()),
+                    node_selector: node.spec.template.node_selector.clone(),
+                    tolerations: node.spec.template.tolerations.clone(),
                     ..PodSpec::default()
                 }),
             },
@@ -386,9 +421,13 @@ pub fn batch_job(node: &JukiNode, ctx: &Context<'_>, batch: &str, date: Date) ->
                         env: Some(env),
                         resources: node.spec.template.resources.clone(),
                         volume_mounts: Some(mounts),
+                        security_context: Some(container_security()),
                         ..Container::default()
                     }],
                     volumes: Some(volumes),
+                    security_context: Some(pod_security()),
+                    node_selector: node.spec.template.node_selector.clone(),
+                    tolerations: node.spec.template.tolerations.clone(),
                     ..PodSpec::default()
                 }),
             },
@@ -433,6 +472,64 @@ mod tests {
                 date(2026, 11, 30)
             )
         );
+    }
+
+    #[test]
+    fn the_service_and_its_batch_jobs_run_where_the_template_says_as_the_restricted_standard_asks()
+    {
+        let mut node = cs();
+        node.spec.template = serde_json::from_value(json!({
+            "nodeSelector": {"jukinet.io/real-node": "true"},
+            "tolerations": [{"key": "jukinet.io/real-node", "operator": "Exists", "effect": "NoSchedule"}],
+        }))
+        .unwrap();
+        let ctx = Context {
+            calendar_json: &json!({}),
+            extensions_json: &json!([]),
+            upstream_url: None,
+            sqlite_volume: SqliteVolume::Pvc,
+        };
+        let service = deployment(&node, &ctx, 1)
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let batch = batch_job(&node, &ctx, "backup", date(2026, 11, 30))
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        for pod in [service, batch] {
+            assert_eq!(
+                pod.node_selector,
+                Some(BTreeMap::from([(
+                    "jukinet.io/real-node".to_string(),
+                    "true".to_string()
+                )]))
+            );
+            assert_eq!(
+                pod.tolerations.unwrap()[0].key.as_deref(),
+                Some("jukinet.io/real-node")
+            );
+            let security = pod.security_context.unwrap();
+            assert_eq!(
+                (
+                    security.run_as_non_root,
+                    security.run_as_user,
+                    security.fs_group
+                ),
+                (Some(true), Some(65532), Some(65532))
+            );
+            assert_eq!(security.seccomp_profile.unwrap().type_, "RuntimeDefault");
+            let container = pod.containers[0].security_context.clone().unwrap();
+            assert_eq!(container.allow_privilege_escalation, Some(false));
+            assert_eq!(
+                container.capabilities.unwrap().drop,
+                Some(vec!["ALL".to_string()])
+            );
+        }
     }
 
     #[test]

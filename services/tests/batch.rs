@@ -373,6 +373,114 @@ async fn batch_and_restore_commands() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+async fn the_weekly_report_sums_the_weeks_statistics_and_the_monthly_audit_counts_last_months_provisions(
+    backend: Backend,
+) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    let state = with_updates(&db).await;
+    let mut conn = state.db.pool.get().unwrap();
+    // Statistics on Monday June 3 (the updates) and Friday June 7 (none); June 10 is next week.
+    for day in [date(2024, 6, 3), date(2024, 6, 7), date(2024, 6, 10)] {
+        batch::statistics(&mut conn, day).unwrap();
+    }
+    let week = batch::weekly_report(&mut conn, date(2024, 6, 7)).unwrap();
+    assert_eq!(
+        (week.from.as_str(), week.to.as_str()),
+        ("2024-06-01", "2024-06-07")
+    );
+    assert_eq!(week.days, ["2024-06-03", "2024-06-07"]);
+    assert_eq!(
+        week.totals,
+        vec![
+            row("*", "held", 3),
+            row("*", "relayed", 0),
+            row(OWN, "move_in", 2),
+            row(OWN, "relocation", 1),
+        ]
+    );
+
+    // Provisions at the end of May, on June 1 (Japan time) and in April.
+    for (id, at, recipient, outcome) in [
+        ("p1", "2024-05-31T14:59:59Z", "agency-a", "provided"),
+        ("p2", "2024-05-02T03:00:00Z", "agency-a", "provided"),
+        ("p3", "2024-05-20T03:00:00Z", "agency-b", "refused"),
+        ("p4", "2024-05-31T15:00:00Z", "agency-a", "provided"),
+        ("p5", "2024-04-30T14:59:00Z", "agency-a", "provided"),
+    ] {
+        diesel::insert_into(provision_log::table)
+            .values((
+                provision_log::id.eq(id),
+                provision_log::at.eq(at),
+                provision_log::recipient.eq(recipient),
+                provision_log::affair.eq("pension"),
+                provision_log::reason.eq("eligibility"),
+                provision_log::query_kind.eq("by_code"),
+                provision_log::resident_code.eq(Some(TARO)),
+                provision_log::items.eq("[]"),
+                provision_log::outcome.eq(outcome),
+                provision_log::detail.eq(""),
+            ))
+            .execute(&mut conn)
+            .unwrap();
+    }
+    // Run on Monday June 3 (June 1 was a Saturday: the next open day): May is audited, in Japan
+    // time (p4 is June 1 00:00 in Tokyo, p5 April 30 23:59).
+    let audit = batch::monthly_audit(&mut conn, date(2024, 6, 3)).unwrap();
+    assert_eq!(audit.month, "2024-05");
+    assert_eq!(audit.provisions, 3);
+    let counts: Vec<(&str, &str, i64)> = audit
+        .by_recipient
+        .iter()
+        .map(|r| (r.recipient.as_str(), r.outcome.as_str(), r.count))
+        .collect();
+    assert_eq!(
+        counts,
+        [("agency-a", "provided", 2), ("agency-b", "refused", 1)]
+    );
+}
+
+#[actix_web::test]
+async fn every_batch_the_example_calendar_schedules_is_a_batch_command() {
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    with_updates(&db).await;
+    let DbUrl::Sqlite(path) = &db.url else {
+        unreachable!()
+    };
+    let calendar = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/calendar.yaml"),
+    )
+    .unwrap();
+    let names: Vec<&str> = calendar
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- {name: ")?.split(',').next())
+        .collect();
+    assert_eq!(
+        names,
+        ["statistics", "backup", "weekly-report", "monthly-audit"]
+    );
+    let dir = std::env::temp_dir().join(format!("juki-batch-names-{}", std::process::id()));
+    for name in names {
+        // As the operator's Job runs it: `batch NAME --date D`, the database from DATABASE_URL.
+        let out = Command::new(env!("CARGO_BIN_EXE_juki-node"))
+            .args(["batch", name, "--date", "2024-06-03"])
+            .env_remove("JUKI_CONFIG")
+            .env("DATABASE_URL", format!("sqlite://{path}"))
+            .env("JUKI_BACKUP_DIR", &dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "batch {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap_or_else(|e| panic!("batch {name} prints JSON: {e}"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The relations of a PostgreSQL database's public schema.
 fn pg_relations(conn: &mut DbConnection) -> i64 {
     #[derive(QueryableByName)]
@@ -639,9 +747,19 @@ mod sqlite {
     async fn daily_statistics_are_stored_and_rerunnable() {
         super::daily_statistics_are_stored_and_rerunnable(super::Backend::Sqlite).await
     }
+
+    #[actix_web::test]
+    async fn the_weekly_report_and_the_monthly_audit() {
+        super::the_weekly_report_sums_the_weeks_statistics_and_the_monthly_audit_counts_last_months_provisions(super::Backend::Sqlite).await
+    }
 }
 
 mod postgres {
+    #[actix_web::test]
+    async fn the_weekly_report_and_the_monthly_audit() {
+        super::the_weekly_report_sums_the_weeks_statistics_and_the_monthly_audit_counts_last_months_provisions(super::Backend::Postgres).await
+    }
+
     #[actix_web::test]
     async fn backup_restores_every_table_into_a_fresh_database() {
         super::pg_backup_restores_every_table_into_a_fresh_database().await

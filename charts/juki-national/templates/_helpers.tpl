@@ -10,15 +10,24 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end }}
 {{- end -}}
 
-{{/* A JukiNode's template and database, from a node-values dict (image, resources, database). */}}
+{{/* A JukiNode's template and database, from a node-values dict (image, resources,
+nodeSelector, tolerations, database). */}}
 {{- define "jukinet.nodeParts" -}}
-{{- if or .image .resources }}
+{{- if or .image .resources .nodeSelector .tolerations }}
 template:
   {{- with .image }}
   image: {{ . | quote }}
   {{- end }}
   {{- with .resources }}
   resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .tolerations }}
+  tolerations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 {{- end }}

@@ -1,7 +1,9 @@
 //! `JukiNode`: one server of the network (national, prefectural or a municipality's CS).
 
 use juki_calendar::Tier;
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
@@ -162,6 +164,12 @@ pub struct NodeTemplate {
     /// Compute resources of the node container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Node labels the node's pods (the service and its batch Jobs) must run on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Taints the node's pods (the service and its batch Jobs) tolerate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
 }
 
 fn default_image() -> String {
@@ -173,6 +181,8 @@ impl Default for NodeTemplate {
         NodeTemplate {
             image: default_image(),
             resources: None,
+            node_selector: None,
+            tolerations: None,
         }
     }
 }

@@ -41,6 +41,22 @@ fn describe(url: &DbUrl) -> (&'static str, String) {
     }
 }
 
+/// Runs a batch that reads the node's database (migrated first).
+async fn read_batch<T: Send + 'static>(
+    node: crate::cli::config::NodeArgs,
+    run: impl FnOnce(&mut crate::store::db::DbConnection) -> Result<T, Error> + Send + 'static,
+) -> anyhow::Result<T> {
+    let url = node.database()?;
+    Ok(tokio::task::spawn_blocking(move || -> Result<T, Error> {
+        let mut conn = url
+            .connect()
+            .map_err(|e| Error::Batch(format!("connect: {e}")))?;
+        db::run_migrations(&mut conn)?;
+        run(&mut conn)
+    })
+    .await??)
+}
+
 async fn run_batch(job: BatchJob) -> anyhow::Result<()> {
     let out = match job {
         BatchJob::Statistics { node, date } => {
@@ -66,6 +82,18 @@ async fn run_batch(job: BatchJob) -> anyhow::Result<()> {
                 "batch statistics done"
             );
             serde_json::to_string_pretty(&stats)?
+        }
+        BatchJob::WeeklyReport { node, date } => {
+            let date = date.unwrap_or_else(|| SystemClock.today());
+            let report = read_batch(node, move |conn| batch::weekly_report(conn, date)).await?;
+            tracing::info!(job = "weekly-report", from = %report.from, to = %report.to, days = report.days.len(), "batch weekly-report done");
+            serde_json::to_string_pretty(&report)?
+        }
+        BatchJob::MonthlyAudit { node, date } => {
+            let date = date.unwrap_or_else(|| SystemClock.today());
+            let audit = read_batch(node, move |conn| batch::monthly_audit(conn, date)).await?;
+            tracing::info!(job = "monthly-audit", month = %audit.month, provisions = audit.provisions, "batch monthly-audit done");
+            serde_json::to_string_pretty(&audit)?
         }
         BatchJob::Backup { node, output, date } => {
             let url = node.database()?;

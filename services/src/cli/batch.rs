@@ -1,5 +1,5 @@
-//! The daily batch jobs: statistics, backup (SQLite and PostgreSQL), and the restore that
-//! verifies a backup.
+//! The batch jobs: the daily statistics and backup (SQLite and PostgreSQL), the weekly report
+//! and the monthly audit, and the restore that verifies a backup.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -140,6 +140,121 @@ pub fn statistics(conn: &mut DbConnection, date: Date) -> Result<Statistics, Err
             relayed,
             held,
         })
+    })
+}
+
+/// The week's statistics: the stored daily statistics of the seven days ending at `date`, summed
+/// per municipality and reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WeeklyReport {
+    pub from: String,
+    pub to: String,
+    /// The days of the week whose statistics ran (a closed day has none).
+    pub days: Vec<String>,
+    pub totals: Vec<StatRow>,
+}
+
+/// Sums the stored daily statistics of `date` and the six days before it.
+pub fn weekly_report(conn: &mut DbConnection, date: Date) -> Result<WeeklyReport, Error> {
+    let from = date
+        .checked_sub(6.days())
+        .map_err(|e| Error::Batch(format!("date {date}: {e}")))?;
+    let rows: Vec<(String, String, String, i64)> = daily_statistics::table
+        .filter(daily_statistics::date.ge(from.to_string()))
+        .filter(daily_statistics::date.le(date.to_string()))
+        .select((
+            daily_statistics::date,
+            daily_statistics::municipality_code,
+            daily_statistics::reason,
+            daily_statistics::count,
+        ))
+        .load(conn)?;
+    let mut days = std::collections::BTreeSet::new();
+    let mut totals: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let mut held: Option<(String, i64)> = None;
+    for (day, municipality, reason, count) in rows {
+        days.insert(day.clone());
+        if municipality == NODE_WIDE && reason == "held" {
+            // A snapshot, not a count of the day: the week ends with its last day's.
+            if held.as_ref().is_none_or(|(d, _)| *d < day) {
+                held = Some((day, count));
+            }
+            continue;
+        }
+        *totals.entry((municipality, reason)).or_default() += count;
+    }
+    if let Some((_, count)) = held {
+        totals.insert((NODE_WIDE.into(), "held".into()), count);
+    }
+    Ok(WeeklyReport {
+        from: from.to_string(),
+        to: date.to_string(),
+        days: days.into_iter().collect(),
+        totals: totals
+            .into_iter()
+            .map(|((municipality_code, reason), count)| StatRow {
+                municipality_code,
+                reason,
+                count,
+            })
+            .collect(),
+    })
+}
+
+/// One count of the monthly audit: provisions to one recipient with one outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRow {
+    pub recipient: String,
+    pub outcome: String,
+    pub count: i64,
+}
+
+/// The audit of the month before `date`'s month: every provision of personal information
+/// (provision_log) counted per recipient and outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MonthlyAudit {
+    /// YYYY-MM.
+    pub month: String,
+    pub provisions: i64,
+    pub by_recipient: Vec<AuditRow>,
+}
+
+/// Audits the provisions of the month before `date`'s (the batch runs on the 1st, or the next
+/// open day).
+pub fn monthly_audit(conn: &mut DbConnection, date: Date) -> Result<MonthlyAudit, Error> {
+    let this_month = date.first_of_month();
+    let month = this_month
+        .checked_sub(1.month())
+        .map_err(|e| Error::Batch(format!("date {date}: {e}")))?;
+    let (start, _) = day_bounds(month)?;
+    let (end, _) = day_bounds(this_month)?;
+    let (lo, hi) = text_bounds(start, end);
+    let rows: Vec<(String, String, String)> = provision_log::table
+        .filter(provision_log::at.ge(&lo))
+        .filter(provision_log::at.lt(&hi))
+        .select((
+            provision_log::at,
+            provision_log::recipient,
+            provision_log::outcome,
+        ))
+        .load(conn)?;
+    let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for (at, recipient, outcome) in rows {
+        if within(&at, start, end) {
+            *counts.entry((recipient, outcome)).or_default() += 1;
+        }
+    }
+    Ok(MonthlyAudit {
+        month: month.strftime("%Y-%m").to_string(),
+        provisions: counts.values().sum(),
+        by_recipient: counts
+            .into_iter()
+            .map(|((recipient, outcome), count)| AuditRow {
+                recipient,
+                outcome,
+                count,
+            })
+            .collect(),
     })
 }
 

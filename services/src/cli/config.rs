@@ -60,6 +60,24 @@ pub enum BatchJob {
         #[arg(long)]
         date: Option<jiff::civil::Date>,
     },
+    /// Sum the stored daily statistics of the seven days ending at the date, per municipality
+    /// and reason, and print them as JSON (the calendar's `weekly-report`).
+    WeeklyReport {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// The week's last operating date (YYYY-MM-DD); default today.
+        #[arg(long)]
+        date: Option<jiff::civil::Date>,
+    },
+    /// Count the previous month's provisions of personal information per recipient and outcome
+    /// and print them as JSON (the calendar's `monthly-audit`).
+    MonthlyAudit {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// The operating date the audit runs for; the month audited is the one before it.
+        #[arg(long)]
+        date: Option<jiff::civil::Date>,
+    },
     /// A consistent backup with its sha256 and a manifest: SQLite with VACUUM INTO, PostgreSQL
     /// with pg_dump (custom format; JUKI_PG_DUMP overrides the tool's path).
     Backup {
