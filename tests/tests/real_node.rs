@@ -431,3 +431,182 @@ async fn the_operator_image_runs_two_ready_replicas_from_its_chart_under_its_own
     .await
     .unwrap();
 }
+
+fn tokyo(text: &str) -> jiff::Timestamp {
+    format!("{text}[Asia/Tokyo]")
+        .parse::<jiff::Zoned>()
+        .unwrap()
+        .timestamp()
+}
+
+#[tokio::test]
+async fn the_operator_runs_a_national_node_as_real_pods_through_its_final_exchange_and_fridays_batches_under_the_restricted_standard()
+ {
+    use juki_operator::api::{JukiNode, NodePhase};
+    use juki_tests::operator::{OperatorProcess, Recording};
+    use k8s_openapi::api::batch::v1::Job;
+
+    let Some(cluster) = require_real_node!() else {
+        return;
+    };
+    cluster.install_crds().await;
+    let ns = cluster.namespace().await;
+    // The namespace enforces the "restricted" Pod Security Standard: a pod without the
+    // operator's securityContext is refused there.
+    cluster
+        .kubectl(&[
+            "label",
+            "namespace",
+            &ns,
+            "pod-security.kubernetes.io/enforce=restricted",
+        ])
+        .await;
+    let plain = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "plain"},
+        "spec": on_real_node(json!({"containers": [busybox("plain", "true")]})),
+    });
+    let refused = cluster.apply(&plain, Some(&ns)).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("violates PodSecurity"),
+        "{refused}"
+    );
+
+    let calendar = unique_name("real-day");
+    let _calendar = cluster.guard("operatingcalendar", &calendar, None);
+    cluster
+        .apply_yaml(
+            &juki_tests::cluster::read_repo_file("examples/calendar.yaml")
+                .replace("name: japan", &format!("name: {calendar}")),
+            None,
+        )
+        .await
+        .expect("calendar accepted");
+    let placement = on_real_node(json!({}));
+    let national = json!({
+        "apiVersion": "jukinet.io/v1alpha1", "kind": "JukiNode", "metadata": {"name": "national"},
+        "spec": {
+            "tier": "National", "calendar": calendar, "replicas": 1,
+            "template": {
+                "image": juki_node_image(),
+                "nodeSelector": placement["nodeSelector"],
+                "tolerations": placement["tolerations"],
+            },
+            "database": {"kind": "Sqlite", "sqlite": {"storageSize": "64Mi"}},
+        },
+    });
+    cluster.apply(&national, Some(&ns)).await.unwrap();
+    let recording = Recording::start(&cluster, &ns);
+    // Friday evening, ×20: the window closes at 22:00 (90 s from the start), then the real final
+    // exchange through the API server's service proxy, the pods' stop and Friday's three batches
+    // as real Jobs on the node's claim. The production defaults: a real final exchange, claims.
+    let op = OperatorProcess::start_with(
+        &cluster,
+        &ns,
+        tokyo("2026-11-27T21:30"),
+        20,
+        "-real",
+        &[
+            "--final-exchange",
+            "call",
+            "--sqlite-volume",
+            "pvc",
+            "--readiness-timeout",
+            "300",
+        ],
+    );
+    let nodes: Api<JukiNode> = Api::namespaced(cluster.client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+    let serving = poll_until("the national node Online", WAIT, || async {
+        nodes
+            .get_status("national")
+            .await
+            .ok()
+            .and_then(|n| n.status)
+            .is_some_and(|s| s.phase == Some(NodePhase::Online))
+    })
+    .await;
+    let listed = pods.list(&Default::default()).await.unwrap();
+    serving.unwrap_or_else(|e| panic!("{e}: pods {:?}", listed.items));
+    let pod = listed.items.first().expect("the node's pod");
+    assert_eq!(
+        pod.spec.as_ref().unwrap().node_name.as_deref(),
+        Some(NODE_NAME)
+    );
+    let done = poll_until(
+        "Friday's batches done",
+        Duration::from_secs(300),
+        || async {
+            nodes
+                .get_status("national")
+                .await
+                .ok()
+                .and_then(|n| n.status)
+                .and_then(|s| s.last_batch)
+                .is_some_and(|b| b.date == "2026-11-27")
+        },
+    )
+    .await;
+    let status = nodes.get_status("national").await.unwrap().status.unwrap();
+    done.unwrap_or_else(|e| panic!("{e}: {status:?}"));
+    drop(op);
+
+    use NodePhase::*;
+    let mut phases: Vec<NodePhase> = recording
+        .events()
+        .into_iter()
+        .map(|(_, phase, _)| phase)
+        .collect();
+    // Before its first look the node may show Offline.
+    let before = phases.iter().take_while(|p| **p == Offline).count();
+    phases.drain(..before);
+    assert_eq!(
+        phases,
+        [Starting, Online, Draining, Stopping, DailyBatch, Offline],
+        "{status:?}"
+    );
+    let answer = status.final_answer.clone().expect("a final answer");
+    assert_eq!(
+        (answer.date.as_str(), answer.outcome.as_str()),
+        ("2026-11-27", "Received"),
+        "the real node service answered the final request: {answer:?}"
+    );
+    let last = status.last_batch.clone().unwrap();
+    assert_eq!(
+        (last.outcome.as_str(), last.batches.clone()),
+        (
+            "Succeeded",
+            vec![
+                "statistics".to_string(),
+                "backup".to_string(),
+                "weekly-report".to_string()
+            ]
+        )
+    );
+    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &ns);
+    let mut names: Vec<String> = jobs
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|j| j.status.as_ref().and_then(|s| s.succeeded) == Some(1))
+        .filter_map(|j| j.metadata.name.clone())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "national-backup-20261127",
+            "national-statistics-20261127",
+            "national-weekly-report-20261127"
+        ]
+    );
+    for p in pods.list(&Default::default()).await.unwrap().items {
+        assert_eq!(
+            p.spec.as_ref().unwrap().node_name.as_deref(),
+            Some(NODE_NAME),
+            "{:?}",
+            p.metadata.name
+        );
+    }
+}
