@@ -708,47 +708,31 @@ fn next_batch(calendar: &Calendar, node: &NodeView<'_>, date: Date) -> Option<Pl
             .iter()
             .find(|(n, d, _)| n == name && *d == date)
             .map_or(JobState::Absent, |(_, _, s)| *s);
-        match state {
+        // Creating and running read the same in status: one write per batch, not two.
+        let running = || {
+            Plan::new(
+                DailyBatch,
+                "BatchRunning",
+                format!("batch {name} of {date} running"),
+            )
+            .replicas(0)
+            .date(Some(date))
+        };
+        return Some(match state {
             JobState::Succeeded => continue,
-            // Creating and running read the same in status: one write per batch, not two.
-            JobState::Absent => {
-                return Some(
-                    Plan::new(
-                        DailyBatch,
-                        "BatchRunning",
-                        format!("batch {name} of {date} running"),
-                    )
-                    .replicas(0)
-                    .action(Action::CreateJob {
-                        batch: name.clone(),
-                        date,
-                    })
-                    .date(Some(date)),
-                );
-            }
-            JobState::Running => {
-                return Some(
-                    Plan::new(
-                        DailyBatch,
-                        "BatchRunning",
-                        format!("batch {name} of {date} running"),
-                    )
-                    .replicas(0)
-                    .date(Some(date)),
-                );
-            }
-            JobState::Failed => {
-                return Some(
-                    Plan::new(
-                        Failed,
-                        "BatchFailed",
-                        format!("batch {name} of {date} failed"),
-                    )
-                    .replicas(0)
-                    .date(Some(date)),
-                );
-            }
-        }
+            JobState::Absent => running().action(Action::CreateJob {
+                batch: name.clone(),
+                date,
+            }),
+            JobState::Running => running(),
+            JobState::Failed => Plan::new(
+                Failed,
+                "BatchFailed",
+                format!("batch {name} of {date} failed"),
+            )
+            .replicas(0)
+            .date(Some(date)),
+        });
     }
     None
 }
