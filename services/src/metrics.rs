@@ -222,11 +222,12 @@ impl Metrics {
         }
     }
 
-    /// Records a probe of the link to `upstream` (`host:port`).
-    pub fn link(&self, upstream: &str, link: &crate::relay::probe::Link) {
+    /// Records a probe of the link to `upstream` (`host:port`): up with its round trip, or
+    /// down (`None`; the last round trip stays).
+    pub fn link(&self, upstream: &str, rtt: Option<std::time::Duration>) {
         let attrs = [KeyValue::new("upstream", upstream.to_owned())];
-        self.inner.link_up.record(u64::from(link.is_up()), &attrs);
-        if let crate::relay::probe::Link::Up { rtt } = link {
+        self.inner.link_up.record(u64::from(rtt.is_some()), &attrs);
+        if let Some(rtt) = rtt {
             self.inner.link_rtt.record(rtt.as_secs_f64(), &attrs);
         }
     }

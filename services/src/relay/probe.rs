@@ -33,6 +33,14 @@ impl Link {
     pub fn is_up(&self) -> bool {
         matches!(self, Link::Up { .. })
     }
+
+    /// The round trip of a link that is up.
+    pub fn rtt(&self) -> Option<Duration> {
+        match self {
+            Link::Up { rtt } => Some(*rtt),
+            Link::Down { .. } => None,
+        }
+    }
 }
 
 /// Probes `upstream` once, waiting at most `timeout`.
@@ -57,7 +65,7 @@ pub async fn run(node: Node, control: Arc<RelayControl>) {
     let mut was_up: Option<bool> = None;
     loop {
         let link = probe(&upstream, timeout).await;
-        node.metrics.link(&target, &link);
+        node.metrics.link(&target, link.rtt());
         if was_up != Some(link.is_up()) {
             match &link {
                 Link::Up { rtt } => {
