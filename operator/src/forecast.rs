@@ -314,8 +314,11 @@ pub fn order_violations(
                 name(up)
             ));
         }
-        stopping[c.node] = matches!(c.to, NodePhase::Stopping | NodePhase::DailyBatch)
-            && (c.to == NodePhase::Stopping || stopping[c.node]);
+        stopping[c.node] = match c.to {
+            NodePhase::Stopping => true,
+            NodePhase::DailyBatch => stopping[c.node],
+            _ => false,
+        };
         phase[c.node] = c.to;
     }
     for j in job_iter {

@@ -693,12 +693,7 @@ fn next_status(
         s.operating_date = plan.operating_date.map(|d| d.to_string());
     }
     s.final_answer = final_answer;
-    let recorded = match (plan.reason, plan.operating_date, plan.batches_done) {
-        ("BatchFailed", Some(date), _) => Some((date, "Failed")),
-        (_, _, Some(date)) => Some((date, "Succeeded")),
-        _ => None,
-    };
-    if let Some((date, outcome)) = recorded {
+    if let Some((date, outcome)) = recorded_batch(plan) {
         let batches = calendar
             .batch_runs_for(node.spec.tier, date)
             .iter()
@@ -765,26 +760,36 @@ fn next_status(
     s
 }
 
-/// The batches whose outcome a plan records, by name: the failed one when one failed, else every
-/// batch of the date it records as done (also on the way through a catch-up); none otherwise.
+/// The date and outcome a plan records in `status.lastBatch`: a failed batch's date, else the
+/// date whose batches it records as done (also on the way through a catch-up).
+fn recorded_batch(plan: &Plan) -> Option<(Date, &'static str)> {
+    match (plan.reason, plan.operating_date, plan.batches_done) {
+        ("BatchFailed", Some(date), _) => Some((date, "Failed")),
+        (_, _, Some(date)) => Some((date, "Succeeded")),
+        _ => None,
+    }
+}
+
+/// The batches whose outcome a plan records (see [`recorded_batch`]), by name: the failed one,
+/// or every batch of the date done; none for any other plan.
 fn batch_outcomes(
     plan: &Plan,
     calendar: &Calendar,
     tier: juki_calendar::Tier,
     jobs: &[(String, Date, crate::planner::JobState)],
 ) -> Vec<(String, &'static str)> {
-    match (plan.reason, plan.operating_date, plan.batches_done) {
-        ("BatchFailed", Some(date), _) => jobs
+    match recorded_batch(plan) {
+        Some((date, "Failed")) => jobs
             .iter()
             .filter(|(_, d, s)| *d == date && *s == crate::planner::JobState::Failed)
             .map(|(name, _, _)| (name.clone(), "Failed"))
             .collect(),
-        (_, _, Some(date)) => calendar
+        Some((date, outcome)) => calendar
             .batch_runs_for(tier, date)
             .iter()
-            .map(|r| (r.batch.name.clone(), "Succeeded"))
+            .map(|r| (r.batch.name.clone(), outcome))
             .collect(),
-        _ => Vec::new(),
+        None => Vec::new(),
     }
 }
 

@@ -41,7 +41,7 @@ fn describe(url: &DbUrl) -> (&'static str, String) {
     }
 }
 
-/// Runs a batch that reads the node's database (migrated first).
+/// Runs a batch on the node's database (migrated first), off the async runtime.
 async fn read_batch<T: Send + 'static>(
     node: crate::cli::config::NodeArgs,
     run: impl FnOnce(&mut crate::store::db::DbConnection) -> Result<T, Error> + Send + 'static,
@@ -60,17 +60,9 @@ async fn read_batch<T: Send + 'static>(
 async fn run_batch(job: BatchJob) -> anyhow::Result<()> {
     let out = match job {
         BatchJob::Statistics { node, date } => {
-            let url = node.database()?;
             let date = date.unwrap_or_else(|| SystemClock.today());
-            let (kind, location) = describe(&url);
-            let stats = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-                let mut conn = url
-                    .connect()
-                    .map_err(|e| Error::Batch(format!("connect: {e}")))?;
-                db::run_migrations(&mut conn)?;
-                batch::statistics(&mut conn, date)
-            })
-            .await??;
+            let (kind, location) = describe(&node.database()?);
+            let stats = read_batch(node, move |conn| batch::statistics(conn, date)).await?;
             tracing::info!(
                 job = "statistics",
                 date = %stats.date,
