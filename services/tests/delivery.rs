@@ -295,13 +295,92 @@ fn the_content_endpoint_answers_ranges_and_bad_input() {
         (400, Some("file")),
         "{answer}"
     );
-    // The national server has no upstream to fetch from.
+    // The national server has no upstream to fetch from: it stages only what was uploaded.
     let national = TestNode::new(Role::National, None);
     let n = Served::start(&national.state);
-    let (status, answer) = fetch_at(&n.url, sha.as_str(), None);
+    let (status, answer) = fetch_at(&n.url, sha.as_str(), Some("codes"));
     assert_eq!(
         (status, answer["error"].as_str()),
-        (403, Some("wrong_role")),
+        (404, Some("not_found")),
+        "{answer}"
+    );
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("upload it first")
+    );
+    assert!(national.deliveries().staged().unwrap().is_empty());
+    let upload = format!("/admin/v1/deliveries/content/{sha}");
+    assert_eq!(call(&n.url, "PUT", &upload, Some(&data)).0, 201);
+    let (status, answer) = fetch_at(&n.url, sha.as_str(), Some("codes"));
+    assert_eq!(
+        (status, &answer["staged"]),
+        (200, &json!("codes")),
+        "{answer}"
+    );
+    assert_eq!(
+        national.deliveries().staged().unwrap()[0].sha256,
+        sha.as_str()
+    );
+}
+
+fn withdraw_at(node_url: &str, file: &str, sha: &str) -> (u16, Value) {
+    let body = json!({ "sha256": sha }).to_string();
+    let path = format!("/admin/v1/deliveries/files/{file}/withdraw");
+    call(node_url, "POST", &path, Some(body.as_bytes()))
+}
+
+/// A halted delivery is taken back wherever it got to: unstaged where only fetched, rolled back
+/// where applied, nothing where it never came; asking again changes nothing.
+#[test]
+fn a_withdrawn_delivery_is_unstaged_or_rolled_back_and_asking_again_is_harmless() {
+    let pref = TestNode::new(Role::Prefecture, None);
+    let p = Served::start(&pref.state);
+    let deliveries = pref.deliveries();
+    let good = stage(deliveries, "codes", b"version 1");
+    deliveries.apply_staged("t1", &no_check).unwrap();
+    let bad = stage(deliveries, "codes", b"version 2, garbled");
+
+    let (status, answer) = withdraw_at(&p.url, "codes", bad.as_str());
+    assert_eq!(
+        (status, &answer["withdrawn"]),
+        (200, &json!("unstaged")),
+        "{answer}"
+    );
+    assert!(deliveries.staged().unwrap().is_empty());
+    assert!(deliveries.apply_staged("t2", &no_check).unwrap().is_empty());
+    assert_eq!(current(deliveries, "codes").unwrap(), b"version 1");
+
+    // Applied before the halt reached it: the previous version comes back at the next start.
+    stage(deliveries, "codes", b"version 2, garbled");
+    deliveries.apply_staged("t3", &no_check).unwrap();
+    let (status, answer) = withdraw_at(&p.url, "codes", bad.as_str());
+    assert_eq!(
+        (status, &answer["withdrawn"], &answer["staged"]),
+        (200, &json!("rolledBack"), &json!(good.as_str())),
+        "{answer}"
+    );
+    deliveries.apply_staged("t4", &no_check).unwrap();
+    assert_eq!(current(deliveries, "codes").unwrap(), b"version 1");
+    let (status, answer) = withdraw_at(&p.url, "codes", bad.as_str());
+    assert_eq!(
+        (status, &answer["withdrawn"]),
+        (200, &json!("nothing")),
+        "{answer}"
+    );
+    assert!(deliveries.staged().unwrap().is_empty());
+
+    let (status, answer) = withdraw_at(&p.url, "codes", "not-a-digest");
+    assert_eq!(
+        (status, answer["field"].as_str()),
+        (400, Some("sha256")),
+        "{answer}"
+    );
+    let (status, answer) = withdraw_at(&p.url, "Codes", bad.as_str());
+    assert_eq!(
+        (status, answer["field"].as_str()),
+        (400, Some("file")),
         "{answer}"
     );
 }

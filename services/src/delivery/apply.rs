@@ -93,6 +93,17 @@ pub enum Outcome {
     },
 }
 
+/// What [`Deliveries::withdraw`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Withdrawn {
+    /// The staged entry was removed: nothing of it will be applied.
+    Unstaged,
+    /// It was current: the previous version is staged for the next start.
+    RolledBack(Sha256),
+    /// The node neither staged nor applied it.
+    Nothing,
+}
+
 /// The points between the steps of an apply (tests stop there, as a crash would).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -305,6 +316,24 @@ impl Deliveries {
         let sha = Sha256::parse(sha)?;
         self.content.verify(&sha)?;
         check(name, &self.content.path(&sha))
+    }
+
+    /// Takes back the delivery of `sha` as `name`, whatever this node did with it: a staged
+    /// entry for it is removed (a refused one too), a current version of it is rolled back to
+    /// the previous one (staged, applied at the next start). Idempotent: a node that never had
+    /// it, or gave it back already, does nothing.
+    pub fn withdraw(&self, name: &FileName, sha: &Sha256) -> Result<Withdrawn, Error> {
+        let staged: Option<Staged> = read_json(&self.staged_path(name))?;
+        let current = self.record(name)?.map(|r| r.current.sha256);
+        if current.as_deref() == Some(sha.as_str()) {
+            // The previous version is staged over whatever else was staged.
+            return self.rollback(name).map(Withdrawn::RolledBack);
+        }
+        if staged.is_some_and(|s| s.sha256 == sha.as_str()) {
+            self.unstage(name)?;
+            return Ok(Withdrawn::Unstaged);
+        }
+        Ok(Withdrawn::Nothing)
     }
 
     fn unstage(&self, name: &FileName) -> Result<(), Error> {

@@ -109,7 +109,7 @@ fn delivery_paths() -> Value {
             }
         }},
         "/admin/v1/deliveries/fetch": {"post": {
-            "summary": "Fetch content from the upstream node (resuming a partial download), verify it, and stage it as a named file for the next start (operator only; not at the national server)",
+            "summary": "Fetch content from the upstream node (resuming a partial download), verify it, and stage it as a named file for the next start; the national server stages content uploaded to it (operator only)",
             "requestBody": {"required": true, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["sha256"], "additionalProperties": false,
                 "properties": {
@@ -120,7 +120,7 @@ fn delivery_paths() -> Value {
             "responses": {
                 "200": json_response("{sha256, bytes, alreadyPresent, resumedFrom, staged}", json!({"type": "object"})),
                 "400": error_response("Malformed request"),
-                "403": error_response("The national server fetches from nobody"),
+                "404": error_response("At the national server: the content was not uploaded"),
                 "409": error_response("The same content is being fetched already"),
                 "502": error_response("The upstream failed: upstream_unavailable, upstream_missing, upstream_refused, truncated (kept to resume) or digest_mismatch (removed)"),
                 "503": error_response("No upstream or no delivery directory")
@@ -142,6 +142,18 @@ fn delivery_paths() -> Value {
                 "200": json_response("{file, staged}", json!({"type": "object"})),
                 "400": error_response("Malformed file name"),
                 "409": error_response("No previous version")
+            }
+        }},
+        "/admin/v1/deliveries/files/{file}/withdraw": {"post": {
+            "summary": "Take back a halted delivery of a file: unstage it, or stage the previous version if it was applied (operator only; idempotent)",
+            "parameters": [{"name": "file", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["sha256"], "additionalProperties": false,
+                "properties": {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}}}},
+            "responses": {
+                "200": json_response("{file, withdrawn: unstaged|rolledBack|nothing, staged?}", json!({"type": "object"})),
+                "400": error_response("Malformed file name or digest"),
+                "409": error_response("Applied with no previous version to roll back to")
             }
         }}
     })

@@ -222,6 +222,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/admin/v1/deliveries/files/{file}/rollback",
         web::post().to(handlers::deliveries::post_rollback),
     )
+    .route(
+        "/admin/v1/deliveries/files/{file}/withdraw",
+        web::post().to(handlers::deliveries::post_withdraw),
+    )
     .app_data(
         web::QueryConfig::default()
             .error_handler(|e, _| Error::InvalidBody(format!("query: {e}")).into()),

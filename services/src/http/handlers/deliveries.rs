@@ -18,6 +18,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::delivery::apply::Withdrawn;
 use crate::delivery::content::{CHUNK, Stored};
 use crate::delivery::{Deliveries, FileName, Sha256, fetch, parse_range};
 use crate::domain::identity::Role;
@@ -170,8 +171,13 @@ pub(crate) async fn post_fetch(
         .map_err(|e| Error::InvalidBody(format!("fetch request: {e}")))?;
     let sha = Sha256::parse(&request.sha256)?;
     let file = request.file.as_deref().map(FileName::parse).transpose()?;
+    let deliveries = deliveries(&state)?;
     if state.identity.role == Role::National {
-        return Err(Error::WrongRole(Role::National.as_str()));
+        // The source of the tree has nothing to fetch from: it stages what it was given.
+        return stage_uploaded(&deliveries, &sha, file.as_ref()).map(|answer| {
+            tracing::info!(sha256 = %sha, staged = request.file.as_deref().unwrap_or(""), "delivery staged");
+            HttpResponse::Ok().json(answer)
+        });
     }
     let upstream = state.relay.upstream.clone().ok_or_else(|| {
         Error::NotReady("no upstream URL configured: nothing to fetch from".into())
@@ -185,7 +191,6 @@ pub(crate) async fn post_fetch(
             "the upstream is outside its online window: fetch while it is online".into(),
         ));
     }
-    let deliveries = deliveries(&state)?;
     let fetched = web::block(move || -> Result<_, Error> {
         let fetched = fetch::fetch(&deliveries, &upstream, &sha, FETCH_TIMEOUT)?;
         if let Some(file) = &file {
@@ -212,6 +217,61 @@ pub(crate) async fn post_fetch(
     );
     let mut answer = serde_json::to_value(&fetched).map_err(|e| Error::Storage(e.to_string()))?;
     answer["staged"] = json!(request.file);
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+/// The national server's answer to a fetch: the content must have been uploaded to it.
+fn stage_uploaded(
+    deliveries: &Deliveries,
+    sha: &Sha256,
+    file: Option<&FileName>,
+) -> Result<serde_json::Value, Error> {
+    let bytes = deliveries.content.size(sha).ok_or_else(|| {
+        Error::ContentNotFound(format!(
+            "{sha}: the national server fetches nothing; upload it first (PUT /admin/v1/deliveries/content/{sha})"
+        ))
+    })?;
+    if let Some(file) = file {
+        deliveries.stage(file, sha)?;
+    }
+    Ok(json!({
+        "sha256": sha.as_str(), "bytes": bytes, "alreadyPresent": true, "resumedFrom": 0,
+        "staged": file.map(FileName::as_str),
+    }))
+}
+
+/// The body of `POST /admin/v1/deliveries/files/{file}/withdraw`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WithdrawRequest {
+    sha256: String,
+}
+
+/// `POST /admin/v1/deliveries/files/{file}/withdraw` `{"sha256"}`: take back a halted
+/// delivery: unstage it, or roll the file back to its previous version if it was applied.
+/// Answers `withdrawn`: `unstaged`, `rolledBack` (with the version staged) or `nothing`.
+pub(crate) async fn post_withdraw(
+    state: web::Data<AppState>,
+    file: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, Error> {
+    let request: WithdrawRequest = serde_json::from_slice(&body)
+        .map_err(|e| Error::InvalidBody(format!("withdraw request: {e}")))?;
+    let sha = Sha256::parse(&request.sha256)?;
+    let file = FileName::parse(&file)?;
+    let deliveries = deliveries(&state)?;
+    let name = file.as_str().to_owned();
+    let done = web::block(move || deliveries.withdraw(&file, &sha))
+        .await
+        .map_err(|e| Error::Blocking(e.to_string()))??;
+    let answer = match &done {
+        Withdrawn::Unstaged => json!({"file": name, "withdrawn": "unstaged"}),
+        Withdrawn::RolledBack(previous) => {
+            json!({"file": name, "withdrawn": "rolledBack", "staged": previous.as_str()})
+        }
+        Withdrawn::Nothing => json!({"file": name, "withdrawn": "nothing"}),
+    };
+    tracing::info!(file = %name, sha256 = %request.sha256, withdrawn = ?done, "delivery withdrawn");
     Ok(HttpResponse::Ok().json(answer))
 }
 
