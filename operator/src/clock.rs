@@ -37,6 +37,12 @@ pub trait Clock: Send + Sync + fmt::Debug {
     fn clock_time_of(&self, real: Timestamp) -> Timestamp {
         real
     }
+
+    /// This clock for the node services, `fast:SHOWN@REAL,xFACTOR` (juki-node's `clock`),
+    /// when it is not the real one.
+    fn shared(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The system clock.
@@ -62,6 +68,9 @@ impl Clock for FixedClock {
     }
     fn factor(&self) -> f64 {
         0.0
+    }
+    fn shared(&self) -> Option<String> {
+        Some(format!("fast:{}@{},x0", self.0, self.0))
     }
 }
 
@@ -100,6 +109,12 @@ impl Clock for FastClock {
         self.start
             .saturating_add(SignedDuration::from_secs_f64(since))
             .unwrap_or(self.start)
+    }
+    fn shared(&self) -> Option<String> {
+        Some(format!(
+            "fast:{}@{},x{}",
+            self.start, self.real_start, self.factor
+        ))
     }
 }
 
@@ -164,6 +179,32 @@ mod tests {
             wait <= Duration::from_secs(6) && wait > Duration::from_millis(5900),
             "{wait:?}"
         );
+    }
+
+    #[test]
+    fn the_nodes_are_given_the_clock_anchored_at_a_real_instant_and_the_real_clock_is_not_given() {
+        let fast = FastClock::new("2026-11-25T01:00:00Z".parse().unwrap(), 300.0);
+        let shared = fast.shared().unwrap();
+        let (shown, rest) = shared
+            .strip_prefix("fast:")
+            .unwrap()
+            .split_once('@')
+            .unwrap();
+        let (real, factor) = rest.split_once(",x").unwrap();
+        assert_eq!((shown, factor), ("2026-11-25T01:00:00Z", "300"));
+        // The anchor's real instant is when the clock started: reading it back gives the start.
+        let real: Timestamp = real.parse().unwrap();
+        assert!(
+            fast.clock_time_of(real).duration_since(fast.start).abs()
+                < SignedDuration::from_secs(1)
+        );
+        assert_eq!(
+            FixedClock("2026-11-25T01:00:00Z".parse().unwrap())
+                .shared()
+                .unwrap(),
+            "fast:2026-11-25T01:00:00Z@2026-11-25T01:00:00Z,x0"
+        );
+        assert_eq!(RealClock.shared(), None);
     }
 
     #[test]

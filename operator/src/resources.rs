@@ -65,6 +65,9 @@ pub struct Context<'a> {
     /// The upstream's Service URL, if any.
     pub upstream_url: Option<String>,
     pub sqlite_volume: SqliteVolume,
+    /// The operator's clock when it is not the real one (`fast:SHOWN@REAL,xFACTOR`), so that
+    /// the node judges its online windows on the same clock; None in production.
+    pub node_clock: Option<String>,
 }
 
 fn name(node: &JukiNode) -> String {
@@ -104,7 +107,7 @@ fn meta(node: &JukiNode, name: String) -> ObjectMeta {
 /// The ConfigMap with the calendar and the node's configuration, read by the node service.
 pub fn config_map(node: &JukiNode, ctx: &Context<'_>) -> ConfigMap {
     let spec = &node.spec;
-    let node_config = json!({
+    let mut node_config = json!({
         "name": name(node),
         "role": spec.tier.as_str(),
         "prefecture": spec.prefecture.clone().or_else(|| spec.municipality.as_ref().map(|m| m[..2].to_string())),
@@ -113,6 +116,9 @@ pub fn config_map(node: &JukiNode, ctx: &Context<'_>) -> ConfigMap {
         "upstreamUrl": ctx.upstream_url,
         "listen": format!("0.0.0.0:{PORT}"),
     });
+    if let Some(clock) = &ctx.node_clock {
+        node_config["clock"] = json!(clock);
+    }
     ConfigMap {
         metadata: meta(node, format!("{}-config", name(node))),
         data: Some(BTreeMap::from([
@@ -487,6 +493,7 @@ mod tests {
             calendar_json: &json!({}),
             extensions_json: &json!([]),
             upstream_url: None,
+            node_clock: None,
             sqlite_volume: SqliteVolume::Pvc,
         };
         let service = deployment(&node, &ctx, 1)
@@ -540,6 +547,7 @@ mod tests {
             extensions_json: &json!([]),
             upstream_url: Some("http://pref-13.juki-pref-13.svc:8080".into()),
             sqlite_volume: SqliteVolume::EmptyDir,
+            node_clock: None,
         };
         let d = deployment(&node, &ctx, 2);
         assert_eq!(d.spec.as_ref().unwrap().replicas, Some(2));
@@ -552,8 +560,20 @@ mod tests {
         let node_json = &cm.data.as_ref().unwrap()["node.json"];
         assert!(
             node_json.contains("\"prefecture\": \"13\"")
-                && node_json.contains("pref-13.juki-pref-13.svc"),
+                && node_json.contains("pref-13.juki-pref-13.svc")
+                && !node_json.contains("clock"),
             "{node_json}"
+        );
+        // On a fast clock the node is given the operator's clock.
+        let fast = Context {
+            node_clock: Some("fast:2026-11-25T01:00:00Z@2026-12-06T05:00:00Z,x300".into()),
+            ..ctx.clone()
+        };
+        let node_json: serde_json::Value =
+            serde_json::from_str(&config_map(&node, &fast).data.unwrap()["node.json"]).unwrap();
+        assert_eq!(
+            node_json["clock"],
+            "fast:2026-11-25T01:00:00Z@2026-12-06T05:00:00Z,x300"
         );
         let job = batch_job(&node, &ctx, "backup", date(2026, 11, 30));
         assert_eq!(
@@ -584,6 +604,7 @@ mod tests {
             calendar_json: &json!({}),
             extensions_json: &json!([]),
             upstream_url: None,
+            node_clock: None,
             sqlite_volume: SqliteVolume::EmptyDir,
         };
         let container =

@@ -540,6 +540,7 @@ fn pod_context(ctx: &Context) -> resources::Context<'static> {
         calendar_json: &serde_json::Value::Null,
         extensions_json: &serde_json::Value::Null,
         upstream_url: None,
+        node_clock: None,
         sqlite_volume: ctx.settings.sqlite_volume,
     }
 }

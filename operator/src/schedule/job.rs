@@ -120,6 +120,7 @@ mod tests {
             calendar_json: &json!({}),
             extensions_json: &serde_json::json!([]),
             upstream_url: None,
+            node_clock: None,
             sqlite_volume: SqliteVolume::EmptyDir,
         };
         let job = job(
@@ -167,6 +168,7 @@ mod tests {
             calendar_json: &json!({}),
             extensions_json: &serde_json::json!([]),
             upstream_url: None,
+            node_clock: None,
             sqlite_volume: SqliteVolume::EmptyDir,
         };
         let job = job(

@@ -250,7 +250,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.node.validate()?;
     let listen = args.listen(&config);
     let (kind, location) = describe(&config.database);
-    let (state, applied) = prepare_logged(&args, &config, Arc::new(SystemClock)).await?;
+    let clock: Arc<dyn Clock> = match config.clock {
+        Some(shared) => {
+            tracing::info!(now = %shared.now(), "on the operator's clock");
+            Arc::new(shared)
+        }
+        None => Arc::new(SystemClock),
+    };
+    let (state, applied) = prepare_logged(&args, &config, clock).await?;
     if let Some(files) = &config.tls {
         crate::relay::client::set_tls(files.client_config()?);
     }

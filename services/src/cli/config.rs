@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use juki_calendar::Calendar;
 use serde_json::Value;
 
+use crate::domain::clock::SharedClock;
 use crate::domain::identity::{NodeIdentity, Role};
 use crate::error::Error;
 use crate::store::db::DbUrl;
@@ -164,6 +165,11 @@ pub struct NodeArgs {
     /// `allow-list` wins over --allow-list.
     #[arg(long, env = "JUKI_DELIVERY_DIR")]
     pub delivery_dir: Option<PathBuf>,
+    /// The clock the node judges its online windows by: `real` (the default), or the
+    /// operator's fast clock as `fast:SHOWN@REAL,xFACTOR` (at the real instant REAL it showed
+    /// SHOWN; demos and tests of a whole night). Then the file's `clock`.
+    #[arg(long, env = "JUKI_CLOCK")]
+    pub clock: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -239,6 +245,8 @@ pub struct NodeConfig {
     pub allow_list: crate::provision::AllowList,
     /// Where delivered content and files are kept.
     pub delivery_dir: PathBuf,
+    /// The operator's clock when it is not the real one; None: the system clock.
+    pub clock: Option<SharedClock>,
 }
 
 /// The node configuration file (`/etc/juki/node.json`, rendered by the operator).
@@ -253,6 +261,8 @@ pub struct FileConfig {
     pub calendar: Option<PathBuf>,
     pub name: Option<String>,
     pub extensions: Option<PathBuf>,
+    /// `clock`: the operator's clock when it is not the real one (see [`SharedClock`]).
+    pub clock: Option<String>,
 }
 
 fn text(v: &Value, key: &str) -> Result<Option<String>, Error> {
@@ -303,6 +313,7 @@ impl FileConfig {
             calendar: text(&v, "calendar")?.map(PathBuf::from),
             name: text(&v, "name")?,
             extensions: text(&v, "extensions")?.map(PathBuf::from),
+            clock: text(&v, "clock")?,
         })
     }
 
@@ -445,7 +456,15 @@ impl NodeArgs {
                 DbUrl::Sqlite(path) => Path::new(path).with_extension("deliveries"),
                 DbUrl::Postgres(_) => PathBuf::from("deliveries"),
             });
+        let clock = self
+            .clock
+            .clone()
+            .or(file.clock.clone())
+            .map(|spec| SharedClock::parse(&spec).map_err(|e| Error::Config(format!("clock: {e}"))))
+            .transpose()?
+            .flatten();
         Ok(NodeConfig {
+            clock,
             delivery_dir,
             identity,
             database,
@@ -565,6 +584,47 @@ mod tests {
         assert!(parse(&["--config", p]).is_err());
         assert!(FileConfig::parse(r#"{"role": "king"}"#).is_err());
         assert!(FileConfig::parse("[]").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_operators_clock_from_the_file_or_the_flag_and_a_bad_one_named() {
+        let dir = std::env::temp_dir().join(format!("juki-node-clock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.json");
+        std::fs::write(
+            &path,
+            r#"{"role": "National", "clock": "fast:2026-11-25T01:00:00Z@2026-12-06T05:00:00Z,x300"}"#,
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = parse(&["--config", p, "--database-url", "/tmp/x.db"]).unwrap();
+        let at = |t: &str| t.parse::<jiff::Timestamp>().unwrap();
+        assert_eq!(
+            c.clock.unwrap().at(at("2026-12-06T05:00:12Z")),
+            at("2026-11-25T02:00:00Z")
+        );
+        let c = parse(&[
+            "--config",
+            p,
+            "--database-url",
+            "/tmp/x.db",
+            "--clock",
+            "real",
+        ])
+        .unwrap();
+        assert_eq!(c.clock, None);
+        let e = parse(&[
+            "--config",
+            p,
+            "--database-url",
+            "/tmp/x.db",
+            "--clock",
+            "fast:soon",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("clock: \"fast:soon\""), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
