@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 use juki_calendar::Tier;
 
-use crate::api::DeliveryTargets;
+use crate::api::{DeliveryCanaries, DeliveryTargets, FileDeliveryStatus, NodeDelivery};
 use crate::topology::TopologyNode;
 
 /// A targeted node.
@@ -83,6 +83,10 @@ pub struct Rollout {
     pub canaries: Canaries,
     /// Paused by a person: nothing new is fetched.
     pub paused: bool,
+    /// The national server holds the content (it is the source even when not a target).
+    pub source_holds: bool,
+    /// A person rolled it back: it is withdrawn from every node that holds it.
+    pub rolled_back: bool,
 }
 
 /// Why a rollout cannot be planned.
@@ -106,6 +110,36 @@ pub enum PlanError {
     NoCarrier(String),
     #[error("spec.targets.prefectures[{index}]: {code:?} is not a prefecture code (\"01\"–\"47\")")]
     BadPrefectureCode { index: usize, code: String },
+    #[error(
+        "spec.canaries.prefectures[{index}]: {code:?} is not a prefecture code (\"01\"–\"47\")"
+    )]
+    BadCanaryCode { index: usize, code: String },
+}
+
+/// A prefecture code as written in a spec: two digits, 01–47.
+fn prefecture_code(code: &str) -> Option<u8> {
+    let digits = code.len() == 2 && code.bytes().all(|b| b.is_ascii_digit());
+    code.parse::<u8>()
+        .ok()
+        .filter(|p| digits && (1..=47).contains(p))
+}
+
+/// The canary wave `spec.canaries` asks for (default: the first targeted prefecture).
+pub fn canaries_of(spec: &DeliveryCanaries) -> Result<Canaries, PlanError> {
+    if spec.prefectures.is_empty() {
+        return Ok(Canaries::Count(spec.count.map_or(1, usize::from)));
+    }
+    spec.prefectures
+        .iter()
+        .enumerate()
+        .map(|(index, code)| {
+            prefecture_code(code).ok_or_else(|| PlanError::BadCanaryCode {
+                index,
+                code: code.clone(),
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map(Canaries::Named)
 }
 
 /// The nodes a delivery's `spec.targets` names among `nodes` (named `namespace/name`). Empty
@@ -117,16 +151,11 @@ pub fn targets_of(
 ) -> Result<Vec<Target>, PlanError> {
     let mut prefectures = BTreeSet::new();
     for (index, code) in spec.prefectures.iter().enumerate() {
-        let valid = code.len() == 2 && code.bytes().all(|b| b.is_ascii_digit());
-        match code.parse::<u8>() {
-            Ok(p) if valid && (1..=47).contains(&p) => prefectures.insert(p),
-            _ => {
-                return Err(PlanError::BadPrefectureCode {
-                    index,
-                    code: code.clone(),
-                });
-            }
-        };
+        let p = prefecture_code(code).ok_or_else(|| PlanError::BadPrefectureCode {
+            index,
+            code: code.clone(),
+        })?;
+        prefectures.insert(p);
     }
     let tiers: &[Tier] = if spec.tiers.is_empty() {
         &[Tier::Prefecture, Tier::Cs]
@@ -158,7 +187,8 @@ pub fn targets_of(
 /// only the failures by node.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Summary {
-    /// Pending (nothing fetched yet), Delivering, Delivered (every wave healthy) or Failed.
+    /// Pending (nothing fetched yet), Delivering, Delivered (every wave healthy), Failed or
+    /// RolledBack.
     pub phase: &'static str,
     pub targets: usize,
     pub applied: usize,
@@ -209,6 +239,7 @@ pub fn summarize(rollout: &Rollout, plan: &Plan) -> Summary {
     summary.applied = summary.by_state.get("Applied").copied().unwrap_or(0);
     let started = summary.by_state.get("Pending").copied().unwrap_or(0) < summary.targets;
     summary.phase = match (plan.halted_in, plan.complete, started) {
+        _ if rollout.rolled_back => "RolledBack",
         (Some(_), _, _) => "Failed",
         (None, true, _) => "Delivered",
         (None, false, true) => "Delivering",
@@ -355,7 +386,7 @@ pub fn plan(rollout: &Rollout) -> Result<Plan, PlanError> {
         halted_in,
         ..Plan::default()
     };
-    if halted_in.is_some() {
+    if halted_in.is_some() || rollout.rolled_back {
         plan.roll_back = rollout
             .targets
             .iter()
@@ -399,7 +430,10 @@ fn may_fetch<'a>(
     observed: &impl Fn(&str) -> &'a Observed,
 ) -> Vec<String> {
     let national = rollout.targets.iter().find(|t| t.tier == Tier::National);
-    let national_holds = national.is_none_or(|n| holds(observed(&n.name)));
+    let national_holds = match national {
+        Some(n) => holds(observed(&n.name)),
+        None => rollout.source_holds,
+    };
     let prefecture_holds = |p: Option<u8>| {
         rollout
             .targets
@@ -476,6 +510,116 @@ pub fn online_gate(
     }
 }
 
+/// What a node's `GET /admin/v1/deliveries` answers (the parts read here).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct NodeView {
+    #[serde(default)]
+    pub content: Vec<HeldContent>,
+    #[serde(default)]
+    pub staged: Vec<StagedFile>,
+    #[serde(default)]
+    pub files: Vec<AppliedFile>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct HeldContent {
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct StagedFile {
+    pub file: String,
+    pub sha256: String,
+    #[serde(default)]
+    pub refused: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct AppliedFile {
+    pub file: String,
+    pub current: AppliedVersion,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct AppliedVersion {
+    pub sha256: String,
+}
+
+impl NodeView {
+    /// Where the node is with `sha256` delivered as `file`: applied (current), refused at its
+    /// last start (failed), staged (fetched), or not yet (pending; content held for another
+    /// file, or by the source, does not count).
+    pub fn state(&self, file: &str, sha256: &str) -> NodeState {
+        if self
+            .files
+            .iter()
+            .any(|f| f.file == file && f.current.sha256 == sha256)
+        {
+            return NodeState::Applied;
+        }
+        match self
+            .staged
+            .iter()
+            .find(|s| s.file == file && s.sha256 == sha256)
+        {
+            Some(StagedFile {
+                refused: Some(why), ..
+            }) => NodeState::Failed(format!("refused at its start: {why}")),
+            Some(_) => NodeState::Fetched,
+            None => NodeState::Pending,
+        }
+    }
+
+    /// The node holds the content (the national server, to serve it below).
+    pub fn holds(&self, sha256: &str) -> bool {
+        self.content.iter().any(|c| c.sha256 == sha256)
+    }
+}
+
+/// The most failed nodes a status lists by name.
+pub const LISTED_FAILURES: usize = 50;
+
+/// The status a person reads: the summary's counts, "applied/targets" per prefecture (with
+/// the failures when there are any), the open wave, the first failures by node.
+pub fn status_of(summary: &Summary, plan: &Plan) -> FileDeliveryStatus {
+    let count = |state: &str| summary.by_state.get(state).copied().unwrap_or(0) as i32;
+    let prefectures = summary
+        .by_prefecture
+        .iter()
+        .map(|(code, states)| {
+            let total: usize = states.values().sum();
+            let applied = states.get("Applied").copied().unwrap_or(0);
+            let text = match states.get("Failed") {
+                Some(failed) => format!("{applied}/{total}, {failed} failed"),
+                None => format!("{applied}/{total}"),
+            };
+            (format!("{code:02}"), text)
+        })
+        .collect();
+    let shown = plan.waves.len();
+    FileDeliveryStatus {
+        phase: Some(summary.phase.to_owned()),
+        wave: (shown > 0).then(|| format!("{}/{shown}", (plan.open_wave + 1).min(shown))),
+        targets: summary.targets as i32,
+        pending: count("Pending"),
+        fetched: count("Fetched"),
+        applied: count("Applied"),
+        failed: count("Failed"),
+        prefectures,
+        failures: summary
+            .failures
+            .iter()
+            .take(LISTED_FAILURES)
+            .map(|(node, why)| NodeDelivery {
+                node: node.clone(),
+                phase: "Failed".into(),
+                message: Some(why.clone()),
+            })
+            .collect(),
+        ..FileDeliveryStatus::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,6 +651,8 @@ mod tests {
             observed: BTreeMap::new(),
             canaries,
             paused: false,
+            source_holds: true,
+            rolled_back: false,
         }
     }
 
@@ -556,6 +702,140 @@ mod tests {
         }
         let p = plan(&r).unwrap();
         assert!(p.complete && p.fetch.is_empty() && p.roll_back.is_empty());
+    }
+
+    #[test]
+    fn prefectures_wait_for_the_source_when_the_national_server_is_not_a_target() {
+        let mut r = rollout(Canaries::Count(1));
+        r.targets.retain(|t| t.tier != Tier::National);
+        all_online(&mut r);
+        r.source_holds = false;
+        assert!(plan(&r).unwrap().fetch.is_empty());
+        r.source_holds = true;
+        assert_eq!(plan(&r).unwrap().fetch, vec!["pref-01"]);
+    }
+
+    #[test]
+    fn canaries_are_named_prefecture_codes_or_a_count() {
+        let named = |codes: &[&str]| DeliveryCanaries {
+            prefectures: codes.iter().map(|c| c.to_string()).collect(),
+            count: None,
+        };
+        assert_eq!(
+            canaries_of(&DeliveryCanaries::default()),
+            Ok(Canaries::Count(1))
+        );
+        assert_eq!(
+            canaries_of(&DeliveryCanaries {
+                prefectures: vec![],
+                count: Some(3)
+            }),
+            Ok(Canaries::Count(3))
+        );
+        assert_eq!(
+            canaries_of(&named(&["13", "01"])),
+            Ok(Canaries::Named(vec![13, 1]))
+        );
+        for bad in ["48", "1", "00", "x1"] {
+            let e = canaries_of(&named(&["13", bad])).unwrap_err();
+            assert_eq!(
+                e,
+                PlanError::BadCanaryCode {
+                    index: 1,
+                    code: bad.into()
+                }
+            );
+            assert!(
+                e.to_string().starts_with("spec.canaries.prefectures[1]"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_nodes_answer_says_where_it_is_with_the_delivery() {
+        let sha = "a".repeat(64);
+        let other = "b".repeat(64);
+        let view = |json: serde_json::Value| -> NodeView { serde_json::from_value(json).unwrap() };
+        let empty =
+            view(serde_json::json!({"content": [], "partial": [], "staged": [], "files": []}));
+        assert_eq!(empty.state("codes", &sha), NodeState::Pending);
+        // Held but staged for nothing (the source, or withdrawn): not fetched for this file.
+        let held = view(serde_json::json!({"content": [{"sha256": sha, "bytes": 3}]}));
+        assert_eq!(held.state("codes", &sha), NodeState::Pending);
+        assert!(held.holds(&sha) && !held.holds(&other));
+        let staged = view(serde_json::json!({"staged": [{"file": "codes", "sha256": sha}]}));
+        assert_eq!(staged.state("codes", &sha), NodeState::Fetched);
+        assert_eq!(staged.state("allow-list", &sha), NodeState::Pending);
+        let refused = view(serde_json::json!({"staged": [
+            {"file": "allow-list", "sha256": sha, "refused": "agency allow-list: line 1"}]}));
+        assert_eq!(
+            refused.state("allow-list", &sha),
+            NodeState::Failed("refused at its start: agency allow-list: line 1".into())
+        );
+        let applied = view(serde_json::json!({
+            "staged": [{"file": "codes", "sha256": other}],
+            "files": [{"file": "codes", "current": {"sha256": sha, "appliedAt": "t"}, "previous": null}]}));
+        assert_eq!(applied.state("codes", &sha), NodeState::Applied);
+        assert_eq!(applied.state("codes", &other), NodeState::Fetched);
+    }
+
+    #[test]
+    fn the_status_counts_by_state_and_prefecture_and_names_only_failures() {
+        let mut r = rollout(Canaries::Count(1));
+        all_online(&mut r);
+        set(&mut r, "national", NodeState::Applied, true);
+        set(&mut r, "pref-01", NodeState::Applied, true);
+        set(&mut r, "cs-01-0", NodeState::Fetched, true);
+        set(&mut r, "cs-01-1", NodeState::Failed("refused".into()), true);
+        let p = plan(&r).unwrap();
+        let status = status_of(&summarize(&r, &p), &p);
+        assert_eq!(status.phase.as_deref(), Some("Failed"));
+        assert_eq!(status.wave.as_deref(), Some("2/3"));
+        assert_eq!(
+            (
+                status.targets,
+                status.pending,
+                status.fetched,
+                status.applied,
+                status.failed
+            ),
+            (10, 6, 1, 2, 1)
+        );
+        assert_eq!(status.prefectures["01"], "1/3, 1 failed");
+        assert_eq!(status.prefectures["13"], "0/3");
+        assert!(!status.prefectures.contains_key("00"));
+        assert_eq!(status.failures.len(), 1);
+        assert_eq!(status.failures[0].node, "cs-01-1");
+        assert_eq!(status.failures[0].message.as_deref(), Some("refused"));
+
+        for t in country() {
+            set(&mut r, &t.name, NodeState::Applied, true);
+        }
+        let p = plan(&r).unwrap();
+        let status = status_of(&summarize(&r, &p), &p);
+        assert_eq!(
+            (
+                status.phase.as_deref(),
+                status.wave.as_deref(),
+                status.applied
+            ),
+            (Some("Delivered"), Some("3/3"), 10)
+        );
+    }
+
+    #[test]
+    fn a_rollback_by_a_person_withdraws_it_everywhere_it_got_to() {
+        let mut r = rollout(Canaries::Count(1));
+        all_online(&mut r);
+        set(&mut r, "national", NodeState::Applied, true);
+        set(&mut r, "pref-01", NodeState::Applied, true);
+        set(&mut r, "cs-01-0", NodeState::Fetched, true);
+        r.rolled_back = true;
+        let p = plan(&r).unwrap();
+        assert!(p.fetch.is_empty());
+        assert_eq!(p.roll_back, vec!["national", "pref-01", "cs-01-0"]);
+        assert_eq!(summarize(&r, &p).phase, "RolledBack");
     }
 
     #[test]
@@ -846,6 +1126,8 @@ mod tests {
                     observed,
                     canaries,
                     paused,
+                    source_holds: true,
+                    rolled_back: false,
                 }
             })
     }

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod controller;
 pub mod country;
 pub mod delivery_plan;
+pub mod delivery_report;
 pub mod expected;
 pub mod forecast;
 pub mod http;

@@ -23,7 +23,7 @@ pub struct OperatorTls {
 }
 
 /// An HTTPS client for the node at `base_url` (e.g. `https://pref-13.juki-pref-13.svc:8080`).
-async fn client(
+pub async fn client(
     base_url: &str,
     tls: &OperatorTls,
     timeout: Duration,
@@ -69,30 +69,133 @@ async fn client(
     kube::Client::try_from(config).map_err(|e| format!("the operator's TLS identity: {e}"))
 }
 
-/// Sends the final request to the node at `base_url`; returns its final answer (JSON text).
-pub async fn final_request(
-    base_url: &str,
-    tls: &OperatorTls,
-    timeout: Duration,
-) -> Result<String, String> {
-    let client = client(base_url, tls, timeout).await?;
-    post_final_request(&client, "/admin/v1/final-request", timeout).await
+/// How the operator reaches one node's admin API: a client and the path prefix the admin
+/// paths go under.
+#[derive(Clone)]
+pub struct NodeRoute {
+    pub client: kube::Client,
+    pub prefix: String,
 }
 
-/// Posts the final request to `path` through `client` (straight to a node, or through the API
-/// server's service proxy); returns the final answer (JSON text) or why there is none.
-pub async fn post_final_request(
-    client: &kube::Client,
+impl std::fmt::Debug for NodeRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeRoute")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeRoute {
+    /// Through the API server's service proxy (the node's Service, port `port`).
+    pub fn proxy(client: &kube::Client, namespace: &str, name: &str, port: i32) -> NodeRoute {
+        NodeRoute {
+            client: client.clone(),
+            prefix: format!("/api/v1/namespaces/{namespace}/services/{name}:{port}/proxy"),
+        }
+    }
+
+    /// Straight to a node that serves mutual TLS, at `base_url`, with the operator's identity.
+    pub async fn direct(
+        base_url: &str,
+        tls: &OperatorTls,
+        timeout: Duration,
+    ) -> Result<NodeRoute, String> {
+        Ok(NodeRoute {
+            client: client(base_url, tls, timeout).await?,
+            prefix: String::new(),
+        })
+    }
+}
+
+/// A node's answer to an admin call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The error tag of a node's error body (`{"error": ...}`), if it is one.
+    pub fn error_tag(&self) -> Option<String> {
+        let body: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        body.get("error")?.as_str().map(str::to_owned)
+    }
+
+    /// The body as text, cut to `max` characters (for statuses and logs).
+    pub fn excerpt(&self, max: usize) -> String {
+        String::from_utf8_lossy(&self.body)
+            .chars()
+            .take(max)
+            .collect()
+    }
+}
+
+/// Sends `method path` with `body` (JSON when `json`, bytes otherwise) to the node and reads
+/// the whole answer, whatever its status; Err only when no answer came.
+pub async fn call(
+    route: &NodeRoute,
+    method: ::http::Method,
     path: &str,
+    body: Vec<u8>,
+    json: bool,
     timeout: Duration,
-) -> Result<String, String> {
-    let request = ::http::Request::post(path)
-        .header("content-type", "application/json")
-        .body(b"{}".to_vec())
+) -> Result<Answer, String> {
+    use http_body_util::BodyExt;
+    let content_type = if json {
+        "application/json"
+    } else {
+        "application/octet-stream"
+    };
+    let request = ::http::Request::builder()
+        .method(method)
+        .uri(format!("{}{path}", route.prefix))
+        .header("content-type", content_type)
+        .body(kube::client::Body::from(body))
         .map_err(|e| e.to_string())?;
-    match tokio::time::timeout(timeout, client.request_text(request)).await {
-        Ok(Ok(body)) => Ok(body),
-        Ok(Err(e)) => Err(format!("node unreachable: {e}")),
-        Err(_) => Err(format!("no final answer within {timeout:?}")),
+    let exchange = async {
+        let response = route
+            .client
+            .send(request)
+            .await
+            .map_err(|e| format!("node unreachable: {e}"))?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("reading the node's answer: {e}"))?
+            .to_bytes()
+            .to_vec();
+        Ok(Answer { status, body })
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("no answer within {timeout:?}"))?
+}
+
+/// Posts the final request to the node; returns its final answer (JSON text) or why there is
+/// none.
+pub async fn final_request(route: &NodeRoute, timeout: Duration) -> Result<String, String> {
+    let answer = call(
+        route,
+        ::http::Method::POST,
+        "/admin/v1/final-request",
+        b"{}".to_vec(),
+        true,
+        timeout,
+    )
+    .await?;
+    if answer.ok() {
+        Ok(String::from_utf8_lossy(&answer.body).into_owned())
+    } else {
+        Err(format!(
+            "node answered {}: {}",
+            answer.status,
+            answer.excerpt(300)
+        ))
     }
 }

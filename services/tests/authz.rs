@@ -548,7 +548,7 @@ fn postgres_chain_over_mutual_tls() {
 /// node certificate from another CA are refused, each with a message saying so.
 #[test]
 fn the_operator_sends_its_final_request_over_mutual_tls() {
-    use juki_operator::node_client::{OperatorTls, final_request};
+    use juki_operator::node_client::{NodeRoute, OperatorTls, final_request};
     let db = TestDb::new(Backend::Sqlite).unwrap();
     let dir = temp_dir("authz-operator");
     let pki = Pki::new(&dir, "jukinet-ca");
@@ -572,7 +572,11 @@ fn the_operator_sends_its_final_request_over_mutual_tls() {
         .build()
         .unwrap();
     let ask = |who: &OperatorTls| {
-        runtime.block_on(final_request(&national.url, who, Duration::from_secs(10)))
+        runtime.block_on(async {
+            let timeout = Duration::from_secs(10);
+            let route = NodeRoute::direct(&national.url, who, timeout).await?;
+            final_request(&route, timeout).await
+        })
     };
 
     let answer = ask(&operator).unwrap_or_else(|e| panic!("{e}\n{}", national.log_text()));

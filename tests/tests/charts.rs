@@ -709,7 +709,8 @@ async fn the_operator_national_and_two_prefectures_install_and_a_prefecture_upgr
                     "jukinodes",
                     "operatingcalendars",
                     "serviceextensions",
-                    "jobschedules"
+                    "jobschedules",
+                    "filedeliveries"
                 ],
                 &["list", "watch"]
             ),
@@ -719,7 +720,8 @@ async fn the_operator_national_and_two_prefectures_install_and_a_prefecture_upgr
                     "jukinodes/status",
                     "operatingcalendars/status",
                     "serviceextensions/status",
-                    "jobschedules/status"
+                    "jobschedules/status",
+                    "filedeliveries/status"
                 ],
                 &["patch"]
             ),
@@ -746,7 +748,10 @@ async fn the_operator_national_and_two_prefectures_install_and_a_prefecture_upgr
             None
         )
         .await,
-        vec![rule(&[""], &["services/proxy"], &["create"])]
+        vec![
+            rule(&[""], &["services/proxy"], &["get", "create", "update"]),
+            rule(&[""], &["configmaps"], &["get"])
+        ]
     );
     assert_eq!(
         rules_of(&cluster, "role", &format!("{full}-leader"), Some(&op_ns)).await,

@@ -610,3 +610,315 @@ async fn the_operator_runs_a_national_node_as_real_pods_through_its_final_exchan
         );
     }
 }
+
+/// GET `path` of node `name`'s admin API through the API server's service proxy.
+async fn node_admin(
+    cluster: &juki_tests::cluster::TestCluster,
+    ns: &str,
+    name: &str,
+    path: &str,
+) -> serde_json::Value {
+    let uri = format!("/api/v1/namespaces/{ns}/services/{name}:8080/proxy{path}");
+    let request = http::Request::get(uri).body(Vec::new()).unwrap();
+    let text = cluster
+        .client
+        .request_text(request)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} of {ns}/{name}: {e}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// File delivery across a real tree (national, Tokyo with one CS, Osaka) on a fast-clock night:
+/// a code table reaches every node down the tree (each prefecture from the national server, the
+/// CS from its prefecture), is staged while the nodes are online, and is applied when the
+/// calendar starts them the next morning; a garbled allow-list fails at its canary prefecture's
+/// start, halts, and never reaches Osaka; content whose sha256 is wrong is sent nowhere.
+#[tokio::test]
+async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_garbled_one_at_its_canary()
+ {
+    use juki_operator::api::{FileDelivery, JukiNode, NodePhase};
+    use juki_tests::operator::OperatorProcess;
+
+    let Some(cluster) = require_real_node!() else {
+        return;
+    };
+    cluster.install_crds().await;
+    let ns_guard = cluster.namespace().await;
+    let ns = ns_guard.name.clone();
+    let calendar = unique_name("real-delivery");
+    let _calendar = cluster.guard("operatingcalendar", &calendar, None);
+    // The example calendar's windows, without batches: the night only stops and starts.
+    cluster
+        .apply(
+            &json!({
+                "apiVersion": "jukinet.io/v1alpha1", "kind": "OperatingCalendar",
+                "metadata": {"name": calendar},
+                "spec": {
+                    "timeZone": "Asia/Tokyo", "closedWeekdays": ["Saturday", "Sunday"],
+                    "nationalHolidays": true,
+                    "onlineWindows": {
+                        "national": {"start": "07:00", "end": "22:00"},
+                        "prefecture": {"start": "07:30", "end": "21:30"},
+                        "cs": {"start": "08:00", "end": "21:00"},
+                    },
+                    "batches": [],
+                },
+            }),
+            None,
+        )
+        .await
+        .expect("calendar accepted");
+    let placement = on_real_node(json!({}));
+    let node = |name: &str, spec: serde_json::Value| {
+        let spec = merged(
+            json!({
+                "calendar": calendar, "replicas": 1,
+                "template": {
+                    "image": juki_node_image(),
+                    "nodeSelector": placement["nodeSelector"],
+                    "tolerations": placement["tolerations"],
+                },
+                "database": {"kind": "Sqlite", "sqlite": {"storageSize": "64Mi"}},
+            }),
+            spec,
+        );
+        json!({
+            "apiVersion": "jukinet.io/v1alpha1", "kind": "JukiNode",
+            "metadata": {"name": name}, "spec": spec,
+        })
+    };
+    for object in [
+        node("national", json!({"tier": "National"})),
+        node(
+            "pref-13",
+            json!({"tier": "Prefecture", "prefecture": "13", "upstream": {"name": "national"}}),
+        ),
+        node(
+            "pref-27",
+            json!({"tier": "Prefecture", "prefecture": "27", "upstream": {"name": "national"}}),
+        ),
+        node(
+            "cs-131016",
+            json!({"tier": "CS", "municipality": "131016", "upstream": {"name": "pref-13"}}),
+        ),
+    ] {
+        cluster.apply(&object, Some(&ns)).await.unwrap();
+    }
+
+    let codes = "13,東京都\n27,大阪府\n";
+    // An allow-list garbled in transit: an item no node knows.
+    let garbled = r#"{"allow": [{"agency": "nenkin", "affair": "pension", "items": ["name", "\u001a\u001a"]}]}"#;
+    let delivery = |name: &str, file: &str, text: &str, sha: &str, canaries: serde_json::Value| {
+        json!({
+            "apiVersion": "jukinet.io/v1alpha1", "kind": "FileDelivery",
+            "metadata": {"name": name},
+            "spec": {"file": file, "source": {"inline": text}, "sha256": sha, "canaries": canaries},
+        })
+    };
+    for object in [
+        delivery(
+            "codes",
+            "code-table",
+            codes,
+            &sha256_hex(codes.as_bytes()),
+            json!({"count": 2}),
+        ),
+        delivery(
+            "allow-list",
+            "allow-list",
+            garbled,
+            &sha256_hex(garbled.as_bytes()),
+            json!({"prefectures": ["13"]}),
+        ),
+        delivery(
+            "wrong",
+            "wrong",
+            "the real content",
+            &sha256_hex(b"other content"),
+            json!({}),
+        ),
+    ] {
+        cluster.apply(&object, Some(&ns)).await.unwrap();
+    }
+
+    // Wednesday 10:00, ×300: the CS's window closes at 21:00 (132 s), the night is 11 hours
+    // (132 s), Thursday's start applies what was staged.
+    let op = OperatorProcess::start_with(
+        &cluster,
+        &ns,
+        tokyo("2026-11-25T10:00"),
+        300,
+        "-delivery",
+        &[
+            "--final-exchange",
+            "call",
+            "--sqlite-volume",
+            "pvc",
+            "--readiness-timeout",
+            "300",
+        ],
+    );
+    let deliveries: Api<FileDelivery> = Api::namespaced(cluster.client.clone(), &ns);
+    let nodes: Api<JukiNode> = Api::namespaced(cluster.client.clone(), &ns);
+    let status_of = |name: &'static str| {
+        let deliveries = deliveries.clone();
+        async move {
+            deliveries
+                .get_status(name)
+                .await
+                .ok()
+                .and_then(|d| d.status)
+                .unwrap_or_default()
+        }
+    };
+
+    // Wrong content is refused before anything is sent.
+    poll_until("the wrong delivery Failed", WAIT, || async {
+        status_of("wrong").await.phase.as_deref() == Some("Failed")
+    })
+    .await
+    .unwrap();
+    let wrong = status_of("wrong").await;
+    let message = wrong.message.clone().unwrap_or_default();
+    assert!(
+        message.starts_with("spec.sha256: ") && message.contains("nothing was sent"),
+        "{wrong:?}"
+    );
+
+    // Wednesday: every node Online, then both deliveries staged in their first wave.
+    let staged = poll_until(
+        "the code table fetched by all three, the allow-list by the Tokyo canary wave",
+        Duration::from_secs(240),
+        || async {
+            let (c, a) = (status_of("codes").await, status_of("allow-list").await);
+            c.fetched == 3 && a.fetched == 2
+        },
+    )
+    .await;
+    let (c, a) = (status_of("codes").await, status_of("allow-list").await);
+    staged.unwrap_or_else(|e| panic!("{e}: codes {c:?}, allow-list {a:?}"));
+    assert_eq!((c.applied, a.applied, a.pending), (0, 0, 1), "{a:?}");
+    assert_eq!(a.phase.as_deref(), Some("Delivering"));
+    let cs = node_admin(&cluster, &ns, "cs-131016", "/admin/v1/deliveries").await;
+    let code_sha = sha256_hex(codes.as_bytes());
+    assert!(
+        cs["staged"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["file"] == "code-table" && s["sha256"] == code_sha.as_str()),
+        "{cs}"
+    );
+    assert_eq!(
+        cs["files"],
+        json!([]),
+        "nothing applied before the next start: {cs}"
+    );
+
+    // Thursday morning: the nodes start, apply the code table, refuse the garbled list.
+    let done = poll_until(
+        "the code table Delivered and the allow-list halted",
+        Duration::from_secs(420),
+        || async {
+            let a = status_of("allow-list").await;
+            status_of("codes").await.phase.as_deref() == Some("Delivered")
+                && a.phase.as_deref() == Some("Failed")
+                && a.failed == 2
+        },
+    )
+    .await;
+    let (c, a) = (status_of("codes").await, status_of("allow-list").await);
+    done.unwrap_or_else(|e| panic!("{e}: codes {c:?}, allow-list {a:?}"));
+    assert_eq!((c.targets, c.applied, c.failed), (3, 3, 0), "{c:?}");
+    assert_eq!(c.prefectures["13"], "2/2");
+    assert_eq!(c.prefectures["27"], "1/1");
+    assert_eq!((a.failed, a.applied), (2, 0), "{a:?}");
+    let mut failed: Vec<String> = a.failures.iter().map(|f| f.node.clone()).collect();
+    failed.sort();
+    assert_eq!(failed, [format!("{ns}/cs-131016"), format!("{ns}/pref-13")]);
+    for f in &a.failures {
+        let why = f.message.as_deref().unwrap_or_default();
+        assert!(
+            why.contains("refused at its start") && why.contains("allow-list"),
+            "{f:?}"
+        );
+    }
+
+    // The code table is the CS's current version; Osaka never got the garbled list.
+    let cs = node_admin(&cluster, &ns, "cs-131016", "/admin/v1/deliveries").await;
+    assert!(
+        cs["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["file"] == "code-table" && f["current"]["sha256"] == code_sha.as_str()),
+        "{cs}"
+    );
+    let osaka = node_admin(&cluster, &ns, "pref-27", "/admin/v1/deliveries").await;
+    let garbled_sha = sha256_hex(garbled.as_bytes());
+    assert!(
+        !osaka.to_string().contains(&garbled_sha),
+        "the halted delivery reached Osaka: {osaka}"
+    );
+    for name in ["national", "pref-13", "pref-27", "cs-131016"] {
+        let phase = nodes
+            .get_status(name)
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.phase);
+        assert_eq!(phase, Some(NodePhase::Online), "{name}");
+    }
+    let events = cluster
+        .kubectl(&["-n", &ns, "get", "events.events.k8s.io", "-o", "json"])
+        .await;
+    assert!(
+        events.contains("DeliveryFailed") && events.contains("DeliveryDelivered"),
+        "{events}"
+    );
+
+    // kubectl juki delivery: the halted one as a person reads it; a pause lands in the spec.
+    let juki = |args: &[&str]| {
+        let out = std::process::Command::new(juki_tests::operator::binary("kubectl-juki"))
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let report = juki(&["delivery", "status", "allow-list", "-n", &ns]);
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(
+        lines[..4],
+        [
+            format!(
+                "FileDelivery {ns}/allow-list: allow-list (sha256 {}…) Failed",
+                &garbled_sha[..12]
+            )
+            .as_str(),
+            "wave 2/3: 3 targets, 0 applied, 0 fetched, 1 pending, 2 failed",
+            "prefectures (applied/targets): 13 0/2, 2 failed; 27 0/1",
+            "failed:",
+        ],
+        "{report}"
+    );
+    assert_eq!(
+        juki(&["delivery", "pause", "codes", "-n", &ns]),
+        "filedelivery.jukinet.io/codes paused\n"
+    );
+    assert!(deliveries.get("codes").await.unwrap().spec.paused);
+    drop(op);
+}

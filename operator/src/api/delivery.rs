@@ -2,7 +2,7 @@
 //! CSs, applied before online start.
 
 use juki_calendar::Tier;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -25,9 +25,12 @@ use serde::{Deserialize, Serialize};
         json_path = ".spec.sha256",
         priority = 1
     ),
+    printcolumn(name = "File", type_ = "string", json_path = ".spec.file"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Delivered", type_ = "integer", json_path = ".status.delivered"),
+    printcolumn(name = "Wave", type_ = "string", json_path = ".status.wave"),
+    printcolumn(name = "Applied", type_ = "integer", json_path = ".status.applied"),
     printcolumn(name = "Targets", type_ = "integer", json_path = ".status.targets"),
+    printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failed"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -36,6 +39,13 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FileDeliverySpec {
+    /// The name the nodes apply the content as (`allow-list` is the agency allow-list the
+    /// provision service reads; any other name is a file an application reads).
+    #[schemars(
+        regex(pattern = r"^[a-z0-9_-][a-z0-9._-]{0,63}$"),
+        length(min = 1, max = 64)
+    )]
+    pub file: String,
     /// Where the file comes from.
     pub source: DeliverySource,
     /// sha256 of the file, 64 lowercase hex digits; a node refuses a file that does not match.
@@ -44,6 +54,34 @@ pub struct FileDeliverySpec {
     /// Which nodes receive it.
     #[serde(default)]
     pub targets: DeliveryTargets,
+    /// The wave after the national server: these prefectures (with their CSs) apply the file
+    /// first, and the rest wait until every canary node has applied it and is Online again.
+    #[serde(default)]
+    pub canaries: DeliveryCanaries,
+    /// Nothing new is fetched while true (what has been fetched is still applied at the next
+    /// start; a halted delivery stays halted).
+    #[serde(default)]
+    pub paused: bool,
+    /// Take the delivery back from every node: a node that staged it unstages it, a node that
+    /// applied it returns to its previous version at its next start; nothing more is fetched.
+    #[serde(default)]
+    pub rollback: bool,
+}
+
+/// The canary wave: named prefectures, or the first `count` targeted prefectures by code.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!(has(self.prefectures) && size(self.prefectures) > 0 && has(self.count))", "message": "spec.canaries takes prefectures or count, not both"}
+]))]
+pub struct DeliveryCanaries {
+    /// Prefecture codes ("01"–"47").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefectures: Vec<String>,
+    /// How many prefectures, by code order, when none are named. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 47))]
+    pub count: Option<u8>,
 }
 
 /// The file: from a ConfigMap key, or inline.
@@ -81,22 +119,46 @@ pub struct DeliveryTargets {
     pub prefectures: Vec<String>,
 }
 
-/// Delivery progress.
+/// Delivery progress, readable at 1,789 nodes: counts, counts per prefecture, and only the
+/// failed nodes by name.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FileDeliveryStatus {
-    /// Pending, Delivering, Delivered or Failed.
+    /// Pending, Delivering, Delivered, Failed (halted and withdrawn) or RolledBack (by
+    /// `spec.rollback`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
+    /// The open wave as "n/total" (national, canaries, the rest; empty waves left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave: Option<String>,
     /// Number of targeted nodes.
     #[serde(default)]
     pub targets: i32,
-    /// Number of nodes that applied the file.
+    /// Nodes that have not fetched it yet (a node the calendar has stopped is pending).
     #[serde(default)]
-    pub delivered: i32,
-    /// Per-node status.
+    pub pending: i32,
+    /// Nodes that hold it, staged for their next start.
+    #[serde(default)]
+    pub fetched: i32,
+    /// Nodes that applied it at a start.
+    #[serde(default)]
+    pub applied: i32,
+    /// Nodes that refused it (a wrong sha256 on fetch, a file refused at the node's start).
+    #[serde(default)]
+    pub failed: i32,
+    /// Per prefecture code: "applied/targets", with the failures if any.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub prefectures: std::collections::BTreeMap<String, String>,
+    /// The failed nodes and why (at most 50; `failed` counts them all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub nodes: Vec<NodeDelivery>,
+    pub failures: Vec<NodeDelivery>,
+    /// On a halt or a rollback: the nodes it is being taken back from, until each confirmed it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withdrawing: Vec<String>,
+    /// Why the delivery cannot go on (bad input, no node service to reach), or the last
+    /// reason a node could not be reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,10 +171,8 @@ pub struct FileDeliveryStatus {
 pub struct NodeDelivery {
     /// "namespace/name" of the JukiNode.
     pub node: String,
-    /// Pending, Delivered or Failed.
+    /// Pending, Fetched, Applied or Failed.
     pub phase: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivered_at: Option<Time>,
 }

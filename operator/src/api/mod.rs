@@ -16,8 +16,8 @@ pub use calendar::{
     CalendarDay, OperatingCalendar, OperatingCalendarSpec, OperatingCalendarStatus,
 };
 pub use delivery::{
-    ConfigMapSource, DeliverySource, DeliveryTargets, FileDelivery, FileDeliverySpec,
-    FileDeliveryStatus, NodeDelivery,
+    ConfigMapSource, DeliveryCanaries, DeliverySource, DeliveryTargets, FileDelivery,
+    FileDeliverySpec, FileDeliveryStatus, NodeDelivery,
 };
 pub use extension::{
     ExtensionKind, ExtensionPhase, ServiceExtension, ServiceExtensionSpec, ServiceExtensionStatus,

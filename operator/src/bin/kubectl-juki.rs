@@ -125,6 +125,12 @@ enum Command {
         #[arg(long)]
         entry: String,
     },
+    /// A FileDelivery: its status as a person reads it, or pause, resume or roll it back (needs
+    /// a cluster).
+    Delivery {
+        #[command(subcommand)]
+        action: DeliveryAction,
+    },
     /// Forecast the operator's transitions for a calendar and a topology, without a cluster.
     Plan {
         /// A YAML file holding an OperatingCalendar.
@@ -167,6 +173,62 @@ where
         .await
         .map(|l| l.items)
         .map_err(|e| format!("listing {}s: {e}", K::kind(&())))
+}
+
+#[derive(Subcommand)]
+enum DeliveryAction {
+    /// Phase, wave, counts, per prefecture, the failed nodes and what is left to take back.
+    Status(DeliveryName),
+    /// Fetch nothing new until resumed (what was fetched is still applied at the next start).
+    Pause(DeliveryName),
+    /// Let the waves go on.
+    Resume(DeliveryName),
+    /// Take it back from every node: unstaged where fetched, the previous version at the next
+    /// start where applied.
+    Rollback(DeliveryName),
+}
+
+#[derive(clap::Args)]
+struct DeliveryName {
+    /// The FileDelivery's name.
+    name: String,
+    /// Its namespace; the kubeconfig's by default.
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+}
+
+/// Runs a `kubectl juki delivery` action.
+async fn delivery(action: DeliveryAction) -> Result<String, String> {
+    use juki_operator::api::FileDelivery;
+    let (target, field, value, done) = match action {
+        DeliveryAction::Status(target) => (target, None, false, ""),
+        DeliveryAction::Pause(target) => (target, Some("paused"), true, "paused"),
+        DeliveryAction::Resume(target) => (target, Some("paused"), false, "resumed"),
+        DeliveryAction::Rollback(target) => (target, Some("rollback"), true, "rolled back"),
+    };
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("no cluster: {e}"))?;
+    let ns = target
+        .namespace
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let api = kube::Api::<FileDelivery>::namespaced(client, &ns);
+    let name = &target.name;
+    let Some(field) = field else {
+        let object = api
+            .get(name)
+            .await
+            .map_err(|e| format!("FileDelivery {ns}/{name}: {e}"))?;
+        return Ok(juki_operator::delivery_report::render(&object));
+    };
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({ "spec": { field: value } })),
+    )
+    .await
+    .map_err(|e| format!("FileDelivery {ns}/{name}: {e}"))?;
+    Ok(format!("filedelivery.jukinet.io/{name} {done}\n"))
 }
 
 fn block_on(
@@ -300,6 +362,7 @@ async fn rerun(
         calendar_json: &serde_json::Value::Null,
         extensions_json: &serde_json::Value::Null,
         upstream_url: None,
+        node_clock: None,
         sqlite_volume: if pvc.is_some() {
             juki_operator::resources::SqliteVolume::Pvc
         } else {
@@ -417,6 +480,7 @@ fn run(cli: Cli) -> Result<String, String> {
             namespace,
             entry,
         } => block_on(set_hold(&schedule, namespace, &entry, false)),
+        Command::Delivery { action } => block_on(delivery(action)),
         Command::Jobs { namespace } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

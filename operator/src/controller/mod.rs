@@ -4,6 +4,7 @@
 mod batch_slots;
 mod by_node;
 mod calendar;
+mod delivery;
 mod extension;
 mod node;
 mod own_writes;
@@ -372,6 +373,7 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
         node::run(triggers, ctx.clone()),
         calendar::run(ctx.clone()),
         extension::run(ctx.clone()),
+        delivery::run(ctx.clone()),
         schedule::run(ctx, schedule_changes)
     );
 }
@@ -400,6 +402,34 @@ async fn count_nodes(ctx: Arc<Context>) {
                 .is_some()
         });
         tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// How the operator reaches the admin API of node `ns/name`: through the API server's service
+/// proxy, or, for a node that serves mutual TLS (`spec.tls`), straight to its Service with the
+/// operator's own certificate (the proxy cannot present one).
+pub(super) async fn node_route(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    tls: bool,
+) -> Result<crate::node_client::NodeRoute, String> {
+    use crate::node_client::NodeRoute;
+    match (tls, &ctx.settings.node_tls) {
+        (false, _) => Ok(NodeRoute::proxy(
+            &ctx.client,
+            ns,
+            name,
+            crate::resources::PORT,
+        )),
+        (true, Some(identity)) => {
+            let url = crate::resources::service_url(name, ns, true);
+            NodeRoute::direct(&url, identity, ctx.settings.final_timeout).await
+        }
+        (true, None) => Err(format!(
+            "{ns}/{name} serves mutual TLS (spec.tls): the operator needs its own \
+             certificate (--node-tls-cert, --node-tls-key, --node-tls-ca; CN operator)"
+        )),
     }
 }
 

@@ -372,6 +372,7 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
         extensions_json: &extensions_json,
         upstream_url,
         sqlite_volume: ctx.settings.sqlite_volume,
+        node_clock: ctx.clock.shared(),
     };
     let scale = async {
         match plan.replicas {
@@ -1161,23 +1162,9 @@ async fn final_exchange(
         };
     }
     let timeout = ctx.settings.final_timeout;
-    let answer = match (tls, &ctx.settings.node_tls) {
-        // Only the operator's own certificate opens the admin API of a TLS node.
-        (true, Some(identity)) => {
-            node_client::final_request(&resources::service_url(name, ns, true), identity, timeout)
-                .await
-        }
-        (true, None) => Err(format!(
-            "{ns}/{name} serves mutual TLS (spec.tls): the operator needs its own \
-             certificate (--node-tls-cert, --node-tls-key, --node-tls-ca; CN operator)"
-        )),
-        (false, _) => {
-            let path = format!(
-                "/api/v1/namespaces/{ns}/services/{name}:{}/proxy/admin/v1/final-request",
-                resources::PORT
-            );
-            node_client::post_final_request(&ctx.client, &path, timeout).await
-        }
+    let answer = match super::node_route(ctx, ns, name, tls).await {
+        Ok(route) => node_client::final_request(&route, timeout).await,
+        Err(message) => Err(message),
     };
     match answer {
         Ok(body) => FinalAnswerStatus {
