@@ -116,6 +116,7 @@ async fn floor(
         calendar_json: &calendar_json,
         extensions_json: &json!([]),
         upstream_url: None,
+        node_clock: None,
         sqlite_volume: SqliteVolume::EmptyDir,
     };
     let mut deployments = Vec::new();

@@ -118,6 +118,7 @@ async fn floor(client: &Client, ns: &str, nodes: &[NodeSpec]) -> anyhow::Result<
         calendar_json: &serde_json::Value::Null,
         extensions_json: &serde_json::Value::Null,
         upstream_url: None,
+        node_clock: None,
         sqlite_volume: SqliteVolume::EmptyDir,
     };
     let mut jobs: HashMap<(String, usize), Job> = HashMap::new();

@@ -35,6 +35,21 @@ pub fn binary(name: &'static str) -> PathBuf {
     target.join("debug").join(name)
 }
 
+/// Runs `kubectl juki ARGS` (the kubectl-juki binary) against `cluster`: whether it succeeded,
+/// its stdout and its stderr.
+pub fn kubectl_juki(cluster: &TestCluster, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(binary("kubectl-juki"))
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .args(args)
+        .output()
+        .expect("running kubectl-juki");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The juki-operator binary.
 pub fn operator_binary() -> PathBuf {
     binary("juki-operator")

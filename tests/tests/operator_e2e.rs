@@ -1620,18 +1620,7 @@ spec:
         .unwrap();
     assert_eq!(third.labels()["jukinet.io/attempt"], "3");
     // kubectl juki hold|release: the entry's hold in the spec, nothing else changed.
-    let juki = |args: &[&str]| {
-        let out = std::process::Command::new(juki_tests::operator::binary("kubectl-juki"))
-            .env("KUBECONFIG", &cluster.kubeconfig)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let juki = |args: &[&str]| juki_tests::operator::kubectl_juki(&cluster, args);
     let schedules = Api::<juki_operator::api::JobSchedule>::namespaced(cluster.client.clone(), &ns);
     let holds = || async {
         let s = schedules.get("nightly").await.unwrap();

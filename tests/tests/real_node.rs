@@ -439,11 +439,74 @@ fn tokyo(text: &str) -> jiff::Timestamp {
         .timestamp()
 }
 
+/// A JukiNode on the real node running the juki-node image, its SQLite on a 64Mi claim;
+/// `spec` adds the tier and its fields.
+fn real_juki_node(name: &str, calendar: &str, spec: serde_json::Value) -> serde_json::Value {
+    let placement = on_real_node(json!({}));
+    let spec = merged(
+        json!({
+            "calendar": calendar, "replicas": 1,
+            "template": {
+                "image": juki_node_image(),
+                "nodeSelector": placement["nodeSelector"],
+                "tolerations": placement["tolerations"],
+            },
+            "database": {"kind": "Sqlite", "sqlite": {"storageSize": "64Mi"}},
+        }),
+        spec,
+    );
+    json!({
+        "apiVersion": "jukinet.io/v1alpha1", "kind": "JukiNode",
+        "metadata": {"name": name}, "spec": spec,
+    })
+}
+
+/// The operator on a fast clock from `start` with the production defaults: a real final
+/// exchange (and node calls), claims for SQLite.
+fn real_operator(
+    cluster: &juki_tests::cluster::TestCluster,
+    ns: &str,
+    start: &str,
+    factor: u32,
+    tag: &str,
+) -> juki_tests::operator::OperatorProcess {
+    juki_tests::operator::OperatorProcess::start_with(
+        cluster,
+        ns,
+        tokyo(start),
+        factor,
+        tag,
+        &[
+            "--final-exchange",
+            "call",
+            "--sqlite-volume",
+            "pvc",
+            "--readiness-timeout",
+            "300",
+        ],
+    )
+}
+
+/// Waits until JukiNode `name` is Online.
+async fn until_online(nodes: &Api<juki_operator::api::JukiNode>, name: &str) -> Result<(), String> {
+    poll_until(&format!("{name} Online"), WAIT, || async {
+        nodes
+            .get_status(name)
+            .await
+            .ok()
+            .and_then(|n| n.status)
+            .is_some_and(|s| s.phase == Some(juki_operator::api::NodePhase::Online))
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
 #[tokio::test]
 async fn the_operator_runs_a_national_node_as_real_pods_through_its_final_exchange_and_fridays_batches_under_the_restricted_standard()
  {
     use juki_operator::api::{JukiNode, NodePhase};
-    use juki_tests::operator::{OperatorProcess, Recording};
+    use juki_tests::operator::Recording;
     use k8s_openapi::api::batch::v1::Job;
 
     let Some(cluster) = require_real_node!() else {
@@ -481,50 +544,16 @@ async fn the_operator_runs_a_national_node_as_real_pods_through_its_final_exchan
         )
         .await
         .expect("calendar accepted");
-    let placement = on_real_node(json!({}));
-    let national = json!({
-        "apiVersion": "jukinet.io/v1alpha1", "kind": "JukiNode", "metadata": {"name": "national"},
-        "spec": {
-            "tier": "National", "calendar": calendar, "replicas": 1,
-            "template": {
-                "image": juki_node_image(),
-                "nodeSelector": placement["nodeSelector"],
-                "tolerations": placement["tolerations"],
-            },
-            "database": {"kind": "Sqlite", "sqlite": {"storageSize": "64Mi"}},
-        },
-    });
+    let national = real_juki_node("national", &calendar, json!({"tier": "National"}));
     cluster.apply(&national, Some(&ns)).await.unwrap();
     let recording = Recording::start(&cluster, &ns);
     // Friday evening, ×20: the window closes at 22:00 (90 s from the start), then the real final
     // exchange through the API server's service proxy, the pods' stop and Friday's three batches
     // as real Jobs on the node's claim. The production defaults: a real final exchange, claims.
-    let op = OperatorProcess::start_with(
-        &cluster,
-        &ns,
-        tokyo("2026-11-27T21:30"),
-        20,
-        "-real",
-        &[
-            "--final-exchange",
-            "call",
-            "--sqlite-volume",
-            "pvc",
-            "--readiness-timeout",
-            "300",
-        ],
-    );
+    let op = real_operator(&cluster, &ns, "2026-11-27T21:30", 20, "-real");
     let nodes: Api<JukiNode> = Api::namespaced(cluster.client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
-    let serving = poll_until("the national node Online", WAIT, || async {
-        nodes
-            .get_status("national")
-            .await
-            .ok()
-            .and_then(|n| n.status)
-            .is_some_and(|s| s.phase == Some(NodePhase::Online))
-    })
-    .await;
+    let serving = until_online(&nodes, "national").await;
     let listed = pods.list(&Default::default()).await.unwrap();
     serving.unwrap_or_else(|e| panic!("{e}: pods {:?}", listed.items));
     let pod = listed.items.first().expect("the node's pod");
@@ -611,6 +640,18 @@ async fn the_operator_runs_a_national_node_as_real_pods_through_its_final_exchan
     }
 }
 
+async fn delivery_status(
+    deliveries: &Api<juki_operator::api::FileDelivery>,
+    name: &str,
+) -> juki_operator::api::FileDeliveryStatus {
+    deliveries
+        .get_status(name)
+        .await
+        .ok()
+        .and_then(|d| d.status)
+        .unwrap_or_default()
+}
+
 /// GET `path` of node `name`'s admin API through the API server's service proxy.
 async fn node_admin(
     cluster: &juki_tests::cluster::TestCluster,
@@ -645,7 +686,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
 async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_garbled_one_at_its_canary()
  {
     use juki_operator::api::{FileDelivery, JukiNode, NodePhase};
-    use juki_tests::operator::OperatorProcess;
 
     let Some(cluster) = require_real_node!() else {
         return;
@@ -676,25 +716,7 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
         )
         .await
         .expect("calendar accepted");
-    let placement = on_real_node(json!({}));
-    let node = |name: &str, spec: serde_json::Value| {
-        let spec = merged(
-            json!({
-                "calendar": calendar, "replicas": 1,
-                "template": {
-                    "image": juki_node_image(),
-                    "nodeSelector": placement["nodeSelector"],
-                    "tolerations": placement["tolerations"],
-                },
-                "database": {"kind": "Sqlite", "sqlite": {"storageSize": "64Mi"}},
-            }),
-            spec,
-        );
-        json!({
-            "apiVersion": "jukinet.io/v1alpha1", "kind": "JukiNode",
-            "metadata": {"name": name}, "spec": spec,
-        })
-    };
+    let node = |name: &str, spec: serde_json::Value| real_juki_node(name, &calendar, spec);
     for object in [
         node("national", json!({"tier": "National"})),
         node(
@@ -713,6 +735,11 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
         cluster.apply(&object, Some(&ns)).await.unwrap();
     }
 
+    // 2 MiB: more than a ConfigMap holds.
+    let big: Vec<u8> = (0..2u32 << 20).map(|i| (i * 7 + i / 251) as u8).collect();
+    let big_sha = sha256_hex(&big);
+    let big_file = std::env::temp_dir().join(format!("juki-big-{}.bin", std::process::id()));
+    std::fs::write(&big_file, &big).unwrap();
     let codes = "13,東京都\n27,大阪府\n";
     // An allow-list garbled in transit: an item no node knows.
     let garbled = r#"{"allow": [{"agency": "nenkin", "affair": "pension", "items": ["name", "\u001a\u001a"]}]}"#;
@@ -724,6 +751,12 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
         })
     };
     for object in [
+        json!({
+            "apiVersion": "jukinet.io/v1alpha1", "kind": "FileDelivery",
+            "metadata": {"name": "big"},
+            "spec": {"file": "big-table", "source": {"upload": {}}, "sha256": big_sha,
+                     "canaries": {"count": 2}},
+        }),
         delivery(
             "codes",
             "code-table",
@@ -748,36 +781,40 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
     ] {
         cluster.apply(&object, Some(&ns)).await.unwrap();
     }
+    // Bad input the API server lets through: each a clear status, nothing sent.
+    let bad_input = |name: &str, spec: serde_json::Value| {
+        let mut base =
+            json!({"file": "codes-x", "sha256": sha256_hex(b"x"), "source": {"inline": "x"}});
+        base.as_object_mut()
+            .unwrap()
+            .extend(spec.as_object().unwrap().clone());
+        json!({
+            "apiVersion": "jukinet.io/v1alpha1", "kind": "FileDelivery",
+            "metadata": {"name": name}, "spec": base,
+        })
+    };
+    for object in [
+        bad_input(
+            "no-map",
+            json!({"source": {"configMap": {"name": "absent", "key": "table.csv"}}}),
+        ),
+        bad_input("pref-48", json!({"targets": {"prefectures": ["13", "48"]}})),
+        bad_input("nobody", json!({"targets": {"prefectures": ["01"]}})),
+    ] {
+        cluster.apply(&object, Some(&ns)).await.unwrap();
+    }
 
     // Wednesday 10:00, ×300: the CS's window closes at 21:00 (132 s), the night is 11 hours
     // (132 s), Thursday's start applies what was staged.
-    let op = OperatorProcess::start_with(
-        &cluster,
-        &ns,
-        tokyo("2026-11-25T10:00"),
-        300,
-        "-delivery",
-        &[
-            "--final-exchange",
-            "call",
-            "--sqlite-volume",
-            "pvc",
-            "--readiness-timeout",
-            "300",
-        ],
-    );
+    let op = real_operator(&cluster, &ns, "2026-11-25T10:00", 300, "-delivery");
     let deliveries: Api<FileDelivery> = Api::namespaced(cluster.client.clone(), &ns);
     let nodes: Api<JukiNode> = Api::namespaced(cluster.client.clone(), &ns);
-    let status_of = |name: &'static str| {
-        let deliveries = deliveries.clone();
-        async move {
-            deliveries
-                .get_status(name)
-                .await
-                .ok()
-                .and_then(|d| d.status)
-                .unwrap_or_default()
-        }
+    let status_of = |name: &'static str| delivery_status(&deliveries, name);
+    // kubectl juki, as a person runs it.
+    let juki = |args: &[&str]| {
+        let (ok, out, err) = juki_tests::operator::kubectl_juki(&cluster, args);
+        assert!(ok, "kubectl juki {args:?}: {err}");
+        out
     };
 
     // Wrong content is refused before anything is sent.
@@ -792,19 +829,67 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
         message.starts_with("spec.sha256: ") && message.contains("nothing was sent"),
         "{wrong:?}"
     );
+    for (name, phase, message) in [
+        (
+            "no-map",
+            "Pending",
+            "spec.source.configMap: ConfigMap NS/absent does not exist; the delivery waits for it",
+        ),
+        (
+            "pref-48",
+            "Failed",
+            "spec.targets.prefectures[1]: \"48\" is not a prefecture code (\"01\"–\"47\")",
+        ),
+        (
+            "nobody",
+            "Failed",
+            "the delivery names no node: its targets match nothing",
+        ),
+    ] {
+        let looked = poll_until(name, WAIT, || async {
+            delivery_status(&deliveries, name).await.phase.is_some()
+        })
+        .await;
+        let got = delivery_status(&deliveries, name).await;
+        looked.unwrap_or_else(|e| panic!("{e}: {got:?}"));
+        assert_eq!(
+            (got.phase.as_deref(), got.message.as_deref()),
+            (Some(phase), Some(message.replace("NS", &ns).as_str())),
+            "{name}"
+        );
+    }
 
-    // Wednesday: every node Online, then both deliveries staged in their first wave.
+    // A file too big for a ConfigMap waits for its upload to the national server.
+    poll_until("the big delivery looked at", WAIT, || async {
+        status_of("big").await.phase.is_some()
+    })
+    .await
+    .unwrap();
+    let big = status_of("big").await;
+    assert_eq!(big.phase.as_deref(), Some("Pending"), "{big:?}");
+    until_online(&nodes, "national").await.unwrap();
+    let uploaded = juki(&["delivery", "upload", big_file.to_str().unwrap(), "-n", &ns]);
+    assert_eq!(
+        uploaded,
+        format!(
+            "uploaded {} (2097152 bytes) to {ns}/national\nsha256: {big_sha}\n",
+            big_file.display()
+        )
+    );
+
+    // Wednesday: every node Online, then the deliveries staged in their first wave.
     let staged = poll_until(
-        "the code table fetched by all three, the allow-list by the Tokyo canary wave",
+        "the code table and the big file fetched by all three, the allow-list by the Tokyo canary wave",
         Duration::from_secs(240),
         || async {
             let (c, a) = (status_of("codes").await, status_of("allow-list").await);
-            c.fetched == 3 && a.fetched == 2
+            c.fetched == 3 && a.fetched == 2 && status_of("big").await.fetched == 3
         },
     )
     .await;
     let (c, a) = (status_of("codes").await, status_of("allow-list").await);
-    staged.unwrap_or_else(|e| panic!("{e}: codes {c:?}, allow-list {a:?}"));
+    let b = status_of("big").await;
+    staged.unwrap_or_else(|e| panic!("{e}: codes {c:?}, allow-list {a:?}, big {b:?}"));
     assert_eq!((c.applied, a.applied, a.pending), (0, 0, 1), "{a:?}");
     assert_eq!(a.phase.as_deref(), Some("Delivering"));
     let cs = node_admin(&cluster, &ns, "cs-131016", "/admin/v1/deliveries").await;
@@ -868,6 +953,20 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
         !osaka.to_string().contains(&garbled_sha),
         "the halted delivery reached Osaka: {osaka}"
     );
+    assert!(
+        osaka["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["file"] == "big-table" && f["current"]["sha256"] == big_sha.as_str()),
+        "{osaka}"
+    );
+    let big = status_of("big").await;
+    assert_eq!(
+        (big.phase.as_deref(), big.applied),
+        (Some("Delivered"), 3),
+        "{big:?}"
+    );
     for name in ["national", "pref-13", "pref-27", "cs-131016"] {
         let phase = nodes
             .get_status(name)
@@ -886,19 +985,6 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
     );
 
     // kubectl juki delivery: the halted one as a person reads it; a pause lands in the spec.
-    let juki = |args: &[&str]| {
-        let out = std::process::Command::new(juki_tests::operator::binary("kubectl-juki"))
-            .env("KUBECONFIG", &cluster.kubeconfig)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
     let report = juki(&["delivery", "status", "allow-list", "-n", &ns]);
     let lines: Vec<&str> = report.lines().collect();
     assert_eq!(
@@ -921,4 +1007,5 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
     );
     assert!(deliveries.get("codes").await.unwrap().spec.paused);
     drop(op);
+    let _ = std::fs::remove_file(&big_file);
 }

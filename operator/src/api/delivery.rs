@@ -88,7 +88,7 @@ pub struct DeliveryCanaries {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.configMap) != has(self.inline)", "message": "spec.source needs exactly one of configMap or inline"}
+    {"rule": "(has(self.configMap) ? 1 : 0) + (has(self.inline) ? 1 : 0) + (has(self.upload) ? 1 : 0) == 1", "message": "spec.source needs exactly one of configMap, inline or upload"}
 ]))]
 pub struct DeliverySource {
     /// A key of a ConfigMap in this namespace.
@@ -97,7 +97,16 @@ pub struct DeliverySource {
     /// The file's text, inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inline: Option<String>,
+    /// Content too big for a ConfigMap (1 MiB): uploaded to the national server by
+    /// `kubectl juki delivery upload FILE`; the delivery waits until the national server holds
+    /// the content whose sha256 is `spec.sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadSource>,
 }
+
+/// Content uploaded to the national server (nothing to configure).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UploadSource {}
 
 /// A ConfigMap key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -186,6 +186,21 @@ enum DeliveryAction {
     /// Take it back from every node: unstaged where fetched, the previous version at the next
     /// start where applied.
     Rollback(DeliveryName),
+    /// Upload a file too big for a ConfigMap to the national server (through the API server's
+    /// service proxy) and print its sha256, for a FileDelivery with `source: {upload: {}}`.
+    Upload(UploadArgs),
+}
+
+#[derive(clap::Args)]
+struct UploadArgs {
+    /// The file to upload.
+    file: std::path::PathBuf,
+    /// The national JukiNode's namespace; the kubeconfig's by default.
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// The national JukiNode's name; by default the one National JukiNode of the namespace.
+    #[arg(long)]
+    node: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -197,10 +212,79 @@ struct DeliveryName {
     namespace: Option<String>,
 }
 
+/// Uploads a file to the national server's content store.
+async fn upload(args: UploadArgs) -> Result<String, String> {
+    use juki_operator::api::JukiNode;
+    use juki_operator::node_client::{self, NodeRoute};
+    let bytes = std::fs::read(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let sha: String = ring::digest::digest(&ring::digest::SHA256, &bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("no cluster: {e}"))?;
+    let ns = args
+        .namespace
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let nodes = kube::Api::<JukiNode>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .map_err(|e| format!("listing JukiNodes in {ns}: {e}"))?;
+    let nationals: Vec<&JukiNode> = nodes
+        .items
+        .iter()
+        .filter(|n| n.spec.tier == juki_calendar::Tier::National)
+        .filter(|n| {
+            args.node
+                .as_ref()
+                .is_none_or(|want| n.metadata.name.as_ref() == Some(want))
+        })
+        .collect();
+    let national = match nationals[..] {
+        [one] => one,
+        [] => {
+            return Err(format!(
+                "no National JukiNode {} in {ns}",
+                args.node.as_deref().unwrap_or("")
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "several National JukiNodes in {ns}: name one with --node"
+            ));
+        }
+    };
+    let name = national.metadata.name.clone().unwrap_or_default();
+    if national.spec.tls.is_some() {
+        return Err(format!(
+            "{ns}/{name} serves mutual TLS: only the operator's certificate opens its admin API"
+        ));
+    }
+    let route = NodeRoute::proxy(&client, &ns, &name, juki_operator::resources::PORT);
+    let path = format!("/admin/v1/deliveries/content/{sha}");
+    let size = bytes.len();
+    let timeout = std::time::Duration::from_secs(600);
+    let answer = node_client::call(&route, http::Method::PUT, &path, bytes, false, timeout).await?;
+    if !answer.ok() {
+        return Err(format!(
+            "{ns}/{name} answered {}: {}",
+            answer.status,
+            answer.excerpt(300)
+        ));
+    }
+    Ok(format!(
+        "uploaded {} ({size} bytes) to {ns}/{name}\nsha256: {sha}\n",
+        args.file.display()
+    ))
+}
+
 /// Runs a `kubectl juki delivery` action.
 async fn delivery(action: DeliveryAction) -> Result<String, String> {
     use juki_operator::api::FileDelivery;
     let (target, field, value, done) = match action {
+        DeliveryAction::Upload(args) => return upload(args).await,
         DeliveryAction::Status(target) => (target, None, false, ""),
         DeliveryAction::Pause(target) => (target, Some("paused"), true, "paused"),
         DeliveryAction::Resume(target) => (target, Some("paused"), false, "resumed"),

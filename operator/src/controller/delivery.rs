@@ -140,7 +140,7 @@ async fn reconcile(object: Arc<FileDelivery>, state: Arc<Deliveries>) -> Result<
 async fn prepare(
     object: &FileDelivery,
     ctx: &Context,
-) -> Result<(Vec<u8>, Rollout, Arc<Topology>), Refused> {
+) -> Result<(Option<Vec<u8>>, Rollout, Arc<Topology>), Refused> {
     let spec = &object.spec;
     let topology = Topology::read(ctx);
     let targets = targets_of(&spec.targets, &topology.nodes)
@@ -158,8 +158,10 @@ async fn prepare(
     delivery_plan::validate(&rollout)
         .map_err(|e| Refused::invalid("InvalidTargets", e.to_string()))?;
     let content = read_source(object, ctx).await?;
-    let actual = sha256_hex(&content);
-    if actual != spec.sha256 {
+    let actual = content.as_deref().map(sha256_hex);
+    if let (Some(content), Some(actual)) = (&content, actual)
+        && actual != spec.sha256
+    {
         return Err(Refused::invalid(
             "Sha256Mismatch",
             format!(
@@ -179,17 +181,20 @@ async fn prepare(
     Ok((content, rollout, topology))
 }
 
-/// The file's bytes from `spec.source`.
-async fn read_source(object: &FileDelivery, ctx: &Context) -> Result<Vec<u8>, Refused> {
+/// The file's bytes from `spec.source`; None for content uploaded to the national server.
+async fn read_source(object: &FileDelivery, ctx: &Context) -> Result<Option<Vec<u8>>, Refused> {
     let source = &object.spec.source;
     if let Some(text) = &source.inline {
-        return Ok(text.as_bytes().to_vec());
+        return Ok(Some(text.as_bytes().to_vec()));
     }
     let Some(reference) = &source.config_map else {
-        return Err(Refused::invalid(
-            "InvalidSource",
-            "spec.source needs exactly one of configMap or inline".into(),
-        ));
+        return match source.upload {
+            Some(_) => Ok(None),
+            None => Err(Refused::invalid(
+                "InvalidSource",
+                "spec.source needs exactly one of configMap, inline or upload".into(),
+            )),
+        };
     };
     let ns = object.namespace().unwrap_or_default();
     let missing = |what: String| {
@@ -207,8 +212,8 @@ async fn read_source(object: &FileDelivery, ctx: &Context) -> Result<Vec<u8>, Re
     let text = map.data.as_ref().and_then(|d| d.get(&reference.key));
     let binary = map.binary_data.as_ref().and_then(|d| d.get(&reference.key));
     match (text, binary) {
-        (Some(text), _) => Ok(text.as_bytes().to_vec()),
-        (None, Some(bytes)) => Ok(bytes.0.clone()),
+        (Some(text), _) => Ok(Some(text.as_bytes().to_vec())),
+        (None, Some(bytes)) => Ok(Some(bytes.0.clone())),
         (None, None) => Err(missing(format!(
             "ConfigMap {ns}/{} has no key {:?}",
             reference.name, reference.key
@@ -225,7 +230,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 async fn deliver(
     object: &FileDelivery,
     state: &Deliveries,
-    content: Vec<u8>,
+    content: Option<Vec<u8>>,
     mut rollout: Rollout,
     topology: &Topology,
 ) -> FileDeliveryStatus {
@@ -275,9 +280,17 @@ async fn deliver(
     if let Some(n) = national.filter(|n| online.contains(&key(n)))
         && !known.source_holds
     {
-        match upload(ctx, n, &sha, content).await {
+        let given = match content {
+            Some(content) => upload(ctx, n, &sha, content).await,
+            None => Err(format!(
+                "spec.source.upload: the national server does not hold {sha} yet; upload it with \
+                 kubectl juki delivery upload FILE -n {}",
+                n.namespace
+            )),
+        };
+        match given {
             Ok(()) => known.source_holds = true,
-            Err(e) => problems.push(format!("{}: upload: {e}", key(n))),
+            Err(e) => problems.push(format!("{}: {e}", key(n))),
         }
     }
     rollout.source_holds = known.source_holds;
@@ -442,7 +455,7 @@ async fn upload(
         Ok(())
     } else {
         Err(format!(
-            "answered {}: {}",
+            "upload: answered {}: {}",
             answer.status,
             answer.excerpt(200)
         ))
