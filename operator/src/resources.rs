@@ -20,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use serde_json::json;
 
-use crate::api::{DatabaseKind, JukiNode};
+use crate::api::{ClaimPolicy, DatabaseKind, JukiNode};
 
 /// The node service's HTTP port.
 pub const PORT: i32 = 8080;
@@ -157,11 +157,17 @@ pub fn service(node: &JukiNode) -> Service {
     }
 }
 
-/// The PersistentVolumeClaim of the embedded database (only with [`SqliteVolume::Pvc`]).
+/// The PersistentVolumeClaim of the embedded database (only with [`SqliteVolume::Pvc`]). The
+/// residents' records outlive their node unless `whenDeleted: Delete`: only then does the claim
+/// point back to the node, for the garbage collector.
 pub fn data_claim(node: &JukiNode) -> PersistentVolumeClaim {
     let sqlite = &node.spec.database.sqlite;
+    let mut metadata = meta(node, format!("{}-data", name(node)));
+    if sqlite.when_deleted == ClaimPolicy::Retain {
+        metadata.owner_references = None;
+    }
     PersistentVolumeClaim {
-        metadata: meta(node, format!("{}-data", name(node))),
+        metadata,
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             storage_class_name: sqlite.storage_class_name.clone(),
@@ -456,6 +462,24 @@ mod tests {
         node.metadata.namespace = Some("juki-pref-13".into());
         node.metadata.uid = Some("uid-1".into());
         node
+    }
+
+    #[test]
+    fn the_residents_claim_outlives_its_node_unless_deletion_is_asked_for() {
+        let mut node = cs();
+        let claim = data_claim(&node);
+        assert_eq!(claim.metadata.name.as_deref(), Some("cs-131016-data"));
+        assert_eq!(claim.metadata.owner_references, None);
+        assert_eq!(
+            claim.metadata.labels.as_ref().unwrap()[NODE_LABEL],
+            "cs-131016"
+        );
+        node.spec.database.sqlite.when_deleted = ClaimPolicy::Delete;
+        let owner = data_claim(&node).metadata.owner_references.unwrap();
+        assert_eq!(
+            (owner[0].kind.as_str(), owner[0].name.as_str()),
+            ("JukiNode", "cs-131016")
+        );
     }
 
     #[test]

@@ -1950,3 +1950,110 @@ async fn a_scheduled_template_job_runs_in_a_real_container_fails_once_and_succee
         "{events}"
     );
 }
+
+/// The residents' records outlive their node: deleting a JukiNode (what `helm uninstall` does)
+/// lets the garbage collector take its Deployment, Service and ConfigMap but not its database
+/// claim, and a node of the same name finds that claim again; only `whenDeleted: Delete` lets
+/// the claim go with the node.
+#[tokio::test]
+async fn deleting_a_node_keeps_its_residents_claim_unless_deletion_is_asked_for() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let Some(cluster) = require_cluster!() else {
+        return;
+    };
+    let setup = setup(&cluster, None).await;
+    let ns = setup.ns.name.as_str();
+    let calendar = setup.calendar_name.as_str();
+    // The example topology's nodes are not needed here.
+    cluster
+        .kubectl(&["-n", ns, "delete", "jukinodes", "--all", "--wait=true"])
+        .await;
+    let node = |name: &str, spec: serde_json::Value| {
+        let mut spec = spec;
+        spec["calendar"] = serde_json::json!(calendar);
+        serde_json::json!({
+            "apiVersion": "jukinet.io/v1alpha1", "kind": "JukiNode",
+            "metadata": {"name": name}, "spec": spec,
+        })
+    };
+    let kept = node("national", serde_json::json!({"tier": "National"}));
+    let dropped = node(
+        "pref-13",
+        serde_json::json!({"tier": "Prefecture", "prefecture": "13", "upstream": {"name": "national"},
+               "database": {"kind": "Sqlite", "sqlite": {"whenDeleted": "Delete"}}}),
+    );
+    for object in [&kept, &dropped] {
+        cluster.apply(object, Some(ns)).await.unwrap();
+    }
+    // At night: the nodes stay Offline, their objects are made all the same.
+    let op = OperatorProcess::start_with(
+        &cluster,
+        ns,
+        tokyo("2026-11-25T02:00"),
+        1,
+        "-claims",
+        &["--sqlite-volume", "pvc"],
+    );
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
+    poll_until(
+        "both claims and Deployments made",
+        Duration::from_secs(120),
+        || async {
+            let mut found = 0;
+            for name in ["national", "pref-13"] {
+                found += usize::from(
+                    claims
+                        .get_opt(&format!("{name}-data"))
+                        .await
+                        .unwrap()
+                        .is_some(),
+                );
+                found += usize::from(deployments.get_opt(name).await.unwrap().is_some());
+            }
+            found == 4
+        },
+    )
+    .await
+    .unwrap();
+    let before = claims.get("national-data").await.unwrap();
+
+    cluster
+        .kubectl(&["-n", ns, "delete", "jukinodes", "--all", "--wait=true"])
+        .await;
+    poll_until(
+        "the nodes' Deployments and pref-13's claim collected",
+        Duration::from_secs(120),
+        || async {
+            deployments.get_opt("national").await.unwrap().is_none()
+                && deployments.get_opt("pref-13").await.unwrap().is_none()
+                && claims
+                    .get_opt("pref-13-data")
+                    .await
+                    .unwrap()
+                    .is_none_or(|c| c.metadata.deletion_timestamp.is_some())
+        },
+    )
+    .await
+    .unwrap();
+    let after = claims
+        .get("national-data")
+        .await
+        .expect("the claim outlived its node");
+    assert_eq!(after.metadata.uid, before.metadata.uid);
+    assert!(after.metadata.deletion_timestamp.is_none());
+    assert_eq!(after.metadata.owner_references, None);
+
+    // The node again: the same claim, not a new one.
+    cluster.apply(&kept, Some(ns)).await.unwrap();
+    poll_until(
+        "the national Deployment again",
+        Duration::from_secs(120),
+        || async { deployments.get_opt("national").await.unwrap().is_some() },
+    )
+    .await
+    .unwrap();
+    let again = claims.get("national-data").await.unwrap();
+    assert_eq!(again.metadata.uid, before.metadata.uid);
+    drop(op);
+}

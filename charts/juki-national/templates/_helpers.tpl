@@ -41,6 +41,7 @@ database:
   {{- else }}
   sqlite:
     storageSize: {{ .database.sqlite.storageSize | quote }}
+    whenDeleted: {{ .database.sqlite.whenDeleted | default "Retain" }}
     {{- with .database.sqlite.storageClassName }}
     storageClassName: {{ . | quote }}
     {{- end }}

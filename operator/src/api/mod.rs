@@ -23,8 +23,8 @@ pub use extension::{
     ExtensionKind, ExtensionPhase, ServiceExtension, ServiceExtensionSpec, ServiceExtensionStatus,
 };
 pub use node::{
-    Database, DatabaseKind, FinalAnswerStatus, JukiNode, JukiNodeSpec, JukiNodeStatus, LastBatch,
-    ManualOverride, NextTransition, NodePhase, NodeTemplate, NodeTls, OverridePhase,
+    ClaimPolicy, Database, DatabaseKind, FinalAnswerStatus, JukiNode, JukiNodeSpec, JukiNodeStatus,
+    LastBatch, ManualOverride, NextTransition, NodePhase, NodeTemplate, NodeTls, OverridePhase,
     PostgresDatabase, SecretKeyRef, SqliteDatabase,
 };
 pub use schedule::{

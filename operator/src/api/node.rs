@@ -233,6 +233,20 @@ pub struct SqliteDatabase {
     /// Storage class of that volume; the cluster default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+    /// What happens to the volume, and so to the residents' records, when the JukiNode is
+    /// deleted (a `helm uninstall` too): `Retain` (the default) keeps the claim, and a JukiNode
+    /// of the same name in the namespace finds its data again; `Delete` lets the garbage
+    /// collector remove it with the node.
+    #[serde(default)]
+    pub when_deleted: ClaimPolicy,
+}
+
+/// The fate of a node's data volume when the node is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum ClaimPolicy {
+    #[default]
+    Retain,
+    Delete,
 }
 
 fn default_storage_size() -> String {
@@ -244,6 +258,7 @@ impl Default for SqliteDatabase {
         SqliteDatabase {
             storage_size: default_storage_size(),
             storage_class_name: None,
+            when_deleted: ClaimPolicy::Retain,
         }
     }
 }
