@@ -177,13 +177,24 @@ pub async fn call(
         .map_err(|_| format!("no answer within {timeout:?}"))?
 }
 
-/// Posts the final request to the node; returns its final answer (JSON text) or why there is
-/// none.
+/// How long the node may wait for its upstream within the operator's `timeout`: a quarter less
+/// (at least a second), so that the node's own answer, done or not, arrives before the operator
+/// gives up on it.
+pub fn node_wait(timeout: Duration) -> Duration {
+    (timeout * 3 / 4).max(Duration::from_secs(1))
+}
+
+/// Posts the final request to the node, asking it to answer within [`node_wait`]; returns its
+/// final answer (JSON text) or why there is none.
 pub async fn final_request(route: &NodeRoute, timeout: Duration) -> Result<String, String> {
+    let path = format!(
+        "/admin/v1/final-request?timeoutSeconds={}",
+        node_wait(timeout).as_secs()
+    );
     let answer = call(
         route,
         ::http::Method::POST,
-        "/admin/v1/final-request",
+        &path,
         b"{}".to_vec(),
         true,
         timeout,
@@ -197,5 +208,75 @@ pub async fn final_request(route: &NodeRoute, timeout: Duration) -> Result<Strin
             answer.status,
             answer.excerpt(300)
         ))
+    }
+}
+
+/// What a node's final answer says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinalOutcome {
+    /// Every update reached the upstream (`done: true`): the answer as received.
+    Received(String),
+    /// Not every update reached the upstream (`done: false`): why, and how many wait for
+    /// tomorrow in the node's outbox.
+    Held(String),
+}
+
+/// Reads a node's final answer (`{done, lastSeq, confirmedSeq, heldForTomorrow, reason?}`); an
+/// answer that is not one is kept as received, cut to 500 characters.
+pub fn judge_final_answer(body: &str) -> FinalOutcome {
+    let kept: String = body.chars().take(500).collect();
+    let Ok(answer) = serde_json::from_str::<serde_json::Value>(body) else {
+        return FinalOutcome::Received(kept);
+    };
+    if answer["done"] != serde_json::Value::Bool(false) {
+        return FinalOutcome::Received(kept);
+    }
+    let number = |key: &str| answer[key].as_i64().unwrap_or(0);
+    let reason = answer["reason"]
+        .as_str()
+        .unwrap_or("the upstream did not confirm every update");
+    FinalOutcome::Held(format!(
+        "{reason}; {} update(s) held for tomorrow (confirmed seq {} of {})",
+        number("heldForTomorrow"),
+        number("confirmedSeq"),
+        number("lastSeq")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_final_answer_not_done_is_held_with_the_nodes_reason_and_count() {
+        let held = judge_final_answer(
+            r#"{"done": false, "lastSeq": 12, "confirmedSeq": 9, "heldForTomorrow": 3,
+                "reason": "the upstream refused: 503"}"#,
+        );
+        assert_eq!(
+            held,
+            FinalOutcome::Held(
+                "the upstream refused: 503; 3 update(s) held for tomorrow (confirmed seq 9 of 12)"
+                    .into()
+            )
+        );
+        let done = r#"{"done":true,"lastSeq":12,"confirmedSeq":12,"heldForTomorrow":0}"#;
+        assert_eq!(
+            judge_final_answer(done),
+            FinalOutcome::Received(done.into())
+        );
+        assert_eq!(
+            judge_final_answer("not json"),
+            FinalOutcome::Received("not json".into())
+        );
+    }
+
+    #[test]
+    fn the_node_is_asked_to_answer_before_the_operator_gives_up() {
+        assert_eq!(node_wait(Duration::from_secs(40)), Duration::from_secs(30));
+        assert_eq!(
+            node_wait(Duration::from_millis(500)),
+            Duration::from_secs(1)
+        );
     }
 }

@@ -52,7 +52,13 @@ pub enum FinalAnswer {
     /// The node could not be reached or did not answer in time; the stop goes on and the reason
     /// is reported.
     Failed(String),
+    /// The node answered that not every update reached its upstream (`done: false`): the stop
+    /// goes on, the updates wait in its outbox for tomorrow, and a warning says so.
+    Held(String),
 }
+
+/// The reason of a stop whose final answer held updates for tomorrow.
+pub const UPDATES_HELD: &str = "UpdatesHeld";
 
 /// Everything the planner needs about one node.
 #[derive(Debug, Clone)]
@@ -664,6 +670,13 @@ fn drain(node: &NodeView<'_>, date: Option<Date>) -> Plan {
         )
         .replicas(0)
         .date(date),
+        FinalAnswer::Held(why) => Plan::new(
+            Stopping,
+            UPDATES_HELD,
+            format!("final answer not done: {why}; stopping, they are relayed at the next start"),
+        )
+        .replicas(0)
+        .date(date),
     }
 }
 
@@ -945,6 +958,18 @@ mod tests {
         assert_eq!(
             (p.phase, p.reason, p.replicas),
             (NodePhase::Stopping, "FinalAnswerFailed", Some(0))
+        );
+        // Answered, but not every update reached the upstream: a stop that says so.
+        v.final_answer = FinalAnswer::Held("3 update(s) held for tomorrow".into());
+        let p = plan(&cal, &v, at);
+        assert_eq!(
+            (p.phase, p.reason, p.replicas),
+            (NodePhase::Stopping, UPDATES_HELD, Some(0))
+        );
+        assert!(
+            p.message.contains("3 update(s) held for tomorrow"),
+            "{}",
+            p.message
         );
     }
 

@@ -377,7 +377,8 @@ pub struct JukiNodeStatus {
 pub struct FinalAnswerStatus {
     /// Operating date, "YYYY-MM-DD".
     pub date: String,
-    /// Received, Skipped or Failed.
+    /// Received (every update reached the upstream), Held (`done: false`: updates wait in the
+    /// outbox for tomorrow), Skipped or Failed (no answer).
     pub outcome: String,
     /// What the node reported (updates held for the next online start), or why it failed.
     #[serde(default)]

@@ -27,7 +27,7 @@ use crate::api::{
 };
 use crate::expected;
 use crate::node_client;
-use crate::planner::{Action, FinalAnswer, NodeView, Plan, check_online_end, plan};
+use crate::planner::{Action, FinalAnswer, NodeView, Plan, UPDATES_HELD, check_online_end, plan};
 use crate::resources::{self, MANAGER, SqliteVolume};
 use crate::telemetry::NodeHealth;
 use crate::topology::{Resolved, from_jukinode, may_be_neighbours};
@@ -299,10 +299,10 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
             if phase == NodePhase::Draining
                 && Some(f.date.as_str()) == status.operating_date.as_deref() =>
         {
-            if f.outcome == "Failed" {
-                FinalAnswer::Failed(f.message.clone())
-            } else {
-                FinalAnswer::Done
+            match f.outcome.as_str() {
+                "Failed" => FinalAnswer::Failed(f.message.clone()),
+                "Held" => FinalAnswer::Held(f.message.clone()),
+                _ => FinalAnswer::Done,
             }
         }
         _ => FinalAnswer::NotRequested,
@@ -430,7 +430,8 @@ async fn reconcile_inner(node: &JukiNode, ctx: &Context) -> Result<Requeue, Erro
     let warning = matches!(plan.phase, NodePhase::Failed)
         || plan.reason.starts_with("Upstream")
         || plan.reason == "Degraded"
-        || plan.reason == "MissedNight";
+        || plan.reason == "MissedNight"
+        || plan.reason == UPDATES_HELD;
     if new_status.phase != status.phase
         && let Some(from) = status.phase
     {
@@ -566,7 +567,7 @@ async fn pods_now(ctx: &Context, ns: &str, name: &str, check_due: bool) -> i32 {
 fn notable(reason: &str) -> bool {
     matches!(
         reason,
-        "BatchSucceeded" | "BatchFailed" | "FinalAnswerFailed" | "ReadinessTimeout"
+        "BatchSucceeded" | "BatchFailed" | "FinalAnswerFailed" | UPDATES_HELD | "ReadinessTimeout"
     )
 }
 
@@ -1166,11 +1167,16 @@ async fn final_exchange(
         Ok(route) => node_client::final_request(&route, timeout).await,
         Err(message) => Err(message),
     };
-    match answer {
-        Ok(body) => FinalAnswerStatus {
+    match answer.map(|body| node_client::judge_final_answer(&body)) {
+        Ok(node_client::FinalOutcome::Received(message)) => FinalAnswerStatus {
             date,
             outcome: "Received".into(),
-            message: body.chars().take(500).collect(),
+            message,
+        },
+        Ok(node_client::FinalOutcome::Held(message)) => FinalAnswerStatus {
+            date,
+            outcome: "Held".into(),
+            message,
         },
         Err(message) => FinalAnswerStatus {
             date,
