@@ -659,14 +659,23 @@ async fn node_admin(
     name: &str,
     path: &str,
 ) -> serde_json::Value {
+    serde_json::from_str(&node_text(cluster, ns, name, path).await).unwrap()
+}
+
+/// GET `path` of node `name` through the API server's service proxy, as text.
+async fn node_text(
+    cluster: &juki_tests::cluster::TestCluster,
+    ns: &str,
+    name: &str,
+    path: &str,
+) -> String {
     let uri = format!("/api/v1/namespaces/{ns}/services/{name}:8080/proxy{path}");
     let request = http::Request::get(uri).body(Vec::new()).unwrap();
-    let text = cluster
+    cluster
         .client
         .request_text(request)
         .await
-        .unwrap_or_else(|e| panic!("GET {path} of {ns}/{name}: {e}"));
-    serde_json::from_str(&text).unwrap()
+        .unwrap_or_else(|e| panic!("GET {path} of {ns}/{name}: {e}"))
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -681,7 +690,8 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// a code table reaches every node down the tree (each prefecture from the national server, the
 /// CS from its prefecture), is staged while the nodes are online, and is applied when the
 /// calendar starts them the next morning; a garbled allow-list fails at its canary prefecture's
-/// start, halts, and never reaches Osaka; content whose sha256 is wrong is sent nowhere.
+/// start, halts, and never reaches Osaka; content whose sha256 is wrong is sent nowhere. The
+/// same day, updates posted at the CS pod are relayed to the national pod by DNS and Services.
 #[tokio::test]
 async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_garbled_one_at_its_canary()
  {
@@ -804,9 +814,9 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
         cluster.apply(&object, Some(&ns)).await.unwrap();
     }
 
-    // Wednesday 10:00, ×300: the CS's window closes at 21:00 (132 s), the night is 11 hours
+    // Wednesday 07:00, ×300: the CS's window closes at 21:00 (168 s), the night is 11 hours
     // (132 s), Thursday's start applies what was staged.
-    let op = real_operator(&cluster, &ns, "2026-11-25T10:00", 300, "-delivery");
+    let op = real_operator(&cluster, &ns, "2026-11-25T07:00", 300, "-delivery");
     let deliveries: Api<FileDelivery> = Api::namespaced(cluster.client.clone(), &ns);
     let nodes: Api<JukiNode> = Api::namespaced(cluster.client.clone(), &ns);
     let status_of = |name: &'static str| delivery_status(&deliveries, name);
@@ -892,6 +902,49 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
     staged.unwrap_or_else(|e| panic!("{e}: codes {c:?}, allow-list {a:?}, big {b:?}"));
     assert_eq!((c.applied, a.applied, a.pending), (0, 0, 1), "{a:?}");
     assert_eq!(a.phase.as_deref(), Some("Delivering"));
+
+    // The same day, resident updates posted at the CS pod reach the national pod through the
+    // prefecture, by cluster DNS and Services, on the operator's clock.
+    for (key, code, reason, address) in [
+        ("a", "12345678903", "転入", "千代田1-1"),
+        ("b", "12345678903", "転居", "千代田2-2"),
+        ("c", "98765432103", "転入", "千代田3-3"),
+    ] {
+        let body = json!([{
+            "resident_code": code, "name": "山田 太郎", "name_kana": "ヤマダ タロウ",
+            "birth_date": "1990-04-01", "sex": "男", "address": address,
+            "municipality_code": "131016", "reason": reason, "change_date": "2026-11-25",
+        }]);
+        let uri = format!("/api/v1/namespaces/{ns}/services/cs-131016:8080/proxy/v1/updates");
+        let request = http::Request::post(uri)
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .header("x-juki-identity", "muni-131016")
+            .body(body.to_string().into_bytes())
+            .unwrap();
+        cluster
+            .client
+            .request_text(request)
+            .await
+            .unwrap_or_else(|e| panic!("POST /v1/updates {key} at the CS: {e}"));
+    }
+    let applied = "juki_node_updates_total{stage=\"applied\"} 3";
+    let arrived = poll_until(
+        "the updates applied at the national server",
+        WAIT,
+        || async {
+            node_text(&cluster, &ns, "national", "/metrics")
+                .await
+                .lines()
+                .any(|l| l == applied)
+        },
+    )
+    .await;
+    let relay = node_admin(&cluster, &ns, "cs-131016", "/admin/v1/relay").await;
+    arrived.unwrap_or_else(|e| panic!("{e}: the CS's relay {relay}"));
+    let relay = node_admin(&cluster, &ns, "pref-13", "/admin/v1/relay").await;
+    assert_eq!(relay["outbox"]["pending"], 0, "{relay}");
+
     let cs = node_admin(&cluster, &ns, "cs-131016", "/admin/v1/deliveries").await;
     let code_sha = sha256_hex(codes.as_bytes());
     assert!(
