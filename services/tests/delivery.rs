@@ -371,6 +371,35 @@ fn a_withdrawn_delivery_is_unstaged_or_rolled_back_and_asking_again_is_harmless(
     );
     assert!(deliveries.staged().unwrap().is_empty());
 
+    // A first version has nothing to go back to: withdrawn, the file goes at the next start.
+    let first = stage(deliveries, "zip-codes", b"first table");
+    deliveries.apply_staged("t5", &no_check).unwrap();
+    for _ in 0..2 {
+        let (status, answer) = withdraw_at(&p.url, "zip-codes", first.as_str());
+        assert_eq!(
+            (status, &answer["withdrawn"]),
+            (200, &json!("removed")),
+            "{answer}"
+        );
+    }
+    assert_eq!(current(deliveries, "zip-codes").unwrap(), b"first table");
+    let outcome = deliveries.apply_staged("t6", &no_check).unwrap();
+    assert_eq!(
+        outcome,
+        [Outcome::Removed {
+            file: "zip-codes".into()
+        }]
+    );
+    assert_eq!(current(deliveries, "zip-codes"), None);
+    assert!(deliveries.staged().unwrap().is_empty());
+    assert_eq!(
+        deliveries.records().unwrap().len(),
+        1,
+        "codes is still there"
+    );
+    let (status, answer) = withdraw_at(&p.url, "zip-codes", first.as_str());
+    assert_eq!((status, &answer["withdrawn"]), (200, &json!("nothing")));
+
     let (status, answer) = withdraw_at(&p.url, "codes", "not-a-digest");
     assert_eq!(
         (status, answer["field"].as_str()),

@@ -1059,6 +1059,33 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
         "filedelivery.jukinet.io/codes paused\n"
     );
     assert!(deliveries.get("codes").await.unwrap().spec.paused);
+    // A rollback takes the code table back from every node: its first version, so each node
+    // removes it at its next start.
+    assert_eq!(
+        juki(&["delivery", "rollback", "codes", "-n", &ns]),
+        "filedelivery.jukinet.io/codes rolled back\n"
+    );
+    let rolled = poll_until("the code table rolled back everywhere", WAIT, || async {
+        let c = status_of("codes").await;
+        c.phase.as_deref() == Some("RolledBack") && c.withdrawing.is_empty()
+    })
+    .await;
+    let c = status_of("codes").await;
+    rolled.unwrap_or_else(|e| panic!("{e}: {c:?}"));
+    for name in ["pref-13", "pref-27", "cs-131016"] {
+        let view = node_admin(&cluster, &ns, name, "/admin/v1/deliveries").await;
+        let code_table: Vec<&serde_json::Value> = view["staged"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["file"] == "code-table")
+            .collect();
+        assert_eq!(
+            code_table,
+            [&json!({"file": "code-table", "sha256": "", "remove": true})],
+            "{name}: {view}"
+        );
+    }
     drop(op);
     let _ = std::fs::remove_file(&big_file);
 }

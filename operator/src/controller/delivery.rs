@@ -10,7 +10,7 @@
 //! and keeps the state it had (after an operator restart it counts as pending until it is
 //! Online again).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 
@@ -54,15 +55,19 @@ struct Seen {
 struct Deliveries {
     ctx: Arc<Context>,
     seen: Mutex<HashMap<String, Seen>>,
+    /// The deliveries that exist: what was seen of a deleted one is forgotten.
+    objects: Store<FileDelivery>,
 }
 
 pub(super) async fn run(ctx: Arc<Context>) {
     let api = ctx.settings.api::<FileDelivery>(&ctx.client);
+    let controller = Controller::new(api, watcher::Config::default());
     let state = Arc::new(Deliveries {
         ctx,
         seen: Mutex::default(),
+        objects: controller.store(),
     });
-    Controller::new(api, watcher::Config::default())
+    controller
         .run(
             reconcile,
             |_, error, _| {
@@ -247,17 +252,17 @@ async fn deliver(
     // Ask every Online node that has not applied it yet where it is.
     let online = online_nodes(ctx, topology);
     let national = topology.nodes.iter().find(|n| n.tier == Tier::National);
+    let targets: HashSet<&str> = rollout.targets.iter().map(|t| t.name.as_str()).collect();
     let asked: Vec<TopologyNode> = topology
         .nodes
         .iter()
-        .filter(|n| online.contains(&key(n)))
         .filter(|n| {
-            let target = rollout.targets.iter().any(|t| t.name == key(n));
+            let name = key(n);
             let source = n.tier == Tier::National && !known.source_holds;
             // An applied node changes only at a start, or when a rollback is asked for.
             let settled =
-                known.states.get(&key(n)) == Some(&NodeState::Applied) && !object.spec.rollback;
-            source || (target && !settled)
+                known.states.get(&name) == Some(&NodeState::Applied) && !object.spec.rollback;
+            online.contains(&name) && (source || (targets.contains(name.as_str()) && !settled))
         })
         .cloned()
         .collect();
@@ -268,7 +273,7 @@ async fn deliver(
                 if national.is_some_and(|n| key(n) == node) && view.holds(&sha) {
                     known.source_holds = true;
                 }
-                if rollout.targets.iter().any(|t| t.name == node) {
+                if targets.contains(node.as_str()) {
                     known.states.insert(node, view.state(&file, &sha));
                 }
             }
@@ -393,7 +398,14 @@ fn remembered(state: &Deliveries, uid: &str, version: (String, String, bool)) ->
 }
 
 fn remember(state: &Deliveries, uid: &str, known: Seen) {
+    let live: HashSet<String> = state
+        .objects
+        .state()
+        .iter()
+        .filter_map(|d| d.uid())
+        .collect();
     let mut seen = state.seen.lock().unwrap_or_else(|e| e.into_inner());
+    seen.retain(|uid, _| live.contains(uid));
     seen.insert(uid.to_owned(), known);
 }
 
@@ -462,8 +474,15 @@ async fn upload(
     }
 }
 
-fn node_of<'a>(topology: &'a Topology, name: &str) -> Option<&'a TopologyNode> {
-    topology.nodes.iter().find(|n| key(n) == name)
+/// The topology's nodes named as the plan names them (`namespace/name`).
+fn nodes_of(topology: &Topology, names: &[String]) -> Vec<TopologyNode> {
+    let wanted: HashSet<&str> = names.iter().map(String::as_str).collect();
+    topology
+        .nodes
+        .iter()
+        .filter(|n| wanted.contains(key(n).as_str()))
+        .cloned()
+        .collect()
 }
 
 /// Asks the nodes the plan lets fetch: each fetches from its upstream and stages the file.
@@ -477,19 +496,14 @@ async fn fetch(
     problems: &mut Vec<String>,
 ) {
     let body = serde_json::json!({"sha256": sha, "file": file}).to_string();
-    let asks = plan
-        .fetch
-        .iter()
-        .filter_map(|name| node_of(topology, name))
-        .cloned()
-        .map(|node| {
-            let body = body.clone().into_bytes();
-            async move {
-                let path = "/admin/v1/deliveries/fetch";
-                let answer = call(ctx, &node, http::Method::POST, path, body, true).await;
-                (key(&node), answer)
-            }
-        });
+    let asks = nodes_of(topology, &plan.fetch).into_iter().map(|node| {
+        let body = body.clone().into_bytes();
+        async move {
+            let path = "/admin/v1/deliveries/fetch";
+            let answer = call(ctx, &node, http::Method::POST, path, body, true).await;
+            (key(&node), answer)
+        }
+    });
     let answers = at_most(CALLS_AT_ONCE, asks).await;
     for (node, answer) in answers {
         match fetched(&answer) {
@@ -538,19 +552,19 @@ async fn withdraw(
 ) {
     let body = serde_json::json!({ "sha256": sha }).to_string();
     let path = format!("/admin/v1/deliveries/files/{file}/withdraw");
-    let asks = plan
+    let due: Vec<String> = plan
         .roll_back
         .iter()
         .filter(|n| online.contains(*n) && !known.withdrawn.contains(*n))
-        .filter_map(|name| node_of(topology, name))
         .cloned()
-        .map(|node| {
-            let (body, path) = (body.clone().into_bytes(), path.clone());
-            async move {
-                let answer = call(ctx, &node, http::Method::POST, &path, body, true).await;
-                (key(&node), answer)
-            }
-        });
+        .collect();
+    let asks = nodes_of(topology, &due).into_iter().map(|node| {
+        let (body, path) = (body.clone().into_bytes(), path.clone());
+        async move {
+            let answer = call(ctx, &node, http::Method::POST, &path, body, true).await;
+            (key(&node), answer)
+        }
+    });
     let answers = at_most(CALLS_AT_ONCE, asks).await;
     for (node, answer) in answers {
         match answer {

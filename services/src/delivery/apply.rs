@@ -72,9 +72,13 @@ pub struct FileRecord {
 #[serde(rename_all = "camelCase")]
 pub struct Staged {
     pub file: String,
+    /// The version to apply (empty for a removal).
     pub sha256: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// Remove the file at the next start: a withdrawn first version, with nothing to go back to.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remove: bool,
 }
 
 /// What applying one staged file did.
@@ -85,6 +89,8 @@ pub enum Outcome {
     Applied { file: String, sha256: String },
     /// The staged version was current already.
     Unchanged { file: String, sha256: String },
+    /// The file was removed (its first version withdrawn): the node has no such file now.
+    Removed { file: String },
     /// Not applied: the content is missing or wrong, or the file's check refused it.
     Refused {
         file: String,
@@ -100,6 +106,8 @@ pub enum Withdrawn {
     Unstaged,
     /// It was current: the previous version is staged for the next start.
     RolledBack(Sha256),
+    /// It was the current and first version: the file is removed at the next start.
+    Removed,
     /// The node neither staged nor applied it.
     Nothing,
 }
@@ -190,6 +198,7 @@ impl Deliveries {
             file: name.as_str().to_owned(),
             sha256: sha.to_string(),
             refused: None,
+            remove: false,
         };
         write_atomic(&self.staged_path(name), &staged, &mut no_stop)
     }
@@ -278,6 +287,18 @@ impl Deliveries {
     ) -> Result<Outcome, Error> {
         let name = FileName::parse(&staged.file)?;
         let (file, sha256) = (staged.file.clone(), staged.sha256.clone());
+        if staged.remove {
+            // The record goes first: a crash before the unstage only repeats the removal.
+            let path = self.record_path(&name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => sync_dir(&self.dir().join("files"))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(storage(&path, "remove", e)),
+            }
+            stop(Step::Switched)?;
+            self.unstage(&name)?;
+            return Ok(Outcome::Removed { file });
+        }
         let record = self.record(&name)?;
         if record.as_ref().is_some_and(|r| r.current.sha256 == sha256) {
             self.unstage(&name)?;
@@ -326,8 +347,22 @@ impl Deliveries {
         let staged: Option<Staged> = read_json(&self.staged_path(name))?;
         let current = self.record(name)?.map(|r| r.current.sha256);
         if current.as_deref() == Some(sha.as_str()) {
-            // The previous version is staged over whatever else was staged.
-            return self.rollback(name).map(Withdrawn::RolledBack);
+            // The previous version is staged over whatever else was staged; a first version
+            // has none, and the file goes.
+            return match self.rollback(name) {
+                Ok(previous) => Ok(Withdrawn::RolledBack(previous)),
+                Err(e) if e.tag() == "no_previous_version" => {
+                    let removal = Staged {
+                        file: name.as_str().to_owned(),
+                        sha256: String::new(),
+                        refused: None,
+                        remove: true,
+                    };
+                    write_atomic(&self.staged_path(name), &removal, &mut no_stop)?;
+                    Ok(Withdrawn::Removed)
+                }
+                Err(e) => Err(e),
+            };
         }
         if staged.is_some_and(|s| s.sha256 == sha.as_str()) {
             self.unstage(name)?;

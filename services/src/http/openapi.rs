@@ -145,15 +145,14 @@ fn delivery_paths() -> Value {
             }
         }},
         "/admin/v1/deliveries/files/{file}/withdraw": {"post": {
-            "summary": "Take back a halted delivery of a file: unstage it, or stage the previous version if it was applied (operator only; idempotent)",
+            "summary": "Take back a halted delivery of a file: unstage it, or stage the previous version if it was applied, or the file's removal if it was its first (operator only; idempotent)",
             "parameters": [{"name": "file", "in": "path", "required": true, "schema": {"type": "string"}}],
             "requestBody": {"required": true, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["sha256"], "additionalProperties": false,
                 "properties": {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}}}},
             "responses": {
-                "200": json_response("{file, withdrawn: unstaged|rolledBack|nothing, staged?}", json!({"type": "object"})),
-                "400": error_response("Malformed file name or digest"),
-                "409": error_response("Applied with no previous version to roll back to")
+                "200": json_response("{file, withdrawn: unstaged|rolledBack|removed|nothing, staged?}", json!({"type": "object"})),
+                "400": error_response("Malformed file name or digest")
             }
         }}
     })

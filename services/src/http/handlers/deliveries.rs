@@ -249,7 +249,8 @@ struct WithdrawRequest {
 
 /// `POST /admin/v1/deliveries/files/{file}/withdraw` `{"sha256"}`: take back a halted
 /// delivery: unstage it, or roll the file back to its previous version if it was applied.
-/// Answers `withdrawn`: `unstaged`, `rolledBack` (with the version staged) or `nothing`.
+/// Answers `withdrawn`: `unstaged`, `rolledBack` (with the version staged), `removed` (a first
+/// version: the file goes at the next start) or `nothing`.
 pub(crate) async fn post_withdraw(
     state: web::Data<AppState>,
     file: web::Path<String>,
@@ -269,6 +270,7 @@ pub(crate) async fn post_withdraw(
         Withdrawn::RolledBack(previous) => {
             json!({"file": name, "withdrawn": "rolledBack", "staged": previous.as_str()})
         }
+        Withdrawn::Removed => json!({"file": name, "withdrawn": "removed"}),
         Withdrawn::Nothing => json!({"file": name, "withdrawn": "nothing"}),
     };
     tracing::info!(file = %name, sha256 = %request.sha256, withdrawn = ?done, "delivery withdrawn");
