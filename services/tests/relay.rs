@@ -577,7 +577,7 @@ async fn openapi_describes_every_route() {
         }
     }
     // The routes registered in routes::configure.
-    assert_eq!(operations, 25);
+    assert_eq!(operations, 26);
 }
 
 /// An item the upstream refuses (a 4xx naming it) holds the outbox in order, loudly: an error
