@@ -1889,7 +1889,9 @@ async fn a_scheduled_template_job_runs_in_a_real_container_fails_once_and_succee
             "name": "report", "nodes": {"tiers": ["National"]},
             "template": {"spec": pod_spec},
             "timeoutMinutes": 1440,
-            "retries": {"limit": 1, "backoffSeconds": 60},
+            // The shortest backoff: the reconcile that sees attempt 1 failed also starts
+            // attempt 2, and must still report the failure.
+            "retries": {"limit": 1, "backoffSeconds": 1},
         }]},
     });
     cluster.apply(&schedule, Some(&ns)).await.unwrap();
@@ -1947,7 +1949,7 @@ async fn a_scheduled_template_job_runs_in_a_real_container_fails_once_and_succee
         .await;
     assert!(
         events.contains("attempt 1 failed; retrying after the backoff"),
-        "{events}"
+        "no RunFailed Event for attempt 1; the schedule's Events: {events:?}"
     );
 }
 

@@ -369,6 +369,24 @@ async fn reconcile(
         now,
     );
 
+    // Failures as observed, before this pass's retries replace them in `records`: a retry
+    // whose backoff has already passed starts in the same pass that first sees the failure.
+    for (run, state) in &records {
+        if let RunState::Failed { attempt, .. } = state {
+            let entry = &schedule.entries[run.entry];
+            let given_up = *attempt > entry.retries.limit;
+            let note = if given_up {
+                format!("attempt {attempt} failed; no retry left")
+            } else {
+                format!("attempt {attempt} failed; retrying after the backoff")
+            };
+            let what = format!("RunFailed/{attempt}");
+            let run = name_of(*run);
+            if memory.reported.insert((run.clone(), what)) {
+                publish(ctx, object, &run, *attempt, "RunFailed", true, note).await;
+            }
+        }
+    }
     for run in &decisions.pending {
         memory.unjobbed.insert(name_of(*run), RunState::Pending);
         records.insert(*run, RunState::Pending);
@@ -434,22 +452,6 @@ async fn reconcile(
             },
         );
         memory.unjobbed.remove(&name_of(start.run));
-    }
-    for (run, state) in &records {
-        if let RunState::Failed { attempt, .. } = state {
-            let entry = &schedule.entries[run.entry];
-            let given_up = *attempt > entry.retries.limit;
-            let note = if given_up {
-                format!("attempt {attempt} failed; no retry left")
-            } else {
-                format!("attempt {attempt} failed; retrying after the backoff")
-            };
-            let what = format!("RunFailed/{attempt}");
-            let run = name_of(*run);
-            if memory.reported.insert((run.clone(), what)) {
-                publish(ctx, object, &run, *attempt, "RunFailed", true, note).await;
-            }
-        }
     }
     for late in decisions.late.iter().filter(|l| l.missed) {
         let note = format!(
