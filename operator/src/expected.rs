@@ -12,7 +12,9 @@ use jiff::{SignedDuration, Timestamp};
 use juki_calendar::Calendar;
 
 use crate::api::{JukiNodeStatus, NodePhase, OverridePhase};
-use crate::planner::{NodeView, active_override, last_ended_window, next_window, window_at};
+use crate::planner::{
+    NodeView, Reason, active_override, last_ended_window, next_window, window_at,
+};
 
 /// The phase a node should be in now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +168,7 @@ pub fn with_status<'a>(view: &NodeView<'a>, status: &'a JukiNodeStatus) -> NodeV
     NodeView {
         phase: status.phase.unwrap_or(NodePhase::Offline),
         phase_since: status.phase_since.as_ref().map(|t| t.0),
-        reason: status.reason.as_deref(),
+        reason: status.reason.as_deref().and_then(|r| r.parse().ok()),
         ready_replicas: status.ready_replicas,
         last_batch_date: status.last_batch.as_ref().and_then(|b| b.date.parse().ok()),
         ..view.clone()
@@ -272,8 +274,8 @@ pub fn assess(
     };
     if !node.suspend && node.phase == NodePhase::Failed {
         match node.reason {
-            Some("InvalidSpec") => found.now_holds(Fault::InvalidSpec, node.phase_since),
-            Some("CalendarUnavailable") => {
+            Some(Reason::InvalidSpec) => found.now_holds(Fault::InvalidSpec, node.phase_since),
+            Some(Reason::CalendarUnavailable) => {
                 found.now_holds(Fault::CalendarUnavailable, node.phase_since);
             }
             _ => {}
@@ -415,7 +417,7 @@ fn compare(
     }
     // Until a later batch run succeeds.
     if observed.batch_failed.is_some() {
-        let since = (phase == Failed && node.reason == Some("BatchFailed"))
+        let since = (phase == Failed && node.reason == Some(Reason::BatchFailed))
             .then_some(since_phase)
             .flatten();
         found.now_holds(Fault::BatchFailed, since);
@@ -690,7 +692,7 @@ mod tests {
     fn failed_batches_final_answers_and_specs_are_faults() {
         let cal = calendar();
         let mut n = node(Tier::Cs, NodePhase::Failed, "2026-11-30T21:20");
-        n.reason = Some("BatchFailed");
+        n.reason = Some(Reason::BatchFailed);
         let failed = Observed {
             batch_failed: Some(jiff::civil::date(2026, 11, 30)),
             final_answer_failed: None,
@@ -723,7 +725,7 @@ mod tests {
         assert_eq!(faults_with(&cal, &on, &fa, "2026-12-01T09:00"), []);
         // An invalid spec.
         let mut bad = node(Tier::Cs, NodePhase::Failed, "2026-11-30T03:00");
-        bad.reason = Some("InvalidSpec");
+        bad.reason = Some(Reason::InvalidSpec);
         assert_eq!(
             faults_at(&cal, &bad, "2026-11-30T05:00"),
             [Fault::InvalidSpec]

@@ -11,7 +11,7 @@ use jiff::{SignedDuration, Timestamp};
 use juki_calendar::{Calendar, TimeOfDay};
 
 use crate::api::NodePhase;
-use crate::planner::{Action, FinalAnswer, JobState, NodeView, plan};
+use crate::planner::{Action, FinalAnswer, JobState, NodeView, Reason, plan};
 use crate::topology::{Resolved, TopologyNode, downstream_of, resolve};
 
 /// A node of the forecast.
@@ -31,7 +31,7 @@ pub struct Change {
     pub node: usize,
     pub from: NodePhase,
     pub to: NodePhase,
-    pub reason: &'static str,
+    pub reason: Reason,
 }
 
 /// One batch Job started.
@@ -55,7 +55,7 @@ pub struct Forecast {
 struct State {
     phase: NodePhase,
     since: Option<Timestamp>,
-    reason: &'static str,
+    reason: Option<Reason>,
     ready: i32,
     final_answer: FinalAnswer,
     jobs: Vec<(String, Date, JobState)>,
@@ -103,7 +103,7 @@ pub fn simulate_from(
         .map(|(node, start)| State {
             phase: start.phase,
             since: Some(from),
-            reason: "",
+            reason: None,
             ready: if start.phase == NodePhase::Online {
                 node.replicas
             } else {
@@ -166,7 +166,7 @@ fn step_node(
         held: None,
         phase: s.phase,
         phase_since: s.since,
-        reason: Some(s.reason),
+        reason: s.reason,
         ready_replicas: s.ready,
         pods: s.ready,
         upstream: resolved[i].state(|j| states[j].phase),
@@ -220,7 +220,7 @@ fn step_node(
         s.since = Some(now);
         changed = true;
     }
-    s.reason = plan.reason;
+    s.reason = Some(plan.reason);
     if let Some(done) = plan.batches_done {
         s.last_batch_date = Some(done).max(s.last_batch_date);
         s.jobs.retain(|(_, date, _)| *date > done);
@@ -619,7 +619,7 @@ mod tests {
             node,
             from,
             to,
-            reason: "",
+            reason: Reason::Ready,
         };
         use NodePhase::*;
         let cs_back_to_batch = [change(1, Offline, Stopping), change(2, Offline, DailyBatch)];
@@ -674,7 +674,7 @@ mod tests {
                 node: 0,
                 from: NodePhase::Offline,
                 to: NodePhase::Starting,
-                reason: "WindowOpen",
+                reason: Reason::WindowOpen,
             };
             order_violations(&cal, &topology, &[c], &[])
         };
@@ -707,7 +707,7 @@ mod tests {
             node: 2,
             from: NodePhase::Offline,
             to: NodePhase::Starting,
-            reason: "WindowOpen",
+            reason: Reason::WindowOpen,
         }];
         let problems = order_violations(&cal, &topology, &bad, &[]);
         assert_eq!(problems.len(), 1);

@@ -170,7 +170,7 @@ mod tests {
     #[tokio::test]
     async fn http_serves_metrics_health_and_readiness() {
         let (addr, metrics, ready, task) = start().await;
-        metrics.reconcile("JukiNode", 0.01, true);
+        metrics.reconcile("JukiNode", 0.01, None);
 
         let response = request(addr, "GET", "/metrics").await;
         assert_eq!(status_line(&response), "HTTP/1.1 200 OK", "{response}");

@@ -13,6 +13,9 @@ use juki_calendar::{Calendar, Tier, TimeOfDay, Window};
 
 use crate::api::{NodePhase, OverridePhase};
 
+mod reason;
+pub use reason::{Reason, UnknownReason};
+
 /// How far back the planner looks for the operating date of a stop or a batch (a long weekend,
 /// the year-end closure).
 const LOOKBACK_DAYS: i32 = 10;
@@ -57,9 +60,6 @@ pub enum FinalAnswer {
     Held(String),
 }
 
-/// The reason of a stop whose final answer held updates for tomorrow.
-pub const UPDATES_HELD: &str = "UpdatesHeld";
-
 /// Everything the planner needs about one node.
 #[derive(Debug, Clone)]
 pub struct NodeView<'a> {
@@ -81,7 +81,7 @@ pub struct NodeView<'a> {
     /// The phase in status (Offline when new) and when it was entered.
     pub phase: NodePhase,
     pub phase_since: Option<Timestamp>,
-    pub reason: Option<&'a str>,
+    pub reason: Option<Reason>,
     pub ready_replicas: i32,
     /// Pods of the node's Deployment that still exist.
     pub pods: i32,
@@ -145,8 +145,8 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub phase: NodePhase,
-    /// One CamelCase word.
-    pub reason: &'static str,
+    /// Why the node is in its phase (status.reason).
+    pub reason: Reason,
     pub message: String,
     /// Replicas of the Deployment; `None` leaves them as they are (suspended, invalid).
     pub replicas: Option<i32>,
@@ -166,7 +166,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn new(phase: NodePhase, reason: &'static str, message: impl Into<String>) -> Plan {
+    fn new(phase: NodePhase, reason: Reason, message: impl Into<String>) -> Plan {
         Plan {
             phase,
             reason,
@@ -205,7 +205,7 @@ impl Plan {
     pub fn queued_for_batch(mut self) -> Plan {
         if matches!(self.action, Action::CreateJob { .. }) {
             self.action = Action::None;
-            self.reason = "BatchQueued";
+            self.reason = Reason::BatchQueued;
             self.message =
                 "waiting for a batch slot (--max-batch-nodes, shared with the nodes still stopping)"
                     .into();
@@ -284,7 +284,7 @@ pub fn plan(calendar: &Calendar, node: &NodeView<'_>, now: Timestamp) -> Plan {
     if node.suspend {
         return Plan::new(
             node.phase,
-            "Suspended",
+            Reason::Suspended,
             "spec.suspend is true: the operator changes nothing",
         );
     }
@@ -319,9 +319,9 @@ pub fn plan(calendar: &Calendar, node: &NodeView<'_>, now: Timestamp) -> Plan {
     };
     if let Some(w) = window
         && plan.phase == NodePhase::Offline
-        && plan.reason == "WaitingForUpstream"
+        && plan.reason == Reason::WaitingForUpstream
         && node.phase == NodePhase::Offline
-        && node.reason != Some("WaitingForUpstream")
+        && node.reason != Some(Reason::WaitingForUpstream)
         && matches!(
             node.upstream,
             Upstream::Phase(NodePhase::Offline | NodePhase::Starting)
@@ -355,7 +355,7 @@ pub fn plan(calendar: &Calendar, node: &NodeView<'_>, now: Timestamp) -> Plan {
             .map(|m| m.date.to_string())
             .collect();
         if !missed.is_empty() {
-            plan.reason = "MissedNight";
+            plan.reason = Reason::MissedNight;
             plan.message = format!(
                 "stayed Online through the window end of {}: the final exchange was skipped; the missed batches run after the next stop ({})",
                 missed.join(", "),
@@ -403,11 +403,11 @@ fn step(
     let ended_date = || last_ended_window(calendar, node, now).map(|w| w.date);
     match node.phase {
         // Replicas that time out starting may still come up: keep them and wait, Failed.
-        Failed if want_online && node.reason == Some("ReadinessTimeout") => {
+        Failed if want_online && node.reason == Some(Reason::ReadinessTimeout) => {
             if node.ready_replicas >= node.replicas {
                 Plan::new(
                     Online,
-                    "Ready",
+                    Reason::Ready,
                     format!(
                         "{} of {} replicas ready",
                         node.ready_replicas, node.replicas
@@ -418,7 +418,7 @@ fn step(
             } else {
                 Plan::new(
                     Failed,
-                    "ReadinessTimeout",
+                    Reason::ReadinessTimeout,
                     format!(
                         "only {} of {} replicas ready",
                         node.ready_replicas, node.replicas
@@ -432,9 +432,9 @@ fn step(
         Offline => offline(calendar, node, now),
         Failed => match node.reason {
             // A failed batch is left behind by the next online start (above) or stays visible.
-            Some("BatchFailed") => Plan::new(
+            Some(Reason::BatchFailed) => Plan::new(
                 Failed,
-                "BatchFailed",
+                Reason::BatchFailed,
                 "a batch Job failed; see the Job's logs",
             )
             .replicas(0),
@@ -443,7 +443,7 @@ fn step(
         Starting if !want_online => drain(node, ended_date()),
         Starting if node.ready_replicas >= node.replicas => Plan::new(
             Online,
-            "Ready",
+            Reason::Ready,
             format!(
                 "{} of {} replicas ready",
                 node.ready_replicas, node.replicas
@@ -459,7 +459,7 @@ fn step(
             if timed_out {
                 Plan::new(
                     Failed,
-                    "ReadinessTimeout",
+                    Reason::ReadinessTimeout,
                     format!(
                         "only {} of {} replicas ready after {:#}",
                         node.ready_replicas, node.replicas, node.readiness_timeout
@@ -472,7 +472,7 @@ fn step(
                 // a replica is ready.
                 Plan::new(
                     Starting,
-                    "WindowOpen",
+                    Reason::WindowOpen,
                     format!(
                         "{} of {} replicas ready",
                         node.ready_replicas, node.replicas
@@ -489,12 +489,12 @@ fn step(
         Online if matches!(node.upstream, Upstream::Ambiguous | Upstream::Missing) => {
             let (reason, why) = if node.upstream == Upstream::Ambiguous {
                 (
-                    "UpstreamAmbiguous",
+                    Reason::UpstreamAmbiguous,
                     "more than one upstream node matches (set spec.upstream)",
                 )
             } else {
                 (
-                    "UpstreamMissing",
+                    Reason::UpstreamMissing,
                     "the upstream node is gone (set spec.upstream or create the node above)",
                 )
             };
@@ -515,7 +515,7 @@ fn step(
         // asked for), but not Ready, with its own reason (a warning Event).
         Online if node.ready_replicas < node.replicas => Plan::new(
             Online,
-            "Degraded",
+            Reason::Degraded,
             format!(
                 "only {} of {} replicas ready",
                 node.ready_replicas, node.replicas
@@ -526,7 +526,7 @@ fn step(
         // As at the transition, so that staying Online writes nothing.
         Online => Plan::new(
             Online,
-            "Ready",
+            Reason::Ready,
             format!(
                 "{} of {} replicas ready",
                 node.ready_replicas, node.replicas
@@ -535,14 +535,14 @@ fn step(
         .replicas(node.replicas)
         .date(current_date),
         Draining if want_online && upstream_online => {
-            Plan::new(Online, "InWindow", "back online: the window reopened")
+            Plan::new(Online, Reason::InWindow, "back online: the window reopened")
                 .replicas(node.replicas)
                 .date(current_date)
         }
         Draining => drain(node, ended_date().or(current_date)),
         Stopping if node.pods > 0 => Plan::new(
             Stopping,
-            "WaitingForPods",
+            Reason::WaitingForPods,
             format!("{} pods still running", node.pods),
         )
         .replicas(0)
@@ -559,22 +559,22 @@ fn start_or_wait(node: &NodeView<'_>, upstream_online: bool, date: Option<Date>)
     };
     match node.upstream {
         Upstream::Missing => waiting(
-            "UpstreamMissing",
+            Reason::UpstreamMissing,
             "no upstream node found: set spec.upstream or create the node above",
         ),
         Upstream::Ambiguous => waiting(
-            "UpstreamAmbiguous",
+            Reason::UpstreamAmbiguous,
             "more than one upstream node matches: set spec.upstream",
         ),
         // Before the upstream wait: a held node says so even while the tiers above start.
-        _ if node.held.is_some() => waiting("HeldBySchedule", node.held.unwrap_or_default()),
+        _ if node.held.is_some() => waiting(Reason::HeldBySchedule, node.held.unwrap_or_default()),
         _ if !upstream_online => waiting(
-            "WaitingForUpstream",
+            Reason::WaitingForUpstream,
             "the window is open; waiting for the upstream node to be Online",
         ),
         _ => Plan::new(
             NodePhase::Starting,
-            "WindowOpen",
+            Reason::WindowOpen,
             format!(
                 "{} of {} replicas ready",
                 node.ready_replicas, node.replicas
@@ -624,12 +624,12 @@ fn offline(calendar: &Calendar, node: &NodeView<'_>, now: Timestamp) -> Plan {
     if status.is_open() {
         Plan::new(
             NodePhase::Offline,
-            "OutsideWindow",
+            Reason::OutsideWindow,
             "outside the online window",
         )
         .replicas(0)
     } else {
-        Plan::new(NodePhase::Offline, "ClosedDay", status.to_string()).replicas(0)
+        Plan::new(NodePhase::Offline, Reason::ClosedDay, status.to_string()).replicas(0)
     }
 }
 
@@ -638,7 +638,7 @@ fn drain(node: &NodeView<'_>, date: Option<Date>) -> Plan {
     if !node.downstream_offline {
         return Plan::new(
             Draining,
-            "WaitingForDownstream",
+            Reason::WaitingForDownstream,
             "window ended; waiting for every node below to be Offline",
         )
         .replicas(node.replicas)
@@ -647,7 +647,7 @@ fn drain(node: &NodeView<'_>, date: Option<Date>) -> Plan {
     match &node.final_answer {
         FinalAnswer::NotRequested => Plan::new(
             Draining,
-            "FinalRequest",
+            Reason::FinalRequest,
             "final request sent; waiting for the final answer",
         )
         .replicas(node.replicas)
@@ -656,14 +656,14 @@ fn drain(node: &NodeView<'_>, date: Option<Date>) -> Plan {
         // Named as the next look will name it (WaitingForPods), so that stopping is one write.
         FinalAnswer::Done => Plan::new(
             Stopping,
-            "WaitingForPods",
+            Reason::WaitingForPods,
             format!("{} pods still running", node.pods),
         )
         .replicas(0)
         .date(date),
         FinalAnswer::Failed(why) => Plan::new(
             Stopping,
-            "FinalAnswerFailed",
+            Reason::FinalAnswerFailed,
             format!(
                 "final request failed ({why}); stopping anyway, held updates stay in the outbox"
             ),
@@ -672,7 +672,7 @@ fn drain(node: &NodeView<'_>, date: Option<Date>) -> Plan {
         .date(date),
         FinalAnswer::Held(why) => Plan::new(
             Stopping,
-            UPDATES_HELD,
+            Reason::UpdatesHeld,
             format!("final answer not done: {why}; stopping, they are relayed at the next start"),
         )
         .replicas(0)
@@ -686,7 +686,7 @@ fn drain(node: &NodeView<'_>, date: Option<Date>) -> Plan {
 fn batch_or_offline(calendar: &Calendar, node: &NodeView<'_>, ended: Option<Date>) -> Plan {
     use NodePhase::*;
     let Some(ended) = ended else {
-        return Plan::new(Offline, "Stopped", "stopped").replicas(0);
+        return Plan::new(Offline, Reason::Stopped, "stopped").replicas(0);
     };
     let mut dates = missed_batch_dates(calendar, node, ended);
     if dates.last() != Some(&ended) {
@@ -704,10 +704,14 @@ fn batch_or_offline(calendar: &Calendar, node: &NodeView<'_>, ended: Option<Date
         }
     }
     let date = done.unwrap_or(ended);
-    Plan::new(Offline, "BatchSucceeded", format!("batches of {date} done"))
-        .replicas(0)
-        .date(Some(date))
-        .batches_done(Some(date))
+    Plan::new(
+        Offline,
+        Reason::BatchSucceeded,
+        format!("batches of {date} done"),
+    )
+    .replicas(0)
+    .date(Some(date))
+    .batches_done(Some(date))
 }
 
 /// The plan for the first batch of `date` not yet succeeded (create it, wait for it, or report
@@ -725,7 +729,7 @@ fn next_batch(calendar: &Calendar, node: &NodeView<'_>, date: Date) -> Option<Pl
         let running = || {
             Plan::new(
                 DailyBatch,
-                "BatchRunning",
+                Reason::BatchRunning,
                 format!("batch {name} of {date} running"),
             )
             .replicas(0)
@@ -740,7 +744,7 @@ fn next_batch(calendar: &Calendar, node: &NodeView<'_>, date: Date) -> Option<Pl
             JobState::Running => running(),
             JobState::Failed => Plan::new(
                 Failed,
-                "BatchFailed",
+                Reason::BatchFailed,
                 format!("batch {name} of {date} failed"),
             )
             .replicas(0)
@@ -815,14 +819,17 @@ mod tests {
             (p.phase, p.reason, p.replicas, p.message.as_str()),
             (
                 NodePhase::Offline,
-                "HeldBySchedule",
+                Reason::HeldBySchedule,
                 Some(0),
                 "scheduled run backup of 2026-11-27 is not done"
             )
         );
         v.held = None;
         let p = plan(&cal, &v, tokyo("2026-11-30T08:05"));
-        assert_eq!((p.phase, p.reason), (NodePhase::Starting, "WindowOpen"));
+        assert_eq!(
+            (p.phase, p.reason),
+            (NodePhase::Starting, Reason::WindowOpen)
+        );
     }
 
     #[test]
@@ -833,7 +840,7 @@ mod tests {
         let p = plan(&cal, &v, tokyo("2026-11-30T08:05"));
         assert_eq!(
             (p.phase, p.reason, p.replicas),
-            (NodePhase::Offline, "WaitingForUpstream", Some(0))
+            (NodePhase::Offline, Reason::WaitingForUpstream, Some(0))
         );
         v.upstream = Upstream::Phase(NodePhase::Online);
         let p = plan(&cal, &v, tokyo("2026-11-30T08:05"));
@@ -845,7 +852,7 @@ mod tests {
         v.upstream = Upstream::Missing;
         assert_eq!(
             plan(&cal, &v, tokyo("2026-11-30T08:05")).reason,
-            "UpstreamMissing"
+            Reason::UpstreamMissing
         );
     }
 
@@ -872,9 +879,12 @@ mod tests {
         let mut v = view(Tier::Cs, NodePhase::Starting);
         v.phase_since = Some(tokyo("2026-11-30T08:00"));
         let p = plan(&cal, &v, tokyo("2026-11-30T08:31"));
-        assert_eq!((p.phase, p.reason), (NodePhase::Failed, "ReadinessTimeout"));
+        assert_eq!(
+            (p.phase, p.reason),
+            (NodePhase::Failed, Reason::ReadinessTimeout)
+        );
         v.phase = NodePhase::Failed;
-        v.reason = Some("ReadinessTimeout");
+        v.reason = Some(Reason::ReadinessTimeout);
         v.ready_replicas = 1;
         assert_eq!(
             plan(&cal, &v, tokyo("2026-11-30T08:40")).phase,
@@ -890,22 +900,22 @@ mod tests {
         v.ready_replicas = 2;
         let at = tokyo("2026-11-30T12:00");
         let p = plan(&cal, &v, at);
-        assert_eq!((p.phase, p.reason), (NodePhase::Online, "Ready"));
+        assert_eq!((p.phase, p.reason), (NodePhase::Online, Reason::Ready));
         v.ready_replicas = 0;
         let p = plan(&cal, &v, at);
         assert_eq!(
             (p.phase, p.reason, p.replicas, p.message.as_str()),
             (
                 NodePhase::Online,
-                "Degraded",
+                Reason::Degraded,
                 Some(2),
                 "only 0 of 2 replicas ready"
             )
         );
         // The pods come back: Ready again.
-        v.reason = Some("Degraded");
+        v.reason = Some(Reason::Degraded);
         v.ready_replicas = 2;
-        assert_eq!(plan(&cal, &v, at).reason, "Ready");
+        assert_eq!(plan(&cal, &v, at).reason, Reason::Ready);
     }
 
     #[test]
@@ -917,12 +927,15 @@ mod tests {
         let p = plan(&cal, &v, noon);
         assert_eq!(
             (p.phase, p.reason, p.replicas),
-            (NodePhase::Online, "UpstreamAmbiguous", Some(1))
+            (NodePhase::Online, Reason::UpstreamAmbiguous, Some(1))
         );
         assert!(p.message.contains("staying Online"), "{}", p.message);
         v.upstream = Upstream::Missing;
         let p = plan(&cal, &v, noon);
-        assert_eq!((p.phase, p.reason), (NodePhase::Online, "UpstreamMissing"));
+        assert_eq!(
+            (p.phase, p.reason),
+            (NodePhase::Online, Reason::UpstreamMissing)
+        );
         // At the window's end it stops as usual.
         let p = plan(&cal, &v, tokyo("2026-11-30T21:31"));
         assert_eq!(p.phase, NodePhase::Draining);
@@ -935,7 +948,7 @@ mod tests {
         let p = plan(&cal, &v, noon);
         assert_eq!(
             (p.phase, p.reason),
-            (NodePhase::Offline, "UpstreamAmbiguous")
+            (NodePhase::Offline, Reason::UpstreamAmbiguous)
         );
     }
 
@@ -945,7 +958,7 @@ mod tests {
         let mut v = view(Tier::Prefecture, NodePhase::Online);
         v.downstream_offline = false;
         let at = tokyo("2026-11-30T21:31");
-        assert_eq!(plan(&cal, &v, at).reason, "WaitingForDownstream");
+        assert_eq!(plan(&cal, &v, at).reason, Reason::WaitingForDownstream);
         v.phase = NodePhase::Draining;
         v.downstream_offline = true;
         let p = plan(&cal, &v, at);
@@ -957,14 +970,14 @@ mod tests {
         let p = plan(&cal, &v, at);
         assert_eq!(
             (p.phase, p.reason, p.replicas),
-            (NodePhase::Stopping, "FinalAnswerFailed", Some(0))
+            (NodePhase::Stopping, Reason::FinalAnswerFailed, Some(0))
         );
         // Answered, but not every update reached the upstream: a stop that says so.
         v.final_answer = FinalAnswer::Held("3 update(s) held for tomorrow".into());
         let p = plan(&cal, &v, at);
         assert_eq!(
             (p.phase, p.reason, p.replicas),
-            (NodePhase::Stopping, UPDATES_HELD, Some(0))
+            (NodePhase::Stopping, Reason::UpdatesHeld, Some(0))
         );
         assert!(
             p.message.contains("3 update(s) held for tomorrow"),
@@ -1001,7 +1014,7 @@ mod tests {
             ("backup".to_string(), date, JobState::Failed),
         ];
         v.jobs = &failed;
-        assert_eq!(plan(&cal, &v, at).reason, "BatchFailed");
+        assert_eq!(plan(&cal, &v, at).reason, Reason::BatchFailed);
         v.last_batch_date = Some(date);
         v.phase = NodePhase::Offline;
         v.jobs = &[];
@@ -1033,7 +1046,7 @@ mod tests {
         let stopping = plan(&cal, &v, at);
         assert_eq!(
             (stopping.phase, stopping.reason),
-            (NodePhase::Stopping, "WaitingForPods")
+            (NodePhase::Stopping, Reason::WaitingForPods)
         );
         v.phase = NodePhase::Stopping;
         v.reason = Some(stopping.reason);
@@ -1050,7 +1063,7 @@ mod tests {
         let done = plan(&cal, &v, at);
         assert_eq!(
             (done.phase, done.reason),
-            (NodePhase::Offline, "BatchSucceeded")
+            (NodePhase::Offline, Reason::BatchSucceeded)
         );
         v.phase = NodePhase::Offline;
         v.reason = Some(done.reason);
@@ -1063,7 +1076,7 @@ mod tests {
         // The next day it is an ordinary night again.
         assert_eq!(
             plan(&cal, &v, tokyo("2026-12-01T06:00")).reason,
-            "OutsideWindow"
+            Reason::OutsideWindow
         );
     }
 
@@ -1075,7 +1088,10 @@ mod tests {
         v.upstream = Upstream::Phase(NodePhase::Starting);
         let soon = start + SignedDuration::from_secs(20);
         let p = plan(&cal, &v, soon);
-        assert_eq!((p.reason, p.defer_status), ("WaitingForUpstream", true));
+        assert_eq!(
+            (p.reason, p.defer_status),
+            (Reason::WaitingForUpstream, true)
+        );
         assert_eq!(p.wake_at, Some(start + SignedDuration::from_mins(5)));
         // Past the grace, or a failed upstream, or already shown: written.
         let late = start + SignedDuration::from_mins(6);
@@ -1083,7 +1099,7 @@ mod tests {
         v.upstream = Upstream::Phase(NodePhase::Failed);
         assert!(!plan(&cal, &v, soon).defer_status);
         v.upstream = Upstream::Phase(NodePhase::Starting);
-        v.reason = Some("WaitingForUpstream");
+        v.reason = Some(Reason::WaitingForUpstream);
         assert!(!plan(&cal, &v, soon).defer_status);
     }
 
@@ -1112,7 +1128,10 @@ mod tests {
         v.phase_since = Some(tokyo("2026-11-25T12:00"));
         v.last_batch_date = Some(jiff::civil::date(2026, 11, 24));
         let p = plan(&cal, &v, tokyo("2026-11-27T09:00"));
-        assert_eq!((p.phase, p.reason), (NodePhase::Online, "MissedNight"));
+        assert_eq!(
+            (p.phase, p.reason),
+            (NodePhase::Online, Reason::MissedNight)
+        );
         assert!(
             p.message
                 .starts_with("stayed Online through the window end of 2026-11-25, 2026-11-26:"),
@@ -1121,7 +1140,10 @@ mod tests {
         );
         // A node that went Online this morning missed nothing.
         v.phase_since = Some(tokyo("2026-11-27T08:00"));
-        assert_eq!(plan(&cal, &v, tokyo("2026-11-27T09:00")).reason, "Ready");
+        assert_eq!(
+            plan(&cal, &v, tokyo("2026-11-27T09:00")).reason,
+            Reason::Ready
+        );
         // After Friday's stop: Wednesday's batches first, then Thursday's, then Friday's.
         v.phase = NodePhase::Stopping;
         let friday_night = tokyo("2026-11-27T21:10");
@@ -1171,7 +1193,7 @@ mod tests {
             (p.phase, p.reason, &p.action, p.operating_date),
             (
                 NodePhase::DailyBatch,
-                "BatchRunning",
+                Reason::BatchRunning,
                 &Action::CreateJob {
                     batch: "statistics".into(),
                     date: thu
@@ -1200,14 +1222,17 @@ mod tests {
         let p = plan(&cal, &v, friday_night);
         assert_eq!(
             (p.phase, p.reason, p.batches_done),
-            (NodePhase::Offline, "BatchSucceeded", Some(fri))
+            (NodePhase::Offline, Reason::BatchSucceeded, Some(fri))
         );
         // A failed date stops the chain there.
         let thursday_failed = [("statistics".to_string(), thu, JobState::Failed)];
         v.last_batch_date = Some(wed);
         v.jobs = &thursday_failed;
         let p = plan(&cal, &v, friday_night);
-        assert_eq!((p.phase, p.reason), (NodePhase::Failed, "BatchFailed"));
+        assert_eq!(
+            (p.phase, p.reason),
+            (NodePhase::Failed, Reason::BatchFailed)
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! | series | labels |
 //! | --- | --- |
 //! | `juki_reconciles_total` (counter) | `kind`, `result` (`ok`/`error`) |
-//! | `juki_reconcile_errors_total` (counter) | `kind` |
+//! | `juki_reconcile_errors_total` (counter) | `kind`, `step` (`apply`/`job`/`status`) |
 //! | `juki_reconcile_duration_seconds` (histogram) | `kind` |
 //! | `juki_phase_transitions_total` (counter) | `tier`, `from`, `to` |
 //! | `juki_nodes` (gauge) | `tier`, `phase` |
@@ -282,18 +282,20 @@ impl Metrics {
         }
     }
 
-    /// Records one reconcile of an object of `kind` that took `seconds` and succeeded or not.
-    pub fn reconcile(&self, kind: &str, seconds: f64, ok: bool) {
+    /// Records one reconcile of an object of `kind` that took `seconds` and succeeded, or failed
+    /// at `failed_step`.
+    pub fn reconcile(&self, kind: &str, seconds: f64, failed_step: Option<&str>) {
         let kind_kv = KeyValue::new("kind", kind.to_owned());
-        let result = if ok { "ok" } else { "error" };
+        let result = if failed_step.is_none() { "ok" } else { "error" };
         self.inner
             .reconciles
             .add(1, &[kind_kv.clone(), KeyValue::new("result", result)]);
         self.inner
             .reconcile_duration
             .record(seconds.max(0.0), std::slice::from_ref(&kind_kv));
-        if !ok {
-            self.inner.reconcile_errors.add(1, &[kind_kv]);
+        if let Some(step) = failed_step {
+            let step_kv = KeyValue::new("step", step.to_owned());
+            self.inner.reconcile_errors.add(1, &[kind_kv, step_kv]);
         }
     }
 
@@ -446,10 +448,10 @@ mod tests {
     #[test]
     fn telemetry_reconcile_counts_results_errors_and_durations() {
         let m = Metrics::new();
-        m.reconcile("JukiNode", 0.02, true);
-        m.reconcile("JukiNode", 0.2, true);
-        m.reconcile("JukiNode", 3.0, false);
-        m.reconcile("JukiTier", 0.001, true);
+        m.reconcile("JukiNode", 0.02, None);
+        m.reconcile("JukiNode", 0.2, None);
+        m.reconcile("JukiNode", 3.0, Some("apply"));
+        m.reconcile("JukiTier", 0.001, None);
         let text = m.render();
         assert_eq!(
             sample(
@@ -467,7 +469,10 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(
-            sample(&text, r#"juki_reconcile_errors_total{kind="JukiNode"}"#),
+            sample(
+                &text,
+                r#"juki_reconcile_errors_total{kind="JukiNode",step="apply"}"#
+            ),
             Some(1.0)
         );
         assert_eq!(

@@ -216,7 +216,7 @@ struct Facts {
     extensions: Vec<(Date, Timestamp)>,
     phase: NodePhase,
     phase_since: Option<Timestamp>,
-    reason: Option<&'static str>,
+    reason: Option<planner::Reason>,
     pods: i32,
     upstream: Upstream,
     downstream_offline: bool,
@@ -253,13 +253,7 @@ fn any_facts() -> impl Strategy<Value = Facts> {
         (
             any_phase(),
             prop::option::of(any_instant()),
-            prop::option::of(prop::sample::select(vec![
-                "ReadinessTimeout",
-                "BatchFailed",
-                "WaitingForUpstream",
-                "Ready",
-                "InvalidSpec",
-            ])),
+            prop::option::of(prop::sample::select(planner::Reason::ALL)),
             count(),
             upstream,
             any::<bool>(),
@@ -383,7 +377,8 @@ proptest! {
     fn the_planner_always_plans(cal in any_calendar(), facts in any_facts(), now in any_instant()) {
         let v = view(&facts);
         let p = planner::plan(&cal, &v, now);
-        prop_assert!(!p.reason.is_empty());
+        // Its reason is one status can carry and the operator reads back.
+        prop_assert_eq!(p.reason.as_str().parse::<planner::Reason>(), Ok(p.reason));
         let _ = planner::check_online_end(&cal, facts.tier, facts.online_end);
     }
 

@@ -186,16 +186,19 @@ fn serve_logs_json_lines_with_startup_relay_and_final_request() {
         }
     }
     assert_eq!(posted, Some(201));
+    // The batch's facts are on its span, once; the line adds what it alone says.
     let delivered = cs.wait_json("relay batch delivered");
-    let f = &delivered["fields"];
-    assert_eq!(f["trace_id"], json!(trace_id));
-    assert_eq!(f["sender"], json!("cs-131016"));
+    let batch = &delivered["span"];
+    assert_eq!(batch["name"], json!("relay_batch"));
+    assert_eq!(batch["trace_id"], json!(trace_id));
+    assert_eq!(batch["sender"], json!("cs-131016"));
     assert_eq!(
-        (f["first_seq"].clone(), f["last_seq"].clone()),
+        (batch["first_seq"].clone(), batch["last_seq"].clone()),
         (json!(1), json!(1))
     );
-    assert_eq!(f["count"], json!(1));
-    assert!(f["duration_ms"].as_f64().is_some());
+    assert_eq!(batch["count"], json!(1));
+    assert!(delivered["fields"]["duration_ms"].as_f64().is_some());
+    assert_eq!(delivered["fields"]["acked"], json!(1));
 
     // The final request logs its start and its end.
     let answer = client::post_json(
@@ -236,7 +239,7 @@ fn serve_logs_json_lines_with_startup_relay_and_final_request() {
     assert_eq!(r.status, 201);
     let failed = cs.wait_json("relay batch failed; retrying after backoff");
     assert_eq!(failed["level"], json!("WARN"));
-    assert_eq!(failed["fields"]["trace_id"], json!(trace_id));
+    assert_eq!(failed["span"]["trace_id"], json!(trace_id));
     assert!(failed["fields"]["backoff_ms"].as_u64().is_some());
     assert!(failed["fields"]["error"].is_string());
 }

@@ -29,11 +29,27 @@ use crate::resources::{BATCH_LABEL, MANAGER, SqliteVolume};
 use crate::telemetry::Metrics;
 use by_node::ByNode;
 
-/// Why a reconcile failed; transient API errors are retried with backoff.
+/// Why a reconcile failed, one variant per failing step; transient API errors are retried with
+/// backoff. [`Error::step`] labels the error metric.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("reading or writing {what}: {source}")]
-    Api {
+    /// Applying or scaling an object the operator owns (ConfigMap, Service, claim, Deployment).
+    #[error("applying {what}: {source}")]
+    Apply {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Creating a Job (a batch, a scheduled run) or ending one past its time.
+    #[error("{what}: {source}")]
+    Job {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Writing an object's status.
+    #[error("writing the status of {what}: {source}")]
+    Status {
         what: String,
         #[source]
         source: kube::Error,
@@ -41,9 +57,13 @@ pub enum Error {
 }
 
 impl Error {
-    fn api(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-        let what = what.into();
-        move |source| Error::Api { what, source }
+    /// The failing step, as the `step` label of `juki_reconcile_errors_total`.
+    pub fn step(&self) -> &'static str {
+        match self {
+            Error::Apply { .. } => "apply",
+            Error::Job { .. } => "job",
+            Error::Status { .. } => "status",
+        }
     }
 }
 
@@ -460,6 +480,9 @@ where
         &kube::api::Patch::Merge(serde_json::json!({ "status": patch })),
     )
     .await
-    .map_err(Error::api(format!("status of {kind} {name}")))
+    .map_err(|source| Error::Status {
+        what: format!("{kind} {name}"),
+        source,
+    })
     .map(|written| written.meta().resource_version.clone())
 }

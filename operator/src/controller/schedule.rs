@@ -164,7 +164,8 @@ async fn round(ctx: &Context, memories: &mut HashMap<String, Memory>) -> Duratio
             Ok(None) => {}
             Err(error) => {
                 tracing::warn!(%error, schedule = %object.name_any(), "JobSchedule round failed; retrying");
-                ctx.metrics.reconcile("JobSchedule", 0.0, false);
+                ctx.metrics
+                    .reconcile("JobSchedule", 0.0, Some(error.step()));
                 wait = wait.min(RETRY);
             }
         }
@@ -510,7 +511,7 @@ async fn reconcile(
     );
     super::patch_status(&api, &name, old.as_ref(), &status, ctx).await?;
     ctx.metrics
-        .reconcile("JobSchedule", started.elapsed().as_secs_f64(), true);
+        .reconcile("JobSchedule", started.elapsed().as_secs_f64(), None);
     Ok(decisions.wake_at)
 }
 
@@ -554,8 +555,8 @@ async fn create_job(ctx: &Context, namespace: &str, job: &Job) -> Result<(), Err
         Ok(_) => Ok(()),
         // Named by its run key: this attempt exists already (made before a restart).
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(source) => Err(Error::Api {
-            what: format!("Job {namespace}/{}", job.name_any()),
+        Err(source) => Err(Error::Job {
+            what: format!("creating Job {namespace}/{}", job.name_any()),
             source,
         }),
     }
@@ -577,8 +578,8 @@ async fn end_attempt(ctx: &Context, key: &RunKey) -> Result<(), Error> {
     {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(source) => Err(Error::Api {
-            what: format!("Job {}/{}", key.namespace, key.job_name()),
+        Err(source) => Err(Error::Job {
+            what: format!("ending Job {}/{}", key.namespace, key.job_name()),
             source,
         }),
     }

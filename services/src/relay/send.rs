@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::outbox::{mark_sent, outbox_status, pending};
 use super::{Backoff, RelayControl};
@@ -176,14 +177,15 @@ pub async fn run(node: Node, control: Arc<RelayControl>) {
     };
     let sender = node.identity.sender_id();
     let settings = control.settings.clone();
-    let mut backoff = Backoff::new(settings.backoff_initial, settings.backoff_max);
-    let mut failures: u32 = 0;
+    let mut state = RunState {
+        backoff: Backoff::new(settings.backoff_initial, settings.backoff_max),
+        failures: 0,
+        acked_upto: 0,
+        marking: None,
+    };
     // The outbox gauges are refreshed at most once a second here (and on every scrape): counting
     // a large backlog on every round would slow the delivery down.
     let mut status_at: Option<Instant> = None;
-    // The highest seq the upstream acknowledged in this run; the next batch starts after it.
-    let mut acked_upto: i64 = 0;
-    let mut marking: Option<Marking> = None;
     // The last confirmation survives a restart: it is the confirmed rows' time.
     if let Ok(Some(at)) = node.db.read(super::outbox::last_confirmed_at).await {
         node.metrics.relay_succeeded(at);
@@ -209,40 +211,82 @@ pub async fn run(node: Node, control: Arc<RelayControl>) {
         }
         node.metrics.set_held(0);
         let limit = settings.batch;
-        let after = acked_upto;
+        let after = state.acked_upto;
         let rows = match node.db.read(move |c| pending(c, after, limit)).await {
             Ok(rows) => rows,
             Err(e) => {
-                failures += 1;
+                state.failures += 1;
                 tracing::warn!(
                     sender = %sender,
                     error = %e,
-                    backoff_ms = backoff.delay().as_millis() as u64,
-                    failures,
+                    backoff_ms = state.backoff.delay().as_millis() as u64,
+                    failures = state.failures,
                     "relay cannot read the outbox; retrying"
                 );
                 control.set_last_error(Some(format!("read outbox: {e}")));
-                backoff.wait().await;
+                state.backoff.wait().await;
                 continue;
             }
         };
         if rows.is_empty() {
-            if marking.is_some() {
-                settle(&node, &control, &mut marking, &mut acked_upto).await;
+            if state.marking.is_some() {
+                settle(&node, &control, &mut state.marking, &mut state.acked_upto).await;
                 continue;
             }
             control.set_last_error(None);
             sleep_or_wake(&control, settings.idle_poll).await;
             continue;
         }
-        let started = Instant::now();
-        let (first_seq, last_seq, count) = (
-            rows.first().map_or(0, |r| r.seq),
-            rows.last().map_or(0, |r| r.seq),
-            rows.len(),
+        // One span per batch: its log lines say which rows and which trace without repeating it.
+        let span = tracing::info_span!(
+            "relay_batch",
+            sender = %sender,
+            upstream = %upstream,
+            first_seq = rows.first().map_or(0, |r| r.seq),
+            last_seq = rows.last().map_or(0, |r| r.seq),
+            count = rows.len(),
+            trace_id = %first_trace_id(&rows),
         );
-        let trace_id = first_trace_id(&rows);
-        let (up, who, timeout) = (upstream.clone(), sender.clone(), settings.request_timeout);
+        let batch = Batch {
+            node: &node,
+            control: &control,
+            upstream: &upstream,
+            sender: &sender,
+        };
+        batch.deliver(rows, &mut state).instrument(span).await;
+    }
+}
+
+/// What a relay run carries from one batch to the next.
+struct RunState {
+    backoff: Backoff,
+    /// Failures in a row.
+    failures: u32,
+    /// The highest seq the upstream acknowledged in this run; the next batch starts after it.
+    acked_upto: i64,
+    marking: Option<Marking>,
+}
+
+/// One batch's delivery, with what it needs of the run.
+struct Batch<'a> {
+    node: &'a Node,
+    control: &'a RelayControl,
+    upstream: &'a str,
+    sender: &'a str,
+}
+
+impl Batch<'_> {
+    /// Sends `rows` and acts on the answer: marks them sent in the background, holds the outbox
+    /// on a refusal, or backs off on a failure.
+    async fn deliver(&self, rows: Vec<OutboxRow>, state: &mut RunState) {
+        let (node, control) = (self.node, self.control);
+        let settings = &control.settings;
+        let started = Instant::now();
+        let (up, who, timeout) = (
+            self.upstream.to_string(),
+            self.sender.to_string(),
+            settings.request_timeout,
+        );
         let sent = tokio::task::spawn_blocking(move || {
             let result = send(&up, &who, &rows, timeout);
             (rows, result)
@@ -251,9 +295,9 @@ pub async fn run(node: Node, control: Arc<RelayControl>) {
         let (rows, result) = match sent {
             Ok(x) => x,
             Err(e) => {
-                tracing::error!(sender = %sender, error = %e, "relay task failed");
+                tracing::error!(error = %e, "relay task failed");
                 control.set_last_error(Some(format!("relay task: {e}")));
-                continue;
+                return;
             }
         };
         let elapsed = started.elapsed();
@@ -262,34 +306,28 @@ pub async fn run(node: Node, control: Arc<RelayControl>) {
             Ok(acked) => {
                 node.metrics.relay_succeeded(node.clock.now());
                 tracing::info!(
-                    sender = %sender,
-                    upstream = %upstream,
-                    first_seq,
-                    last_seq,
-                    count,
                     acked,
                     duration_ms = elapsed.as_secs_f64() * 1000.0,
-                    trace_id = %trace_id,
                     "relay batch delivered"
                 );
                 control.set_last_error(None);
                 control.set_rejection(None);
-                backoff.reset();
-                failures = 0;
+                state.backoff.reset();
+                state.failures = 0;
                 // The acknowledged rows are marked sent in the background while the next batch
                 // is read and sent (one marking at a time, so they complete in order).
-                settle(&node, &control, &mut marking, &mut acked_upto).await;
-                acked_upto = acked_upto.max(acked);
+                settle(node, control, &mut state.marking, &mut state.acked_upto).await;
+                state.acked_upto = state.acked_upto.max(acked);
                 let now = node.clock.now();
                 let marker = node.clone();
-                marking = Some(tokio::task::spawn_local(async move {
+                state.marking = Some(tokio::task::spawn_local(async move {
                     let n = marker.db.write(move |c| mark_sent(c, acked, now)).await?;
                     marker.metrics.updates("relayed", n as u64);
                     Ok(n)
                 }));
                 // A short batch means the outbox is drained for now.
                 if (rows.len() as i64) < settings.batch {
-                    sleep_or_wake(&control, Duration::from_millis(20)).await;
+                    sleep_or_wake(control, Duration::from_millis(20)).await;
                 }
             }
             Err(SendError {
@@ -298,46 +336,35 @@ pub async fn run(node: Node, control: Arc<RelayControl>) {
             }) => {
                 // A permanent refusal: the batch is not skipped (delivery stays in order and
                 // nothing is dropped), the outbox is held until the cause is fixed, loudly.
-                failures += 1;
+                state.failures += 1;
                 node.metrics.relay_rejected();
                 tracing::error!(
-                    sender = %sender,
-                    upstream = %upstream,
-                    first_seq,
-                    last_seq,
-                    count,
                     status = rejection.status,
                     rejected_seq = rejection.seq,
-                    trace_id = %trace_id,
                     error = %message,
                     retry_in_ms = settings.backoff_max.as_millis() as u64,
-                    failures,
+                    failures = state.failures,
                     "relay batch rejected by the upstream; the outbox is held until this is fixed"
                 );
                 control.set_rejection(Some(*rejection));
                 control.set_last_error(Some(format!(
-                    "relay to {upstream} rejected (the outbox is held): {message}"
+                    "relay to {} rejected (the outbox is held): {message}",
+                    self.upstream
                 )));
-                backoff.to_max();
-                sleep_or_wake(&control, backoff.delay()).await;
+                state.backoff.to_max();
+                sleep_or_wake(control, state.backoff.delay()).await;
             }
             Err(e) => {
-                failures += 1;
+                state.failures += 1;
                 tracing::warn!(
-                    sender = %sender,
-                    upstream = %upstream,
-                    first_seq,
-                    last_seq,
-                    count,
                     duration_ms = elapsed.as_secs_f64() * 1000.0,
-                    trace_id = %trace_id,
                     error = %e,
-                    backoff_ms = backoff.delay().as_millis() as u64,
-                    failures,
+                    backoff_ms = state.backoff.delay().as_millis() as u64,
+                    failures = state.failures,
                     "relay batch failed; retrying after backoff"
                 );
-                control.set_last_error(Some(format!("relay to {upstream}: {e}")));
-                backoff.wait().await;
+                control.set_last_error(Some(format!("relay to {}: {e}", self.upstream)));
+                state.backoff.wait().await;
             }
         }
     }
