@@ -31,7 +31,8 @@ pub struct Change {
     pub node: usize,
     pub from: NodePhase,
     pub to: NodePhase,
-    pub reason: Reason,
+    /// Why (none when the change was only observed, as a test's watcher does).
+    pub reason: Option<Reason>,
 }
 
 /// One batch Job started.
@@ -214,7 +215,7 @@ fn step_node(
             node: i,
             from: s.phase,
             to: plan.phase,
-            reason: plan.reason,
+            reason: Some(plan.reason),
         });
         s.phase = plan.phase;
         s.since = Some(now);
@@ -377,7 +378,7 @@ pub fn render(calendar: &Calendar, nodes: &[ForecastNode], forecast: &Forecast) 
                 name(c.node),
                 c.from,
                 c.to,
-                c.reason
+                c.reason.map_or("", Reason::as_str)
             ),
         ));
     }
@@ -619,7 +620,7 @@ mod tests {
             node,
             from,
             to,
-            reason: Reason::Ready,
+            reason: None,
         };
         use NodePhase::*;
         let cs_back_to_batch = [change(1, Offline, Stopping), change(2, Offline, DailyBatch)];
@@ -674,7 +675,7 @@ mod tests {
                 node: 0,
                 from: NodePhase::Offline,
                 to: NodePhase::Starting,
-                reason: Reason::WindowOpen,
+                reason: Some(Reason::WindowOpen),
             };
             order_violations(&cal, &topology, &[c], &[])
         };
@@ -707,7 +708,7 @@ mod tests {
             node: 2,
             from: NodePhase::Offline,
             to: NodePhase::Starting,
-            reason: Reason::WindowOpen,
+            reason: Some(Reason::WindowOpen),
         }];
         let problems = order_violations(&cal, &topology, &bad, &[]);
         assert_eq!(problems.len(), 1);

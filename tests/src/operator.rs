@@ -247,7 +247,7 @@ impl Recording {
                     node: i,
                     from: phase[i],
                     to,
-                    reason: "",
+                    reason: None,
                 });
                 phase[i] = to;
             }

@@ -6,7 +6,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
@@ -97,7 +96,7 @@ async fn write_if_changed(
     new_status: JukiNodeStatus,
 ) -> Result<JukiNodeStatus, Error> {
     if !defer && Some(&new_status) != node.status.as_ref() {
-        tracing::debug!(node = %ObjectRef::from_obj(node), changed = ?changed_fields(node.status.as_ref(), &new_status), "status write");
+        tracing::debug!(changed = ?changed_fields(node.status.as_ref(), &new_status), "status write");
         write_status(node, ctx, &new_status).await?;
     }
     Ok(new_status)

@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use super::batch_slots::Turn;
 use super::view::{Topology, pods_of};
-use super::{Context, Error, Settings, Shared};
+use super::{Context, Error, Shared};
 use crate::api::{JukiNode, JukiNodeStatus, NodePhase, OperatingCalendar, ServiceExtension};
 use crate::expected;
 use crate::planner::{Action, NodeView, Plan, Reason, plan};
@@ -180,8 +180,9 @@ pub(super) async fn run(triggers: Triggers, ctx: Arc<Context>) {
         .await;
 }
 
-fn error_policy(_node: Arc<JukiNode>, error: &Error, _ctx: Arc<Context>) -> Requeue {
-    tracing::warn!(%error, step = error.step(), "JukiNode reconcile failed; retrying");
+fn error_policy(node: Arc<JukiNode>, error: &Error, _ctx: Arc<Context>) -> Requeue {
+    let node = node_name(&node);
+    tracing::warn!(%node, %error, step = error.step(), "JukiNode reconcile failed; retrying");
     Requeue::requeue(Duration::from_secs(2))
 }
 
@@ -191,7 +192,7 @@ async fn reconcile(node: Arc<JukiNode>, ctx: Arc<Context>) -> Result<Requeue, Er
     let started = Instant::now();
     let span = tracing::info_span!(
         "reconcile",
-        node = %ObjectRef::from_obj(node.as_ref()),
+        node = %node_name(&node),
         trace_id = %new_trace_id(),
     );
     let result = reconcile_node(&node, &ctx).instrument(span).await;
@@ -199,6 +200,11 @@ async fn reconcile(node: Arc<JukiNode>, ctx: Arc<Context>) -> Result<Requeue, Er
     let failed_step = result.as_ref().err().map(Error::step);
     ctx.metrics.reconcile(NODE_KIND, seconds, failed_step);
     result
+}
+
+/// "namespace/name", as logs show a node.
+fn node_name(node: &JukiNode) -> String {
+    format!("{}/{}", node.namespace().unwrap_or_default(), node.name_any())
 }
 
 /// gather → plan → apply → report → when to look again.
@@ -233,11 +239,13 @@ async fn reconcile_node(node: &JukiNode, ctx: &Context) -> Result<Requeue, Error
         .chain(recheck)
         .min()
         .map(|at| ctx.clock.real_until(at));
+    let settings = &ctx.settings;
+    let polls = (settings.max_requeue, settings.transition_poll);
     Ok(Requeue::requeue(requeue_after(
         wake_in,
         plan.phase,
         facts.pod_check_due,
-        &ctx.settings,
+        polls,
     )))
 }
 
@@ -302,19 +310,19 @@ async fn report(
 /// How long until the node is looked at again without news: at the next edge (a window, an
 /// override's expiry, a monitoring grace), at most `--max-requeue`; a Stopping node sooner, as
 /// a safety net for a missed pod deletion (once the pods are checked on the API server, once
-/// per check).
+/// per check). `polls` are `--max-requeue` and `--transition-poll`.
 fn requeue_after(
     wake_in: Option<Duration>,
     phase: NodePhase,
     pod_check_due: bool,
-    settings: &Settings,
+    (max_requeue, transition_poll): (Duration, Duration),
 ) -> Duration {
-    let mut wait = wake_in.map_or(settings.max_requeue, |w| w.min(settings.max_requeue));
+    let mut wait = wake_in.map_or(max_requeue, |w| w.min(max_requeue));
     if phase == NodePhase::Stopping {
         wait = wait.min(if pod_check_due {
             POD_CHECK_AFTER
         } else {
-            settings.transition_poll
+            transition_poll
         });
     }
     wait.max(MIN_REQUEUE)
@@ -464,4 +472,45 @@ fn show_health(
             .collect(),
     });
     assessment.recheck_at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_looks_again_at_its_next_edge_within_the_longest_wait_sooner_while_stopping() {
+        let secs = Duration::from_secs;
+        let polls = (secs(300), secs(2));
+        let at = |wake, phase, due| requeue_after(wake, phase, due, polls);
+        assert_eq!(at(Some(secs(40)), NodePhase::Online, false), secs(40));
+        assert_eq!(at(Some(secs(4000)), NodePhase::Online, false), secs(300));
+        assert_eq!(at(None, NodePhase::Offline, false), secs(300));
+        // A wake now does not spin.
+        assert_eq!(
+            at(Some(Duration::ZERO), NodePhase::Starting, false),
+            MIN_REQUEUE
+        );
+        assert_eq!(at(None, NodePhase::Stopping, false), secs(2));
+        assert_eq!(at(Some(secs(1)), NodePhase::Stopping, false), secs(1));
+        // Once the pods are checked on the API server: once per check, not every poll.
+        let checks = (secs(300), secs(60));
+        assert_eq!(
+            requeue_after(None, NodePhase::Stopping, true, checks),
+            POD_CHECK_AFTER
+        );
+    }
+
+    #[test]
+    fn each_reconcile_has_a_trace_id_of_its_own() {
+        let (a, b) = (new_trace_id(), new_trace_id());
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            );
+        }
+        assert_ne!(a, b);
+    }
 }

@@ -362,6 +362,45 @@ mod tests {
     }
 
     #[test]
+    fn an_unplannable_node_is_failed_with_why_and_keeps_the_rest_of_its_status() {
+        let spec = serde_json::from_value(json!({"tier": "National"})).unwrap();
+        let mut node = JukiNode::new("national", spec);
+        node.metadata.generation = Some(3);
+        let before = Timestamp::from_second(1_800_000_000).unwrap();
+        let now = Timestamp::from_second(1_800_000_060).unwrap();
+        let online = JukiNodeStatus {
+            phase: Some(NodePhase::Online),
+            reason: Some("Ready".into()),
+            phase_since: Some(Time(before)),
+            operating_date: Some("2027-01-15".into()),
+            ready_replicas: 1,
+            ..Default::default()
+        };
+        let message = "OperatingCalendar \"juki\" does not exist";
+        let failed = invalid_status(&node, &online, Reason::CalendarUnavailable, message, now);
+        assert_eq!(failed.phase, Some(NodePhase::Failed));
+        assert_eq!(failed.reason.as_deref(), Some("CalendarUnavailable"));
+        assert_eq!(failed.message.as_deref(), Some(message));
+        assert_eq!(failed.observed_generation, Some(3));
+        assert_eq!(failed.phase_since, Some(Time(now)));
+        assert_eq!(failed.operating_date.as_deref(), Some("2027-01-15"));
+        let ready = &failed.conditions[0];
+        assert_eq!(
+            (
+                ready.type_.as_str(),
+                ready.status.as_str(),
+                ready.reason.as_str()
+            ),
+            ("Ready", "False", "CalendarUnavailable")
+        );
+        // Failed already: the phase keeps its start.
+        let later = Timestamp::from_second(1_800_000_600).unwrap();
+        let again = invalid_status(&node, &failed, Reason::InvalidSpec, "spec.tier", later);
+        assert_eq!(again.phase_since, Some(Time(now)));
+        assert_eq!(again.reason.as_deref(), Some("InvalidSpec"));
+    }
+
+    #[test]
     fn ready_means_online_with_every_replica_ready() {
         assert_eq!(
             ready_condition(2, Reason::Ready),
