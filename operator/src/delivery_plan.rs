@@ -18,7 +18,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 use juki_calendar::Tier;
 
-use crate::api::{DeliveryCanaries, DeliveryTargets, FileDeliveryStatus, NodeDelivery};
+use crate::api::{
+    DeliveryCanaries, DeliveryPhase, DeliveryTargets, FileDeliveryStatus, NodeDelivery,
+    NodeDeliveryPhase,
+};
 use crate::topology::TopologyNode;
 
 /// A targeted node.
@@ -185,28 +188,33 @@ pub fn targets_of(
 
 /// A delivery's status as a person reads it at 1,789 nodes: counts, counts per prefecture, and
 /// only the failures by node.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
-    /// Pending (nothing fetched yet), Delivering, Delivered (every wave healthy), Failed or
-    /// RolledBack.
-    pub phase: &'static str,
+    pub phase: DeliveryPhase,
     pub targets: usize,
     pub applied: usize,
-    /// Nodes per state (`Pending`, `Fetched`, `Applied`, `Failed`).
-    pub by_state: BTreeMap<&'static str, usize>,
+    /// Nodes per state.
+    pub by_state: BTreeMap<NodeDeliveryPhase, usize>,
     /// Per prefecture code, nodes per state (the national server is not in a prefecture).
-    pub by_prefecture: BTreeMap<u8, BTreeMap<&'static str, usize>>,
+    pub by_prefecture: BTreeMap<u8, BTreeMap<NodeDeliveryPhase, usize>>,
     /// The failed nodes and why.
     pub failures: Vec<(String, String)>,
 }
 
+impl Summary {
+    /// The nodes in `state`.
+    pub fn count(&self, state: NodeDeliveryPhase) -> usize {
+        self.by_state.get(&state).copied().unwrap_or(0)
+    }
+}
+
 impl NodeState {
-    pub fn as_str(&self) -> &'static str {
+    pub fn phase(&self) -> NodeDeliveryPhase {
         match self {
-            NodeState::Pending => "Pending",
-            NodeState::Fetched => "Fetched",
-            NodeState::Applied => "Applied",
-            NodeState::Failed(_) => "Failed",
+            NodeState::Pending => NodeDeliveryPhase::Pending,
+            NodeState::Fetched => NodeDeliveryPhase::Fetched,
+            NodeState::Applied => NodeDeliveryPhase::Applied,
+            NodeState::Failed(_) => NodeDeliveryPhase::Failed,
         }
     }
 }
@@ -215,9 +223,12 @@ impl NodeState {
 pub fn summarize(rollout: &Rollout, plan: &Plan) -> Summary {
     let pending = Observed::default();
     let mut summary = Summary {
+        phase: DeliveryPhase::Pending,
         targets: rollout.targets.len(),
+        applied: 0,
+        by_state: BTreeMap::new(),
+        by_prefecture: BTreeMap::new(),
         failures: plan.waves.iter().flat_map(|w| w.failed.clone()).collect(),
-        ..Summary::default()
     };
     for t in &rollout.targets {
         let state = rollout
@@ -225,7 +236,7 @@ pub fn summarize(rollout: &Rollout, plan: &Plan) -> Summary {
             .get(&t.name)
             .unwrap_or(&pending)
             .state
-            .as_str();
+            .phase();
         *summary.by_state.entry(state).or_default() += 1;
         if let (Some(p), Tier::Prefecture | Tier::Cs) = (t.prefecture, t.tier) {
             *summary
@@ -236,14 +247,14 @@ pub fn summarize(rollout: &Rollout, plan: &Plan) -> Summary {
                 .or_default() += 1;
         }
     }
-    summary.applied = summary.by_state.get("Applied").copied().unwrap_or(0);
-    let started = summary.by_state.get("Pending").copied().unwrap_or(0) < summary.targets;
+    summary.applied = summary.count(NodeDeliveryPhase::Applied);
+    let started = summary.count(NodeDeliveryPhase::Pending) < summary.targets;
     summary.phase = match (plan.halted_in, plan.complete, started) {
-        _ if rollout.rolled_back => "RolledBack",
-        (Some(_), _, _) => "Failed",
-        (None, true, _) => "Delivered",
-        (None, false, true) => "Delivering",
-        (None, false, false) => "Pending",
+        _ if rollout.rolled_back => DeliveryPhase::RolledBack,
+        (Some(_), _, _) => DeliveryPhase::Failed,
+        (None, true, _) => DeliveryPhase::Delivered,
+        (None, false, true) => DeliveryPhase::Delivering,
+        (None, false, false) => DeliveryPhase::Pending,
     };
     summary
 }
@@ -582,14 +593,17 @@ pub const LISTED_FAILURES: usize = 50;
 /// The status a person reads: the summary's counts, "applied/targets" per prefecture (with
 /// the failures when there are any), the open wave, the first failures by node.
 pub fn status_of(summary: &Summary, plan: &Plan) -> FileDeliveryStatus {
-    let count = |state: &str| summary.by_state.get(state).copied().unwrap_or(0) as i32;
+    let count = |state| summary.count(state) as i32;
     let prefectures = summary
         .by_prefecture
         .iter()
         .map(|(code, states)| {
             let total: usize = states.values().sum();
-            let applied = states.get("Applied").copied().unwrap_or(0);
-            let text = match states.get("Failed") {
+            let applied = states
+                .get(&NodeDeliveryPhase::Applied)
+                .copied()
+                .unwrap_or(0);
+            let text = match states.get(&NodeDeliveryPhase::Failed) {
                 Some(failed) => format!("{applied}/{total}, {failed} failed"),
                 None => format!("{applied}/{total}"),
             };
@@ -598,13 +612,13 @@ pub fn status_of(summary: &Summary, plan: &Plan) -> FileDeliveryStatus {
         .collect();
     let shown = plan.waves.len();
     FileDeliveryStatus {
-        phase: Some(summary.phase.to_owned()),
+        phase: Some(summary.phase),
         wave: (shown > 0).then(|| format!("{}/{shown}", (plan.open_wave + 1).min(shown))),
         targets: summary.targets as i32,
-        pending: count("Pending"),
-        fetched: count("Fetched"),
-        applied: count("Applied"),
-        failed: count("Failed"),
+        pending: count(NodeDeliveryPhase::Pending),
+        fetched: count(NodeDeliveryPhase::Fetched),
+        applied: count(NodeDeliveryPhase::Applied),
+        failed: count(NodeDeliveryPhase::Failed),
         prefectures,
         failures: summary
             .failures
@@ -612,7 +626,7 @@ pub fn status_of(summary: &Summary, plan: &Plan) -> FileDeliveryStatus {
             .take(LISTED_FAILURES)
             .map(|(node, why)| NodeDelivery {
                 node: node.clone(),
-                phase: "Failed".into(),
+                phase: NodeDeliveryPhase::Failed,
                 message: Some(why.clone()),
             })
             .collect(),
@@ -790,7 +804,7 @@ mod tests {
         set(&mut r, "cs-01-1", NodeState::Failed("refused".into()), true);
         let p = plan(&r).unwrap();
         let status = status_of(&summarize(&r, &p), &p);
-        assert_eq!(status.phase.as_deref(), Some("Failed"));
+        assert_eq!(status.phase, Some(DeliveryPhase::Failed));
         assert_eq!(status.wave.as_deref(), Some("2/3"));
         assert_eq!(
             (
@@ -815,12 +829,8 @@ mod tests {
         let p = plan(&r).unwrap();
         let status = status_of(&summarize(&r, &p), &p);
         assert_eq!(
-            (
-                status.phase.as_deref(),
-                status.wave.as_deref(),
-                status.applied
-            ),
-            (Some("Delivered"), Some("3/3"), 10)
+            (status.phase, status.wave.as_deref(), status.applied),
+            (Some(DeliveryPhase::Delivered), Some("3/3"), 10)
         );
     }
 
@@ -835,7 +845,7 @@ mod tests {
         let p = plan(&r).unwrap();
         assert!(p.fetch.is_empty());
         assert_eq!(p.roll_back, vec!["national", "pref-01", "cs-01-0"]);
-        assert_eq!(summarize(&r, &p).phase, "RolledBack");
+        assert_eq!(summarize(&r, &p).phase, DeliveryPhase::RolledBack);
     }
 
     #[test]
@@ -995,14 +1005,17 @@ mod tests {
         let mut r = rollout(Canaries::Count(1));
         all_online(&mut r);
         let s = summarize(&r, &plan(&r).unwrap());
-        assert_eq!((s.phase, s.targets, s.applied), ("Pending", 10, 0));
+        assert_eq!(
+            (s.phase, s.targets, s.applied),
+            (DeliveryPhase::Pending, 10, 0)
+        );
         set(&mut r, "national", NodeState::Applied, true);
         set(&mut r, "pref-01", NodeState::Fetched, true);
         let s = summarize(&r, &plan(&r).unwrap());
-        assert_eq!((s.phase, s.applied), ("Delivering", 1));
-        assert_eq!(s.by_state["Pending"], 8);
-        assert_eq!(s.by_prefecture[&1]["Fetched"], 1);
-        assert_eq!(s.by_prefecture[&1]["Pending"], 2);
+        assert_eq!((s.phase, s.applied), (DeliveryPhase::Delivering, 1));
+        assert_eq!(s.count(NodeDeliveryPhase::Pending), 8);
+        assert_eq!(s.by_prefecture[&1][&NodeDeliveryPhase::Fetched], 1);
+        assert_eq!(s.by_prefecture[&1][&NodeDeliveryPhase::Pending], 2);
         assert!(s.failures.is_empty());
         set(
             &mut r,
@@ -1011,7 +1024,7 @@ mod tests {
             true,
         );
         let s = summarize(&r, &plan(&r).unwrap());
-        assert_eq!(s.phase, "Failed");
+        assert_eq!(s.phase, DeliveryPhase::Failed);
         assert_eq!(
             s.failures,
             vec![("cs-01-1".into(), "refused by pref-01".into())]
@@ -1020,7 +1033,7 @@ mod tests {
             set(&mut r, &t.name, NodeState::Applied, true);
         }
         let s = summarize(&r, &plan(&r).unwrap());
-        assert_eq!((s.phase, s.applied), ("Delivered", 10));
+        assert_eq!((s.phase, s.applied), (DeliveryPhase::Delivered, 10));
         assert_eq!(s.by_prefecture.len(), 3);
     }
 

@@ -13,7 +13,7 @@ pub fn render(delivery: &FileDelivery) -> String {
     let ns = delivery.metadata.namespace.as_deref().unwrap_or_default();
     let name = delivery.metadata.name.as_deref().unwrap_or_default();
     let mut out = String::new();
-    let phase = status.phase.as_deref().unwrap_or("(not looked at yet)");
+    let phase = status.phase.map_or("(not looked at yet)", |p| p.as_str());
     let mut flags = Vec::new();
     if spec.paused {
         flags.push("paused");
@@ -77,7 +77,9 @@ pub fn render(delivery: &FileDelivery) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{FileDeliverySpec, FileDeliveryStatus, NodeDelivery};
+    use crate::api::{
+        DeliveryPhase, FileDeliverySpec, FileDeliveryStatus, NodeDelivery, NodeDeliveryPhase,
+    };
 
     fn delivery(status: Option<FileDeliveryStatus>) -> FileDelivery {
         let spec: FileDeliverySpec = serde_json::from_value(serde_json::json!({
@@ -93,7 +95,7 @@ mod tests {
     #[test]
     fn a_halted_delivery_reads_with_its_failures_and_what_is_left_to_take_back() {
         let mut status = FileDeliveryStatus {
-            phase: Some("Failed".into()),
+            phase: Some(DeliveryPhase::Failed),
             wave: Some("2/3".into()),
             targets: 120,
             pending: 100,
@@ -110,7 +112,7 @@ mod tests {
         for n in ["131016", "131041"] {
             status.failures.push(NodeDelivery {
                 node: format!("juki-pref-13/cs-{n}"),
-                phase: "Failed".into(),
+                phase: NodeDeliveryPhase::Failed,
                 message: Some("refused at its start: allow-list: …".into()),
             });
         }

@@ -695,7 +695,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 #[tokio::test]
 async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_garbled_one_at_its_canary()
  {
-    use juki_operator::api::{FileDelivery, JukiNode, NodePhase};
+    use juki_operator::api::{DeliveryPhase, FileDelivery, JukiNode, NodePhase};
 
     let Some(cluster) = require_real_node!() else {
         return;
@@ -829,7 +829,7 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
 
     // Wrong content is refused before anything is sent.
     poll_until("the wrong delivery Failed", WAIT, || async {
-        status_of("wrong").await.phase.as_deref() == Some("Failed")
+        status_of("wrong").await.phase == Some(DeliveryPhase::Failed)
     })
     .await
     .unwrap();
@@ -863,7 +863,7 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
         let got = delivery_status(&deliveries, name).await;
         looked.unwrap_or_else(|e| panic!("{e}: {got:?}"));
         assert_eq!(
-            (got.phase.as_deref(), got.message.as_deref()),
+            (got.phase.map(DeliveryPhase::as_str), got.message.as_deref()),
             (Some(phase), Some(message.replace("NS", &ns).as_str())),
             "{name}"
         );
@@ -876,7 +876,7 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
     .await
     .unwrap();
     let big = status_of("big").await;
-    assert_eq!(big.phase.as_deref(), Some("Pending"), "{big:?}");
+    assert_eq!(big.phase, Some(DeliveryPhase::Pending), "{big:?}");
     until_online(&nodes, "national").await.unwrap();
     let uploaded = juki(&["delivery", "upload", big_file.to_str().unwrap(), "-n", &ns]);
     assert_eq!(
@@ -901,7 +901,7 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
     let b = status_of("big").await;
     staged.unwrap_or_else(|e| panic!("{e}: codes {c:?}, allow-list {a:?}, big {b:?}"));
     assert_eq!((c.applied, a.applied, a.pending), (0, 0, 1), "{a:?}");
-    assert_eq!(a.phase.as_deref(), Some("Delivering"));
+    assert_eq!(a.phase, Some(DeliveryPhase::Delivering));
 
     // The same day, resident updates posted at the CS pod reach the national pod through the
     // prefecture, by cluster DNS and Services, on the operator's clock.
@@ -967,8 +967,8 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
         Duration::from_secs(420),
         || async {
             let a = status_of("allow-list").await;
-            status_of("codes").await.phase.as_deref() == Some("Delivered")
-                && a.phase.as_deref() == Some("Failed")
+            status_of("codes").await.phase == Some(DeliveryPhase::Delivered)
+                && a.phase == Some(DeliveryPhase::Failed)
                 && a.failed == 2
         },
     )
@@ -1016,8 +1016,8 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
     );
     let big = status_of("big").await;
     assert_eq!(
-        (big.phase.as_deref(), big.applied),
-        (Some("Delivered"), 3),
+        (big.phase, big.applied),
+        (Some(DeliveryPhase::Delivered), 3),
         "{big:?}"
     );
     for name in ["national", "pref-13", "pref-27", "cs-131016"] {
@@ -1067,7 +1067,7 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
     );
     let rolled = poll_until("the code table rolled back everywhere", WAIT, || async {
         let c = status_of("codes").await;
-        c.phase.as_deref() == Some("RolledBack") && c.withdrawing.is_empty()
+        c.phase == Some(DeliveryPhase::RolledBack) && c.withdrawing.is_empty()
     })
     .await;
     let c = status_of("codes").await;

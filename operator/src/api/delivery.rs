@@ -133,10 +133,8 @@ pub struct DeliveryTargets {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FileDeliveryStatus {
-    /// Pending, Delivering, Delivered, Failed (halted and withdrawn) or RolledBack (by
-    /// `spec.rollback`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<DeliveryPhase>,
     /// The open wave as "n/total" (national, canaries, the rest; empty waves left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wave: Option<String>,
@@ -180,8 +178,49 @@ pub struct FileDeliveryStatus {
 pub struct NodeDelivery {
     /// "namespace/name" of the JukiNode.
     pub node: String,
-    /// Pending, Fetched, Applied or Failed.
-    pub phase: String,
+    pub phase: NodeDeliveryPhase,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// Where a delivery is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum DeliveryPhase {
+    /// No node has fetched it yet.
+    Pending,
+    /// Going out wave by wave.
+    Delivering,
+    /// Every wave healthy: every targeted node applied it.
+    Delivered,
+    /// Halted (a wave failed, or bad input) and withdrawn from the nodes that hold it.
+    Failed,
+    /// Taken back by `spec.rollback`.
+    RolledBack,
+}
+
+/// Where a delivery is on one node.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum NodeDeliveryPhase {
+    /// Not fetched yet (a node the calendar has stopped is pending).
+    Pending,
+    /// Held, staged for the node's next start.
+    Fetched,
+    /// Applied at a start.
+    Applied,
+    /// Refused (a wrong sha256 on fetch, a file refused at the node's start).
+    Failed,
+}
+
+impl DeliveryPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryPhase::Pending => "Pending",
+            DeliveryPhase::Delivering => "Delivering",
+            DeliveryPhase::Delivered => "Delivered",
+            DeliveryPhase::Failed => "Failed",
+            DeliveryPhase::RolledBack => "RolledBack",
+        }
+    }
 }

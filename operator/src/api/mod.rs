@@ -16,8 +16,8 @@ pub use calendar::{
     CalendarDay, OperatingCalendar, OperatingCalendarSpec, OperatingCalendarStatus,
 };
 pub use delivery::{
-    ConfigMapSource, DeliveryCanaries, DeliverySource, DeliveryTargets, FileDelivery,
-    FileDeliverySpec, FileDeliveryStatus, NodeDelivery,
+    ConfigMapSource, DeliveryCanaries, DeliveryPhase, DeliverySource, DeliveryTargets,
+    FileDelivery, FileDeliverySpec, FileDeliveryStatus, NodeDelivery, NodeDeliveryPhase,
 };
 pub use extension::{
     ExtensionKind, ExtensionPhase, ServiceExtension, ServiceExtensionSpec, ServiceExtensionStatus,

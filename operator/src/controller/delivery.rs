@@ -25,7 +25,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::view::Topology;
 use super::{Context, Error, FinalExchange, node_route};
-use crate::api::{FileDelivery, FileDeliveryStatus, NodePhase};
+use crate::api::{DeliveryPhase, FileDelivery, FileDeliveryStatus, NodePhase};
 use crate::delivery_plan::{
     self, NodeState, NodeView, Observed, Plan, Rollout, Target, canaries_of, targets_of,
 };
@@ -82,7 +82,7 @@ pub(super) async fn run(ctx: Arc<Context>) {
 
 /// Why the delivery cannot be planned at all: the status shows it and nothing is sent.
 struct Refused {
-    phase: &'static str,
+    phase: DeliveryPhase,
     reason: &'static str,
     message: String,
 }
@@ -91,7 +91,7 @@ impl Refused {
     /// Bad input: the delivery fails until its spec is fixed.
     fn invalid(reason: &'static str, message: String) -> Refused {
         Refused {
-            phase: "Failed",
+            phase: DeliveryPhase::Failed,
             reason,
             message,
         }
@@ -100,7 +100,7 @@ impl Refused {
     /// Something that may come (a ConfigMap, node calls): the delivery waits.
     fn waiting(reason: &'static str, message: String) -> Refused {
         Refused {
-            phase: "Pending",
+            phase: DeliveryPhase::Pending,
             reason,
             message,
         }
@@ -120,9 +120,11 @@ async fn reconcile(object: Arc<FileDelivery>, state: Arc<Deliveries>) -> Result<
         ),
         Ok((content, rollout_base, topology)) => {
             let status = deliver(&object, &state, content, rollout_base, &topology).await;
-            let done = match status.phase.as_deref() {
-                Some("Delivered") => true,
-                Some("Failed" | "RolledBack") => status.withdrawing.is_empty(),
+            let done = match status.phase {
+                Some(DeliveryPhase::Delivered) => true,
+                Some(DeliveryPhase::Failed | DeliveryPhase::RolledBack) => {
+                    status.withdrawing.is_empty()
+                }
                 _ => false,
             };
             let wait = if done {
@@ -133,7 +135,7 @@ async fn reconcile(object: Arc<FileDelivery>, state: Arc<Deliveries>) -> Result<
             (status, wait)
         }
     };
-    let before = old.as_ref().and_then(|s| s.phase.clone());
+    let before = old.as_ref().and_then(|s| s.phase);
     if status.phase != before {
         announce(&object, ctx, &status).await;
     }
@@ -508,7 +510,7 @@ async fn fetch(
     for (node, answer) in answers {
         match fetched(&answer) {
             Some(state) => {
-                tracing::info!(%node, state = state.as_str(), file, "delivery fetched");
+                tracing::info!(%node, state = ?state.phase(), file, "delivery fetched");
                 known.states.insert(node, state);
             }
             None => {
@@ -615,7 +617,7 @@ fn conditions(
     plan: &Plan,
     now: jiff::Timestamp,
 ) -> Vec<Condition> {
-    let delivered = status.phase.as_deref() == Some("Delivered");
+    let delivered = status.phase == Some(DeliveryPhase::Delivered);
     let halted = plan.halted_in.is_some();
     let (reason, message) = match (delivered, halted, object.spec.paused) {
         _ if object.spec.rollback => (
@@ -656,9 +658,9 @@ fn refused_status(
     refused: &Refused,
     now: jiff::Timestamp,
 ) -> FileDeliveryStatus {
-    let failed = refused.phase == "Failed";
+    let failed = refused.phase == DeliveryPhase::Failed;
     FileDeliveryStatus {
-        phase: Some(refused.phase.into()),
+        phase: Some(refused.phase),
         message: Some(refused.message.clone()),
         conditions: vec![
             condition(
@@ -685,8 +687,9 @@ fn refused_status(
 
 /// An Event when the phase changes: a person sees the delivery start, end or halt.
 async fn announce(object: &FileDelivery, ctx: &Context, status: &FileDeliveryStatus) {
-    let phase = status.phase.clone().unwrap_or_default();
-    let warning = phase == "Failed";
+    let Some(phase) = status.phase else { return };
+    let warning = phase == DeliveryPhase::Failed;
+    let phase = phase.as_str();
     let note = match &status.message {
         Some(m) if warning => format!("{phase}: {m}"),
         _ => format!(

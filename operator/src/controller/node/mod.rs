@@ -204,7 +204,11 @@ async fn reconcile(node: Arc<JukiNode>, ctx: Arc<Context>) -> Result<Requeue, Er
 
 /// "namespace/name", as logs show a node.
 fn node_name(node: &JukiNode) -> String {
-    format!("{}/{}", node.namespace().unwrap_or_default(), node.name_any())
+    format!(
+        "{}/{}",
+        node.namespace().unwrap_or_default(),
+        node.name_any()
+    )
 }
 
 /// gather → plan → apply → report → when to look again.
