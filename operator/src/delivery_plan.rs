@@ -192,7 +192,6 @@ pub fn targets_of(
 pub struct Summary {
     pub phase: DeliveryPhase,
     pub targets: usize,
-    pub applied: usize,
     /// Nodes per state.
     pub by_state: BTreeMap<NodeDeliveryPhase, usize>,
     /// Per prefecture code, nodes per state (the national server is not in a prefecture).
@@ -222,14 +221,8 @@ impl NodeState {
 /// Summarizes `rollout` with its `plan`.
 pub fn summarize(rollout: &Rollout, plan: &Plan) -> Summary {
     let pending = Observed::default();
-    let mut summary = Summary {
-        phase: DeliveryPhase::Pending,
-        targets: rollout.targets.len(),
-        applied: 0,
-        by_state: BTreeMap::new(),
-        by_prefecture: BTreeMap::new(),
-        failures: plan.waves.iter().flat_map(|w| w.failed.clone()).collect(),
-    };
+    let mut by_state: BTreeMap<NodeDeliveryPhase, usize> = BTreeMap::new();
+    let mut by_prefecture: BTreeMap<u8, BTreeMap<NodeDeliveryPhase, usize>> = BTreeMap::new();
     for t in &rollout.targets {
         let state = rollout
             .observed
@@ -237,26 +230,35 @@ pub fn summarize(rollout: &Rollout, plan: &Plan) -> Summary {
             .unwrap_or(&pending)
             .state
             .phase();
-        *summary.by_state.entry(state).or_default() += 1;
+        *by_state.entry(state).or_default() += 1;
         if let (Some(p), Tier::Prefecture | Tier::Cs) = (t.prefecture, t.tier) {
-            *summary
-                .by_prefecture
+            *by_prefecture
                 .entry(p)
                 .or_default()
                 .entry(state)
                 .or_default() += 1;
         }
     }
-    summary.applied = summary.count(NodeDeliveryPhase::Applied);
-    let started = summary.count(NodeDeliveryPhase::Pending) < summary.targets;
-    summary.phase = match (plan.halted_in, plan.complete, started) {
+    let targets = rollout.targets.len();
+    let started = by_state
+        .get(&NodeDeliveryPhase::Pending)
+        .copied()
+        .unwrap_or(0)
+        < targets;
+    let phase = match (plan.halted_in, plan.complete, started) {
         _ if rollout.rolled_back => DeliveryPhase::RolledBack,
         (Some(_), _, _) => DeliveryPhase::Failed,
         (None, true, _) => DeliveryPhase::Delivered,
         (None, false, true) => DeliveryPhase::Delivering,
         (None, false, false) => DeliveryPhase::Pending,
     };
-    summary
+    Summary {
+        phase,
+        targets,
+        by_state,
+        by_prefecture,
+        failures: plan.waves.iter().flat_map(|w| w.failed.clone()).collect(),
+    }
 }
 
 /// A wave and how it stands.
@@ -1006,13 +1008,16 @@ mod tests {
         all_online(&mut r);
         let s = summarize(&r, &plan(&r).unwrap());
         assert_eq!(
-            (s.phase, s.targets, s.applied),
+            (s.phase, s.targets, s.count(NodeDeliveryPhase::Applied)),
             (DeliveryPhase::Pending, 10, 0)
         );
         set(&mut r, "national", NodeState::Applied, true);
         set(&mut r, "pref-01", NodeState::Fetched, true);
         let s = summarize(&r, &plan(&r).unwrap());
-        assert_eq!((s.phase, s.applied), (DeliveryPhase::Delivering, 1));
+        assert_eq!(
+            (s.phase, s.count(NodeDeliveryPhase::Applied)),
+            (DeliveryPhase::Delivering, 1)
+        );
         assert_eq!(s.count(NodeDeliveryPhase::Pending), 8);
         assert_eq!(s.by_prefecture[&1][&NodeDeliveryPhase::Fetched], 1);
         assert_eq!(s.by_prefecture[&1][&NodeDeliveryPhase::Pending], 2);
@@ -1033,7 +1038,10 @@ mod tests {
             set(&mut r, &t.name, NodeState::Applied, true);
         }
         let s = summarize(&r, &plan(&r).unwrap());
-        assert_eq!((s.phase, s.applied), (DeliveryPhase::Delivered, 10));
+        assert_eq!(
+            (s.phase, s.count(NodeDeliveryPhase::Applied)),
+            (DeliveryPhase::Delivered, 10)
+        );
         assert_eq!(s.by_prefecture.len(), 3);
     }
 
