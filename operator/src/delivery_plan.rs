@@ -19,8 +19,8 @@ use jiff::Timestamp;
 use juki_calendar::Tier;
 
 use crate::api::{
-    DeliveryCanaries, DeliveryPhase, DeliveryTargets, FileDeliveryStatus, NodeDelivery,
-    NodeDeliveryPhase,
+    DeliveredFile, DeliveryCanaries, DeliveryPhase, DeliveryTargets, FileDeliveryStatus,
+    NodeDelivery, NodeDeliveryPhase,
 };
 use crate::topology::TopologyNode;
 
@@ -90,6 +90,8 @@ pub struct Rollout {
     pub source_holds: bool,
     /// A person rolled it back: it is withdrawn from every node that holds it.
     pub rolled_back: bool,
+    /// Targets that have not applied it by then do not go Online.
+    pub required: Option<RequiredBefore>,
 }
 
 /// Why a rollout cannot be planned.
@@ -117,6 +119,10 @@ pub enum PlanError {
         "spec.canaries.prefectures[{index}]: {code:?} is not a prefecture code (\"01\"–\"47\")"
     )]
     BadCanaryCode { index: usize, code: String },
+    #[error(
+        "spec.requiredBefore: {0:?} is neither NextOnlineStart nor an RFC 3339 instant (e.g. 2026-12-07T08:00:00+09:00)"
+    )]
+    BadRequiredBefore(String),
 }
 
 /// A prefecture code as written in a spec: two digits, 01–47.
@@ -484,32 +490,35 @@ pub enum RequiredBefore {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gate {
     Open,
-    /// Held Offline: the phase reason and message.
-    Held {
-        reason: &'static str,
-        message: String,
-    },
+    /// Held back (reason `DeliveryNotApplied`), with why.
+    Held(String),
 }
 
-/// The reason a node held back by a required delivery shows.
-pub const DELIVERY_NOT_APPLIED: &str = "DeliveryNotApplied";
+/// Reads `spec.requiredBefore`: `NextOnlineStart` or an RFC 3339 instant.
+pub fn required_before(text: &str) -> Result<RequiredBefore, PlanError> {
+    if text == "NextOnlineStart" {
+        return Ok(RequiredBefore::NextOnlineStart);
+    }
+    text.parse::<Timestamp>()
+        .map(RequiredBefore::At)
+        .map_err(|_| PlanError::BadRequiredBefore(text.chars().take(80).collect()))
+}
 
-/// Whether `node`, in `state` for delivery `delivery`, may go Online at `start`. A halted
-/// delivery or one that allows going online without it holds nobody.
+/// Whether `node`, in `state` for delivery `delivery`, may go Online at `start`. A halted or
+/// rolled-back delivery holds nobody: what it brought is being taken back.
 pub fn online_gate(
     delivery: &str,
     state: &NodeState,
     required: Option<RequiredBefore>,
     start: Timestamp,
     halted: bool,
-    allow_online_without: bool,
 ) -> Gate {
     let due = match required {
         None => false,
         Some(RequiredBefore::NextOnlineStart) => true,
         Some(RequiredBefore::At(deadline)) => start >= deadline,
     };
-    if !due || halted || allow_online_without || *state == NodeState::Applied {
+    if !due || halted || *state == NodeState::Applied {
         return Gate::Open;
     }
     let what = match state {
@@ -517,10 +526,32 @@ pub fn online_gate(
         NodeState::Fetched => "fetched, not applied yet".to_owned(),
         _ => "not fetched yet".to_owned(),
     };
-    Gate::Held {
-        reason: DELIVERY_NOT_APPLIED,
-        message: format!("delivery {delivery} is required before this start and is {what}"),
-    }
+    Gate::Held(format!(
+        "delivery {delivery} is required before this start and is {what}"
+    ))
+}
+
+/// The targets of `rollout` that may not go Online at `now` (a start now), with why: the
+/// gate of every target, as [`plan`] stands.
+pub fn held_nodes(
+    delivery: &str,
+    rollout: &Rollout,
+    plan: &Plan,
+    now: Timestamp,
+) -> Vec<(String, String)> {
+    let halted = plan.halted_in.is_some() || rollout.rolled_back;
+    let pending = Observed::default();
+    rollout
+        .targets
+        .iter()
+        .filter_map(|t| {
+            let state = &rollout.observed.get(&t.name).unwrap_or(&pending).state;
+            match online_gate(delivery, state, rollout.required, now, halted) {
+                Gate::Open => None,
+                Gate::Held(why) => Some((t.name.clone(), why)),
+            }
+        })
+        .collect()
 }
 
 /// What a node's `GET /admin/v1/deliveries` answers (the parts read here).
@@ -554,8 +585,11 @@ pub struct AppliedFile {
 }
 
 #[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AppliedVersion {
     pub sha256: String,
+    #[serde(default)]
+    pub applied_at: Option<String>,
 }
 
 impl NodeView {
@@ -586,6 +620,22 @@ impl NodeView {
     /// The node holds the content (the national server, to serve it below).
     pub fn holds(&self, sha256: &str) -> bool {
         self.content.iter().any(|c| c.sha256 == sha256)
+    }
+
+    /// The files it applied, for its JukiNode status (a removed file has no sha256: left out).
+    pub fn delivered_files(&self) -> Vec<DeliveredFile> {
+        let mut files: Vec<DeliveredFile> = self
+            .files
+            .iter()
+            .filter(|f| !f.current.sha256.is_empty())
+            .map(|f| DeliveredFile {
+                file: f.file.clone(),
+                sha256: f.current.sha256.clone(),
+                applied_at: f.current.applied_at.clone(),
+            })
+            .collect();
+        files.sort_by(|a, b| a.file.cmp(&b.file));
+        files
     }
 }
 
@@ -669,6 +719,7 @@ mod tests {
             paused: false,
             source_holds: true,
             rolled_back: false,
+            required: None,
         }
     }
 
@@ -794,6 +845,32 @@ mod tests {
             "files": [{"file": "codes", "current": {"sha256": sha, "appliedAt": "t"}, "previous": null}]}));
         assert_eq!(applied.state("codes", &sha), NodeState::Applied);
         assert_eq!(applied.state("codes", &other), NodeState::Fetched);
+    }
+
+    #[test]
+    fn a_nodes_delivered_files_are_its_current_versions_by_name() {
+        let view: NodeView = serde_json::from_value(serde_json::json!({
+            "staged": [{"file": "notice", "sha256": "c".repeat(64)}],
+            "files": [
+                {"file": "notice", "current": {"sha256": "a".repeat(64), "appliedAt": "2026-11-26T07:30:00+09:00"}},
+                {"file": "code-table", "current": {"sha256": "b".repeat(64)}},
+            ]}))
+        .unwrap();
+        assert_eq!(
+            view.delivered_files(),
+            [
+                DeliveredFile {
+                    file: "code-table".into(),
+                    sha256: "b".repeat(64),
+                    applied_at: None
+                },
+                DeliveredFile {
+                    file: "notice".into(),
+                    sha256: "a".repeat(64),
+                    applied_at: Some("2026-11-26T07:30:00+09:00".into())
+                },
+            ]
+        );
     }
 
     #[test]
@@ -1049,33 +1126,69 @@ mod tests {
     fn the_deadline_gate() {
         let at = |s: &str| s.parse::<Timestamp>().unwrap();
         let start = at("2024-06-03T00:00:00Z");
-        let gate = |state, required, halted, allow| {
-            online_gate("fd/codes", &state, required, start, halted, allow)
-        };
+        let gate =
+            |state, required, halted| online_gate("fd/codes", &state, required, start, halted);
         let next = Some(RequiredBefore::NextOnlineStart);
-        assert_eq!(gate(NodeState::Applied, next, false, false), Gate::Open);
-        assert_eq!(gate(NodeState::Pending, None, false, false), Gate::Open);
-        let Gate::Held { reason, message } = gate(NodeState::Fetched, next, false, false) else {
+        assert_eq!(gate(NodeState::Applied, next, false), Gate::Open);
+        assert_eq!(gate(NodeState::Pending, None, false), Gate::Open);
+        let Gate::Held(message) = gate(NodeState::Fetched, next, false) else {
             panic!("held")
         };
-        assert_eq!(reason, DELIVERY_NOT_APPLIED);
-        assert!(
-            message.contains("fd/codes") && message.contains("not applied"),
-            "{message}"
+        assert_eq!(
+            message,
+            "delivery fd/codes is required before this start and is fetched, not applied yet"
         );
         // A date: only starts at or after it are held.
         let later = Some(RequiredBefore::At(at("2024-06-04T00:00:00Z")));
-        assert_eq!(gate(NodeState::Pending, later, false, false), Gate::Open);
+        assert_eq!(gate(NodeState::Pending, later, false), Gate::Open);
         let due = Some(RequiredBefore::At(start));
-        assert!(matches!(
-            gate(NodeState::Pending, due, false, false),
-            Gate::Held { .. }
-        ));
-        assert_eq!(gate(NodeState::Pending, due, false, true), Gate::Open);
         assert_eq!(
-            gate(NodeState::Failed("x".into()), due, true, false),
-            Gate::Open
+            gate(NodeState::Pending, due, false),
+            Gate::Held(
+                "delivery fd/codes is required before this start and is not fetched yet".into()
+            )
         );
+        // A halted delivery is being taken back: it holds nobody.
+        assert_eq!(gate(NodeState::Failed("x".into()), due, true), Gate::Open);
+    }
+
+    #[test]
+    fn required_before_reads_the_next_start_or_an_instant_and_names_the_field_otherwise() {
+        assert_eq!(
+            required_before("NextOnlineStart"),
+            Ok(RequiredBefore::NextOnlineStart)
+        );
+        assert_eq!(
+            required_before("2026-12-07T08:00:00+09:00"),
+            Ok(RequiredBefore::At("2026-12-06T23:00:00Z".parse().unwrap()))
+        );
+        for bad in ["nextOnlineStart", "2026-12-07", "tomorrow", ""] {
+            let e = required_before(bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with("spec.requiredBefore: ") && e.contains("NextOnlineStart"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_required_delivery_holds_every_target_that_has_not_applied_it_until_it_halts() {
+        let now: Timestamp = "2024-06-03T00:00:00Z".parse().unwrap();
+        let mut r = rollout(Canaries::Count(1));
+        r.required = Some(RequiredBefore::NextOnlineStart);
+        set(&mut r, "pref-01", NodeState::Applied, true);
+        set(&mut r, "cs-01-1", NodeState::Fetched, true);
+        let held = held_nodes("ns/codes", &r, &plan(&r).unwrap(), now);
+        let names: Vec<&str> = held.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names.len(), country().len() - 1, "{names:?}");
+        assert!(!names.contains(&"pref-01") && names.contains(&"cs-01-1"));
+        // Not required: nobody is held.
+        r.required = None;
+        assert_eq!(held_nodes("ns/codes", &r, &plan(&r).unwrap(), now), []);
+        // A failure halts it: it is taken back, and holds nobody.
+        r.required = Some(RequiredBefore::NextOnlineStart);
+        set(&mut r, "cs-01-1", NodeState::Failed("refused".into()), true);
+        assert_eq!(held_nodes("ns/codes", &r, &plan(&r).unwrap(), now), []);
     }
 
     fn any_state() -> impl Strategy<Value = NodeState> {
@@ -1149,6 +1262,7 @@ mod tests {
                     paused,
                     source_holds: true,
                     rolled_back: false,
+                    required: None,
                 }
             })
     }

@@ -165,6 +165,7 @@ fn step_node(
         pinned_below: None,
         extensions: &[],
         held: None,
+        delivery_held: None,
         phase: s.phase,
         phase_since: s.since,
         reason: s.reason,

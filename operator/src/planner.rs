@@ -78,6 +78,8 @@ pub struct NodeView<'a> {
     /// Why a scheduled run holds the node's next start (a JobSchedule entry with deadline
     /// HoldStart not done yet), if one does.
     pub held: Option<&'a str>,
+    /// Why a required delivery the node has not applied keeps it from going Online, if one does.
+    pub delivery_held: Option<&'a str>,
     /// The phase in status (Offline when new) and when it was entered.
     pub phase: NodePhase,
     pub phase_since: Option<Timestamp>,
@@ -112,6 +114,7 @@ impl<'a> NodeView<'a> {
             pinned_below: None,
             extensions: &[],
             held: None,
+            delivery_held: None,
             phase: NodePhase::Offline,
             phase_since: None,
             reason: None,
@@ -441,6 +444,15 @@ fn step(
             _ => offline(calendar, node, now),
         },
         Starting if !want_online => drain(node, ended_date()),
+        // Its pods run (it fetches, and restarts to apply) but it does not serve: no readiness
+        // timeout while held, the reason says why.
+        Starting if node.delivery_held.is_some() => Plan::new(
+            Starting,
+            Reason::DeliveryNotApplied,
+            node.delivery_held.unwrap_or_default(),
+        )
+        .replicas(node.replicas)
+        .date(current_date),
         Starting if node.ready_replicas >= node.replicas => Plan::new(
             Online,
             Reason::Ready,
@@ -830,6 +842,43 @@ mod tests {
             (p.phase, p.reason),
             (NodePhase::Starting, Reason::WindowOpen)
         );
+    }
+
+    #[test]
+    fn a_required_delivery_keeps_a_started_node_from_going_online_until_released() {
+        let cal = Calendar::new(&CalendarConfig::default()).unwrap();
+        let mut v = view(Tier::Prefecture, NodePhase::Starting);
+        v.phase_since = Some(tokyo("2026-11-30T07:30"));
+        v.ready_replicas = v.replicas;
+        v.delivery_held =
+            Some("delivery p13/codes is required before this start and is not fetched yet");
+        // Ready pods, and long past the readiness timeout: still Starting, saying why.
+        let p = plan(&cal, &v, tokyo("2026-11-30T11:00"));
+        assert_eq!(
+            (p.phase, p.reason, p.replicas, p.message.as_str()),
+            (
+                NodePhase::Starting,
+                Reason::DeliveryNotApplied,
+                Some(v.replicas),
+                "delivery p13/codes is required before this start and is not fetched yet"
+            )
+        );
+        // Its pods restarting to apply it: still held, not timed out.
+        v.ready_replicas = 0;
+        let p = plan(&cal, &v, tokyo("2026-11-30T11:00"));
+        assert_eq!(
+            (p.phase, p.reason),
+            (NodePhase::Starting, Reason::DeliveryNotApplied)
+        );
+        // Released with ready pods: Online.
+        v.ready_replicas = v.replicas;
+        v.delivery_held = None;
+        let p = plan(&cal, &v, tokyo("2026-11-30T11:00"));
+        assert_eq!((p.phase, p.reason), (NodePhase::Online, Reason::Ready));
+        // The window's end still drains a held node.
+        v.delivery_held = Some("held");
+        let p = plan(&cal, &v, tokyo("2026-11-30T22:00"));
+        assert_ne!(p.phase, NodePhase::Starting);
     }
 
     #[test]

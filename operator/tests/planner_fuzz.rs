@@ -309,6 +309,7 @@ fn view(f: &Facts) -> NodeView<'_> {
         pinned_below: f.phase_since,
         extensions: &f.extensions,
         held: None,
+        delivery_held: None,
         phase: f.phase,
         phase_since: f.phase_since,
         reason: f.reason,

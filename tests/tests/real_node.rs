@@ -961,6 +961,38 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
         "nothing applied before the next start: {cs}"
     );
 
+    // Wednesday night, every prefecture stopped: a notice Osaka must have before it serves
+    // again. Thursday it starts without it, is held from going Online, fetches it while held
+    // and is restarted to apply it.
+    let osaka_stopped = poll_until(
+        "Osaka stopped for the night",
+        Duration::from_secs(240),
+        || async {
+            let status = nodes
+                .get_status("pref-27")
+                .await
+                .ok()
+                .and_then(|n| n.status);
+            status.and_then(|s| s.phase) == Some(NodePhase::Offline)
+        },
+    )
+    .await;
+    osaka_stopped.unwrap();
+    let notice = "2026-11-26から窓口の受付時間を変更します\n";
+    let notice_sha = sha256_hex(notice.as_bytes());
+    cluster
+        .apply(
+            &json!({
+                "apiVersion": "jukinet.io/v1alpha1", "kind": "FileDelivery",
+                "metadata": {"name": "notice"},
+                "spec": {"file": "notice", "source": {"inline": notice}, "sha256": notice_sha,
+                         "targets": {"prefectures": ["27"]}, "requiredBefore": "NextOnlineStart"},
+            }),
+            Some(&ns),
+        )
+        .await
+        .unwrap();
+
     // Thursday morning: the nodes start, apply the code table, refuse the garbled list.
     let done = poll_until(
         "the code table Delivered and the allow-list halted",
@@ -970,11 +1002,17 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
             status_of("codes").await.phase == Some(DeliveryPhase::Delivered)
                 && a.phase == Some(DeliveryPhase::Failed)
                 && a.failed == 2
+                && status_of("notice").await.phase == Some(DeliveryPhase::Delivered)
         },
     )
     .await;
     let (c, a) = (status_of("codes").await, status_of("allow-list").await);
-    done.unwrap_or_else(|e| panic!("{e}: codes {c:?}, allow-list {a:?}"));
+    let n = status_of("notice").await;
+    let osaka = nodes.get_status("pref-27").await.unwrap().status;
+    done.unwrap_or_else(|e| {
+        panic!("{e}: codes {c:?}, allow-list {a:?}, notice {n:?}, Osaka {osaka:?}")
+    });
+    assert_eq!((n.targets, n.applied), (1, 1), "{n:?}");
     assert_eq!((c.targets, c.applied, c.failed), (3, 3, 0), "{c:?}");
     assert_eq!(c.prefectures["13"], "2/2");
     assert_eq!(c.prefectures["27"], "1/1");
@@ -1035,6 +1073,64 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
     assert!(
         events.contains("DeliveryFailed") && events.contains("DeliveryDelivered"),
         "{events}"
+    );
+    // Osaka was held by the notice, and restarted to apply it.
+    let events: serde_json::Value = serde_json::from_str(&events).unwrap();
+    let reasons_about = |name: &str| -> Vec<String> {
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["regarding"]["name"] == name)
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["reason"].as_str().unwrap_or(""),
+                    e["note"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    let osaka_events = reasons_about("pref-27");
+    let held = format!(
+        "DeliveryNotApplied delivery {ns}/notice is required before this start and is not fetched yet"
+    );
+    assert!(osaka_events.contains(&held), "{osaka_events:#?}");
+    let notice_events = reasons_about("notice");
+    assert!(
+        notice_events
+            .iter()
+            .any(|e| e.starts_with(&format!("RestartedToApply {ns}/pref-27 fetched notice"))),
+        "{notice_events:#?}"
+    );
+    let osaka = node_admin(&cluster, &ns, "pref-27", "/admin/v1/deliveries").await;
+    assert!(
+        osaka["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["file"] == "notice" && f["current"]["sha256"] == notice_sha.as_str()),
+        "{osaka}"
+    );
+    // Its JukiNode status lists the versions it applied, as it said when it went Online.
+    let delivered: Vec<(String, String)> = nodes
+        .get_status("pref-27")
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default()
+        .delivered_files
+        .into_iter()
+        .map(|f| (f.file, f.sha256))
+        .collect();
+    assert_eq!(
+        delivered,
+        [
+            ("big-table".to_string(), big_sha.clone()),
+            ("code-table".to_string(), code_sha.clone()),
+            ("notice".to_string(), notice_sha.clone()),
+        ],
+        "pref-27's status.deliveredFiles"
     );
 
     // kubectl juki delivery: the halted one as a person reads it; a pause lands in the spec.

@@ -62,6 +62,13 @@ pub struct FileDeliverySpec {
     /// start; a halted delivery stays halted).
     #[serde(default)]
     pub paused: bool,
+    /// When the targets must have applied it: `NextOnlineStart`, or an RFC 3339 instant (starts
+    /// at or after it). A target that has not applied it when its pods are ready stays
+    /// `Starting` (reason `DeliveryNotApplied`) instead of going Online: it fetches the file
+    /// while held, once its wave is open, and is restarted to apply it. Unset: nobody waits.
+    /// A halted or rolled-back delivery holds nobody; removing this field releases the held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_before: Option<String>,
     /// Take the delivery back from every node: a node that staged it unstages it, a node that
     /// applied it returns to its previous version at its next start; nothing more is fetched.
     #[serde(default)]

@@ -23,9 +23,9 @@ pub use extension::{
     ExtensionKind, ExtensionPhase, ServiceExtension, ServiceExtensionSpec, ServiceExtensionStatus,
 };
 pub use node::{
-    ClaimPolicy, Database, DatabaseKind, FinalAnswerStatus, JukiNode, JukiNodeSpec, JukiNodeStatus,
-    LastBatch, ManualOverride, NextTransition, NodePhase, NodeTemplate, NodeTls, OverridePhase,
-    PostgresDatabase, SecretKeyRef, SqliteDatabase,
+    ClaimPolicy, Database, DatabaseKind, DeliveredFile, FinalAnswerStatus, JukiNode, JukiNodeSpec,
+    JukiNodeStatus, LastBatch, ManualOverride, NextTransition, NodePhase, NodeTemplate, NodeTls,
+    OverridePhase, PostgresDatabase, SecretKeyRef, SqliteDatabase,
 };
 pub use schedule::{
     CatchUp, Concurrency, DeadlinePolicy, Dependency, DependencyScope, JobSchedule,

@@ -369,6 +369,21 @@ pub struct JukiNodeStatus {
     /// The final request / final answer exchange of the last stop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_answer: Option<FinalAnswerStatus>,
+    /// The delivered files the node applied (FileDelivery), as it said when it last went
+    /// Online: files change only at a start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delivered_files: Vec<DeliveredFile>,
+}
+
+/// A delivered file's version on a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveredFile {
+    pub file: String,
+    pub sha256: String,
+    /// When the node applied it (RFC 3339, on the node's clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<String>,
 }
 
 /// The outcome of a final request / final answer exchange.

@@ -15,21 +15,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::DeleteParams;
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 
-use super::view::Topology;
-use super::{Context, Error, FinalExchange, node_route};
-use crate::api::{DeliveryPhase, FileDelivery, FileDeliveryStatus, NodePhase};
+use super::view::{Topology, pods_of};
+use super::{Context, Error, FinalExchange, Shared, node_route};
+use crate::api::{DeliveryPhase, FileDelivery, FileDeliveryStatus, JukiNode, NodePhase};
 use crate::delivery_plan::{
     self, NodeState, NodeView, Observed, Plan, Rollout, Target, canaries_of, targets_of,
 };
 use crate::node_client::{self, Answer};
+use crate::planner::Reason;
 use crate::topology::TopologyNode;
 use juki_calendar::Tier;
 
@@ -37,6 +38,8 @@ use juki_calendar::Tier;
 const ACTIVE_REQUEUE: Duration = Duration::from_secs(3);
 /// How long one call to a node may take (a fetch streams the whole file).
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a node may take to say where it is (a node going Online waits for it).
+const VIEW_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most node calls at once.
 const CALLS_AT_ONCE: usize = 8;
 
@@ -50,6 +53,8 @@ struct Seen {
     withdrawn: BTreeSet<String>,
     /// The national server holds the content (it keeps it: asked or given once is enough).
     source_holds: bool,
+    /// Held nodes restarted to apply what they fetched while held (once each).
+    restarted: BTreeSet<String>,
 }
 
 struct Deliveries {
@@ -59,13 +64,12 @@ struct Deliveries {
     objects: Store<FileDelivery>,
 }
 
-pub(super) async fn run(ctx: Arc<Context>) {
-    let api = ctx.settings.api::<FileDelivery>(&ctx.client);
-    let controller = Controller::new(api, watcher::Config::default());
+pub(super) async fn run(ctx: Arc<Context>, deliveries: Shared<FileDelivery>) {
+    let controller = Controller::for_shared_stream(deliveries.changes, deliveries.store.clone());
     let state = Arc::new(Deliveries {
         ctx,
         seen: Mutex::default(),
-        objects: controller.store(),
+        objects: deliveries.store,
     });
     controller
         .run(
@@ -114,10 +118,15 @@ async fn reconcile(object: Arc<FileDelivery>, state: Arc<Deliveries>) -> Result<
     let api: Api<FileDelivery> = Api::namespaced(ctx.client.clone(), &ns);
     let old = object.status.clone();
     let (status, wait) = match prepare(&object, ctx).await {
-        Err(refused) => (
-            refused_status(&object, &refused, ctx.clock.now()),
-            ctx.settings.max_requeue,
-        ),
+        Err(refused) => {
+            // A delivery that cannot go on holds nobody.
+            ctx.delivery_holds
+                .set(&object.uid().unwrap_or_default(), HashMap::new());
+            (
+                refused_status(&object, &refused, ctx.clock.now()),
+                ctx.settings.max_requeue,
+            )
+        }
         Ok((content, rollout_base, topology)) => {
             let status = deliver(&object, &state, content, rollout_base, &topology).await;
             let done = match status.phase {
@@ -154,6 +163,12 @@ async fn prepare(
         .map_err(|e| Refused::invalid("InvalidTargets", e.to_string()))?;
     let canaries = canaries_of(&spec.canaries)
         .map_err(|e| Refused::invalid("InvalidCanaries", e.to_string()))?;
+    let required = spec
+        .required_before
+        .as_deref()
+        .map(delivery_plan::required_before)
+        .transpose()
+        .map_err(|e| Refused::invalid("InvalidRequiredBefore", e.to_string()))?;
     let rollout = Rollout {
         targets,
         observed: BTreeMap::new(),
@@ -161,6 +176,7 @@ async fn prepare(
         paused: spec.paused,
         source_holds: false,
         rolled_back: spec.rollback,
+        required,
     };
     delivery_plan::validate(&rollout)
         .map_err(|e| Refused::invalid("InvalidTargets", e.to_string()))?;
@@ -251,8 +267,9 @@ async fn deliver(
     );
     let mut problems = Vec::new();
 
-    // Ask every Online node that has not applied it yet where it is.
-    let online = online_nodes(ctx, topology);
+    // Ask every node that can answer and has not applied it yet where it is.
+    let Reachable { online, held } = reachable(ctx, topology);
+    let askable: BTreeSet<String> = online.union(&held).cloned().collect();
     let national = topology.nodes.iter().find(|n| n.tier == Tier::National);
     let targets: HashSet<&str> = rollout.targets.iter().map(|t| t.name.as_str()).collect();
     let asked: Vec<TopologyNode> = topology
@@ -264,11 +281,13 @@ async fn deliver(
             // An applied node changes only at a start, or when a rollback is asked for.
             let settled =
                 known.states.get(&name) == Some(&NodeState::Applied) && !object.spec.rollback;
-            online.contains(&name) && (source || (targets.contains(name.as_str()) && !settled))
+            askable.contains(&name) && (source || (targets.contains(name.as_str()) && !settled))
         })
         .cloned()
         .collect();
     let views = at_most(CALLS_AT_ONCE, asked.into_iter().map(|n| view_of(ctx, n))).await;
+    // Nodes whose state this pass heard from them (not remembered from before their start).
+    let mut heard = BTreeSet::new();
     for (node, view) in views {
         match view {
             Ok(view) => {
@@ -276,7 +295,8 @@ async fn deliver(
                     known.source_holds = true;
                 }
                 if targets.contains(node.as_str()) {
-                    known.states.insert(node, view.state(&file, &sha));
+                    known.states.insert(node.clone(), view.state(&file, &sha));
+                    heard.insert(node);
                 }
             }
             Err(e) => problems.push(format!("{node}: {e}")),
@@ -301,7 +321,7 @@ async fn deliver(
         }
     }
     rollout.source_holds = known.source_holds;
-    rollout.observed = observed(&rollout.targets, &known.states, &online);
+    rollout.observed = observed(&rollout.targets, &known.states, &online, &askable);
     let plan = delivery_plan::plan(&rollout).unwrap_or_default();
 
     if !plan.roll_back.is_empty() {
@@ -309,7 +329,7 @@ async fn deliver(
             ctx,
             topology,
             &plan,
-            &online,
+            &askable,
             &file,
             &sha,
             &mut known,
@@ -318,9 +338,39 @@ async fn deliver(
         .await;
     } else if !plan.fetch.is_empty() {
         fetch(ctx, topology, &plan, &file, &sha, &mut known, &mut problems).await;
-        rollout.observed = observed(&rollout.targets, &known.states, &online);
+        heard.extend(plan.fetch.iter().cloned());
+        rollout.observed = observed(&rollout.targets, &known.states, &online, &askable);
     }
     let plan = delivery_plan::plan(&rollout).unwrap_or_default();
+    let object_name = format!(
+        "{}/{}",
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    );
+    let holds = delivery_plan::held_nodes(&object_name, &rollout, &plan, ctx.clock.now());
+    // A held node that fetched it while held applies it only at a start: it is restarted.
+    let to_restart: Vec<String> = holds
+        .iter()
+        .map(|(node, _)| node)
+        .filter(|n| held.contains(*n) && heard.contains(*n) && !known.restarted.contains(*n))
+        .filter(|n| known.states.get(*n) == Some(&NodeState::Fetched))
+        .cloned()
+        .collect();
+    for node in to_restart {
+        match restart(ctx, object, &node).await {
+            Ok(()) => {
+                known.restarted.insert(node);
+            }
+            Err(e) => problems.push(format!("{node}: restart to apply: {e}")),
+        }
+    }
+    ctx.delivery_holds.set(
+        &uid,
+        holds
+            .into_iter()
+            .map(|(node, why)| (node_ref(&node), why))
+            .collect(),
+    );
     let mut status = delivery_plan::status_of(&delivery_plan::summarize(&rollout, &plan), &plan);
     if plan.halted_in.is_some() || rollout.rolled_back {
         status.withdrawing = plan
@@ -341,44 +391,100 @@ fn key(n: &TopologyNode) -> String {
     format!("{}/{}", n.namespace, n.name)
 }
 
-/// The nodes whose phase is Online: their pods run and are Ready, so they can be asked.
-fn online_nodes(ctx: &Context, topology: &Topology) -> BTreeSet<String> {
-    let phases: HashMap<(String, String), Option<NodePhase>> = ctx
-        .nodes
-        .state()
-        .iter()
-        .map(|n| {
-            (
-                (n.namespace().unwrap_or_default(), n.name_any()),
-                n.status.as_ref().and_then(|s| s.phase),
-            )
-        })
-        .collect();
-    topology
-        .nodes
-        .iter()
-        .filter(|n| {
-            phases.get(&(n.namespace.clone(), n.name.clone())) == Some(&Some(NodePhase::Online))
-        })
-        .map(key)
-        .collect()
+/// The nodes that can be asked now.
+struct Reachable {
+    /// Phase Online: their pods run and are Ready.
+    online: BTreeSet<String>,
+    /// Started and held back by a required delivery: their pods run, and fetch while held.
+    held: BTreeSet<String>,
+}
+
+fn reachable(ctx: &Context, topology: &Topology) -> Reachable {
+    let held_reason = Some(Reason::DeliveryNotApplied.as_str());
+    let mut phases: HashMap<(String, String), (NodePhase, bool)> = HashMap::new();
+    for n in ctx.nodes.state() {
+        let Some(status) = n.status.as_ref() else {
+            continue;
+        };
+        let Some(phase) = status.phase else { continue };
+        let held = phase == NodePhase::Starting && status.reason.as_deref() == held_reason;
+        phases.insert(
+            (n.namespace().unwrap_or_default(), n.name_any()),
+            (phase, held),
+        );
+    }
+    let mut reachable = Reachable {
+        online: BTreeSet::new(),
+        held: BTreeSet::new(),
+    };
+    for n in &topology.nodes {
+        match phases.get(&(n.namespace.clone(), n.name.clone())) {
+            Some((NodePhase::Online, _)) => reachable.online.insert(key(n)),
+            Some((_, true)) => reachable.held.insert(key(n)),
+            _ => false,
+        };
+    }
+    reachable
+}
+
+/// `namespace/name` as a JukiNode reference.
+fn node_ref(node: &str) -> ObjectRef<JukiNode> {
+    let (ns, name) = node.split_once('/').unwrap_or(("", node));
+    ObjectRef::new(name).within(ns)
+}
+
+/// Deletes a held node's pods once they are all ready: its Deployment makes new ones, which
+/// apply what is staged as they start.
+async fn restart(ctx: &Context, object: &FileDelivery, node: &str) -> Result<(), String> {
+    let (ns, name) = node.split_once('/').unwrap_or(("", node));
+    let (all, ready) = pods_of(ctx, ns, name);
+    if all == 0 || ready < all {
+        return Err(format!(
+            "{ready} of {all} pods ready; restarted once they all are"
+        ));
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    for pod in ctx.pods_by_node.names(ns, name) {
+        ctx.metrics.api_write("Pod");
+        match pods.delete(&pod, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(format!("deleting pod {ns}/{pod}: {e}")),
+        }
+    }
+    tracing::info!(%node, delivery = %object.name_any(), "restarting a held node to apply a delivery");
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "RestartedToApply".into(),
+        note: Some(format!(
+            "{node} fetched {} while held from going Online; its pods were restarted to apply it",
+            object.spec.file
+        )),
+        action: "Deliver".into(),
+        secondary: None,
+    };
+    ctx.metrics.api_write("Event");
+    if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::debug!(error = %e, "could not publish an Event");
+    }
+    Ok(())
 }
 
 fn observed(
     targets: &[Target],
     states: &BTreeMap<String, NodeState>,
     online: &BTreeSet<String>,
+    askable: &BTreeSet<String>,
 ) -> BTreeMap<String, Observed> {
     targets
         .iter()
         .map(|t| {
-            let up = online.contains(&t.name);
             let state = states.get(&t.name).cloned().unwrap_or(NodeState::Pending);
             let o = Observed {
                 state,
-                online: up,
+                online: askable.contains(&t.name),
                 // Online is the node's readiness seen through its pods.
-                ready: up,
+                ready: online.contains(&t.name),
                 upstream_accepts: true,
             };
             (t.name.clone(), o)
@@ -418,9 +524,10 @@ async fn call(
     path: &str,
     body: Vec<u8>,
     json: bool,
+    timeout: Duration,
 ) -> Result<Answer, String> {
     let route = node_route(ctx, &node.namespace, &node.name, node.tls).await?;
-    node_client::call(&route, method, path, body, json, CALL_TIMEOUT).await
+    node_client::call(&route, method, path, body, json, timeout).await
 }
 
 /// Runs `calls`, at most `n` at once (the futures are made first: a stream of borrowing
@@ -436,7 +543,11 @@ async fn at_most<F: std::future::Future>(
         .await
 }
 
-async fn view_of(ctx: &Context, node: TopologyNode) -> (String, Result<NodeView, String>) {
+/// What the node says of its deliveries (`GET /admin/v1/deliveries`), by `namespace/name`.
+pub(super) async fn view_of(
+    ctx: &Context,
+    node: TopologyNode,
+) -> (String, Result<NodeView, String>) {
     let node = &node;
     let answer = call(
         ctx,
@@ -445,6 +556,7 @@ async fn view_of(ctx: &Context, node: TopologyNode) -> (String, Result<NodeView,
         "/admin/v1/deliveries",
         vec![],
         true,
+        VIEW_TIMEOUT,
     )
     .await;
     let view = answer.and_then(|a| {
@@ -463,7 +575,16 @@ async fn upload(
     content: Vec<u8>,
 ) -> Result<(), String> {
     let path = format!("/admin/v1/deliveries/content/{sha}");
-    let answer = call(ctx, node, http::Method::PUT, &path, content, false).await?;
+    let answer = call(
+        ctx,
+        node,
+        http::Method::PUT,
+        &path,
+        content,
+        false,
+        CALL_TIMEOUT,
+    )
+    .await?;
     if answer.ok() {
         tracing::info!(node = %key(node), sha256 = sha, "delivery content given to the source");
         Ok(())
@@ -502,7 +623,16 @@ async fn fetch(
         let body = body.clone().into_bytes();
         async move {
             let path = "/admin/v1/deliveries/fetch";
-            let answer = call(ctx, &node, http::Method::POST, path, body, true).await;
+            let answer = call(
+                ctx,
+                &node,
+                http::Method::POST,
+                path,
+                body,
+                true,
+                CALL_TIMEOUT,
+            )
+            .await;
             (key(&node), answer)
         }
     });
@@ -563,7 +693,16 @@ async fn withdraw(
     let asks = nodes_of(topology, &due).into_iter().map(|node| {
         let (body, path) = (body.clone().into_bytes(), path.clone());
         async move {
-            let answer = call(ctx, &node, http::Method::POST, &path, body, true).await;
+            let answer = call(
+                ctx,
+                &node,
+                http::Method::POST,
+                &path,
+                body,
+                true,
+                CALL_TIMEOUT,
+            )
+            .await;
             (key(&node), answer)
         }
     });

@@ -6,6 +6,7 @@ mod by_node;
 mod calendar;
 mod delivery;
 mod extension;
+mod holds;
 mod node;
 mod own_writes;
 mod schedule;
@@ -23,7 +24,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
-use crate::api::{JobSchedule, JukiNode, OperatingCalendar, ServiceExtension};
+use crate::api::{FileDelivery, JobSchedule, JukiNode, OperatingCalendar, ServiceExtension};
 use crate::clock::Clock;
 use crate::resources::{BATCH_LABEL, MANAGER, SqliteVolume};
 use crate::telemetry::Metrics;
@@ -143,7 +144,10 @@ pub struct Context {
     pub last_valid: Arc<view::LastValid>,
     pub schedules: Store<JobSchedule>,
     /// The nodes whose next start a scheduled run holds back.
-    pub holds: Arc<schedule::Holds>,
+    pub holds: Arc<holds::Holds>,
+    /// The started nodes a required delivery they have not applied keeps from going Online.
+    pub delivery_holds: Arc<holds::Holds>,
+    pub deliveries: Store<FileDelivery>,
 }
 
 impl std::fmt::Debug for Context {
@@ -281,8 +285,22 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
         all.clone(),
         |_| {},
     );
-    let schedules = shared(settings.api::<JobSchedule>(&client), all, |_| {});
+    let schedules = shared(settings.api::<JobSchedule>(&client), all.clone(), |_| {});
     let (hold_wake, hold_wakes) = futures::channel::mpsc::unbounded();
+    let delivery_holds = Arc::new(holds::Holds::new(hold_wake.clone()));
+    let released = delivery_holds.clone();
+    // A deleted delivery gets no last reconcile: what it held is released here.
+    let deliveries = shared_with(
+        settings.api::<FileDelivery>(&client),
+        all.clone(),
+        |_| {},
+        None,
+        move |event| {
+            if let watcher::Event::Delete(d) = event {
+                released.set(&d.uid().unwrap_or_default(), Default::default());
+            }
+        },
+    );
     let deployments = shared(settings.api::<Deployment>(&client), owned.clone(), |d| {
         // The pod template's spec is ours and known; its annotations carry the support hash.
         if let Some(spec) = d.spec.as_mut() {
@@ -368,7 +386,9 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
         last_valid: Default::default(),
         batch_slots,
         schedules: schedules.store.clone(),
-        holds: Arc::new(schedule::Holds::new(hold_wake)),
+        holds: Arc::new(holds::Holds::new(hold_wake.clone())),
+        delivery_holds,
+        deliveries: deliveries.store.clone(),
     });
     hold_running_batches(&ctx);
     tokio::spawn(count_nodes(ctx.clone()));
@@ -393,7 +413,7 @@ pub async fn run(client: Client, clock: Arc<dyn Clock>, metrics: Metrics, settin
         node::run(triggers, ctx.clone()),
         calendar::run(ctx.clone()),
         extension::run(ctx.clone()),
-        delivery::run(ctx.clone()),
+        delivery::run(ctx.clone(), deliveries),
         schedule::run(ctx, schedule_changes)
     );
 }

@@ -10,11 +10,10 @@
 //! the restart whose deadline passed meanwhile then follows its catch-up rule).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use futures::channel::mpsc::UnboundedSender;
 use futures::stream::BoxStream;
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -42,69 +41,6 @@ const SETTLE: Duration = Duration::from_millis(200);
 const RETRY: Duration = Duration::from_secs(5);
 /// Runs listed in a status (failures first).
 const STATUS_RUNS: usize = 50;
-
-/// Nodes whose next start a HoldStart run holds back, per schedule, with why. The node
-/// controller reads it; the nodes whose hold comes or goes are woken.
-#[derive(Debug)]
-pub struct Holds {
-    by_schedule: Mutex<HashMap<String, HashMap<ObjectRef<JukiNode>, String>>>,
-    wake: UnboundedSender<ObjectRef<JukiNode>>,
-}
-
-impl Holds {
-    pub fn new(wake: UnboundedSender<ObjectRef<JukiNode>>) -> Holds {
-        Holds {
-            by_schedule: Mutex::default(),
-            wake,
-        }
-    }
-
-    /// Why the node may not start, if a schedule holds it.
-    pub fn of(&self, node: &ObjectRef<JukiNode>) -> Option<String> {
-        let held = self
-            .by_schedule
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        held.values().find_map(|nodes| nodes.get(node).cloned())
-    }
-
-    /// Replaces what one schedule (by uid) holds; wakes the nodes held or released by it.
-    fn set(&self, schedule: &str, nodes: HashMap<ObjectRef<JukiNode>, String>) {
-        let old = {
-            let mut held = self
-                .by_schedule
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if nodes.is_empty() {
-                held.remove(schedule)
-            } else {
-                held.insert(schedule.to_string(), nodes.clone())
-            }
-        }
-        .unwrap_or_default();
-        let changed = old.keys().filter(|n| !nodes.contains_key(*n));
-        for node in changed.chain(nodes.keys().filter(|n| !old.contains_key(*n))) {
-            let _ = self.wake.unbounded_send(node.clone());
-        }
-    }
-
-    /// Forgets the schedules (by uid) not in `live`.
-    fn retain(&self, live: &HashSet<String>) {
-        let gone: Vec<String> = {
-            let held = self
-                .by_schedule
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            held.keys()
-                .filter(|k| !live.contains(*k))
-                .cloned()
-                .collect()
-        };
-        for uid in gone {
-            self.set(&uid, HashMap::new());
-        }
-    }
-}
 
 /// What a schedule's rounds remember: runs without a Job, and what was already reported.
 #[derive(Default)]
@@ -689,22 +625,5 @@ mod tests {
             stopped_date(NodePhase::Stopping, &status),
             day("2026-11-30")
         );
-    }
-
-    #[test]
-    fn a_hold_wakes_the_node_when_it_comes_and_when_it_goes() {
-        let (tx, mut rx) = futures::channel::mpsc::unbounded();
-        let holds = Holds::new(tx);
-        let node = ObjectRef::<JukiNode>::new("pref-13").within("p13");
-        holds.set("uid-1", HashMap::from([(node.clone(), "why".to_string())]));
-        assert_eq!(holds.of(&node).as_deref(), Some("why"));
-        assert_eq!(rx.try_recv().unwrap(), node.clone());
-        // The same hold again: no wake.
-        holds.set("uid-1", HashMap::from([(node.clone(), "why".to_string())]));
-        assert!(rx.try_recv().is_err());
-        // The schedule is gone: released and woken.
-        holds.retain(&HashSet::new());
-        assert_eq!(holds.of(&node), None);
-        assert_eq!(rx.try_recv().unwrap(), node);
     }
 }

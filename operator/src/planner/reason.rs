@@ -48,6 +48,8 @@ reasons! {
     WaitingForUpstream,
     /// A scheduled run with deadline HoldStart is not done yet.
     HeldBySchedule,
+    /// Started, but a required delivery is not applied yet: it does not go Online.
+    DeliveryNotApplied,
     /// Offline between windows.
     OutsideWindow,
     /// Offline: the calendar closes the day.
@@ -92,6 +94,7 @@ impl Reason {
                 | Reason::Degraded
                 | Reason::MissedNight
                 | Reason::UpdatesHeld
+                | Reason::DeliveryNotApplied
         )
     }
 
@@ -150,7 +153,8 @@ mod tests {
     }
 
     #[test]
-    fn warnings_are_the_upstream_problems_a_degraded_node_a_missed_night_and_held_updates() {
+    fn warnings_are_the_upstream_problems_a_degraded_node_a_missing_delivery_a_missed_night_and_held_updates()
+     {
         let warnings: Vec<&str> = Reason::ALL
             .iter()
             .filter(|r| r.is_warning())
@@ -162,6 +166,7 @@ mod tests {
                 "Degraded",
                 "UpstreamMissing",
                 "UpstreamAmbiguous",
+                "DeliveryNotApplied",
                 "UpdatesHeld",
                 "MissedNight"
             ]

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::gather::Facts;
 use super::status::{changed_fields, final_outcome, next_status, spec_validity};
-use crate::api::{FinalAnswerStatus, JukiNode, JukiNodeStatus};
+use crate::api::{DeliveredFile, FinalAnswerStatus, JukiNode, JukiNodeStatus, NodePhase};
 use crate::controller::{Context, Error, FinalExchange, node_route};
 use crate::node_client;
 use crate::planner::{Action, Plan};
@@ -46,6 +46,7 @@ pub(super) async fn apply(
     } else {
         facts.ready
     };
+    let delivered = delivered_files(ctx, facts, plan).await;
     let status_for = |final_answer| {
         let mut s = next_status(
             node,
@@ -58,6 +59,9 @@ pub(super) async fn apply(
             final_answer,
         );
         spec_validity(&mut s, facts.problem.as_ref(), facts.now);
+        if let Some(files) = &delivered {
+            s.delivered_files = files.clone();
+        }
         s
     };
     let write = |new_status| write_if_changed(node, ctx, plan.defer_status, new_status);
@@ -84,6 +88,30 @@ pub(super) async fn apply(
             scale.await?;
             create_job(node, ctx, &rctx, batch, *date).await?;
             write(status_for(status.final_answer.clone())).await
+        }
+    }
+}
+
+/// The files the node applied, asked as it goes Online (files change only at a start) when
+/// its namespace has deliveries; None when not asked or it did not answer (the status keeps
+/// what it had).
+async fn delivered_files(ctx: &Context, facts: &Facts, plan: &Plan) -> Option<Vec<DeliveredFile>> {
+    let me = &facts.topology.nodes[facts.me];
+    let going_online =
+        plan.phase == NodePhase::Online && facts.status.phase != Some(NodePhase::Online);
+    let deliveries_here = ctx
+        .deliveries
+        .state()
+        .iter()
+        .any(|d| d.metadata.namespace.as_deref() == Some(me.namespace.as_str()));
+    if !going_online || !deliveries_here || ctx.settings.final_exchange == FinalExchange::Skip {
+        return None;
+    }
+    match crate::controller::delivery::view_of(ctx, me.clone()).await {
+        (_, Ok(view)) => Some(view.delivered_files()),
+        (node, Err(e)) => {
+            tracing::warn!(%node, error = %e, "could not read the node's delivered files");
+            None
         }
     }
 }
