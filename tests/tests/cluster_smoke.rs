@@ -181,7 +181,7 @@ async fn crds_established_and_examples_accepted_with_defaults() {
     assert_eq!(cs.spec.calendar, "japan");
     assert_eq!(cs.spec.replicas, 1);
     assert_eq!(cs.spec.database.kind, DatabaseKind::Sqlite);
-    assert_eq!(nodes.get("national").await.unwrap().spec.replicas, 2);
+    assert_eq!(nodes.get("national").await.unwrap().spec.replicas, 1);
 }
 
 #[tokio::test]
@@ -283,6 +283,44 @@ async fn cs_without_municipality_is_rejected() {
     let yaml = read_repo_file("examples/invalid/jukinode-cs-without-municipality.yaml");
     let msg = rejected(&cluster, &parse_yaml(&yaml).unwrap().remove(0), Some(&ns)).await;
     assert!(msg.contains("a CS node needs spec.municipality"), "{msg}");
+}
+
+#[tokio::test]
+async fn more_than_one_replica_needs_postgres_not_the_one_sqlite_file() {
+    let Some(cluster) = require_cluster!() else {
+        return;
+    };
+    cluster.install_crds().await;
+    let ns = cluster.namespace().await;
+    // SQLite, said or by default: one file on one volume, one writer.
+    for (name, database) in [
+        ("sqlite-default", None),
+        ("sqlite-said", Some(json!({"kind": "Sqlite"}))),
+    ] {
+        let mut spec = json!({"tier": "National", "replicas": 2});
+        if let Some(d) = database {
+            spec["database"] = d;
+        }
+        let msg = rejected(&cluster, &jukinode(name, spec), Some(&ns)).await;
+        assert!(
+            msg.contains("spec.replicas: more than 1 replica needs spec.database.kind Postgres"),
+            "{name}: {msg}"
+        );
+    }
+    let postgres =
+        json!({"kind": "Postgres", "postgres": {"urlSecretRef": {"name": "pg", "key": "url"}}});
+    for (name, spec) in [
+        (
+            "postgres-two",
+            json!({"tier": "National", "replicas": 2, "database": postgres}),
+        ),
+        ("sqlite-one", json!({"tier": "National", "replicas": 1})),
+    ] {
+        cluster
+            .apply(&jukinode(name, spec), Some(&ns))
+            .await
+            .unwrap_or_else(|e| panic!("{name} refused: {e}"));
+    }
 }
 
 #[tokio::test]

@@ -50,7 +50,8 @@ use super::NodeRef;
     {"rule": "self.tier != 'National' || !has(self.upstream)", "message": "a National node has no spec.upstream"},
     {"rule": "!has(self.municipality) || self.tier == 'CS'", "message": "spec.municipality applies only to the CS tier"},
     {"rule": "!has(self.onlineEnd) || self.tier == 'Prefecture'", "message": "spec.onlineEnd applies only to the Prefecture tier"},
-    {"rule": "!has(self.municipality) || !has(self.prefecture) || self.municipality.startsWith(self.prefecture)", "message": "spec.municipality must lie in spec.prefecture (its first two digits)"}
+    {"rule": "!has(self.municipality) || !has(self.prefecture) || self.municipality.startsWith(self.prefecture)", "message": "spec.municipality must lie in spec.prefecture (its first two digits)"},
+    {"rule": "!has(self.replicas) || self.replicas <= 1 || (has(self.database) && self.database.kind == 'Postgres')", "message": "spec.replicas: more than 1 replica needs spec.database.kind Postgres; an embedded SQLite database is one file on one volume, with one writer"}
 ]))]
 pub struct JukiNodeSpec {
     /// Tier of the node: National, Prefecture or CS. Immutable.
@@ -76,7 +77,8 @@ pub struct JukiNodeSpec {
     /// Name of the OperatingCalendar to follow. Default "japan".
     #[serde(default = "default_calendar")]
     pub calendar: String,
-    /// Replicas while online. Default 1.
+    /// Replicas while online. Default 1; more only with `database.kind: Postgres` (SQLite is
+    /// one file on one volume, with one writer).
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 20))]
     pub replicas: i32,
