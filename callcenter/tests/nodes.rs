@@ -62,29 +62,31 @@ impl Drop for Namespace {
 }
 
 #[actix_web::test]
-async fn a_ticket_shows_its_nodes_phase_conditions_and_batch_jobs() {
+async fn a_ticket_shows_its_nodes_phase_timeline_batch_jobs_and_deliveries() {
     if !cluster_available() {
         return;
     }
-    let crd = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../crds/jukinodes.jukinet.io.yaml"
-    );
-    let (ok, out) = kubectl(
-        &["apply", "--server-side", "--force-conflicts", "-f", crd],
-        None,
-    );
-    assert!(ok, "{out}");
-    let (ok, out) = kubectl(
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/jukinodes.jukinet.io",
-            "--timeout=60s",
-        ],
-        None,
-    );
-    assert!(ok, "{out}");
+    for kind in ["jukinodes", "filedeliveries"] {
+        let crd = format!(
+            "{}/../crds/{kind}.jukinet.io.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let (ok, out) = kubectl(
+            &["apply", "--server-side", "--force-conflicts", "-f", &crd],
+            None,
+        );
+        assert!(ok, "{out}");
+        let (ok, out) = kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                &format!("crd/{kind}.jukinet.io"),
+                "--timeout=60s",
+            ],
+            None,
+        );
+        assert!(ok, "{out}");
+    }
     let id = std::process::id();
     let ns = Namespace(format!("cc-nodes-{id}"));
     let node = format!("cs-cc-{id}");
@@ -96,7 +98,10 @@ async fn a_ticket_shows_its_nodes_phase_conditions_and_batch_jobs() {
     );
     let (ok, out) = kubectl(&["apply", "-f", "-"], Some(&manifest));
     assert!(ok, "{out}");
-    let status = r#"{"status":{"phase":"DailyBatch","phaseSince":"2026-11-25T12:00:05Z","operatingDate":"2026-11-25","conditions":[{"type":"Ready","status":"False","reason":"DailyBatch","message":"batches running","lastTransitionTime":"2026-11-25T12:00:05Z"}]}}"#;
+    let sha = "a".repeat(64);
+    let status = format!(
+        r#"{{"status":{{"phase":"DailyBatch","reason":"BatchRunning","message":"batch backup runs","phaseSince":"2026-11-25T12:00:05Z","operatingDate":"2026-11-25","conditions":[{{"type":"Ready","status":"False","reason":"DailyBatch","message":"batches running","lastTransitionTime":"2026-11-25T12:00:05Z"}}],"deliveredFiles":[{{"file":"code-table","sha256":"{sha}","appliedAt":"2026-11-25T08:00:01+09:00"}}]}}}}"#
+    );
     let (ok, out) = kubectl(
         &[
             "patch",
@@ -107,7 +112,44 @@ async fn a_ticket_shows_its_nodes_phase_conditions_and_batch_jobs() {
             "--subresource=status",
             "--type=merge",
             "-p",
-            status,
+            &status,
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+    // The operator's Events about it (an older and a newer), and a delivery that failed on it.
+    let event = |name: &str, kind: &str, reason: &str, note: &str, at: &str| {
+        format!(
+            "apiVersion: v1\nkind: Event\nmetadata:\n  name: {node}.{name}\n  namespace: {ns}\ninvolvedObject:\n  apiVersion: jukinet.io/v1alpha1\n  kind: JukiNode\n  name: {node}\n  namespace: {ns}\ntype: {kind}\nreason: {reason}\nmessage: \"{note}\"\nfirstTimestamp: \"{at}\"\nlastTimestamp: \"{at}\"\ncount: 1\nsource:\n  component: juki-operator\n---\n",
+            ns = ns.0
+        )
+    };
+    let manifest = [
+        event("a", "Warning", "MissedNight", "stayed Online through 21:00", "2026-11-24T12:00:00Z"),
+        event("b", "Normal", "BatchSucceeded", "DailyBatch → Offline: statistics, backup", "2026-11-25T12:30:00Z"),
+        format!(
+            "apiVersion: jukinet.io/v1alpha1\nkind: FileDelivery\nmetadata:\n  name: allow-{id}\n  namespace: {ns}\nspec:\n  file: allow-list\n  sha256: \"{sha}\"\n  source: {{inline: x}}\n",
+            ns = ns.0
+        ),
+    ]
+    .concat();
+    let (ok, out) = kubectl(&["apply", "-f", "-"], Some(&manifest));
+    assert!(ok, "{out}");
+    let failed = format!(
+        r#"{{"status":{{"phase":"Failed","failures":[{{"node":"{ns}/{node}","phase":"Failed","message":"refused at its start: allow-list line 1"}}]}}}}"#,
+        ns = ns.0
+    );
+    let (ok, out) = kubectl(
+        &[
+            "patch",
+            "filedelivery",
+            &format!("allow-{id}"),
+            "-n",
+            &ns.0,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &failed,
         ],
         None,
     );
@@ -148,6 +190,32 @@ async fn a_ticket_shows_its_nodes_phase_conditions_and_batch_jobs() {
     assert_eq!(ctx.jobs.len(), 1);
     assert_eq!(ctx.jobs[0].batch.as_deref(), Some("backup"));
     assert_eq!(ctx.jobs[0].operating_date.as_deref(), Some("20261125"));
+    assert_eq!(
+        (ctx.reason.as_deref(), ctx.message.as_deref()),
+        (Some("BatchRunning"), Some("batch backup runs"))
+    );
+    let timeline: Vec<(&str, &str)> = ctx
+        .events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.reason.as_str()))
+        .collect();
+    assert_eq!(
+        timeline,
+        [("Normal", "BatchSucceeded"), ("Warning", "MissedNight")],
+        "newest first"
+    );
+    assert_eq!(ctx.delivered_files[0]["file"], "code-table");
+    assert_eq!(ctx.delivered_files[0]["sha256"], sha.as_str());
+    assert_eq!(ctx.deliveries.len(), 1, "{:?}", ctx.deliveries);
+    let d = &ctx.deliveries[0];
+    assert_eq!(
+        (d.delivery.clone(), d.state.as_str(), d.message.as_deref()),
+        (
+            format!("{}/allow-{id}", ns.0),
+            "Failed",
+            Some("refused at its start: allow-list line 1")
+        )
+    );
     let missing = contexts.iter().find(|c| c.node == "cs-nowhere").unwrap();
     assert!(!missing.found && missing.jobs.is_empty());
     // The context is read like the ticket: another municipality gets a 403.

@@ -1185,3 +1185,142 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
     drop(op);
     let _ = std::fs::remove_file(&big_file);
 }
+
+/// The call center from its chart as a real pod under its own ServiceAccount: a ticket naming a
+/// node shows the node's phase, why and its Events, read with the chart's read-only ClusterRole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_center_chart_runs_a_real_pod_that_shows_a_tickets_node_under_its_own_service_account()
+ {
+    let Some(cluster) = require_real_node!() else {
+        return;
+    };
+    cluster.install_crds().await;
+    let ns_guard = cluster.namespace().await;
+    let ns = ns_guard.name.clone();
+    let release = unique_name("jt-cc");
+    let role = format!("{ns}-{release}-node-context");
+    let _role = cluster.guard("clusterrole", &role, None);
+    let _binding = cluster.guard("clusterrolebinding", &role, None);
+    let chart = juki_tests::cluster::repo_root().join("charts/juki-callcenter");
+    let tolerations =
+        r#"tolerations=[{"key":"jukinet.io/real-node","operator":"Exists","effect":"NoSchedule"}]"#;
+    let (ok, out, err) = cluster
+        .run(
+            "helm",
+            &[
+                "install",
+                &release,
+                &chart.display().to_string(),
+                "-n",
+                &ns,
+                "--set",
+                "devMode=true",
+                "--set-string",
+                "nodeSelector.jukinet\\.io/real-node=true",
+                "--set-json",
+                tolerations,
+                "--wait",
+                "--timeout",
+                "180s",
+            ],
+            None,
+        )
+        .await;
+    assert!(ok, "helm install of the call center: {err}\n{out}");
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+    let listed = pods.list(&Default::default()).await.unwrap();
+    let pod = listed.items.first().expect("the call center's pod");
+    let spec = pod.spec.clone().unwrap();
+    assert_eq!(spec.node_name.as_deref(), Some(NODE_NAME));
+    assert_eq!(spec.service_account_name.as_deref(), Some(release.as_str()));
+
+    // A CS held from going Online by a delivery, with the operator's Event about it.
+    cluster
+        .apply(
+            &json!({
+                "apiVersion": "jukinet.io/v1alpha1", "kind": "JukiNode",
+                "metadata": {"name": "cs-131016"},
+                "spec": {"tier": "CS", "municipality": "131016"},
+            }),
+            Some(&ns),
+        )
+        .await
+        .unwrap();
+    let held = "delivery juki-national/notice is required before this start and is not fetched yet";
+    let status =
+        json!({"status": {"phase": "Starting", "reason": "DeliveryNotApplied", "message": held}});
+    cluster
+        .kubectl(&[
+            "patch",
+            "jukinode",
+            "cs-131016",
+            "-n",
+            &ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status.to_string(),
+        ])
+        .await;
+    cluster
+        .apply(
+            &json!({
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": "cs-131016.held"},
+                "involvedObject": {"apiVersion": "jukinet.io/v1alpha1", "kind": "JukiNode",
+                                   "name": "cs-131016", "namespace": ns},
+                "type": "Warning", "reason": "DeliveryNotApplied", "message": held,
+                "firstTimestamp": "2026-11-26T07:30:10Z", "lastTimestamp": "2026-11-26T07:30:10Z",
+                "count": 1, "source": {"component": "juki-operator"},
+            }),
+            Some(&ns),
+        )
+        .await
+        .unwrap();
+
+    // A fault filed through the Service, as the terminal would, then its node context.
+    let base = format!("/api/v1/namespaces/{ns}/services/{release}:8443/proxy");
+    let ticket = json!({
+        "kind": "fault", "org": "131016", "reporter": "千代田区 情報政策課", "channel": "phone",
+        "subject": "朝からCSが業務を開始しない", "body": "8時を過ぎてもCSがオンラインになりません。",
+        "nodes": ["cs-131016"],
+    });
+    let request = http::Request::post(format!("{base}/v1/tickets"))
+        .header("content-type", "application/json")
+        .header("x-juki-identity", "callcenter-sato")
+        .body(ticket.to_string().into_bytes())
+        .unwrap();
+    let filed = cluster
+        .client
+        .request_text(request)
+        .await
+        .unwrap_or_else(|e| panic!("POST /v1/tickets: {e}"));
+    let filed: serde_json::Value = serde_json::from_str(&filed).unwrap();
+    let id = filed["id"].as_i64().expect("a ticket id");
+    let request = http::Request::get(format!("{base}/v1/tickets/{id}/context"))
+        .header("x-juki-identity", "callcenter-sato")
+        .body(Vec::new())
+        .unwrap();
+    let context = cluster
+        .client
+        .request_text(request)
+        .await
+        .unwrap_or_else(|e| panic!("GET the context: {e}"));
+    let context: serde_json::Value = serde_json::from_str(&context).unwrap();
+    let node = &context["nodes"][0];
+    assert_eq!(node["found"], true, "{context}");
+    assert_eq!(
+        (
+            node["phase"].as_str(),
+            node["reason"].as_str(),
+            node["message"].as_str()
+        ),
+        (Some("Starting"), Some("DeliveryNotApplied"), Some(held)),
+        "{context}"
+    );
+    assert_eq!(
+        node["events"][0]["reason"], "DeliveryNotApplied",
+        "{context}"
+    );
+    drop(ns_guard);
+}

@@ -672,6 +672,14 @@ async fn node_context_html(cc: &CallCenter, caller: &Caller, t: &Ticket) -> Stri
                     esc(n.phase_since.as_deref().unwrap_or("—")),
                     esc(n.operating_date.as_deref().unwrap_or("—"))
                 );
+                if let Some(reason) = &n.reason {
+                    let _ = write!(
+                        out,
+                        "<p>理由 <b>{}</b>: {}</p>",
+                        esc(reason),
+                        esc(n.message.as_deref().unwrap_or(""))
+                    );
+                }
                 if let Some(conditions) = n.conditions.as_array() {
                     out.push_str("<ul>");
                     for c in conditions {
@@ -701,11 +709,66 @@ async fn node_context_html(cc: &CallCenter, caller: &Caller, t: &Ticket) -> Stri
                     }
                     out.push_str("</tbody></table>");
                 }
+                deliveries_html(&mut out, &n);
+                if !n.events.is_empty() {
+                    out.push_str("<h3>経過 (イベント)</h3><table><thead><tr><th>時刻</th><th>種別</th><th>理由</th><th>内容</th></tr></thead><tbody>");
+                    for e in &n.events {
+                        let _ = write!(
+                            out,
+                            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td></tr>",
+                            esc(e.time.as_deref().unwrap_or("")),
+                            esc(&e.kind),
+                            esc(&e.reason),
+                            esc(&e.note),
+                            if e.count > 1 {
+                                format!(" (×{})", e.count)
+                            } else {
+                                String::new()
+                            }
+                        );
+                    }
+                    out.push_str("</tbody></table>");
+                }
             }
         }
     }
     out.push_str("</section>");
     out
+}
+
+/// The files delivered to a node and the deliveries that failed on it.
+fn deliveries_html(out: &mut String, n: &crate::nodes::NodeContext) {
+    if let Some(files) = n.delivered_files.as_array().filter(|f| !f.is_empty()) {
+        out.push_str("<h3>配信済みファイル</h3><table><thead><tr><th>ファイル</th><th>sha256</th><th>適用</th></tr></thead><tbody>");
+        for f in files {
+            let field = |k: &str| f.get(k).and_then(|v| v.as_str()).unwrap_or("");
+            let sha = field("sha256");
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td title=\"{}\">{}…</td><td>{}</td></tr>",
+                esc(field("file")),
+                esc(sha),
+                esc(&sha.chars().take(12).collect::<String>()),
+                esc(field("appliedAt"))
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    if !n.deliveries.is_empty() {
+        out.push_str("<h3>配信の問題</h3><ul>");
+        for d in &n.deliveries {
+            let _ = write!(
+                out,
+                "<li>{} ({}, {}): {} {}</li>",
+                esc(&d.delivery),
+                esc(d.file.as_deref().unwrap_or("")),
+                esc(d.phase.as_deref().unwrap_or("")),
+                esc(&d.state),
+                esc(d.message.as_deref().unwrap_or(""))
+            );
+        }
+        out.push_str("</ul>");
+    }
 }
 
 #[derive(Debug, Deserialize)]
