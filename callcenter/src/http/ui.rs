@@ -654,86 +654,91 @@ async fn node_context_html(cc: &CallCenter, caller: &Caller, t: &Ticket) -> Stri
             );
         }
         Ok((_, nodes)) => {
-            for n in nodes {
-                if !n.found {
-                    let _ = write!(
-                        out,
-                        "<p><b>{}</b>: JukiNode が見つかりません</p>",
-                        esc(&n.node)
-                    );
-                    continue;
-                }
-                let _ = write!(
-                    out,
-                    "<p><b>{}</b> ({}) フェーズ {} ({} から, 運用日 {})</p>",
-                    esc(&n.node),
-                    esc(n.tier.as_deref().unwrap_or("")),
-                    esc(n.phase.as_deref().unwrap_or("—")),
-                    esc(n.phase_since.as_deref().unwrap_or("—")),
-                    esc(n.operating_date.as_deref().unwrap_or("—"))
-                );
-                if let Some(reason) = &n.reason {
-                    let _ = write!(
-                        out,
-                        "<p>理由 <b>{}</b>: {}</p>",
-                        esc(reason),
-                        esc(n.message.as_deref().unwrap_or(""))
-                    );
-                }
-                if let Some(conditions) = n.conditions.as_array() {
-                    out.push_str("<ul>");
-                    for c in conditions {
-                        let field = |k: &str| esc(c.get(k).and_then(|v| v.as_str()).unwrap_or(""));
-                        let _ = write!(
-                            out,
-                            "<li>{}={} {} {}</li>",
-                            field("type"),
-                            field("status"),
-                            field("reason"),
-                            field("message")
-                        );
-                    }
-                    out.push_str("</ul>");
-                }
-                if !n.jobs.is_empty() {
-                    out.push_str("<table><thead><tr><th>バッチ</th><th>運用日</th><th>結果</th><th>開始</th></tr></thead><tbody>");
-                    for j in &n.jobs {
-                        let _ = write!(
-                            out,
-                            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                            esc(j.batch.as_deref().unwrap_or(&j.name)),
-                            esc(j.operating_date.as_deref().unwrap_or("")),
-                            esc(&j.outcome),
-                            esc(j.started.as_deref().unwrap_or(""))
-                        );
-                    }
-                    out.push_str("</tbody></table>");
-                }
-                deliveries_html(&mut out, &n);
-                if !n.events.is_empty() {
-                    out.push_str("<h3>経過 (イベント)</h3><table><thead><tr><th>時刻</th><th>種別</th><th>理由</th><th>内容</th></tr></thead><tbody>");
-                    for e in &n.events {
-                        let _ = write!(
-                            out,
-                            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td></tr>",
-                            esc(e.time.as_deref().unwrap_or("")),
-                            esc(&e.kind),
-                            esc(&e.reason),
-                            esc(&e.note),
-                            if e.count > 1 {
-                                format!(" (×{})", e.count)
-                            } else {
-                                String::new()
-                            }
-                        );
-                    }
-                    out.push_str("</tbody></table>");
-                }
+            for n in &nodes {
+                node_html(&mut out, n);
             }
         }
     }
     out.push_str("</section>");
     out
+}
+
+/// One node's context: phase and why, conditions, batch Jobs, deliveries, its timeline.
+fn node_html(out: &mut String, n: &crate::nodes::NodeContext) {
+    if !n.found {
+        let _ = write!(
+            out,
+            "<p><b>{}</b>: JukiNode が見つかりません</p>",
+            esc(&n.node)
+        );
+        return;
+    }
+    let _ = write!(
+        out,
+        "<p><b>{}</b> ({}) フェーズ {} ({} から, 運用日 {})</p>",
+        esc(&n.node),
+        esc(n.tier.as_deref().unwrap_or("")),
+        esc(n.phase.as_deref().unwrap_or("—")),
+        esc(n.phase_since.as_deref().unwrap_or("—")),
+        esc(n.operating_date.as_deref().unwrap_or("—"))
+    );
+    if let Some(reason) = &n.reason {
+        let _ = write!(
+            out,
+            "<p>理由 <b>{}</b>: {}</p>",
+            esc(reason),
+            esc(n.message.as_deref().unwrap_or(""))
+        );
+    }
+    if let Some(conditions) = n.conditions.as_array() {
+        out.push_str("<ul>");
+        for c in conditions {
+            let field = |k: &str| esc(c.get(k).and_then(|v| v.as_str()).unwrap_or(""));
+            let _ = write!(
+                out,
+                "<li>{}={} {} {}</li>",
+                field("type"),
+                field("status"),
+                field("reason"),
+                field("message")
+            );
+        }
+        out.push_str("</ul>");
+    }
+    if !n.jobs.is_empty() {
+        out.push_str("<table><thead><tr><th>バッチ</th><th>運用日</th><th>結果</th><th>開始</th></tr></thead><tbody>");
+        for j in &n.jobs {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(j.batch.as_deref().unwrap_or(&j.name)),
+                esc(j.operating_date.as_deref().unwrap_or("")),
+                esc(&j.outcome),
+                esc(j.started.as_deref().unwrap_or(""))
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    deliveries_html(out, n);
+    if !n.events.is_empty() {
+        out.push_str("<h3>経過 (イベント)</h3><table><thead><tr><th>時刻</th><th>種別</th><th>理由</th><th>内容</th></tr></thead><tbody>");
+        for e in &n.events {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td></tr>",
+                esc(e.time.as_deref().unwrap_or("")),
+                esc(&e.kind),
+                esc(&e.reason),
+                esc(&e.note),
+                if e.count > 1 {
+                    format!(" (×{})", e.count)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
 }
 
 /// The files delivered to a node and the deliveries that failed on it.
@@ -849,4 +854,61 @@ async fn search(
         results
     );
     Ok(html(layout("過去回答検索", Some(&caller), &body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nodes::{DeliveryIssue, NodeContext, NodeEvent};
+    use serde_json::json;
+
+    #[test]
+    fn a_nodes_context_shows_why_its_deliveries_and_its_timeline_escaped() {
+        let n = NodeContext {
+            node: "cs-131016".into(),
+            found: true,
+            namespace: Some("p13".into()),
+            tier: Some("CS".into()),
+            phase: Some("Starting".into()),
+            reason: Some("DeliveryNotApplied".into()),
+            message: Some("delivery <notice> is required".into()),
+            phase_since: None,
+            operating_date: None,
+            conditions: json!([]),
+            last_batch: json!(null),
+            jobs: vec![],
+            events: vec![NodeEvent {
+                time: Some("2026-11-26T07:30:10Z".into()),
+                kind: "Warning".into(),
+                reason: "DeliveryNotApplied".into(),
+                note: "held".into(),
+                count: 3,
+            }],
+            delivered_files: json!([{"file": "code-table", "sha256": "ab".repeat(32), "appliedAt": "t"}]),
+            deliveries: vec![DeliveryIssue {
+                delivery: "juki-national/allow-list".into(),
+                file: Some("allow-list".into()),
+                phase: Some("Failed".into()),
+                state: "Failed".into(),
+                message: Some("refused at its start".into()),
+            }],
+        };
+        let mut out = String::new();
+        node_html(&mut out, &n);
+        for part in [
+            "理由 <b>DeliveryNotApplied</b>: delivery &lt;notice&gt; is required",
+            "<td>code-table</td>",
+            "ababababab…",
+            "juki-national/allow-list (allow-list, Failed): Failed refused at its start",
+            "<td>2026-11-26T07:30:10Z</td><td>Warning</td><td>DeliveryNotApplied</td><td>held (×3)</td>",
+        ] {
+            assert!(out.contains(part), "{part:?} not in {out}");
+        }
+        let mut missing = String::new();
+        node_html(&mut missing, &NodeContext { found: false, ..n });
+        assert_eq!(
+            missing,
+            "<p><b>cs-131016</b>: JukiNode が見つかりません</p>"
+        );
+    }
 }
