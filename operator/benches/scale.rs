@@ -117,6 +117,7 @@ async fn floor(
         extensions_json: &json!([]),
         upstream_url: None,
         node_clock: None,
+        delivery_keys: None,
         sqlite_volume: SqliteVolume::EmptyDir,
     };
     let mut deployments = Vec::new();

@@ -119,6 +119,7 @@ async fn floor(client: &Client, ns: &str, nodes: &[NodeSpec]) -> anyhow::Result<
         extensions_json: &serde_json::Value::Null,
         upstream_url: None,
         node_clock: None,
+        delivery_keys: None,
         sqlite_volume: SqliteVolume::EmptyDir,
     };
     let mut jobs: HashMap<(String, usize), Job> = HashMap::new();

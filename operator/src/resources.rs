@@ -68,6 +68,9 @@ pub struct Context<'a> {
     /// The operator's clock when it is not the real one (`fast:SHOWN@REAL,xFACTOR`), so that
     /// the node judges its online windows on the same clock; None in production.
     pub node_clock: Option<String>,
+    /// `--delivery-keys`: the Ed25519 public keys (hex, comma-separated) whose signature a
+    /// delivery needs before the node stages it; None: not checked.
+    pub delivery_keys: Option<String>,
 }
 
 fn name(node: &JukiNode) -> String {
@@ -118,6 +121,9 @@ pub fn config_map(node: &JukiNode, ctx: &Context<'_>) -> ConfigMap {
     });
     if let Some(clock) = &ctx.node_clock {
         node_config["clock"] = json!(clock);
+    }
+    if let Some(keys) = &ctx.delivery_keys {
+        node_config["deliveryKeys"] = json!(keys);
     }
     ConfigMap {
         metadata: meta(node, format!("{}-config", name(node))),
@@ -518,6 +524,7 @@ mod tests {
             extensions_json: &json!([]),
             upstream_url: None,
             node_clock: None,
+            delivery_keys: None,
             sqlite_volume: SqliteVolume::Pvc,
         };
         let service = deployment(&node, &ctx, 1)
@@ -572,6 +579,7 @@ mod tests {
             upstream_url: Some("http://pref-13.juki-pref-13.svc:8080".into()),
             sqlite_volume: SqliteVolume::EmptyDir,
             node_clock: None,
+            delivery_keys: None,
         };
         let d = deployment(&node, &ctx, 2);
         assert_eq!(d.spec.as_ref().unwrap().replicas, Some(2));
@@ -591,6 +599,7 @@ mod tests {
         // On a fast clock the node is given the operator's clock.
         let fast = Context {
             node_clock: Some("fast:2026-11-25T01:00:00Z@2026-12-06T05:00:00Z,x300".into()),
+            delivery_keys: Some("ab".repeat(32)),
             ..ctx.clone()
         };
         let node_json: serde_json::Value =
@@ -599,6 +608,8 @@ mod tests {
             node_json["clock"],
             "fast:2026-11-25T01:00:00Z@2026-12-06T05:00:00Z,x300"
         );
+        // The keys a delivery must be signed by, when the operator is given some.
+        assert_eq!(node_json["deliveryKeys"], "ab".repeat(32));
         let job = batch_job(&node, &ctx, "backup", date(2026, 11, 30));
         assert_eq!(
             job.metadata.labels.as_ref().unwrap()[NODE_LABEL],
@@ -629,6 +640,7 @@ mod tests {
             extensions_json: &json!([]),
             upstream_url: None,
             node_clock: None,
+            delivery_keys: None,
             sqlite_volume: SqliteVolume::EmptyDir,
         };
         let container =

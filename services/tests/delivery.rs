@@ -919,3 +919,132 @@ fn nothing_is_fetched_while_the_upstream_is_outside_its_online_window() {
     let (status, answer) = fetch_at(&monday.url, sha.as_str(), Some("codes"));
     assert_eq!(status, 200, "{answer}");
 }
+
+/// Runs openssl (the tool the README's signing recipe uses) and returns its stdout.
+fn openssl(args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.unwrap_or_default())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn a_node_with_trusted_keys_stages_only_what_one_of_them_signed() {
+    // An Ed25519 key made and used by openssl, as an agency would.
+    let dir = temp_dir("signing");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("key.pem");
+    let key = key.to_str().unwrap();
+    openssl(&["genpkey", "-algorithm", "ed25519", "-out", key], None);
+    let der = openssl(&["pkey", "-in", key, "-pubout", "-outform", "DER"], None);
+    let public = hex(&der[der.len() - 32..]);
+    let sign = |file: &str, sha: &str| {
+        let message = format!("jukinet-delivery-v1\n{file}\n{sha}");
+        let path = dir.join("message");
+        std::fs::write(&path, message).unwrap();
+        let path = path.to_str().unwrap();
+        hex(&openssl(
+            &["pkeyutl", "-sign", "-inkey", key, "-rawin", "-in", path],
+            None,
+        ))
+    };
+
+    let national = TestNode::new(Role::National, None);
+    let n = Served::start(&national.state);
+    let mut pref = TestNode::new(Role::Prefecture, Some(n.url.clone()));
+    let keys = juki_node::delivery::DeliveryKeys::parse(&[public]).unwrap();
+    let trusting = Deliveries::open(&pref.dir).unwrap().trusting(keys);
+    pref.state.deliveries = Some(Arc::new(trusting));
+    let p = Served::start(&pref.state);
+    let data = content(5000);
+    let sha = Sha256::of(&data).to_string();
+    let upload = format!("/admin/v1/deliveries/content/{sha}");
+    assert_eq!(call(&n.url, "PUT", &upload, Some(&data)).0, 201);
+
+    let fetch = |body: Value| {
+        call(
+            &p.url,
+            "POST",
+            "/admin/v1/deliveries/fetch",
+            Some(body.to_string().as_bytes()),
+        )
+    };
+    // Unsigned, or signed for another file name: refused before anything is fetched.
+    for body in [
+        json!({"sha256": sha, "file": "code-table"}),
+        json!({"sha256": sha, "file": "code-table", "signature": sign("allow-list", &sha)}),
+    ] {
+        let (status, answer) = fetch(body);
+        assert_eq!(
+            (status, answer["error"].as_str(), answer["field"].as_str()),
+            (400, Some("bad_signature"), Some("signature")),
+            "{answer}"
+        );
+    }
+    assert!(content_files(&pref).is_empty());
+    assert!(pref.deliveries().staged().unwrap().is_empty());
+    // Signed by the trusted key: fetched, verified and staged.
+    let signed =
+        json!({"sha256": sha, "file": "code-table", "signature": sign("code-table", &sha)});
+    let (status, answer) = fetch(signed);
+    assert_eq!(
+        (status, &answer["staged"]),
+        (200, &json!("code-table")),
+        "{answer}"
+    );
+    assert_eq!(content_files(&pref), vec![sha.clone()]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn delivery_keys_come_from_the_flag_or_the_configuration_file_and_a_bad_one_is_refused() {
+    let dir = temp_dir("keys-config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("node.json");
+    let key = "ab".repeat(32);
+    std::fs::write(
+        &file,
+        json!({"role": "national", "deliveryKeys": format!("{key}, ")}).to_string(),
+    )
+    .unwrap();
+    let args = |extra: &[&str]| {
+        let mut argv = vec!["juki-node", "serve", "--config", file.to_str().unwrap()];
+        argv.extend_from_slice(extra);
+        let cli = juki_node::cli::config::Cli::try_parse_from(argv).unwrap();
+        let juki_node::cli::config::Command::Serve(serve) = cli.command else {
+            panic!("serve")
+        };
+        serve.node.validate()
+    };
+    let config = args(&[]).unwrap();
+    assert_eq!(
+        config.delivery_keys,
+        juki_node::delivery::DeliveryKeys::parse(&[key]).unwrap()
+    );
+    let e = args(&["--delivery-keys", "not-a-key"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("delivery keys[0]: \"not-a-key\""), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

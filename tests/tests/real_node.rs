@@ -470,21 +470,28 @@ fn real_operator(
     factor: u32,
     tag: &str,
 ) -> juki_tests::operator::OperatorProcess {
-    juki_tests::operator::OperatorProcess::start_with(
-        cluster,
-        ns,
-        tokyo(start),
-        factor,
-        tag,
-        &[
-            "--final-exchange",
-            "call",
-            "--sqlite-volume",
-            "pvc",
-            "--readiness-timeout",
-            "300",
-        ],
-    )
+    real_operator_with(cluster, ns, start, factor, tag, &[])
+}
+
+/// As [`real_operator`], with more flags.
+fn real_operator_with(
+    cluster: &juki_tests::cluster::TestCluster,
+    ns: &str,
+    start: &str,
+    factor: u32,
+    tag: &str,
+    extra: &[&str],
+) -> juki_tests::operator::OperatorProcess {
+    let mut args = vec![
+        "--final-exchange",
+        "call",
+        "--sqlite-volume",
+        "pvc",
+        "--readiness-timeout",
+        "300",
+    ];
+    args.extend_from_slice(extra);
+    juki_tests::operator::OperatorProcess::start_with(cluster, ns, tokyo(start), factor, tag, &args)
 }
 
 /// Waits until JukiNode `name` is Online.
@@ -1321,6 +1328,127 @@ async fn the_call_center_chart_runs_a_real_pod_that_shows_a_tickets_node_under_i
     assert_eq!(
         node["events"][0]["reason"], "DeliveryNotApplied",
         "{context}"
+    );
+    drop(ns_guard);
+}
+
+/// Signed deliveries on real pods: given `--delivery-keys`, the operator renders the key into
+/// every node's configuration, passes `spec.signature` with each fetch, and a node stages only
+/// what the key signed; an unsigned or forged delivery fails at its first node, nothing staged.
+#[tokio::test]
+async fn nodes_given_a_delivery_key_stage_only_deliveries_it_signed() {
+    use juki_operator::api::{DeliveryPhase, FileDelivery};
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    let Some(cluster) = require_real_node!() else {
+        return;
+    };
+    cluster.install_crds().await;
+    let ns_guard = cluster.namespace().await;
+    let ns = ns_guard.name.clone();
+    let calendar = unique_name("real-signed");
+    let _calendar = cluster.guard("operatingcalendar", &calendar, None);
+    cluster
+        .apply(
+            &json!({
+                "apiVersion": "jukinet.io/v1alpha1", "kind": "OperatingCalendar",
+                "metadata": {"name": calendar},
+                "spec": {"timeZone": "Asia/Tokyo", "batches": []},
+            }),
+            None,
+        )
+        .await
+        .expect("calendar accepted");
+    for object in [
+        real_juki_node("national", &calendar, json!({"tier": "National"})),
+        real_juki_node(
+            "pref-13",
+            &calendar,
+            json!({"tier": "Prefecture", "prefecture": "13", "upstream": {"name": "national"}}),
+        ),
+    ] {
+        cluster.apply(&object, Some(&ns)).await.unwrap();
+    }
+    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+    let key_pair = || {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+    };
+    let (agency, forger) = (key_pair(), key_pair());
+    let sign = |key: &Ed25519KeyPair, file: &str, sha: &str| {
+        hex(key
+            .sign(format!("jukinet-delivery-v1\n{file}\n{sha}").as_bytes())
+            .as_ref())
+    };
+    let text = "13,東京都\n";
+    let sha = sha256_hex(text.as_bytes());
+    let delivery = |name: &str, file: &str, signature: Option<String>| {
+        let mut spec = json!({"file": file, "source": {"inline": text}, "sha256": sha});
+        if let Some(s) = signature {
+            spec["signature"] = json!(s);
+        }
+        json!({"apiVersion": "jukinet.io/v1alpha1", "kind": "FileDelivery",
+               "metadata": {"name": name}, "spec": spec})
+    };
+    for object in [
+        delivery(
+            "signed",
+            "code-table",
+            Some(sign(&agency, "code-table", &sha)),
+        ),
+        delivery("unsigned", "notice", None),
+        delivery(
+            "forged",
+            "allow-list",
+            Some(sign(&forger, "allow-list", &sha)),
+        ),
+    ] {
+        cluster.apply(&object, Some(&ns)).await.unwrap();
+    }
+    let key = hex(agency.public_key().as_ref());
+    let _op = real_operator_with(
+        &cluster,
+        &ns,
+        "2026-11-25T07:00",
+        300,
+        "-signed",
+        &["--delivery-keys", &key],
+    );
+    let deliveries: Api<FileDelivery> = Api::namespaced(cluster.client.clone(), &ns);
+    let settled = poll_until(
+        "the signed delivery staged, the others failed",
+        Duration::from_secs(240),
+        || async {
+            let s = delivery_status(&deliveries, "signed").await;
+            let u = delivery_status(&deliveries, "unsigned").await;
+            let f = delivery_status(&deliveries, "forged").await;
+            s.fetched == 1
+                && u.phase == Some(DeliveryPhase::Failed)
+                && f.phase == Some(DeliveryPhase::Failed)
+        },
+    )
+    .await;
+    let statuses = [
+        delivery_status(&deliveries, "signed").await,
+        delivery_status(&deliveries, "unsigned").await,
+        delivery_status(&deliveries, "forged").await,
+    ];
+    settled.unwrap_or_else(|e| panic!("{e}: {statuses:#?}"));
+    for (status, why) in [
+        (&statuses[1], "this node stages only signed deliveries"),
+        (&statuses[2], "is not by a trusted key"),
+    ] {
+        let failure = &status.failures[0];
+        assert_eq!(failure.node, format!("{ns}/pref-13"), "{status:?}");
+        let message = failure.message.clone().unwrap_or_default();
+        assert!(message.contains(why), "{message}");
+    }
+    // The node holds and stages only the signed file.
+    let view = node_admin(&cluster, &ns, "pref-13", "/admin/v1/deliveries").await;
+    assert_eq!(
+        view["staged"],
+        json!([{"file": "code-table", "sha256": sha}]),
+        "{view}"
     );
     drop(ns_guard);
 }

@@ -51,6 +51,12 @@ pub struct FileDeliverySpec {
     /// sha256 of the file, 64 lowercase hex digits; a node refuses a file that does not match.
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub sha256: String,
+    /// Ed25519 signature (128 lowercase hex digits) of `jukinet-delivery-v1\n<file>\n<sha256>`
+    /// by a key of the operator's `--delivery-keys`. Nodes given keys stage only signed
+    /// deliveries: a missing or wrong signature fails the node (and halts the delivery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{128}$"))]
+    pub signature: Option<String>,
     /// Which nodes receive it.
     #[serde(default)]
     pub targets: DeliveryTargets,

@@ -72,6 +72,11 @@ struct Args {
     /// The project CA (PEM) that signed the nodes' certificates.
     #[arg(long, env = "JUKI_NODE_TLS_CA", requires_all = ["node_tls_cert", "node_tls_key"])]
     node_tls_ca: Option<std::path::PathBuf>,
+    /// Ed25519 public keys (64 hex digits each, comma-separated) whose signature
+    /// (`spec.signature` of a FileDelivery) every node requires before it stages a delivered
+    /// file; rendered into each node's configuration. Unset: signatures are not checked.
+    #[arg(long, env = "JUKI_DELIVERY_KEYS", value_parser = delivery_keys)]
+    delivery_keys: Option<String>,
 }
 
 #[tokio::main]
@@ -123,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
         transition_poll: Duration::from_secs(5),
         concurrency: args.concurrency,
         max_batch_nodes: args.max_batch_nodes,
+        delivery_keys: args.delivery_keys.clone(),
         namespace: args.namespace.clone(),
         node_tls: match (args.node_tls_cert, args.node_tls_key, args.node_tls_ca) {
             (Some(cert), Some(key), Some(ca)) => {
@@ -162,4 +168,46 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--delivery-keys`: each key 64 hex digits, checked here so that a typo fails the operator's
+/// start rather than every node's.
+fn delivery_keys(text: &str) -> Result<String, String> {
+    let keys: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .collect();
+    if keys.is_empty() {
+        return Err("no key given".into());
+    }
+    match keys
+        .iter()
+        .position(|k| k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        Some(i) => Err(format!(
+            "key {i}: {:?} is not an Ed25519 public key (64 hex digits)",
+            keys[i].chars().take(80).collect::<String>()
+        )),
+        None => Ok(keys.join(",")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_keys_are_64_hex_digits_each_and_a_bad_one_is_named() {
+        let key = "ab".repeat(32);
+        assert_eq!(
+            delivery_keys(&format!(" {key}, {key} ,")),
+            Ok(format!("{key},{key}"))
+        );
+        assert_eq!(
+            delivery_keys(&format!("{key},xyz")),
+            Err("key 1: \"xyz\" is not an Ed25519 public key (64 hex digits)".into())
+        );
+        assert_eq!(delivery_keys(" , "), Err("no key given".into()));
+    }
 }

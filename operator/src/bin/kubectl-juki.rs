@@ -447,6 +447,7 @@ async fn rerun(
         extensions_json: &serde_json::Value::Null,
         upstream_url: None,
         node_clock: None,
+        delivery_keys: None,
         sqlite_volume: if pvc.is_some() {
             juki_operator::resources::SqliteVolume::Pvc
         } else {

@@ -25,7 +25,9 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::view::{Topology, pods_of};
 use super::{Context, Error, FinalExchange, Shared, node_route};
-use crate::api::{DeliveryPhase, FileDelivery, FileDeliveryStatus, JukiNode, NodePhase};
+use crate::api::{
+    DeliveryPhase, FileDelivery, FileDeliverySpec, FileDeliveryStatus, JukiNode, NodePhase,
+};
 use crate::delivery_plan::{
     self, NodeState, NodeView, Observed, Plan, Rollout, Target, canaries_of, targets_of,
 };
@@ -337,7 +339,15 @@ async fn deliver(
         )
         .await;
     } else if !plan.fetch.is_empty() {
-        fetch(ctx, topology, &plan, &file, &sha, &mut known, &mut problems).await;
+        fetch(
+            ctx,
+            topology,
+            &plan,
+            &object.spec,
+            &mut known,
+            &mut problems,
+        )
+        .await;
         heard.extend(plan.fetch.iter().cloned());
         rollout.observed = observed(&rollout.targets, &known.states, &online, &askable);
     }
@@ -613,12 +623,13 @@ async fn fetch(
     ctx: &Context,
     topology: &Topology,
     plan: &Plan,
-    file: &str,
-    sha: &str,
+    spec: &FileDeliverySpec,
     known: &mut Seen,
     problems: &mut Vec<String>,
 ) {
-    let body = serde_json::json!({"sha256": sha, "file": file}).to_string();
+    let (file, sha) = (spec.file.as_str(), spec.sha256.as_str());
+    let body =
+        serde_json::json!({"sha256": sha, "file": file, "signature": spec.signature}).to_string();
     let asks = nodes_of(topology, &plan.fetch).into_iter().map(|node| {
         let body = body.clone().into_bytes();
         async move {
@@ -662,7 +673,7 @@ fn fetched(answer: &Result<Answer, String>) -> Option<NodeState> {
         return Some(NodeState::Fetched);
     }
     match answer.error_tag().as_deref() {
-        Some("digest_mismatch") => Some(NodeState::Failed(format!(
+        Some("digest_mismatch" | "bad_signature") => Some(NodeState::Failed(format!(
             "fetch refused: {}",
             answer.excerpt(300)
         ))),
@@ -865,7 +876,7 @@ mod tests {
     }
 
     #[test]
-    fn only_refused_content_fails_a_node_other_errors_are_asked_again() {
+    fn only_refused_or_unsigned_content_fails_a_node_other_errors_are_asked_again() {
         assert_eq!(
             fetched(&answer(200, r#"{"staged": "codes"}"#)),
             Some(NodeState::Fetched)
@@ -875,6 +886,15 @@ mod tests {
             r#"{"error": "digest_mismatch", "message": "the content's sha256 is 00…"}"#,
         ));
         assert!(matches!(refused, Some(NodeState::Failed(m)) if m.contains("digest_mismatch")));
+        // A node that needs a signature by a trusted key refuses it: the delivery fails there.
+        let unsigned = fetched(&answer(
+            400,
+            r#"{"error": "bad_signature", "field": "signature", "message": "this node stages only signed deliveries"}"#,
+        ));
+        assert!(
+            matches!(&unsigned, Some(NodeState::Failed(m)) if m.contains("only signed deliveries")),
+            "{unsigned:?}"
+        );
         for transient in [
             answer(
                 503,

@@ -101,6 +101,9 @@ pub struct Settings {
     pub concurrency: u16,
     /// Most nodes running their batch Jobs at once (0: no limit).
     pub max_batch_nodes: usize,
+    /// The Ed25519 public keys (hex, comma-separated) the nodes require delivery signatures
+    /// by; None: signatures are not checked.
+    pub delivery_keys: Option<String>,
 }
 
 impl Settings {

@@ -480,6 +480,7 @@ fn pod_context(ctx: &Context) -> resources::Context<'static> {
         extensions_json: &serde_json::Value::Null,
         upstream_url: None,
         node_clock: None,
+        delivery_keys: None,
         sqlite_volume: ctx.settings.sqlite_volume,
     }
 }

@@ -121,6 +121,7 @@ mod tests {
             extensions_json: &serde_json::json!([]),
             upstream_url: None,
             node_clock: None,
+            delivery_keys: None,
             sqlite_volume: SqliteVolume::EmptyDir,
         };
         let job = job(
@@ -169,6 +170,7 @@ mod tests {
             extensions_json: &serde_json::json!([]),
             upstream_url: None,
             node_clock: None,
+            delivery_keys: None,
             sqlite_volume: SqliteVolume::EmptyDir,
         };
         let job = job(

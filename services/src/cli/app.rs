@@ -222,7 +222,7 @@ fn open_deliveries(
     config: &crate::cli::config::NodeConfig,
     now: jiff::Timestamp,
 ) -> anyhow::Result<(Deliveries, AllowList)> {
-    let deliveries = Deliveries::open(&config.delivery_dir)?;
+    let deliveries = Deliveries::open(&config.delivery_dir)?.trusting(config.delivery_keys.clone());
     let check = |name: &FileName, path: &std::path::Path| -> Result<(), Error> {
         match name.as_str() {
             ALLOW_LIST => AllowList::read(path).map(drop),

@@ -165,6 +165,11 @@ pub struct NodeArgs {
     /// `allow-list` wins over --allow-list.
     #[arg(long, env = "JUKI_DELIVERY_DIR")]
     pub delivery_dir: Option<PathBuf>,
+    /// Ed25519 public keys (64 hex digits each, comma-separated) whose signatures a delivery
+    /// needs before the node stages it (then the file's `deliveryKeys`). None: signatures are
+    /// not checked.
+    #[arg(long, env = "JUKI_DELIVERY_KEYS")]
+    pub delivery_keys: Option<String>,
     /// The clock the node judges its online windows by: `real` (the default), or the
     /// operator's fast clock as `fast:SHOWN@REAL,xFACTOR` (at the real instant REAL it showed
     /// SHOWN; demos and tests of a whole night). Then the file's `clock`.
@@ -245,6 +250,8 @@ pub struct NodeConfig {
     pub allow_list: crate::provision::AllowList,
     /// Where delivered content and files are kept.
     pub delivery_dir: PathBuf,
+    /// Whose signatures a delivery needs (empty: not checked).
+    pub delivery_keys: crate::delivery::DeliveryKeys,
     /// The operator's clock when it is not the real one; None: the system clock.
     pub clock: Option<SharedClock>,
 }
@@ -263,6 +270,8 @@ pub struct FileConfig {
     pub extensions: Option<PathBuf>,
     /// `clock`: the operator's clock when it is not the real one (see [`SharedClock`]).
     pub clock: Option<String>,
+    /// `deliveryKeys`: as `--delivery-keys`.
+    pub delivery_keys: Option<String>,
 }
 
 fn text(v: &Value, key: &str) -> Result<Option<String>, Error> {
@@ -314,6 +323,7 @@ impl FileConfig {
             name: text(&v, "name")?,
             extensions: text(&v, "extensions")?.map(PathBuf::from),
             clock: text(&v, "clock")?,
+            delivery_keys: text(&v, "deliveryKeys")?,
         })
     }
 
@@ -456,6 +466,18 @@ impl NodeArgs {
                 DbUrl::Sqlite(path) => Path::new(path).with_extension("deliveries"),
                 DbUrl::Postgres(_) => PathBuf::from("deliveries"),
             });
+        let delivery_keys: Vec<String> = self
+            .delivery_keys
+            .clone()
+            .or(file.delivery_keys.clone())
+            .map(|keys| {
+                keys.split(',')
+                    .map(|k| k.trim().to_owned())
+                    .filter(|k| !k.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let delivery_keys = crate::delivery::DeliveryKeys::parse(&delivery_keys)?;
         let clock = self
             .clock
             .clone()
@@ -466,6 +488,7 @@ impl NodeArgs {
         Ok(NodeConfig {
             clock,
             delivery_dir,
+            delivery_keys,
             identity,
             database,
             upstream,

@@ -12,6 +12,7 @@
 pub mod apply;
 pub mod content;
 pub mod fetch;
+pub mod signature;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use crate::error::Error;
 
 pub use apply::{FileName, FileRecord};
 pub use content::ContentStore;
+pub use signature::DeliveryKeys;
 
 /// A sha256 digest: 64 lowercase hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -107,6 +109,8 @@ pub fn parse_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>
 #[derive(Debug)]
 pub struct Deliveries {
     pub content: ContentStore,
+    /// Whose signature a staged delivery needs (empty: not checked).
+    pub keys: DeliveryKeys,
     dir: PathBuf,
     /// The digests being fetched now: one fetch per digest writes its `.part`.
     in_flight: Mutex<HashSet<Sha256>>,
@@ -134,9 +138,16 @@ impl Deliveries {
         let content = ContentStore::open(&dir.join("content"))?;
         Ok(Deliveries {
             content,
+            keys: DeliveryKeys::default(),
             dir: dir.to_path_buf(),
             in_flight: Mutex::default(),
         })
+    }
+
+    /// The same store, staging only what one of `keys` signed.
+    pub fn trusting(mut self, keys: DeliveryKeys) -> Deliveries {
+        self.keys = keys;
+        self
     }
 
     /// The directory the store lives in.

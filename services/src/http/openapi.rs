@@ -115,11 +115,13 @@ fn delivery_paths() -> Value {
                 "properties": {
                     "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                     "file": {"type": ["string", "null"], "pattern": "^[a-z0-9_-][a-z0-9._-]{0,63}$",
-                             "description": "Stage as the next version of this file (e.g. allow-list)"}
+                             "description": "Stage as the next version of this file (e.g. allow-list)"},
+                    "signature": {"type": ["string", "null"], "pattern": "^[0-9a-f]{128}$",
+                                  "description": "Ed25519 signature of `jukinet-delivery-v1\\n<file>\\n<sha256>` by a trusted key (needed to stage on a node with delivery keys)"}
                 }}}}},
             "responses": {
                 "200": json_response("{sha256, bytes, alreadyPresent, resumedFrom, staged}", json!({"type": "object"})),
-                "400": error_response("Malformed request"),
+                "400": error_response("Malformed request; bad_signature: the node has delivery keys and the signature is missing or not by one of them (nothing fetched)"),
                 "404": error_response("At the national server: the content was not uploaded"),
                 "409": error_response("The same content is being fetched already"),
                 "502": error_response("The upstream failed: upstream_unavailable, upstream_missing, upstream_refused, truncated (kept to resume) or digest_mismatch (removed)"),

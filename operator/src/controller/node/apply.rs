@@ -31,6 +31,7 @@ pub(super) async fn apply(
         upstream_url: facts.upstream_url(),
         sqlite_volume: ctx.settings.sqlite_volume,
         node_clock: ctx.clock.shared(),
+        delivery_keys: ctx.settings.delivery_keys.clone(),
     };
     let scale = async {
         match plan.replicas {

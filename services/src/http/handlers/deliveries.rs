@@ -157,6 +157,10 @@ struct FetchRequest {
     /// Stage the content as the next version of this file (applied at the next start).
     #[serde(default)]
     file: Option<String>,
+    /// Ed25519 signature (hex) of the file name and sha256, by a key the node trusts; needed to
+    /// stage when the node has trusted keys.
+    #[serde(default)]
+    signature: Option<String>,
 }
 
 /// `POST /admin/v1/deliveries/fetch` `{"sha256", "file"?}`: fetch the content from the upstream
@@ -172,6 +176,13 @@ pub(crate) async fn post_fetch(
     let sha = Sha256::parse(&request.sha256)?;
     let file = request.file.as_deref().map(FileName::parse).transpose()?;
     let deliveries = deliveries(&state)?;
+    // Refused before anything is fetched: the content is checked against the signed sha256.
+    if let Some(file) = &file {
+        deliveries
+            .keys
+            .check(file, &sha, request.signature.as_deref())
+            .inspect_err(|e| tracing::warn!(file = file.as_str(), sha256 = %sha, error = %e, "unsigned delivery refused"))?;
+    }
     if state.identity.role == Role::National {
         // The source of the tree has nothing to fetch from: it stages what it was given.
         return stage_uploaded(&deliveries, &sha, file.as_ref()).map(|answer| {
