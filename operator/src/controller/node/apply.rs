@@ -10,8 +10,10 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::gather::Facts;
-use super::status::{changed_fields, final_outcome, next_status, spec_validity};
-use crate::api::{DeliveredFile, FinalAnswerStatus, JukiNode, JukiNodeStatus, NodePhase};
+use super::status::{
+    changed_fields, final_outcome, next_status, reads_delivered_files, spec_validity,
+};
+use crate::api::{DeliveredFile, FinalAnswerStatus, JukiNode, JukiNodeStatus};
 use crate::controller::{Context, Error, FinalExchange, node_route};
 use crate::node_client;
 use crate::planner::{Action, Plan};
@@ -94,18 +96,12 @@ pub(super) async fn apply(
 }
 
 /// The files the node applied, asked as it goes Online (files change only at a start) when
-/// its namespace has deliveries; None when not asked or it did not answer (the status keeps
-/// what it had).
+/// any FileDelivery exists; None when not asked or it did not answer (the status keeps what it
+/// had).
 async fn delivered_files(ctx: &Context, facts: &Facts, plan: &Plan) -> Option<Vec<DeliveredFile>> {
     let me = &facts.topology.nodes[facts.me];
-    let going_online =
-        plan.phase == NodePhase::Online && facts.status.phase != Some(NodePhase::Online);
-    let deliveries_here = ctx
-        .deliveries
-        .state()
-        .iter()
-        .any(|d| d.metadata.namespace.as_deref() == Some(me.namespace.as_str()));
-    if !going_online || !deliveries_here || ctx.settings.final_exchange == FinalExchange::Skip {
+    let calls = ctx.settings.final_exchange != FinalExchange::Skip;
+    if !reads_delivered_files(plan, facts.status.phase, calls, &ctx.deliveries.state()) {
         return None;
     }
     match crate::controller::delivery::view_of(ctx, me.clone()).await {

@@ -151,6 +151,19 @@ pub(super) fn invalid_status(
     s
 }
 
+/// Whether the node is asked for its delivered files now: as it goes Online (files change only
+/// at a start), when node calls are on and any FileDelivery exists. Deliveries usually live in
+/// the national namespace and reach nodes in every other, so any namespace counts.
+pub(super) fn reads_delivered_files(
+    plan: &Plan,
+    old_phase: Option<NodePhase>,
+    node_calls: bool,
+    deliveries: &[std::sync::Arc<crate::api::FileDelivery>],
+) -> bool {
+    let going_online = plan.phase == NodePhase::Online && old_phase != Some(NodePhase::Online);
+    going_online && node_calls && !deliveries.is_empty()
+}
+
 /// The words of `status.finalAnswer.outcome`.
 pub(super) mod final_outcome {
     /// The node answered that every update reached its upstream.
@@ -317,6 +330,65 @@ mod tests {
         );
         let c = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
         (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn a_node_reads_its_delivered_files_as_it_goes_online_whatever_namespace_the_deliveries_are_in()
+    {
+        let plan = |phase| Plan {
+            phase,
+            reason: Reason::Ready,
+            message: String::new(),
+            replicas: Some(1),
+            action: Action::None,
+            operating_date: None,
+            batches_done: None,
+            wake_at: None,
+            next: None,
+            defer_status: false,
+        };
+        // The delivery lives in the national namespace, the node in its prefecture's.
+        let mut fd: crate::api::FileDelivery = serde_json::from_value(json!({
+            "apiVersion": "jukinet.io/v1alpha1", "kind": "FileDelivery",
+            "metadata": {"name": "codes"},
+            "spec": {"file": "code-table", "sha256": "a".repeat(64), "source": {"inline": "x"}},
+        }))
+        .unwrap();
+        fd.metadata.namespace = Some("juki-national".into());
+        let deliveries = [std::sync::Arc::new(fd)];
+        let starting = Some(NodePhase::Starting);
+        assert!(reads_delivered_files(
+            &plan(NodePhase::Online),
+            starting,
+            true,
+            &deliveries
+        ));
+        // Already Online, not going Online, node calls off (kwok), or no delivery at all: no call.
+        let online = Some(NodePhase::Online);
+        assert!(!reads_delivered_files(
+            &plan(NodePhase::Online),
+            online,
+            true,
+            &deliveries
+        ));
+        assert!(!reads_delivered_files(
+            &plan(NodePhase::Starting),
+            starting,
+            true,
+            &deliveries
+        ));
+        assert!(!reads_delivered_files(
+            &plan(NodePhase::Online),
+            starting,
+            false,
+            &deliveries
+        ));
+        assert!(!reads_delivered_files(
+            &plan(NodePhase::Online),
+            starting,
+            true,
+            &[]
+        ));
     }
 
     #[test]
