@@ -169,7 +169,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn new(phase: NodePhase, reason: Reason, message: impl Into<String>) -> Plan {
+    pub(crate) fn new(phase: NodePhase, reason: Reason, message: impl Into<String>) -> Plan {
         Plan {
             phase,
             reason,

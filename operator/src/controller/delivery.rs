@@ -463,20 +463,11 @@ async fn restart(ctx: &Context, object: &FileDelivery, node: &str) -> Result<(),
         }
     }
     tracing::info!(%node, delivery = %object.name_any(), "restarting a held node to apply a delivery");
-    let event = Event {
-        type_: EventType::Normal,
-        reason: "RestartedToApply".into(),
-        note: Some(format!(
-            "{node} fetched {} while held from going Online; its pods were restarted to apply it",
-            object.spec.file
-        )),
-        action: "Deliver".into(),
-        secondary: None,
-    };
-    ctx.metrics.api_write("Event");
-    if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
-        tracing::debug!(error = %e, "could not publish an Event");
-    }
+    let note = format!(
+        "{node} fetched {} while held from going Online; its pods were restarted to apply it",
+        object.spec.file
+    );
+    publish(ctx, object, false, "RestartedToApply".into(), note).await;
     Ok(())
 }
 
@@ -847,13 +838,24 @@ async fn announce(object: &FileDelivery, ctx: &Context, status: &FileDeliverySta
             status.applied, status.targets, status.failed
         ),
     };
+    publish(ctx, object, warning, format!("Delivery{phase}"), note).await;
+}
+
+/// Publishes an Event about the delivery (a failure to publish is only logged).
+async fn publish(
+    ctx: &Context,
+    object: &FileDelivery,
+    warning: bool,
+    reason: String,
+    note: String,
+) {
     let event = Event {
         type_: if warning {
             EventType::Warning
         } else {
             EventType::Normal
         },
-        reason: format!("Delivery{phase}"),
+        reason,
         note: Some(note.chars().take(1000).collect()),
         action: "Deliver".into(),
         secondary: None,

@@ -124,18 +124,7 @@ mod tests {
     use super::*;
 
     fn plan(phase: NodePhase, reason: Reason) -> Plan {
-        Plan {
-            phase,
-            reason,
-            message: "why".into(),
-            replicas: None,
-            action: Action::None,
-            operating_date: None,
-            batches_done: None,
-            wake_at: None,
-            next: None,
-            defer_status: false,
-        }
+        Plan::new(phase, reason, "why")
     }
 
     fn outcome<'a>(old: Option<(NodePhase, &'static str)>, plan: &'a Plan) -> Outcome<'a> {

@@ -335,18 +335,7 @@ mod tests {
     #[test]
     fn a_node_reads_its_delivered_files_as_it_goes_online_whatever_namespace_the_deliveries_are_in()
     {
-        let plan = |phase| Plan {
-            phase,
-            reason: Reason::Ready,
-            message: String::new(),
-            replicas: Some(1),
-            action: Action::None,
-            operating_date: None,
-            batches_done: None,
-            wake_at: None,
-            next: None,
-            defer_status: false,
-        };
+        let plan = |phase| Plan::new(phase, Reason::Ready, "");
         // The delivery lives in the national namespace, the node in its prefecture's.
         let mut fd: crate::api::FileDelivery = serde_json::from_value(json!({
             "apiVersion": "jukinet.io/v1alpha1", "kind": "FileDelivery",
