@@ -28,9 +28,8 @@ pub fn render(delivery: &FileDelivery) -> String {
     };
     let _ = writeln!(
         out,
-        "FileDelivery {ns}/{name}: {} (sha256 {}…) {phase}{flags}",
-        spec.file,
-        spec.sha256.get(..12).unwrap_or(&spec.sha256)
+        "FileDelivery {ns}/{name}: {} {phase}{flags}",
+        spec.what()
     );
     let _ = writeln!(
         out,

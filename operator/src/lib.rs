@@ -15,6 +15,7 @@ pub mod merge_patch;
 pub mod node_client;
 pub mod planner;
 pub mod preview;
+pub mod program;
 pub mod resources;
 pub mod schedule;
 pub mod service_extension;

@@ -448,10 +448,17 @@ node_alive() {
   done
 }
 
+# Gives an imported image a second name (a "new version" for program deliveries in tests).
+tag_image() {
+  ctr --address "$NODE_DIR/containerd/containerd.sock" -n k8s.io images tag --force "$1" "$2" >/dev/null
+  log "tagged $1 as $2"
+}
+
 case "${1:-}" in
 up) node_up ;;
 alive) node_alive ;;
 down) node_down ;;
 import) shift; import_images "$@" ;;
-*) echo "usage: node.sh up|down|import ARCHIVE..." >&2; exit 2 ;;
+tag) tag_image "$2" "$3" ;;
+*) echo "usage: node.sh up|down|import ARCHIVE...|tag IMAGE NEW-NAME" >&2; exit 2 ;;
 esac

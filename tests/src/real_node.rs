@@ -59,6 +59,21 @@ pub fn on_real_node(mut pod_spec: Value) -> Value {
     pod_spec
 }
 
+/// Gives an image imported into the real node a second name (`docker.io/…` names, as
+/// containerd stores them): a second "version" of an image for program deliveries.
+pub fn tag_image(image: &str, new_name: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/cluster/node.sh");
+    let out = std::process::Command::new("bash")
+        .args([script, "tag", image, new_name])
+        .output()
+        .expect("run tests/cluster/node.sh");
+    assert!(
+        out.status.success(),
+        "node.sh tag {image} {new_name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A busybox container running `script` with `sh -c`.
 pub fn busybox(name: &str, script: &str) -> Value {
     json!({

@@ -324,6 +324,60 @@ async fn more_than_one_replica_needs_postgres_not_the_one_sqlite_file() {
 }
 
 #[tokio::test]
+async fn a_delivery_is_a_file_or_a_program_and_only_a_file_is_signed_or_required() {
+    let Some(cluster) = require_cluster!() else {
+        return;
+    };
+    cluster.install_crds().await;
+    let ns = cluster.namespace().await;
+    let delivery = |name: &str, spec: serde_json::Value| {
+        json!({
+            "apiVersion": "jukinet.io/v1alpha1", "kind": "FileDelivery",
+            "metadata": {"name": name}, "spec": spec,
+        })
+    };
+    let sha = "a".repeat(64);
+    let file = json!({"file": "code-table", "source": {"inline": "13,東京都"}, "sha256": sha});
+    let program = json!({"image": "juki-node:1.1"});
+    for (name, spec, says) in [
+        (
+            "both",
+            json!({"file": "code-table", "source": {"inline": "x"}, "sha256": sha, "program": program}),
+            "spec: a delivery is either a program (spec.program, alone) or a file",
+        ),
+        (
+            "neither",
+            json!({"targets": {"prefectures": ["13"]}}),
+            "spec: a delivery is either a program (spec.program, alone) or a file",
+        ),
+        (
+            "file-without-sha",
+            json!({"file": "code-table", "source": {"inline": "x"}}),
+            "spec: a delivery is either a program (spec.program, alone) or a file",
+        ),
+        (
+            "required-program",
+            json!({"program": program, "requiredBefore": "NextOnlineStart"}),
+            "spec.program: signature and requiredBefore apply to files only",
+        ),
+        (
+            "no-image",
+            json!({"program": {"image": "juki node"}}),
+            "spec.program.image",
+        ),
+    ] {
+        let msg = rejected(&cluster, &delivery(name, spec), Some(&ns)).await;
+        assert!(msg.contains(says), "{name}: {msg}");
+    }
+    for (name, spec) in [("file", file), ("program", json!({"program": program}))] {
+        cluster
+            .apply(&delivery(name, spec), Some(&ns))
+            .await
+            .unwrap_or_else(|e| panic!("{name} refused: {e}"));
+    }
+}
+
+#[tokio::test]
 async fn tier_is_immutable() {
     let Some(cluster) = require_cluster!() else {
         return;

@@ -1452,3 +1452,290 @@ async fn nodes_given_a_delivery_key_stage_only_deliveries_it_signed() {
     );
     drop(ns_guard);
 }
+
+/// The image the pod template of node `name`'s Deployment runs, and those of its running pods.
+async fn node_images(
+    cluster: &juki_tests::cluster::TestCluster,
+    ns: &str,
+    name: &str,
+) -> (String, Vec<String>) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let image_of = |spec: Option<&k8s_openapi::api::core::v1::PodSpec>| {
+        spec.and_then(|s| s.containers.first()?.image.clone())
+            .unwrap_or_default()
+    };
+    let deployment = Api::<Deployment>::namespaced(cluster.client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("Deployment {name}: {e}"));
+    let template = image_of(
+        deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref()),
+    );
+    let selector = format!("{}={name}", juki_operator::resources::NODE_LABEL);
+    let pods = Api::<Pod>::namespaced(cluster.client.clone(), ns)
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .unwrap();
+    let running = pods
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| image_of(p.spec.as_ref()))
+        .collect();
+    (template, running)
+}
+
+/// The program staged on JukiNode `name` (its `jukinet.io/program` annotation).
+async fn staged_program(
+    nodes: &Api<juki_operator::api::JukiNode>,
+    name: &str,
+) -> Option<juki_operator::program::StagedProgram> {
+    let node = nodes.get(name).await.unwrap();
+    let text = node
+        .metadata
+        .annotations?
+        .get(juki_operator::program::PROGRAM_ANNOTATION)?
+        .clone();
+    Some(serde_json::from_str(&text).unwrap())
+}
+
+/// Program delivery across a real tree on a fast clock: a new juki-node version (the image
+/// under a second name) is staged on Tokyo's prefecture and CS while they serve, taken only at
+/// Thursday's start, then staged on Osaka, which keeps its old image all Thursday and takes the
+/// new one on Friday; a broken version (an image that cannot be pulled) fails at Kanagawa's
+/// start, halts, and Kanagawa returns to its previous image at once; a rollback asked on Friday
+/// stages the old image for the next start without touching the running pods.
+#[tokio::test]
+async fn a_program_reaches_a_real_tree_wave_by_wave_only_at_starts_and_a_broken_one_halts_and_rolls_back()
+ {
+    use juki_operator::api::{DeliveryPhase, FileDelivery, JukiNode, NodePhase};
+
+    let Some(cluster) = require_real_node!() else {
+        return;
+    };
+    cluster.install_crds().await;
+    let ns_guard = cluster.namespace().await;
+    let ns = ns_guard.name.clone();
+    let old = juki_node_image();
+    let new = old.replace(env!("CARGO_PKG_VERSION"), "next");
+    juki_tests::real_node::tag_image(&format!("docker.io/{old}"), &format!("docker.io/{new}"));
+    let broken = old.replace(env!("CARGO_PKG_VERSION"), "missing");
+
+    let calendar = unique_name("real-program");
+    let _calendar = cluster.guard("operatingcalendar", &calendar, None);
+    cluster
+        .apply(
+            &json!({
+                "apiVersion": "jukinet.io/v1alpha1", "kind": "OperatingCalendar",
+                "metadata": {"name": calendar},
+                "spec": {
+                    "timeZone": "Asia/Tokyo", "closedWeekdays": ["Saturday", "Sunday"],
+                    "nationalHolidays": true,
+                    "onlineWindows": {
+                        "national": {"start": "07:00", "end": "22:00"},
+                        "prefecture": {"start": "07:30", "end": "21:30"},
+                        "cs": {"start": "08:00", "end": "21:00"},
+                    },
+                    "batches": [],
+                },
+            }),
+            None,
+        )
+        .await
+        .expect("calendar accepted");
+    let node = |name: &str, spec: serde_json::Value| real_juki_node(name, &calendar, spec);
+    let prefecture = |code: &str| {
+        node(
+            &format!("pref-{code}"),
+            json!({"tier": "Prefecture", "prefecture": code, "upstream": {"name": "national"}}),
+        )
+    };
+    for object in [
+        node("national", json!({"tier": "National"})),
+        prefecture("13"),
+        prefecture("14"),
+        prefecture("27"),
+        node(
+            "cs-131016",
+            json!({"tier": "CS", "municipality": "131016", "upstream": {"name": "pref-13"}}),
+        ),
+    ] {
+        cluster.apply(&object, Some(&ns)).await.unwrap();
+    }
+
+    // Wednesday 15:00, ×500 (an hour is 7.2 s): the nodes start with their own image.
+    let _op = juki_tests::operator::OperatorProcess::start_with(
+        &cluster,
+        &ns,
+        tokyo("2026-11-25T15:00"),
+        500,
+        "-program",
+        &[
+            "--final-exchange",
+            "call",
+            "--sqlite-volume",
+            "pvc",
+            "--readiness-timeout",
+            "45",
+        ],
+    );
+    let deliveries: Api<FileDelivery> = Api::namespaced(cluster.client.clone(), &ns);
+    let nodes: Api<JukiNode> = Api::namespaced(cluster.client.clone(), &ns);
+    let status_of = |name: &'static str| delivery_status(&deliveries, name);
+    let juki = |args: &[&str]| {
+        let (ok, out, err) = juki_tests::operator::kubectl_juki(&cluster, args);
+        assert!(ok, "kubectl juki {args:?}: {err}");
+        out
+    };
+    for name in ["pref-13", "pref-14", "pref-27", "cs-131016"] {
+        until_online(&nodes, name).await.unwrap();
+    }
+    let program = |name: &str, image: &str, prefectures: serde_json::Value, canaries| {
+        json!({
+            "apiVersion": "jukinet.io/v1alpha1", "kind": "FileDelivery",
+            "metadata": {"name": name},
+            "spec": {"program": {"image": image}, "targets": {"prefectures": prefectures},
+                     "canaries": canaries},
+        })
+    };
+    for object in [
+        program(
+            "upgrade",
+            &new,
+            json!(["13", "27"]),
+            json!({"prefectures": ["13"]}),
+        ),
+        program("broken", &broken, json!(["14"]), json!({})),
+    ] {
+        cluster.apply(&object, Some(&ns)).await.unwrap();
+    }
+
+    // Wednesday afternoon: the canary wave (Tokyo's prefecture and CS) is staged, and keeps
+    // serving with its own image.
+    let staged = poll_until("the upgrade staged on Tokyo", WAIT, || async {
+        status_of("upgrade").await.fetched == 2 && status_of("broken").await.fetched == 1
+    })
+    .await;
+    let upgrade = status_of("upgrade").await;
+    staged.unwrap_or_else(|e| panic!("{e}: {upgrade:?}"));
+    assert_eq!((upgrade.pending, upgrade.applied), (1, 0), "{upgrade:?}");
+    let tokyo_staged = staged_program(&nodes, "pref-13").await.unwrap();
+    assert_eq!(
+        (tokyo_staged.image.as_str(), tokyo_staged.previous.as_str()),
+        (new.as_str(), old.as_str())
+    );
+    assert_eq!(staged_program(&nodes, "pref-27").await, None);
+    for name in ["pref-13", "cs-131016", "pref-14"] {
+        let (template, pods) = node_images(&cluster, &ns, name).await;
+        assert_eq!(
+            (template.as_str(), pods),
+            (old.as_str(), vec![old.clone()]),
+            "{name} keeps its image while it serves"
+        );
+    }
+
+    // Thursday: Tokyo starts with the new version; then Osaka is staged and keeps serving with
+    // the old one all day.
+    let thursday = poll_until(
+        "Tokyo's wave applied and Osaka staged",
+        Duration::from_secs(300),
+        || async {
+            let u = status_of("upgrade").await;
+            u.applied == 2 && u.fetched == 1
+        },
+    )
+    .await;
+    let upgrade = status_of("upgrade").await;
+    thursday.unwrap_or_else(|e| panic!("{e}: {upgrade:?}"));
+    for name in ["pref-13", "cs-131016"] {
+        let (template, pods) = node_images(&cluster, &ns, name).await;
+        assert_eq!(
+            (template.as_str(), pods),
+            (new.as_str(), vec![new.clone()]),
+            "{name}"
+        );
+    }
+    let osaka = nodes.get_status("pref-27").await.unwrap().status.unwrap();
+    assert_eq!(osaka.phase, Some(NodePhase::Online), "{osaka:?}");
+    assert_eq!(
+        node_images(&cluster, &ns, "pref-27").await,
+        (old.clone(), vec![old.clone()]),
+        "Osaka, staged while Online, keeps its image until its next start"
+    );
+
+    // Kanagawa took the broken version at Thursday's start: it never became ready, so the
+    // delivery halted and Kanagawa went back to its previous image at once.
+    let halted = poll_until(
+        "the broken program halted",
+        Duration::from_secs(240),
+        || async { status_of("broken").await.phase == Some(DeliveryPhase::Failed) },
+    )
+    .await;
+    let failed = status_of("broken").await;
+    halted.unwrap_or_else(|e| panic!("{e}: {failed:?}"));
+    assert_eq!(failed.failed, 1, "{failed:?}");
+    let why = failed.failures[0].message.clone().unwrap_or_default();
+    assert!(
+        failed.failures[0].node.ends_with("/pref-14") && why.contains("readiness timeout"),
+        "{failed:?}"
+    );
+    let back = staged_program(&nodes, "pref-14").await.unwrap();
+    assert_eq!((back.image.as_str(), back.withdrawn), (old.as_str(), true));
+    until_online(&nodes, "pref-14").await.unwrap();
+    let (template, _) = node_images(&cluster, &ns, "pref-14").await;
+    assert_eq!(template, old, "Kanagawa back on its previous image");
+
+    // Friday: Osaka starts with it; the upgrade is delivered.
+    let delivered = poll_until(
+        "the upgrade delivered",
+        Duration::from_secs(300),
+        || async { status_of("upgrade").await.phase == Some(DeliveryPhase::Delivered) },
+    )
+    .await;
+    let upgrade = status_of("upgrade").await;
+    delivered.unwrap_or_else(|e| panic!("{e}: {upgrade:?}"));
+    assert_eq!((upgrade.applied, upgrade.targets), (3, 3));
+    until_online(&nodes, "pref-27").await.unwrap();
+    assert_eq!(
+        node_images(&cluster, &ns, "pref-27").await,
+        (new.clone(), vec![new.clone()])
+    );
+    let osaka = nodes.get_status("pref-27").await.unwrap().status.unwrap();
+    assert_eq!(
+        osaka.image.as_deref(),
+        Some(new.as_str()),
+        "its own status says so"
+    );
+    let report = juki(&["delivery", "status", "upgrade", "-n", &ns]);
+    assert!(
+        report.contains(&format!("program {new} Delivered")),
+        "{report}"
+    );
+
+    // A rollback asked on Friday: the old image is staged back for the next start, and the
+    // running pods are left alone.
+    juki(&["delivery", "rollback", "upgrade", "-n", &ns]);
+    let rolled = poll_until("the upgrade rolled back", WAIT, || async {
+        status_of("upgrade").await.phase == Some(DeliveryPhase::RolledBack)
+    })
+    .await;
+    let upgrade = status_of("upgrade").await;
+    rolled.unwrap_or_else(|e| panic!("{e}: {upgrade:?}"));
+    assert!(upgrade.withdrawing.is_empty(), "{upgrade:?}");
+    for name in ["pref-13", "cs-131016", "pref-27"] {
+        let staged = staged_program(&nodes, name).await.unwrap();
+        assert_eq!(
+            (staged.image.as_str(), staged.withdrawn),
+            (old.as_str(), true),
+            "{name}"
+        );
+        let (template, _) = node_images(&cluster, &ns, name).await;
+        assert_eq!(
+            template, new,
+            "{name} runs the new version until its next start"
+        );
+    }
+}

@@ -7,8 +7,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A file delivered to the nodes of the targeted tiers and prefectures before their next online
-/// start, verified by its sha256.
+/// A file, or a program (a juki-node image), delivered to the nodes of the targeted tiers and
+/// prefectures and applied at their next online start: a file verified by its sha256, a
+/// program taken by the node's pods only when they start from none.
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "jukinet.io",
@@ -26,6 +27,12 @@ use serde::{Deserialize, Serialize};
         priority = 1
     ),
     printcolumn(name = "File", type_ = "string", json_path = ".spec.file"),
+    printcolumn(
+        name = "Program",
+        type_ = "string",
+        json_path = ".spec.program.image",
+        priority = 1
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Wave", type_ = "string", json_path = ".status.wave"),
     printcolumn(name = "Applied", type_ = "integer", json_path = ".status.applied"),
@@ -38,19 +45,30 @@ use serde::{Deserialize, Serialize};
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.program) ? !(has(self.file) || has(self.source) || has(self.sha256)) : (has(self.file) && has(self.source) && has(self.sha256))", "message": "spec: a delivery is either a program (spec.program, alone) or a file (spec.file, spec.source and spec.sha256)"},
+    {"rule": "!has(self.program) || (!has(self.signature) && !has(self.requiredBefore))", "message": "spec.program: signature and requiredBefore apply to files only (a program is an image the node's pods take at their next start)"}
+]))]
 pub struct FileDeliverySpec {
     /// The name the nodes apply the content as (`allow-list` is the agency allow-list the
     /// provision service reads; any other name is a file an application reads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         regex(pattern = r"^[a-z0-9_-][a-z0-9._-]{0,63}$"),
         length(min = 1, max = 64)
     )]
-    pub file: String,
+    pub file: Option<String>,
     /// Where the file comes from.
-    pub source: DeliverySource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<DeliverySource>,
     /// sha256 of the file, 64 lowercase hex digits; a node refuses a file that does not match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
-    pub sha256: String,
+    pub sha256: Option<String>,
+    /// A program instead of a file: a juki-node image the targets' pods take at their next
+    /// start, wave by wave. A running node never changes mid-day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<ProgramSource>,
     /// Ed25519 signature (128 lowercase hex digits) of `jukinet-delivery-v1\n<file>\n<sha256>`
     /// by a key of the operator's `--delivery-keys`. Nodes given keys stage only signed
     /// deliveries: a missing or wrong signature fails the node (and halts the delivery).
@@ -79,6 +97,16 @@ pub struct FileDeliverySpec {
     /// applied it returns to its previous version at its next start; nothing more is fetched.
     #[serde(default)]
     pub rollback: bool,
+}
+
+/// A program delivery: the juki-node image to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgramSource {
+    /// The image reference (e.g. `registry.example/juki-node:1.4.2`, or one pinned by digest);
+    /// the nodes' `spec.template.image` is what they return to on a rollback.
+    #[schemars(regex(pattern = r"^[^\s]+$"), length(min = 1, max = 512))]
+    pub image: String,
 }
 
 /// The canary wave: named prefectures, or the first `count` targeted prefectures by code.
@@ -224,6 +252,39 @@ pub enum NodeDeliveryPhase {
     Applied,
     /// Refused (a wrong sha256 on fetch, a file refused at the node's start).
     Failed,
+}
+
+/// What a file delivery carries.
+#[derive(Debug, Clone, Copy)]
+pub struct FileParts<'a> {
+    pub file: &'a str,
+    pub source: &'a DeliverySource,
+    pub sha256: &'a str,
+}
+
+impl FileDeliverySpec {
+    /// The file, its source and its sha256; None for a program (or a spec the API server's
+    /// rules would have refused).
+    pub fn file_parts(&self) -> Option<FileParts<'_>> {
+        Some(FileParts {
+            file: self.file.as_deref()?,
+            source: self.source.as_ref()?,
+            sha256: self.sha256.as_deref()?,
+        })
+    }
+
+    /// What is delivered, as a person names it: the file, or the program's image.
+    pub fn what(&self) -> String {
+        match (&self.program, self.file_parts()) {
+            (Some(p), _) => format!("program {}", p.image),
+            (None, Some(f)) => format!(
+                "{} (sha256 {}…)",
+                f.file,
+                f.sha256.get(..12).unwrap_or(f.sha256)
+            ),
+            (None, None) => "(nothing: neither a file nor a program)".into(),
+        }
+    }
 }
 
 impl DeliveryPhase {

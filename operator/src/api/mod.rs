@@ -17,7 +17,8 @@ pub use calendar::{
 };
 pub use delivery::{
     ConfigMapSource, DeliveryCanaries, DeliveryPhase, DeliverySource, DeliveryTargets,
-    FileDelivery, FileDeliverySpec, FileDeliveryStatus, NodeDelivery, NodeDeliveryPhase,
+    FileDelivery, FileDeliverySpec, FileDeliveryStatus, FileParts, NodeDelivery, NodeDeliveryPhase,
+    ProgramSource,
 };
 pub use extension::{
     ExtensionKind, ExtensionPhase, ServiceExtension, ServiceExtensionSpec, ServiceExtensionStatus,

@@ -375,6 +375,10 @@ pub struct JukiNodeStatus {
     /// Online: files change only at a start.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub delivered_files: Vec<DeliveredFile>,
+    /// The image the node's pods run: its own `spec.template.image`, or a program delivered
+    /// to it (FileDelivery `spec.program`), which the pods take only at a start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// A delivered file's version on a node.

@@ -373,13 +373,13 @@ async fn reconcile(
     }
     for start in &decisions.start {
         let entry = &schedule.entries[start.run.entry];
-        let job = schedule::job(
-            &objects[start.run.node],
-            &pod_context(ctx),
-            &name,
-            entry,
-            &start.key,
+        let node = &objects[start.run.node];
+        let deployment = ctx.deployments.get(
+            &kube::runtime::reflector::ObjectRef::new(&node.name_any())
+                .within(&node.namespace().unwrap_or_default()),
         );
+        let node = crate::program::with_image(node, deployment.as_deref(), None, 0);
+        let job = schedule::job(&node, &pod_context(ctx), &name, entry, &start.key);
         create_job(ctx, &start.key.namespace, &job).await?;
         records.insert(
             start.run,

@@ -17,6 +17,7 @@ use crate::api::{DeliveredFile, FinalAnswerStatus, JukiNode, JukiNodeStatus};
 use crate::controller::{Context, Error, FinalExchange, node_route};
 use crate::node_client;
 use crate::planner::{Action, Plan};
+use crate::program;
 use crate::resources::{self, MANAGER, SqliteVolume};
 
 /// Carries out `plan` and writes the status it leads to; returns that status.
@@ -27,6 +28,13 @@ pub(super) async fn apply(
     plan: &Plan,
 ) -> Result<JukiNodeStatus, Error> {
     let status = &facts.status;
+    let running = program::with_image(
+        node,
+        facts.deployment.as_deref(),
+        plan.replicas,
+        facts.ready,
+    );
+    let node = running.as_ref();
     let rctx = resources::Context {
         calendar_json: &facts.calendar_json,
         extensions_json: &facts.extensions_json,
@@ -65,6 +73,7 @@ pub(super) async fn apply(
         if let Some(files) = &delivered {
             s.delivered_files = files.clone();
         }
+        s.image = Some(node.spec.template.image.clone());
         s
     };
     let write = |new_status| write_if_changed(node, ctx, plan.defer_status, new_status);
@@ -305,11 +314,15 @@ async fn ensure_owned(
             .get_or_insert_with(Default::default)
             .insert(RESTART_ANNOTATION.into(), restart_hash);
     }
-    desired
+    let annotations = desired
         .metadata
         .annotations
-        .get_or_insert_with(Default::default)
-        .insert(SUPPORT_ANNOTATION.into(), support_hash);
+        .get_or_insert_with(Default::default);
+    annotations.insert(SUPPORT_ANNOTATION.into(), support_hash);
+    annotations.insert(
+        program::IMAGE_ANNOTATION.into(),
+        node.spec.template.image.clone(),
+    );
     let api = Api::<Deployment>::namespaced(ctx.client.clone(), &ns);
     // The hash leaves the replicas out: a start or a stop changes only them, and a patch of
     // spec.replicas is a much lighter write than applying the whole Deployment again.

@@ -26,8 +26,9 @@ use kube::{Api, Resource, ResourceExt};
 use super::view::{Topology, pods_of};
 use super::{Context, Error, FinalExchange, Shared, node_route};
 use crate::api::{
-    DeliveryPhase, FileDelivery, FileDeliverySpec, FileDeliveryStatus, JukiNode, NodePhase,
+    DeliveryPhase, DeliverySource, FileDelivery, FileDeliveryStatus, FileParts, JukiNode, NodePhase,
 };
+
 use crate::delivery_plan::{
     self, NodeState, NodeView, Observed, Plan, Rollout, Target, canaries_of, targets_of,
 };
@@ -35,6 +36,8 @@ use crate::node_client::{self, Answer};
 use crate::planner::Reason;
 use crate::topology::TopologyNode;
 use juki_calendar::Tier;
+
+mod program;
 
 /// Real wait between two looks at a delivery that is under way.
 const ACTIVE_REQUEUE: Duration = Duration::from_secs(3);
@@ -129,8 +132,15 @@ async fn reconcile(object: Arc<FileDelivery>, state: Arc<Deliveries>) -> Result<
                 ctx.settings.max_requeue,
             )
         }
-        Ok((content, rollout_base, topology)) => {
-            let status = deliver(&object, &state, content, rollout_base, &topology).await;
+        Ok((carried, rollout_base, topology)) => {
+            let status = match carried {
+                Carried::File(parts, content) => {
+                    deliver(&object, &state, parts, content, rollout_base, &topology).await
+                }
+                Carried::Program(image) => {
+                    program::deliver(&object, ctx, image, rollout_base, &topology).await
+                }
+            };
             let done = match status.phase {
                 Some(DeliveryPhase::Delivered) => true,
                 Some(DeliveryPhase::Failed | DeliveryPhase::RolledBack) => {
@@ -154,11 +164,18 @@ async fn reconcile(object: Arc<FileDelivery>, state: Arc<Deliveries>) -> Result<
     Ok(Requeue::requeue(wait))
 }
 
-/// The content, checked against `spec.sha256`, and the targets.
-async fn prepare(
-    object: &FileDelivery,
+/// What a delivery carries, ready to deliver.
+enum Carried<'a> {
+    /// A file and its content (None: uploaded to the national server).
+    File(FileParts<'a>, Option<Vec<u8>>),
+    Program(&'a str),
+}
+
+/// The targets, and the content checked against `spec.sha256` (or the program).
+async fn prepare<'a>(
+    object: &'a FileDelivery,
     ctx: &Context,
-) -> Result<(Option<Vec<u8>>, Rollout, Arc<Topology>), Refused> {
+) -> Result<(Carried<'a>, Rollout, Arc<Topology>), Refused> {
     let spec = &object.spec;
     let topology = Topology::read(ctx);
     let targets = targets_of(&spec.targets, &topology.nodes)
@@ -182,17 +199,26 @@ async fn prepare(
     };
     delivery_plan::validate(&rollout)
         .map_err(|e| Refused::invalid("InvalidTargets", e.to_string()))?;
-    let content = read_source(object, ctx).await?;
+    if let Some(program) = &spec.program {
+        return Ok((Carried::Program(&program.image), rollout, topology));
+    }
+    let parts = spec.file_parts().ok_or_else(|| {
+        Refused::invalid(
+            "InvalidSpec",
+            "spec: a delivery is either a program (spec.program) or a file (spec.file, spec.source and spec.sha256)".into(),
+        )
+    })?;
+    let content = read_source(object, parts.source, ctx).await?;
     let actual = content.as_deref().map(sha256_hex);
     if let (Some(content), Some(actual)) = (&content, actual)
-        && actual != spec.sha256
+        && actual != parts.sha256
     {
         return Err(Refused::invalid(
             "Sha256Mismatch",
             format!(
                 "spec.sha256: the content ({} bytes) has sha256 {actual}, not {}; nothing was sent to any node",
                 content.len(),
-                spec.sha256
+                parts.sha256
             ),
         ));
     }
@@ -203,12 +229,15 @@ async fn prepare(
                 .into(),
         ));
     }
-    Ok((content, rollout, topology))
+    Ok((Carried::File(parts, content), rollout, topology))
 }
 
 /// The file's bytes from `spec.source`; None for content uploaded to the national server.
-async fn read_source(object: &FileDelivery, ctx: &Context) -> Result<Option<Vec<u8>>, Refused> {
-    let source = &object.spec.source;
+async fn read_source(
+    object: &FileDelivery,
+    source: &DeliverySource,
+    ctx: &Context,
+) -> Result<Option<Vec<u8>>, Refused> {
     if let Some(text) = &source.inline {
         return Ok(Some(text.as_bytes().to_vec()));
     }
@@ -255,13 +284,14 @@ fn sha256_hex(bytes: &[u8]) -> String {
 async fn deliver(
     object: &FileDelivery,
     state: &Deliveries,
+    parts: FileParts<'_>,
     content: Option<Vec<u8>>,
     mut rollout: Rollout,
     topology: &Topology,
 ) -> FileDeliveryStatus {
     let ctx = &state.ctx;
     let uid = object.uid().unwrap_or_default();
-    let (file, sha) = (object.spec.file.clone(), object.spec.sha256.clone());
+    let (file, sha) = (parts.file.to_owned(), parts.sha256.to_owned());
     let mut known = remembered(
         state,
         &uid,
@@ -343,7 +373,8 @@ async fn deliver(
             ctx,
             topology,
             &plan,
-            &object.spec,
+            parts,
+            object.spec.signature.as_deref(),
             &mut known,
             &mut problems,
         )
@@ -465,7 +496,7 @@ async fn restart(ctx: &Context, object: &FileDelivery, node: &str) -> Result<(),
     tracing::info!(%node, delivery = %object.name_any(), "restarting a held node to apply a delivery");
     let note = format!(
         "{node} fetched {} while held from going Online; its pods were restarted to apply it",
-        object.spec.file
+        object.spec.what()
     );
     publish(ctx, object, false, "RestartedToApply".into(), note).await;
     Ok(())
@@ -614,13 +645,13 @@ async fn fetch(
     ctx: &Context,
     topology: &Topology,
     plan: &Plan,
-    spec: &FileDeliverySpec,
+    parts: FileParts<'_>,
+    signature: Option<&str>,
     known: &mut Seen,
     problems: &mut Vec<String>,
 ) {
-    let (file, sha) = (spec.file.as_str(), spec.sha256.as_str());
-    let body =
-        serde_json::json!({"sha256": sha, "file": file, "signature": spec.signature}).to_string();
+    let (file, sha) = (parts.file, parts.sha256);
+    let body = serde_json::json!({"sha256": sha, "file": file, "signature": signature}).to_string();
     let asks = nodes_of(topology, &plan.fetch).into_iter().map(|node| {
         let body = body.clone().into_bytes();
         async move {
