@@ -725,6 +725,7 @@ async fn the_operator_national_and_two_prefectures_install_and_a_prefecture_upgr
                 ],
                 &["patch"]
             ),
+            rule(&["jukinet.io"], &["jukinodes"], &["patch"]),
             rule(
                 &["apps"],
                 &["deployments"],
@@ -750,7 +751,8 @@ async fn the_operator_national_and_two_prefectures_install_and_a_prefecture_upgr
         .await,
         vec![
             rule(&[""], &["services/proxy"], &["get", "create", "update"]),
-            rule(&[""], &["configmaps"], &["get"])
+            rule(&[""], &["configmaps"], &["get"]),
+            rule(&[""], &["pods"], &["delete"])
         ]
     );
     assert_eq!(

@@ -1165,6 +1165,11 @@ async fn the_operator_runs_a_whole_day_with_only_the_rbac_of_its_chart() {
             "yes",
         ),
         ("patch", "jukinodes.jukinet.io", "status", nodes_ns, "yes"),
+        // A program delivery stages its image on the JukiNode (an annotation).
+        ("patch", "jukinodes.jukinet.io", "", nodes_ns, "yes"),
+        // A node held for a required delivery is restarted (its pods deleted) to apply it.
+        ("delete", "pods", "", nodes_ns, "yes"),
+        ("delete", "pods", "", "kube-system", "no"),
         ("update", "jukinodes.jukinet.io", "status", nodes_ns, "no"),
         ("update", "jukinodes.jukinet.io", "", nodes_ns, "no"),
         ("delete", "deployments.apps", "", nodes_ns, "no"),
