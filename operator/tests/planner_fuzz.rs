@@ -224,6 +224,8 @@ struct Facts {
     jobs: Vec<(String, Date, JobState)>,
     last_batch_date: Option<Date>,
     durations: (SignedDuration, SignedDuration),
+    /// Held by a scheduled run, held by a required delivery.
+    holds: (bool, bool),
 }
 
 fn any_facts() -> impl Strategy<Value = Facts> {
@@ -269,8 +271,9 @@ fn any_facts() -> impl Strategy<Value = Facts> {
             prop::option::of(any_date()),
             (any_duration(), any_duration()),
         ),
+        (any::<bool>(), any::<bool>()),
     )
-        .prop_map(|(a, b)| Facts {
+        .prop_map(|(a, b, holds)| Facts {
             tier: a.0,
             prefecture: a.1,
             online_end: a.2,
@@ -288,6 +291,7 @@ fn any_facts() -> impl Strategy<Value = Facts> {
             jobs: b.7,
             last_batch_date: b.8,
             durations: b.9,
+            holds,
         })
 }
 
@@ -308,8 +312,11 @@ fn view(f: &Facts) -> NodeView<'_> {
         }),
         pinned_below: f.phase_since,
         extensions: &f.extensions,
-        held: None,
-        delivery_held: None,
+        held: f.holds.0.then_some("a scheduled run holds its start"),
+        delivery_held: f
+            .holds
+            .1
+            .then_some("delivery juki-national/codes is required"),
         phase: f.phase,
         phase_since: f.phase_since,
         reason: f.reason,
@@ -381,6 +388,11 @@ proptest! {
         // Its reason is one status can carry and the operator reads back.
         prop_assert_eq!(p.reason.as_str().parse::<planner::Reason>(), Ok(p.reason));
         let _ = planner::check_online_end(&cal, facts.tier, facts.online_end);
+        // A node a required delivery holds back never goes Online from a start (a Draining
+        // node whose window reopens never stopped: it has not started since).
+        if facts.holds.1 && matches!(facts.phase, NodePhase::Offline | NodePhase::Starting) {
+            prop_assert_ne!(p.phase, NodePhase::Online, "{:?}", p);
+        }
     }
 
     /// A ServiceExtension of any date and end time is evaluated or rejected with a reason.
