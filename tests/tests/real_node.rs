@@ -712,25 +712,8 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
     let ns = ns_guard.name.clone();
     let calendar = unique_name("real-delivery");
     let _calendar = cluster.guard("operatingcalendar", &calendar, None);
-    // The example calendar's windows, without batches: the night only stops and starts.
     cluster
-        .apply(
-            &json!({
-                "apiVersion": "jukinet.io/v1alpha1", "kind": "OperatingCalendar",
-                "metadata": {"name": calendar},
-                "spec": {
-                    "timeZone": "Asia/Tokyo", "closedWeekdays": ["Saturday", "Sunday"],
-                    "nationalHolidays": true,
-                    "onlineWindows": {
-                        "national": {"start": "07:00", "end": "22:00"},
-                        "prefecture": {"start": "07:30", "end": "21:30"},
-                        "cs": {"start": "08:00", "end": "21:00"},
-                    },
-                    "batches": [],
-                },
-            }),
-            None,
-        )
+        .apply(&nights_only_calendar(&calendar), None)
         .await
         .expect("calendar accepted");
     let node = |name: &str, spec: serde_json::Value| real_juki_node(name, &calendar, spec);
@@ -1453,6 +1436,24 @@ async fn nodes_given_a_delivery_key_stage_only_deliveries_it_signed() {
     drop(ns_guard);
 }
 
+/// The example calendar's windows without batches, so that a night only stops and starts.
+fn nights_only_calendar(name: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "jukinet.io/v1alpha1", "kind": "OperatingCalendar",
+        "metadata": {"name": name},
+        "spec": {
+            "timeZone": "Asia/Tokyo", "closedWeekdays": ["Saturday", "Sunday"],
+            "nationalHolidays": true,
+            "onlineWindows": {
+                "national": {"start": "07:00", "end": "22:00"},
+                "prefecture": {"start": "07:30", "end": "21:30"},
+                "cs": {"start": "08:00", "end": "21:00"},
+            },
+            "batches": [],
+        },
+    })
+}
+
 /// The image the pod template of node `name`'s Deployment runs, and those of its running pods.
 async fn node_images(
     cluster: &juki_tests::cluster::TestCluster,
@@ -1527,23 +1528,7 @@ async fn a_program_reaches_a_real_tree_wave_by_wave_only_at_starts_and_a_broken_
     let calendar = unique_name("real-program");
     let _calendar = cluster.guard("operatingcalendar", &calendar, None);
     cluster
-        .apply(
-            &json!({
-                "apiVersion": "jukinet.io/v1alpha1", "kind": "OperatingCalendar",
-                "metadata": {"name": calendar},
-                "spec": {
-                    "timeZone": "Asia/Tokyo", "closedWeekdays": ["Saturday", "Sunday"],
-                    "nationalHolidays": true,
-                    "onlineWindows": {
-                        "national": {"start": "07:00", "end": "22:00"},
-                        "prefecture": {"start": "07:30", "end": "21:30"},
-                        "cs": {"start": "08:00", "end": "21:00"},
-                    },
-                    "batches": [],
-                },
-            }),
-            None,
-        )
+        .apply(&nights_only_calendar(&calendar), None)
         .await
         .expect("calendar accepted");
     let node = |name: &str, spec: serde_json::Value| real_juki_node(name, &calendar, spec);
