@@ -1224,13 +1224,14 @@ async fn the_call_center_chart_runs_a_real_pod_that_shows_a_tickets_node_under_i
     assert_eq!(spec.node_name.as_deref(), Some(NODE_NAME));
     assert_eq!(spec.service_account_name.as_deref(), Some(release.as_str()));
 
-    // A CS held from going Online by a delivery, with the operator's Event about it.
+    // A CS held from going Online by a delivery, with the operator's Event about it. (The call
+    // center finds a node by name in any namespace: a municipality no other test uses.)
     cluster
         .apply(
             &json!({
                 "apiVersion": "jukinet.io/v1alpha1", "kind": "JukiNode",
-                "metadata": {"name": "cs-131016"},
-                "spec": {"tier": "CS", "municipality": "131016"},
+                "metadata": {"name": "cs-011002"},
+                "spec": {"tier": "CS", "municipality": "011002"},
             }),
             Some(&ns),
         )
@@ -1243,7 +1244,7 @@ async fn the_call_center_chart_runs_a_real_pod_that_shows_a_tickets_node_under_i
         .kubectl(&[
             "patch",
             "jukinode",
-            "cs-131016",
+            "cs-011002",
             "-n",
             &ns,
             "--subresource=status",
@@ -1256,9 +1257,9 @@ async fn the_call_center_chart_runs_a_real_pod_that_shows_a_tickets_node_under_i
         .apply(
             &json!({
                 "apiVersion": "v1", "kind": "Event",
-                "metadata": {"name": "cs-131016.held"},
+                "metadata": {"name": "cs-011002.held"},
                 "involvedObject": {"apiVersion": "jukinet.io/v1alpha1", "kind": "JukiNode",
-                                   "name": "cs-131016", "namespace": ns},
+                                   "name": "cs-011002", "namespace": ns},
                 "type": "Warning", "reason": "DeliveryNotApplied", "message": held,
                 "firstTimestamp": "2026-11-26T07:30:10Z", "lastTimestamp": "2026-11-26T07:30:10Z",
                 "count": 1, "source": {"component": "juki-operator"},
@@ -1271,9 +1272,9 @@ async fn the_call_center_chart_runs_a_real_pod_that_shows_a_tickets_node_under_i
     // A fault filed through the Service, as the terminal would, then its node context.
     let base = format!("/api/v1/namespaces/{ns}/services/{release}:8443/proxy");
     let ticket = json!({
-        "kind": "fault", "org": "131016", "reporter": "千代田区 情報政策課", "channel": "phone",
+        "kind": "fault", "org": "011002", "reporter": "札幌市 情報システム課", "channel": "phone",
         "subject": "朝からCSが業務を開始しない", "body": "8時を過ぎてもCSがオンラインになりません。",
-        "nodes": ["cs-131016"],
+        "nodes": ["cs-011002"],
     });
     let request = http::Request::post(format!("{base}/v1/tickets"))
         .header("content-type", "application/json")
@@ -1700,8 +1701,12 @@ async fn a_program_reaches_a_real_tree_wave_by_wave_only_at_starts_and_a_broken_
         "{report}"
     );
 
-    // A rollback asked on Friday: the old image is staged back for the next start, and the
-    // running pods are left alone.
+    // A rollback asked on Friday once all three serve: the old image is staged back for the
+    // next start, and the running pods are left alone. (A node still starting when it is asked
+    // takes the old image at that start.)
+    for name in ["pref-13", "cs-131016"] {
+        until_online(&nodes, name).await.unwrap();
+    }
     juki(&["delivery", "rollback", "upgrade", "-n", &ns]);
     let rolled = poll_until("the upgrade rolled back", WAIT, || async {
         status_of("upgrade").await.phase == Some(DeliveryPhase::RolledBack)
