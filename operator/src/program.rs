@@ -190,7 +190,7 @@ pub fn with_image<'a>(
         return Cow::Borrowed(node);
     };
     let running = deployment.map(|d| Running {
-        image: deployment_image(d).unwrap_or(&node.spec.template.image),
+        image: running_image(&node.spec.template.image, d),
         replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0),
     });
     let replicas = replicas.or(running.map(|r| r.replicas)).unwrap_or(0);
@@ -209,9 +209,14 @@ pub fn with_image<'a>(
     Cow::Owned(node)
 }
 
-/// The image a Deployment's pods run: its [`IMAGE_ANNOTATION`], else its pod template's (None
-/// for one made before the annotation, read from the cache: it runs the node's own image).
-pub fn deployment_image(deployment: &Deployment) -> Option<&str> {
+/// The image the pods of a node's Deployment run (`spec_image`: the node's own image, which a
+/// Deployment made before the annotation, read from the cache, runs).
+pub fn running_image<'a>(spec_image: &'a str, deployment: &'a Deployment) -> &'a str {
+    deployment_image(deployment).unwrap_or(spec_image)
+}
+
+/// The image a Deployment's pods run: its [`IMAGE_ANNOTATION`], else its pod template's.
+fn deployment_image(deployment: &Deployment) -> Option<&str> {
     let annotated = deployment
         .metadata
         .annotations

@@ -12,14 +12,11 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
 use super::super::view::Topology;
-use super::{Context, FinalExchange, at_most, call, conditions, key, nodes_of};
+use super::{CALLS_AT_ONCE, Context, FinalExchange, at_most, call, conditions, key, nodes_of};
 use crate::api::{DeliveryPhase, FileDelivery, FileDeliveryStatus, JukiNode, NodePhase};
 use crate::delivery_plan::{self, NodeState, Observed, Rollout};
 use crate::program::{self, NodeFacts, PROGRAM_ANNOTATION, StagedProgram};
 use crate::resources::MANAGER;
-
-/// At most this many nodes asked at once whether their upstream refuses their relay.
-const CALLS_AT_ONCE: usize = 8;
 
 /// One targeted node as the stores show it.
 struct Seen {
@@ -154,13 +151,10 @@ fn seen_of(ctx: &Context, name: &str) -> Seen {
     let deployment = ctx
         .deployments
         .get(&ObjectRef::<Deployment>::new(node_name).within(ns));
-    let running_image = deployment.as_ref().map(|d| {
-        let own = node.as_ref().map(|n| n.spec.template.image.as_str());
-        program::deployment_image(d)
-            .or(own)
-            .unwrap_or_default()
-            .to_owned()
-    });
+    let own = node.as_ref().map_or("", |n| n.spec.template.image.as_str());
+    let running_image = deployment
+        .as_ref()
+        .map(|d| program::running_image(own, d).to_owned());
     Seen {
         staged: node.as_deref().and_then(program::staged),
         node,
