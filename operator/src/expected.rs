@@ -78,7 +78,8 @@ pub enum Fault {
     /// The final request / final answer exchange of the last stop failed: updates are held
     /// until the next online start.
     FinalAnswerFailed,
-    /// The spec cannot be planned (Failed, reason InvalidSpec).
+    /// The spec cannot be planned (Failed, reason InvalidSpec, or PlainHttpRefused: no TLS
+    /// where the operator does not allow plain HTTP).
     InvalidSpec,
     /// The node's OperatingCalendar is missing or invalid.
     CalendarUnavailable,
@@ -274,7 +275,9 @@ pub fn assess(
     };
     if !node.suspend && node.phase == NodePhase::Failed {
         match node.reason {
-            Some(Reason::InvalidSpec) => found.now_holds(Fault::InvalidSpec, node.phase_since),
+            Some(Reason::InvalidSpec | Reason::PlainHttpRefused) => {
+                found.now_holds(Fault::InvalidSpec, node.phase_since);
+            }
             Some(Reason::CalendarUnavailable) => {
                 found.now_holds(Fault::CalendarUnavailable, node.phase_since);
             }
@@ -726,6 +729,12 @@ mod tests {
         // An invalid spec.
         let mut bad = node(Tier::Cs, NodePhase::Failed, "2026-11-30T03:00");
         bad.reason = Some(Reason::InvalidSpec);
+        assert_eq!(
+            faults_at(&cal, &bad, "2026-11-30T05:00"),
+            [Fault::InvalidSpec]
+        );
+        // A plain-HTTP node the operator refuses to run cannot be planned either.
+        bad.reason = Some(Reason::PlainHttpRefused);
         assert_eq!(
             faults_at(&cal, &bad, "2026-11-30T05:00"),
             [Fault::InvalidSpec]

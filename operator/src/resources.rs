@@ -38,6 +38,8 @@ pub const BATCH_OF_LABEL: &str = "jukinet.io/batch-of";
 pub const MANAGER: &str = "juki-operator";
 /// Where a node's TLS Secret is mounted (`spec.tls`).
 pub const TLS_DIR: &str = "/etc/juki-tls";
+/// The node service's opt-in to plain HTTP on a pod address (juki-node's --insecure-plain-http).
+pub const INSECURE_PLAIN_HTTP_ENV: &str = "JUKI_INSECURE_PLAIN_HTTP";
 
 /// The URL at which the tier below and the operator reach a node's Service.
 pub fn service_url(name: &str, namespace: &str, tls: bool) -> String {
@@ -333,6 +335,14 @@ pub fn deployment(node: &JukiNode, ctx: &Context<'_>, replicas: i32) -> Deployme
                 ..EnvVar::default()
             });
         }
+    } else {
+        // The node refuses plain HTTP off loopback unless told; the operator plans a node
+        // without spec.tls only when it was started with --allow-plain-http.
+        env.push(EnvVar {
+            name: INSECURE_PLAIN_HTTP_ENV.into(),
+            value: Some("true".into()),
+            ..EnvVar::default()
+        });
     }
     let selector = BTreeMap::from([(NODE_LABEL.to_string(), name(node))]);
     Deployment {
@@ -646,13 +656,10 @@ mod tests {
         let container =
             |d: &Deployment| d.spec.clone().unwrap().template.spec.unwrap().containers[0].clone();
         let without = container(&deployment(&node, &plain, 1));
-        assert!(
-            without
-                .env
-                .unwrap()
-                .iter()
-                .all(|e| !e.name.starts_with("JUKI_TLS"))
-        );
+        let env = without.env.unwrap();
+        assert!(env.iter().all(|e| !e.name.starts_with("JUKI_TLS")));
+        let insecure = env.iter().find(|e| e.name == INSECURE_PLAIN_HTTP_ENV);
+        assert_eq!(insecure.and_then(|e| e.value.as_deref()), Some("true"));
         assert_eq!(
             without.readiness_probe.unwrap().http_get.unwrap().scheme,
             None
@@ -663,9 +670,9 @@ mod tests {
         });
         let d = deployment(&node, &plain, 1);
         let c = container(&d);
-        let env: Vec<(String, String)> = c
-            .env
-            .unwrap()
+        let env = c.env.unwrap();
+        assert!(env.iter().all(|e| e.name != INSECURE_PLAIN_HTTP_ENV));
+        let env: Vec<(String, String)> = env
             .into_iter()
             .filter(|e| e.name.starts_with("JUKI_TLS"))
             .map(|e| (e.name, e.value.unwrap_or_default()))

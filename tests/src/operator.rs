@@ -157,6 +157,8 @@ impl OperatorProcess {
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .args(defaults)
+            // The test nodes are plain HTTP unless a test gives them spec.tls.
+            .arg("--allow-plain-http")
             .args(extra)
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))

@@ -693,6 +693,8 @@ async fn the_operator_national_and_two_prefectures_install_and_a_prefecture_upgr
         args.contains(&format!("--leader-lease={}/juki-operator", op_ns.name).as_str()),
         "{args:?}"
     );
+    // A default install runs no node as plain HTTP.
+    assert!(!args.contains(&"--allow-plain-http"), "{args:?}");
     assert_eq!(
         container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
         "metadata.name"

@@ -198,6 +198,8 @@ async fn the_juki_node_image_serves_from_a_claim_as_non_root_and_its_batch_comma
             "env": [
                 {"name": "JUKI_ROLE", "value": "national"},
                 {"name": "DATABASE_URL", "value": "sqlite:///var/lib/juki/juki.db"},
+                // As the operator's pods of a node without spec.tls get it.
+                {"name": "JUKI_INSECURE_PLAIN_HTTP", "value": "true"},
             ],
             "volumeMounts": [{"name": "data", "mountPath": "/var/lib/juki"}],
         });
@@ -217,6 +219,20 @@ async fn the_juki_node_image_serves_from_a_claim_as_non_root_and_its_batch_comma
         })
     };
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+    // The image alone listens on every address of the pod without TLS: it refuses to serve
+    // until told that plain HTTP, which authenticates no caller, is meant.
+    let mut plain = pod("plain", &["serve"], "Never", false);
+    plain["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .pop();
+    cluster.apply(&plain, Some(&ns)).await.unwrap();
+    let (phase, log) = finished(&pods, "plain", WAIT).await;
+    assert_eq!(phase, "Failed", "{log}");
+    assert!(
+        log.contains("listen 0.0.0.0:8080") && log.contains("--insecure-plain-http"),
+        "{log}"
+    );
     cluster
         .apply(&pod("national", &["serve"], "Always", true), Some(&ns))
         .await
@@ -415,17 +431,67 @@ async fn the_operator_image_runs_two_ready_replicas_from_its_chart_under_its_own
     assert!(ok, "helm install of the national chart: {err}");
     let nodes: Api<juki_operator::api::JukiNode> =
         Api::namespaced(cluster.client.clone(), &nodes_ns);
+    let national_reason = || async {
+        nodes
+            .get_opt("national")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|n| n.status)
+            .filter(|s| s.phase.is_some())
+            .map(|s| s.reason.unwrap_or_default())
+    };
+    // The chart's default operator runs no plain-HTTP node: the national chart's default (no
+    // TLS) is refused, with the way out in the status, and nothing of it is created.
     poll_until(
-        "the in-pod operator writes the national node's status",
+        "the in-pod operator refuses the plain-HTTP national node",
+        WAIT,
+        || async { national_reason().await.as_deref() == Some("PlainHttpRefused") },
+    )
+    .await
+    .unwrap();
+    let status = nodes.get("national").await.unwrap().status.unwrap();
+    assert_eq!(status.phase, Some(juki_operator::api::NodePhase::Failed));
+    assert!(
+        status
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("args.allowPlainHttp")),
+        "{status:?}"
+    );
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(cluster.client.clone(), &nodes_ns);
+    assert!(deployments.get_opt("national").await.unwrap().is_none());
+
+    // A rolling `helm upgrade` of both replicas completes (the standby is Ready too), and the
+    // operator it brings, told that this cluster allows plain HTTP, plans the node.
+    let (ok, out, err) = cluster
+        .run(
+            "helm",
+            &[
+                "upgrade",
+                &release,
+                &chart.display().to_string(),
+                "-n",
+                &op_ns,
+                "--reuse-values",
+                "--set",
+                "args.allowPlainHttp=true",
+                "--wait",
+                "--timeout",
+                "180s",
+            ],
+            None,
+        )
+        .await;
+    assert!(ok, "helm upgrade of the operator: {err}\n{out}");
+    poll_until(
+        "the upgraded operator plans the national node",
         WAIT,
         || async {
-            nodes
-                .get_opt("national")
+            national_reason()
                 .await
-                .ok()
-                .flatten()
-                .and_then(|n| n.status)
-                .is_some_and(|s| s.phase.is_some())
+                .is_some_and(|r| r != "PlainHttpRefused")
         },
     )
     .await

@@ -444,7 +444,7 @@ pub fn spawn_operator(
         .env("RUST_LOG", rust_log)
         .args(["--clock", &clock, "--namespace", namespace])
         .args(["--metrics-addr", metrics_addr, "--final-exchange", "skip"])
-        .args(["--sqlite-volume", "empty-dir"])
+        .args(["--sqlite-volume", "empty-dir", "--allow-plain-http"])
         .args(extra)
         .stdout(std::process::Stdio::from(log.try_clone()?))
         .stderr(std::process::Stdio::from(log))

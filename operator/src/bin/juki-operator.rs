@@ -77,6 +77,11 @@ struct Args {
     /// file; rendered into each node's configuration. Unset: signatures are not checked.
     #[arg(long, env = "JUKI_DELIVERY_KEYS", value_parser = delivery_keys)]
     delivery_keys: Option<String>,
+    /// Run nodes without spec.tls, as plain HTTP that authenticates no caller (their pods get
+    /// JUKI_INSECURE_PLAIN_HTTP). Without it such a node is Failed with reason PlainHttpRefused
+    /// and nothing of it runs: demos and tests only, or behind NetworkPolicies.
+    #[arg(long, env = "JUKI_ALLOW_PLAIN_HTTP")]
+    allow_plain_http: bool,
 }
 
 #[tokio::main]
@@ -129,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
         concurrency: args.concurrency,
         max_batch_nodes: args.max_batch_nodes,
         delivery_keys: args.delivery_keys.clone(),
+        allow_plain_http: args.allow_plain_http,
         namespace: args.namespace.clone(),
         node_tls: match (args.node_tls_cert, args.node_tls_key, args.node_tls_ca) {
             (Some(cert), Some(key), Some(ca)) => {

@@ -104,6 +104,8 @@ pub struct Settings {
     /// The Ed25519 public keys (hex, comma-separated) the nodes require delivery signatures
     /// by; None: signatures are not checked.
     pub delivery_keys: Option<String>,
+    /// Plan nodes without spec.tls (plain HTTP); refused otherwise.
+    pub allow_plain_http: bool,
 }
 
 impl Settings {

@@ -78,6 +78,8 @@ reasons! {
     ReadinessTimeout,
     /// The node's calendar cannot be read or was never valid.
     CalendarUnavailable,
+    /// No spec.tls, and the operator runs without --allow-plain-http: nothing of it runs.
+    PlainHttpRefused,
     /// The node's calendar changed to an invalid one; the last valid one is used.
     InvalidCalendar,
     /// The node's spec cannot be planned with (or an edit of it is refused).

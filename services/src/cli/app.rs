@@ -248,7 +248,10 @@ fn open_deliveries(
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.node.validate()?;
-    let listen = args.listen(&config);
+    let listen = args.listen(&config)?;
+    if config.tls.is_none() && !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "serving plain HTTP (--insecure-plain-http): callers are not authenticated");
+    }
     let (kind, location) = describe(&config.database);
     let clock: Arc<dyn Clock> = match config.clock {
         Some(shared) => {

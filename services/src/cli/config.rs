@@ -145,7 +145,8 @@ pub struct NodeArgs {
     /// This node's certificate chain (PEM, leaf first; CN = national, pref-PP or cs-MMMMMM).
     /// With --tls-key and --tls-ca the node serves HTTPS only, asks callers for client
     /// certificates of the CA and enforces the tree rules; its upstream URL is then https://.
-    /// Without them it serves plain HTTP with no authentication (local demos and tests only).
+    /// Without them it serves plain HTTP, which authenticates no caller: only on a loopback
+    /// address, or anywhere with --insecure-plain-http.
     #[arg(long, env = "JUKI_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
     pub tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM).
@@ -184,6 +185,11 @@ pub struct ServeArgs {
     /// Address to listen on (then the file's `listen`, default 0.0.0.0:8080).
     #[arg(long, env = "JUKI_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Serve plain HTTP on a non-loopback address. Without TLS a node cannot tell its callers
+    /// apart, so anyone who reaches the port can relay forged updates or read mailboxes: only
+    /// for demos and tests, or behind NetworkPolicies that admit the tree's callers alone.
+    #[arg(long, env = "JUKI_INSECURE_PLAIN_HTTP")]
+    pub insecure_plain_http: bool,
     /// Maximum database connections.
     #[arg(long, env = "JUKI_DB_POOL_SIZE", default_value_t = 8)]
     pub db_pool_size: u32,
@@ -205,11 +211,22 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// The listen address: flag/env, then the configuration file, then 0.0.0.0:8080.
-    pub fn listen(&self, config: &NodeConfig) -> SocketAddr {
-        self.listen
+    /// The listen address: flag/env, then the configuration file, then 0.0.0.0:8080. Plain
+    /// HTTP (no TLS files) is refused off loopback unless --insecure-plain-http says so.
+    pub fn listen(&self, config: &NodeConfig) -> Result<SocketAddr, Error> {
+        let listen = self
+            .listen
             .or(config.listen)
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)))
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
+        if config.tls.is_none() && !listen.ip().is_loopback() && !self.insecure_plain_http {
+            return Err(Error::Config(format!(
+                "listen {listen}: plain HTTP authenticates no caller, so any client that reaches \
+                 this address could relay forged updates or read mailboxes; serve mutual TLS \
+                 (--tls-cert, --tls-key, --tls-ca), listen on a loopback address, or opt in \
+                 with --insecure-plain-http (JUKI_INSECURE_PLAIN_HTTP=true)"
+            )));
+        }
+        Ok(listen)
     }
 }
 
@@ -508,11 +525,55 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<NodeConfig, Error> {
+        serve_args(args).node.validate()
+    }
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
         let mut all = vec!["juki-node", "serve"];
         all.extend_from_slice(args);
         match Cli::try_parse_from(all).unwrap().command {
-            Command::Serve(s) => s.node.validate(),
+            Command::Serve(s) => s,
             _ => unreachable!(),
+        }
+    }
+
+    /// The listen address `args` resolve to, or the refusal.
+    fn listen_of(args: &[&str]) -> Result<SocketAddr, Error> {
+        let serve = serve_args(args);
+        serve.listen(&serve.node.validate().unwrap())
+    }
+
+    #[test]
+    fn plain_http_off_loopback_needs_the_insecure_flag() {
+        let national = ["--role", "national", "--database-url", "/tmp/x.db"];
+        let with = |extra: &[&'static str]| [&national[..], extra].concat();
+        // The default address is every interface: refused without TLS, naming the way out.
+        let refused = listen_of(&national).unwrap_err().to_string();
+        assert!(refused.contains("listen 0.0.0.0:8080"), "{refused}");
+        assert!(refused.contains("--insecure-plain-http"), "{refused}");
+        assert!(listen_of(&with(&["--listen", "10.1.2.3:8080"])).is_err());
+        assert!(listen_of(&with(&["--listen", "[::]:8080"])).is_err());
+        // Loopback is the caller's own machine: allowed.
+        for ok in ["127.0.0.1:9000", "[::1]:9000"] {
+            assert_eq!(
+                listen_of(&with(&["--listen", ok])).unwrap(),
+                ok.parse().unwrap()
+            );
+        }
+        // The explicit opt-in, as the operator's pods get it, and mutual TLS.
+        let tls = [
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-ca",
+            "ca.pem",
+        ];
+        for ok in [&["--insecure-plain-http"][..], &tls] {
+            assert_eq!(
+                listen_of(&with(ok)).unwrap(),
+                "0.0.0.0:8080".parse().unwrap()
+            );
         }
     }
 

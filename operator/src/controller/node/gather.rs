@@ -76,6 +76,9 @@ pub(super) async fn gather(node: &JukiNode, ctx: &Context, now: Timestamp) -> Ga
             Ok(c) => c,
             Err(message) => return invalid(None, Reason::CalendarUnavailable, message),
         };
+    if let Some(message) = plain_http_refusal(node, ctx.settings.allow_plain_http) {
+        return invalid(Some(&calendar), Reason::PlainHttpRefused, message);
+    }
     let topology = Topology::read(ctx);
     let Some(me) = topology.index_of(&ns, &name) else {
         let message = crate::topology::from_jukinode(node, "default")
@@ -248,6 +251,18 @@ pub(super) fn final_answer_of(status: &JukiNodeStatus) -> FinalAnswer {
     }
 }
 
+/// Why a node is not run at all: it has no spec.tls, so it would serve plain HTTP that
+/// authenticates no caller, and the operator was not told that this cluster allows it.
+fn plain_http_refusal(node: &JukiNode, allow_plain_http: bool) -> Option<String> {
+    (node.spec.tls.is_none() && !allow_plain_http).then(|| {
+        "spec.tls is unset: the node would serve plain HTTP, which authenticates no caller \
+         (any pod could relay forged updates or read mailboxes); give it a TLS Secret in \
+         spec.tls, or start the operator with --allow-plain-http (chart value \
+         args.allowPlainHttp) where NetworkPolicies or a test cluster make that safe"
+            .to_string()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,5 +339,21 @@ mod tests {
             final_answer_of(&JukiNodeStatus::default()),
             FinalAnswer::NotRequested
         );
+    }
+
+    #[test]
+    fn a_node_without_tls_runs_only_where_plain_http_is_allowed() {
+        let mut node = JukiNode::new(
+            "cs-131016",
+            serde_json::from_value(serde_json::json!({"tier": "CS", "municipality": "131016"}))
+                .unwrap(),
+        );
+        let refused = plain_http_refusal(&node, false).expect("refused");
+        assert!(refused.contains("spec.tls") && refused.contains("--allow-plain-http"));
+        assert_eq!(plain_http_refusal(&node, true), None);
+        node.spec.tls = Some(crate::api::NodeTls {
+            secret_name: "cs-131016-tls".into(),
+        });
+        assert_eq!(plain_http_refusal(&node, false), None);
     }
 }
