@@ -38,6 +38,8 @@ pub const BATCH_OF_LABEL: &str = "jukinet.io/batch-of";
 pub const MANAGER: &str = "juki-operator";
 /// Where a node's TLS Secret is mounted (`spec.tls`).
 pub const TLS_DIR: &str = "/etc/juki-tls";
+/// Label carrying a node's prefecture code ("01".."47"; none on the national node).
+pub const PREFECTURE_LABEL: &str = "jukinet.io/prefecture";
 /// The node service's opt-in to plain HTTP on a pod address (juki-node's --insecure-plain-http).
 pub const INSECURE_PLAIN_HTTP_ENV: &str = "JUKI_INSECURE_PLAIN_HTTP";
 
@@ -81,7 +83,7 @@ fn name(node: &JukiNode) -> String {
 
 /// Labels of everything owned by the node (and the selector of its pods).
 pub fn labels(node: &JukiNode) -> BTreeMap<String, String> {
-    BTreeMap::from([
+    let mut labels = BTreeMap::from([
         (
             "app.kubernetes.io/name".to_string(),
             "juki-node".to_string(),
@@ -95,7 +97,12 @@ pub fn labels(node: &JukiNode) -> BTreeMap<String, String> {
             "jukinet.io/tier".to_string(),
             node.spec.tier.as_str().to_string(),
         ),
-    ])
+    ]);
+    // The charts' NetworkPolicies admit a prefecture's own CSs by it.
+    if let Some(code) = node.spec.prefecture_code() {
+        labels.insert(PREFECTURE_LABEL.to_string(), code.to_string());
+    }
+    labels
 }
 
 fn meta(node: &JukiNode, name: String) -> ObjectMeta {
@@ -478,6 +485,23 @@ mod tests {
         node.metadata.namespace = Some("juki-pref-13".into());
         node.metadata.uid = Some("uid-1".into());
         node
+    }
+
+    #[test]
+    fn pods_carry_the_tier_and_prefecture_the_network_policies_select_by() {
+        let of = |tier: &str, extra: serde_json::Value| {
+            let mut spec = json!({"tier": tier});
+            spec.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            labels(&JukiNode::new("n", serde_json::from_value(spec).unwrap()))
+        };
+        let cs = of("CS", json!({"municipality": "131016"}));
+        assert_eq!(cs["jukinet.io/tier"], "CS");
+        assert_eq!(cs[PREFECTURE_LABEL], "13");
+        let prefecture = of("Prefecture", json!({"prefecture": "27"}));
+        assert_eq!(prefecture[PREFECTURE_LABEL], "27");
+        assert!(!of("National", json!({})).contains_key(PREFECTURE_LABEL));
     }
 
     #[test]

@@ -96,15 +96,18 @@ fn the_operator_chart_crds_equal_the_generated_crds() {
 /// `helm template` of the operator chart with `args`, as (kind, object) pairs; `None` (skipped)
 /// without a built helm. No cluster: the capabilities are helm's defaults plus `--api-versions`.
 fn template_operator(args: &[&str]) -> Option<Vec<(String, serde_yaml::Value)>> {
+    template("juki-operator", "jukinet-system", args)
+}
+
+/// The objects `helm template` renders from chart `name` in `namespace`, with their kinds.
+fn template(
+    name: &str,
+    namespace: &str,
+    args: &[&str],
+) -> Option<Vec<(String, serde_yaml::Value)>> {
     let helm = juki_tests::cluster::require_built("helm")?;
     let out = Command::new(helm)
-        .args([
-            "template",
-            "t",
-            &chart("juki-operator"),
-            "-n",
-            "jukinet-system",
-        ])
+        .args(["template", "t", &chart(name), "-n", namespace])
         .args(args)
         .output()
         .unwrap();
@@ -237,6 +240,123 @@ fn the_operator_chart_installs_the_tested_alert_rules_as_a_config_map_for_a_plai
             .any(|k| k.as_str().is_some_and(|k| k.contains("test"))),
         "{config:?}"
     );
+}
+
+/// The NetworkPolicies a chart renders: (name, the pods it selects, the peers it admits).
+fn network_policies(
+    name: &str,
+    namespace: &str,
+    args: &[&str],
+) -> Option<Vec<(String, serde_yaml::Value, Vec<serde_yaml::Value>)>> {
+    let objects = template(name, namespace, args)?;
+    Some(
+        objects
+            .into_iter()
+            .filter(|(kind, _)| kind == "NetworkPolicy")
+            .map(|(_, p)| {
+                let spec = &p["spec"];
+                assert_eq!(
+                    spec["policyTypes"],
+                    serde_yaml::from_str::<serde_yaml::Value>("[Ingress]").unwrap()
+                );
+                let rules = spec["ingress"].as_sequence().unwrap();
+                assert_eq!(rules.len(), 1, "one rule: the node's port");
+                assert_eq!(rules[0]["ports"][0]["port"], 8080);
+                (
+                    p["metadata"]["name"].as_str().unwrap().to_owned(),
+                    spec["podSelector"]["matchLabels"].clone(),
+                    rules[0]["from"].as_sequence().unwrap().clone(),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn yaml(text: &str) -> serde_yaml::Value {
+    serde_yaml::from_str(text).unwrap()
+}
+
+#[test]
+fn the_node_charts_admit_to_each_node_only_its_callers_in_the_tree_and_the_operator() {
+    let operator = yaml(
+        "{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: jukinet-system}}, \
+         podSelector: {matchLabels: {app.kubernetes.io/name: juki-operator}}}",
+    );
+    let tokyo = prefecture_values("13").display().to_string();
+    let Some(prefecture) = network_policies("juki-prefecture", "juki-pref-13", &["-f", &tokyo])
+    else {
+        return;
+    };
+    let [(server, server_pods, server_from), (cs, cs_pods, cs_from)] = &prefecture[..] else {
+        panic!("two policies: {prefecture:?}");
+    };
+    assert_eq!((server.as_str(), cs.as_str()), ("pref-13", "t-cs"));
+    assert_eq!(server_pods, &yaml("{jukinet.io/node: pref-13}"));
+    // Its own CSs: this namespace (no namespaceSelector) and this prefecture only.
+    let own_cs = yaml(
+        "{podSelector: {matchLabels: {app.kubernetes.io/name: juki-node, jukinet.io/tier: CS, \
+         jukinet.io/prefecture: '13'}}}",
+    );
+    assert_eq!(server_from, &vec![own_cs.clone(), operator.clone()]);
+    // Nothing calls a CS down the tree: the operator alone.
+    assert_eq!(cs_pods, &own_cs["podSelector"]["matchLabels"]);
+    assert_eq!(cs_from, &vec![operator.clone()]);
+
+    let national = network_policies(
+        "juki-national",
+        "juki-national",
+        &["--set", "calendar.name=c"],
+    )
+    .unwrap();
+    let [(name, pods, from)] = &national[..] else {
+        panic!("one policy: {national:?}");
+    };
+    assert_eq!(
+        (name.as_str(), pods),
+        ("national", &yaml("{jukinet.io/node: national}"))
+    );
+    let prefectures = yaml(
+        "{namespaceSelector: {}, podSelector: {matchLabels: {app.kubernetes.io/name: juki-node, \
+         jukinet.io/tier: Prefecture}}}",
+    );
+    assert_eq!(from, &vec![prefectures.clone(), operator.clone()]);
+
+    // The listed peers and the API server's addresses join every node's list; off, none.
+    let extra = r#"networkPolicy.extraFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]"#;
+    let more = network_policies(
+        "juki-national",
+        "juki-national",
+        &[
+            "--set",
+            "calendar.name=c",
+            "--set-json",
+            extra,
+            "--set",
+            "networkPolicy.apiServerCIDRs={10.0.0.1/32}",
+        ],
+    )
+    .unwrap();
+    let monitoring =
+        yaml("{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}");
+    let api_server = yaml("{ipBlock: {cidr: 10.0.0.1/32}}");
+    assert_eq!(
+        more[0].2,
+        vec![prefectures, operator, api_server, monitoring]
+    );
+    for (chart, ns, args) in [
+        (
+            "juki-national",
+            "juki-national",
+            vec!["--set", "calendar.name=c"],
+        ),
+        ("juki-prefecture", "juki-pref-13", vec!["-f", &tokyo]),
+    ] {
+        let off = [&args[..], &["--set", "networkPolicy.enabled=false"]].concat();
+        assert!(
+            network_policies(chart, ns, &off).unwrap().is_empty(),
+            "{chart}"
+        );
+    }
 }
 
 #[test]

@@ -47,3 +47,22 @@ database:
     {{- end }}
   {{- end }}
 {{- end -}}
+
+{{/* The peers admitted to every node of the release besides its callers in the tree: the
+operator (its final request straight over mutual TLS), the API server (its service proxy
+carries the final request to plain-HTTP nodes), and the release's extra peers. */}}
+{{- define "jukinet.nodePeers" -}}
+- namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: {{ .Values.operator.namespace }}
+  podSelector:
+    matchLabels:
+      app.kubernetes.io/name: juki-operator
+{{- range .Values.networkPolicy.apiServerCIDRs }}
+- ipBlock:
+    cidr: {{ . }}
+{{- end }}
+{{- with .Values.networkPolicy.extraFrom }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}

@@ -178,6 +178,16 @@ fn default_image() -> String {
     "jukinet/juki-node:0.1.0".into()
 }
 
+impl JukiNodeSpec {
+    /// The node's prefecture ("01".."47"): its own, or its municipality's first two digits;
+    /// None for the national node. Read from the spec as written, so an invalid node has one too.
+    pub fn prefecture_code(&self) -> Option<&str> {
+        self.prefecture
+            .as_deref()
+            .or_else(|| self.municipality.as_deref().and_then(|m| m.get(..2)))
+    }
+}
+
 impl Default for NodeTemplate {
     fn default() -> Self {
         NodeTemplate {

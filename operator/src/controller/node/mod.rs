@@ -423,19 +423,9 @@ async fn invalid(
     Ok(Requeue::requeue(ctx.settings.max_requeue))
 }
 
-/// The `prefecture` label of a node: "01".."47", empty for the national node. Read from the
-/// spec as written, so an invalid node is labelled too.
+/// The `prefecture` label of a node: "01".."47", empty for the national node.
 fn prefecture_label(node: &JukiNode) -> String {
-    let spec = &node.spec;
-    spec.prefecture
-        .clone()
-        .or_else(|| {
-            spec.municipality
-                .as_ref()
-                .and_then(|m| m.get(..2))
-                .map(str::to_string)
-        })
-        .unwrap_or_default()
+    node.spec.prefecture_code().unwrap_or_default().to_string()
 }
 
 /// How long a stop wave may take in real time before it is late (see [`expected::Thresholds`]).
