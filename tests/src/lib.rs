@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod operator;
+pub mod pki;
 pub mod real_node;
 
 pub use cluster::{Guard, TestCluster};

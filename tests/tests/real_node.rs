@@ -1795,3 +1795,407 @@ async fn a_program_reaches_a_real_tree_wave_by_wave_only_at_starts_and_a_broken_
         );
     }
 }
+
+/// POSTs one resident update at CS `cs` (municipality `code`) through the API server's service
+/// proxy, as the municipality's system would.
+async fn post_update(
+    cluster: &juki_tests::cluster::TestCluster,
+    ns: &str,
+    (cs, code): (&str, &str),
+    key: &str,
+    resident: &str,
+) {
+    let body = json!([{
+        "resident_code": resident, "name": "山田 花子", "name_kana": "ヤマダ ハナコ",
+        "birth_date": "1985-06-01", "sex": "女", "address": format!("{key}番地"),
+        "municipality_code": code, "reason": "転入", "change_date": "2026-11-25",
+    }]);
+    let uri = format!("/api/v1/namespaces/{ns}/services/{cs}:8080/proxy/v1/updates");
+    let request = http::Request::post(uri)
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .header("x-juki-identity", format!("muni-{code}"))
+        .body(body.to_string().into_bytes())
+        .unwrap();
+    cluster
+        .client
+        .request_text(request)
+        .await
+        .unwrap_or_else(|e| panic!("POST /v1/updates {key} at {cs}: {e}"));
+}
+
+/// The stop of a real prefecture whose upstream is unreachable: its node service answers the
+/// final request `done: false` with the updates it holds, and the operator records that answer
+/// (outcome Held, the node's reason and count) and warns, instead of taking any 2xx as received.
+#[tokio::test]
+async fn a_real_prefecture_cut_off_from_the_national_server_answers_done_false_and_the_operator_says_what_is_held()
+ {
+    use juki_operator::api::{JukiNode, NodePhase};
+    use k8s_openapi::api::apps::v1::Deployment;
+
+    let Some(cluster) = require_real_node!() else {
+        return;
+    };
+    cluster.install_crds().await;
+    let ns_guard = cluster.namespace().await;
+    let ns = ns_guard.name.clone();
+    let calendar = unique_name("real-held");
+    let _calendar = cluster.guard("operatingcalendar", &calendar, None);
+    cluster
+        .apply(&nights_only_calendar(&calendar), None)
+        .await
+        .expect("calendar accepted");
+    let node = |name: &str, spec: serde_json::Value| real_juki_node(name, &calendar, spec);
+    // Fukuoka, and Kitakyushu's CS: names no other real-pod test has.
+    for object in [
+        node("national", json!({"tier": "National"})),
+        node(
+            "pref-40",
+            json!({"tier": "Prefecture", "prefecture": "40", "upstream": {"name": "national"}}),
+        ),
+        node(
+            "cs-401005",
+            json!({"tier": "CS", "municipality": "401005", "upstream": {"name": "pref-40"}}),
+        ),
+    ] {
+        cluster.apply(&object, Some(&ns)).await.unwrap();
+    }
+    // Wednesday 20:00, ×20: the CS stops at 21:00 (180 s), the prefecture at 21:30 (+90 s).
+    let _op = real_operator(&cluster, &ns, "2026-11-25T20:00", 20, "-held");
+    let nodes: Api<JukiNode> = Api::namespaced(cluster.client.clone(), &ns);
+    for name in ["national", "pref-40", "cs-401005"] {
+        until_online(&nodes, name).await.unwrap();
+    }
+    let cs = ("cs-401005", "401005");
+    post_update(&cluster, &ns, cs, "first", "12345678903").await;
+    let first_arrived = poll_until("the first update at the national server", WAIT, || async {
+        node_text(&cluster, &ns, "national", "/metrics")
+            .await
+            .lines()
+            .any(|l| l == "juki_node_updates_total{stage=\"applied\"} 1")
+    })
+    .await;
+    let relay = node_admin(&cluster, &ns, "pref-40", "/admin/v1/relay").await;
+    first_arrived.unwrap_or_else(|e| panic!("{e}: the prefecture's relay {relay}"));
+
+    // The national server goes away mid-day: suspended (the operator leaves it be), its pods
+    // scaled away by hand. The second update reaches the prefecture and waits in its outbox.
+    let patch = json!({"spec": {"suspend": true}});
+    nodes
+        .patch(
+            "national",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    poll_until("the national node suspended", WAIT, || async {
+        nodes
+            .get_status("national")
+            .await
+            .ok()
+            .and_then(|n| n.status)
+            .and_then(|s| s.reason)
+            .as_deref()
+            == Some("Suspended")
+    })
+    .await
+    .unwrap();
+    cluster
+        .kubectl(&["-n", &ns, "scale", "deployment", "national", "--replicas=0"])
+        .await;
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+    poll_until("the national pods gone", WAIT, || async {
+        let listed = pods
+            .list(&kube::api::ListParams::default().labels("jukinet.io/node=national"))
+            .await
+            .unwrap();
+        listed.items.is_empty()
+    })
+    .await
+    .unwrap();
+    post_update(&cluster, &ns, cs, "second", "98765432103").await;
+    poll_until("the second update held at the prefecture", WAIT, || async {
+        node_admin(&cluster, &ns, "pref-40", "/admin/v1/relay").await["outbox"]["pending"] == 1
+    })
+    .await
+    .unwrap();
+
+    // 21:00 the CS stops (its upstream is there: done), 21:30 the prefecture: its final answer
+    // is not done, and says what it holds.
+    let answered = poll_until(
+        "the prefecture's final answer",
+        Duration::from_secs(300),
+        || async {
+            nodes
+                .get_status("pref-40")
+                .await
+                .ok()
+                .and_then(|n| n.status)
+                .and_then(|s| s.final_answer)
+                .is_some_and(|a| a.date == "2026-11-25")
+        },
+    )
+    .await;
+    let status = nodes.get_status("pref-40").await.unwrap().status.unwrap();
+    answered.unwrap_or_else(|e| panic!("{e}: {status:?}"));
+    let answer = status.final_answer.clone().unwrap();
+    assert_eq!(answer.outcome, "Held", "{answer:?}");
+    assert!(
+        answer
+            .message
+            .contains("1 update(s) held for tomorrow (confirmed seq 1 of 2)"),
+        "{answer:?}"
+    );
+    let cs_answer = nodes
+        .get_status("cs-401005")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.final_answer)
+        .unwrap();
+    assert_eq!(cs_answer.outcome, "Received", "{cs_answer:?}");
+    // The stop goes on: the prefecture leaves Draining, and the held update waits on its claim.
+    poll_until("the prefecture stopped", WAIT, || async {
+        nodes
+            .get_status("pref-40")
+            .await
+            .ok()
+            .and_then(|n| n.status)
+            .and_then(|s| s.phase)
+            .is_some_and(|p| matches!(p, NodePhase::Stopping | NodePhase::Offline))
+    })
+    .await
+    .unwrap();
+    let events: serde_json::Value = serde_json::from_str(
+        &cluster
+            .kubectl(&["-n", &ns, "get", "events.events.k8s.io", "-o", "json"])
+            .await,
+    )
+    .unwrap();
+    let warnings: Vec<String> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["regarding"]["name"] == "pref-40" && e["type"] == "Warning")
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["reason"].as_str().unwrap_or(""),
+                e["note"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("UpdatesHeld ") && w.contains("1 update(s) held")),
+        "{warnings:#?}"
+    );
+    assert!(deployments.get_opt("pref-40").await.unwrap().is_some());
+}
+
+/// GET `path` of node `name` that serves HTTPS, through the API server's service proxy (public
+/// routes only: the proxy shows no client certificate).
+async fn tls_node_text(
+    cluster: &juki_tests::cluster::TestCluster,
+    ns: &str,
+    name: &str,
+    path: &str,
+) -> String {
+    let uri = format!("/api/v1/namespaces/{ns}/services/https:{name}:8080/proxy{path}");
+    let request = http::Request::get(uri).body(Vec::new()).unwrap();
+    cluster
+        .client
+        .request_text(request)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} of {ns}/{name} over HTTPS: {e}"))
+}
+
+/// The safe default install, for real: the operator from its chart with default values (plain
+/// HTTP not allowed) and its own certificate, and a tree whose nodes serve mutual TLS with
+/// certificates from Secrets. HTTPS probes pass, an update posted at the CS with the
+/// municipality's client certificate is relayed pod to pod over mutual TLS up to the national
+/// server, callers without a certificate or without TLS are turned away, and the operator's
+/// final requests go straight to the nodes with its client certificate.
+#[tokio::test]
+async fn a_tree_serving_mutual_tls_relays_and_answers_final_requests_between_real_pods_under_the_chart_default_operator()
+ {
+    use juki_operator::api::JukiNode;
+
+    let Some(cluster) = require_real_node!() else {
+        return;
+    };
+    cluster.install_crds().await;
+    let op_ns = cluster.namespace().await;
+    let ns_guard = cluster.namespace().await;
+    let ns = ns_guard.name.clone();
+    let calendar = unique_name("real-tls");
+    let _calendar = cluster.guard("operatingcalendar", &calendar, None);
+    cluster
+        .apply(&nights_only_calendar(&calendar), None)
+        .await
+        .expect("calendar accepted");
+
+    // Kagoshima and its city's CS: names no other real-pod test has.
+    let pki = juki_tests::pki::Pki::new("tls-tree");
+    let tree = [
+        ("national", json!({"tier": "National"})),
+        (
+            "pref-46",
+            json!({"tier": "Prefecture", "prefecture": "46", "upstream": {"name": "national"}}),
+        ),
+        (
+            "cs-462012",
+            json!({"tier": "CS", "municipality": "462012", "upstream": {"name": "pref-46"}}),
+        ),
+    ];
+    for (name, spec) in &tree {
+        let dns = vec![format!("{name}.{ns}.svc")];
+        let secret = pki.secret(&format!("{name}-tls"), name, &dns);
+        cluster.apply(&secret, Some(&ns)).await.unwrap();
+        let spec = merged(
+            spec.clone(),
+            json!({"tls": {"secretName": format!("{name}-tls")}}),
+        );
+        let node = real_juki_node(name, &calendar, spec);
+        cluster.apply(&node, Some(&ns)).await.unwrap();
+    }
+    let muni = pki.secret("muni-462012", "muni-462012", &[]);
+    cluster.apply(&muni, Some(&ns)).await.unwrap();
+    let operator_tls = pki.secret("juki-operator-tls", "operator", &[]);
+    cluster.apply(&operator_tls, Some(&op_ns)).await.unwrap();
+
+    // The operator's chart, its defaults but the placement, the namespace and a fast clock:
+    // Wednesday 20:00, ×20, so the CS stops at 21:00 (180 s) and the prefecture at 21:30.
+    let release = unique_name("jt-tls");
+    let full = format!("{release}-juki-operator");
+    let _role = cluster.guard("clusterrole", &full, None);
+    let _final_role = cluster.guard("clusterrole", &format!("{full}-final-request"), None);
+    let _binding = cluster.guard("clusterrolebinding", &full, None);
+    let chart = juki_tests::cluster::repo_root().join("charts/juki-operator");
+    let tolerations =
+        r#"tolerations=[{"key":"jukinet.io/real-node","operator":"Exists","effect":"NoSchedule"}]"#;
+    // helm splits --set at commas: the one in the clock is escaped.
+    let clock = format!("args.clock=fast:{}\\,x20", tokyo("2026-11-25T20:00"));
+    let watch = format!("args.watchNamespace={ns}");
+    let (ok, out, err) = cluster
+        .run(
+            "helm",
+            &[
+                "install",
+                &release,
+                &chart.display().to_string(),
+                "-n",
+                &op_ns,
+                "--set",
+                "replicaCount=1",
+                "--set",
+                "image.pullPolicy=Never",
+                "--set-string",
+                "nodeSelector.jukinet\\.io/real-node=true",
+                "--set-json",
+                tolerations,
+                "--set",
+                &watch,
+                "--set",
+                &clock,
+                "--set",
+                "nodeTls.secretName=juki-operator-tls",
+                "--wait",
+                "--timeout",
+                "180s",
+            ],
+            None,
+        )
+        .await;
+    assert!(ok, "helm install of the operator: {err}\n{out}");
+
+    // Online only once the HTTPS readiness probes pass.
+    let nodes: Api<JukiNode> = Api::namespaced(cluster.client.clone(), &ns);
+    for (name, _) in &tree {
+        if let Err(e) = until_online(&nodes, name).await {
+            let status = nodes.get_status(name).await.ok().and_then(|n| n.status);
+            panic!("{e}: {status:?}");
+        }
+    }
+
+    // From a pod: the municipality's system posts an update at its CS with its certificate; a
+    // caller without one is refused at the prefecture, and plain HTTP gets no answer at all.
+    let body = json!([{
+        "resident_code": "12345678903", "name": "西郷 隆子", "name_kana": "サイゴウ タカコ",
+        "birth_date": "1970-01-23", "sex": "女", "address": "山下町11-1",
+        "municipality_code": "462012", "reason": "転入", "change_date": "2026-11-25",
+    }]);
+    let script = format!(
+        "curl -fsS --cert /tls/tls.crt --key /tls/tls.key --cacert /tls/ca.crt \
+           -H 'content-type: application/json' -H 'idempotency-key: tls-1' \
+           --data-binary \"$BODY\" https://cs-462012.{ns}.svc:8080/v1/updates || exit 1
+         echo
+         code=$(curl -s -o /dev/null -w '%{{http_code}}' --cacert /tls/ca.crt -X POST \
+           -H 'content-type: application/json' -d '{{}}' https://pref-46.{ns}.svc:8080/v1/relay)
+         echo \"anonymous=$code\"
+         curl -s -m 5 -o /dev/null http://pref-46.{ns}.svc:8080/healthz
+         echo \"plain=$?\""
+    );
+    let client = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "muni-client"},
+        "spec": on_real_node(json!({
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "client", "image": juki_node_image(), "imagePullPolicy": "Never",
+                "command": ["/bin/sh", "-c", script],
+                "env": [{"name": "BODY", "value": body.to_string()}],
+                "volumeMounts": [{"name": "tls", "mountPath": "/tls", "readOnly": true}],
+            }],
+            "volumes": [{"name": "tls", "secret": {"secretName": "muni-462012"}}],
+        })),
+    });
+    cluster.apply(&client, Some(&ns)).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+    let (phase, log) = finished(&pods, "muni-client", WAIT).await;
+    assert_eq!(phase, "Succeeded", "{log}");
+    assert!(log.contains("\"results\""), "the CS took the update: {log}");
+    assert!(log.contains("anonymous=401"), "{log}");
+    // A plain request to a TLS port gets no HTTP answer (curl exits non-zero).
+    assert!(!log.contains("plain=0"), "{log}");
+
+    // Relayed CS → prefecture → national over mutual TLS between the pods.
+    let applied = "juki_node_updates_total{stage=\"applied\"} 1";
+    let arrived = poll_until(
+        "the update applied at the national server",
+        WAIT,
+        || async {
+            tls_node_text(&cluster, &ns, "national", "/metrics")
+                .await
+                .lines()
+                .any(|l| l == applied)
+        },
+    )
+    .await;
+    let pref = tls_node_text(&cluster, &ns, "pref-46", "/metrics").await;
+    arrived.unwrap_or_else(|e| panic!("{e}: the prefecture's metrics {pref}"));
+
+    // The operator's final requests, straight to the nodes with its certificate.
+    for name in ["cs-462012", "pref-46"] {
+        let answered = poll_until(
+            &format!("{name}'s final answer"),
+            Duration::from_secs(300),
+            || async {
+                nodes
+                    .get_status(name)
+                    .await
+                    .ok()
+                    .and_then(|n| n.status)
+                    .and_then(|s| s.final_answer)
+                    .is_some_and(|a| a.date == "2026-11-25")
+            },
+        )
+        .await;
+        let status = nodes.get_status(name).await.unwrap().status.unwrap();
+        answered.unwrap_or_else(|e| panic!("{e}: {status:?}"));
+        let answer = status.final_answer.unwrap();
+        assert_eq!(answer.outcome, "Received", "{name}: {answer:?}");
+    }
+}
