@@ -742,6 +742,30 @@ async fn pg_backup_and_restore_commands() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Replicas of a PostgreSQL node start together and each migrates the shared database first:
+/// every one must succeed (the migrations and guards run one at a time under a lock).
+fn pg_concurrent_migrations_of_one_fresh_database_all_succeed() {
+    let Some(db) = TestDb::new(Backend::Postgres) else {
+        return;
+    };
+    let url = db.url.clone();
+    let replicas: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                juki_node::store::db::run_migrations(&mut url.connect().unwrap())
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    let outcomes: Vec<Result<Vec<String>, String>> =
+        replicas.into_iter().map(|r| r.join().unwrap()).collect();
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:#?}");
+    // One replica applied them all; the others found nothing left to do.
+    let applied: Vec<usize> = outcomes.iter().map(|o| o.as_ref().unwrap().len()).collect();
+    assert_eq!(applied.iter().filter(|n| **n > 0).count(), 1, "{applied:?}");
+}
+
 mod sqlite {
     #[actix_web::test]
     async fn daily_statistics_are_stored_and_rerunnable() {
@@ -783,5 +807,10 @@ mod postgres {
     #[actix_web::test]
     async fn daily_statistics_are_stored_and_rerunnable() {
         super::daily_statistics_are_stored_and_rerunnable(super::Backend::Postgres).await
+    }
+
+    #[test]
+    fn concurrent_migrations_of_one_fresh_database_all_succeed() {
+        super::pg_concurrent_migrations_of_one_fresh_database_all_succeed()
     }
 }

@@ -211,8 +211,30 @@ fn migration_error(step: &str, e: impl std::fmt::Display) -> Error {
     Error::Migration(format!("{step}: {e}"))
 }
 
+/// The PostgreSQL advisory lock the migrations run under (any constant the node uses for
+/// nothing else): the replicas of a node start together on one database.
+const MIGRATION_LOCK: i64 = 0x6a756b69_6d696772; // "jukimigr"
+
 /// Applies every pending migration and the append-only guards; returns the versions applied.
+/// On PostgreSQL one connection at a time does (a session advisory lock): replicas starting
+/// together would otherwise create the same tables at once, and all but one would fail.
 pub fn run_migrations(conn: &mut DbConnection) -> Result<Vec<String>, Error> {
+    if let DbConnection::Pg(c) = conn {
+        diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+            .execute(c)
+            .map_err(|e| migration_error("lock", e))?;
+    }
+    let outcome = migrate_and_guard(conn);
+    if let DbConnection::Pg(c) = conn {
+        // Released with the session anyway; explicitly so a pooled connection does not keep it.
+        diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+            .execute(c)
+            .map_err(|e| migration_error("unlock", e))?;
+    }
+    outcome
+}
+
+fn migrate_and_guard(conn: &mut DbConnection) -> Result<Vec<String>, Error> {
     let applied = match conn {
         DbConnection::Pg(c) => c.run_pending_migrations(MIGRATIONS).map(versions),
         DbConnection::Sqlite(c) => c.run_pending_migrations(MIGRATIONS).map(versions),
