@@ -24,17 +24,19 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked -p juki-node --bin juki-node \
  && install -D target/release/juki-node /out/juki-node
 
-# --- runtime: Debian slim with libpq, curl for the health check, non-root ----------------------
+# --- runtime: Debian slim with libpq, pg_dump/pg_restore for a PostgreSQL node's backup Job,
+# curl for the health check, non-root ------------------------------------------------------------
 FROM ${RUNTIME_IMAGE}
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl libpq5 \
+ && apt-get install -y --no-install-recommends ca-certificates curl libpq5 postgresql-client \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 65532 juki \
  && useradd --system --uid 65532 --gid juki --no-create-home --shell /usr/sbin/nologin juki \
  && install -d -o 65532 -g 65532 /var/lib/juki
 COPY --from=build /out/juki-node /usr/local/bin/juki-node
 USER 65532:65532
-# The embedded SQLite database lives on the volume the operator mounts at /var/lib/juki.
+# The embedded SQLite database lives on the volume the operator mounts at /var/lib/juki; the
+# batch Jobs write backups to their own volume at /var/lib/juki-backups (JUKI_BACKUP_DIR).
 VOLUME ["/var/lib/juki"]
 ENV JUKI_LISTEN=0.0.0.0:8080
 EXPOSE 8080

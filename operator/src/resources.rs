@@ -38,6 +38,8 @@ pub const BATCH_OF_LABEL: &str = "jukinet.io/batch-of";
 pub const MANAGER: &str = "juki-operator";
 /// Where a node's TLS Secret is mounted (`spec.tls`).
 pub const TLS_DIR: &str = "/etc/juki-tls";
+/// Where a batch Job mounts the node's backups volume (`JUKI_BACKUP_DIR`).
+pub const BACKUP_DIR: &str = "/var/lib/juki-backups";
 /// Label carrying a node's prefecture code ("01".."47"; none on the national node).
 pub const PREFECTURE_LABEL: &str = "jukinet.io/prefecture";
 /// The node service's opt-in to plain HTTP on a pod address (juki-node's --insecure-plain-http).
@@ -177,25 +179,63 @@ pub fn service(node: &JukiNode) -> Service {
 /// point back to the node, for the garbage collector.
 pub fn data_claim(node: &JukiNode) -> PersistentVolumeClaim {
     let sqlite = &node.spec.database.sqlite;
-    let mut metadata = meta(node, format!("{}-data", name(node)));
-    if sqlite.when_deleted == ClaimPolicy::Retain {
+    let size = (&sqlite.storage_size, sqlite.storage_class_name.as_ref());
+    claim(node, "data", size, sqlite.when_deleted)
+}
+
+/// The PersistentVolumeClaim of the node's backups (only with [`SqliteVolume::Pvc`]), for any
+/// database: a volume of its own, kept like the data unless `whenDeleted: Delete`.
+pub fn backups_claim(node: &JukiNode) -> PersistentVolumeClaim {
+    let backups = &node.spec.backups;
+    let size = (&backups.storage_size, backups.storage_class_name.as_ref());
+    claim(node, "backups", size, backups.when_deleted)
+}
+
+/// Claim `<node>-<what>` of `size` (and storage class), owned by the node only when its
+/// policy is `Delete`.
+fn claim(
+    node: &JukiNode,
+    what: &str,
+    (size, class): (&String, Option<&String>),
+    when_deleted: ClaimPolicy,
+) -> PersistentVolumeClaim {
+    let mut metadata = meta(node, format!("{}-{what}", name(node)));
+    if when_deleted == ClaimPolicy::Retain {
         metadata.owner_references = None;
     }
     PersistentVolumeClaim {
         metadata,
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name: sqlite.storage_class_name.clone(),
+            storage_class_name: class.cloned(),
             resources: Some(VolumeResourceRequirements {
                 requests: Some(BTreeMap::from([(
                     "storage".to_string(),
-                    Quantity(sqlite.storage_size.clone()),
+                    Quantity(size.clone()),
                 )])),
                 ..VolumeResourceRequirements::default()
             }),
             ..PersistentVolumeClaimSpec::default()
         }),
         ..PersistentVolumeClaim::default()
+    }
+}
+
+/// Claim `claim` with [`SqliteVolume::Pvc`], else an emptyDir (clusters without a storage
+/// provisioner: the content goes with the pod).
+fn volume_of(kind: SqliteVolume, claim: String) -> Volume {
+    match kind {
+        SqliteVolume::Pvc => Volume {
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim,
+                read_only: None,
+            }),
+            ..Volume::default()
+        },
+        SqliteVolume::EmptyDir => Volume {
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
     }
 }
 
@@ -234,22 +274,10 @@ fn pod_parts(node: &JukiNode, ctx: &Context<'_>) -> (Vec<Volume>, Vec<VolumeMoun
             ..EnvVar::default()
         }),
         _ => {
-            let data = match ctx.sqlite_volume {
-                SqliteVolume::Pvc => Volume {
-                    name: "data".into(),
-                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                        claim_name: format!("{}-data", name(node)),
-                        read_only: None,
-                    }),
-                    ..Volume::default()
-                },
-                SqliteVolume::EmptyDir => Volume {
-                    name: "data".into(),
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
-                    ..Volume::default()
-                },
-            };
-            volumes.push(data);
+            volumes.push(Volume {
+                name: "data".into(),
+                ..volume_of(ctx.sqlite_volume, format!("{}-data", name(node)))
+            });
             mounts.push(VolumeMount {
                 name: "data".into(),
                 mount_path: "/var/lib/juki".into(),
@@ -422,7 +450,22 @@ pub fn job_name(node: &str, batch: &str, date: Date) -> String {
 
 /// A daily batch Job: `juki-node batch NAME --date DATE` with the node's image and database.
 pub fn batch_job(node: &JukiNode, ctx: &Context<'_>, batch: &str, date: Date) -> Job {
-    let (volumes, mounts, env) = pod_parts(node, ctx);
+    let (mut volumes, mut mounts, mut env) = pod_parts(node, ctx);
+    // Every batch sees the backups volume (a `backup` writes there, a restore reads there).
+    volumes.push(Volume {
+        name: "backups".into(),
+        ..volume_of(ctx.sqlite_volume, format!("{}-backups", name(node)))
+    });
+    mounts.push(VolumeMount {
+        name: "backups".into(),
+        mount_path: BACKUP_DIR.into(),
+        ..VolumeMount::default()
+    });
+    env.push(EnvVar {
+        name: "JUKI_BACKUP_DIR".into(),
+        value: Some(BACKUP_DIR.into()),
+        ..EnvVar::default()
+    });
     let mut metadata = meta(node, job_name(&name(node), batch, date));
     let labels = metadata.labels.get_or_insert_with(BTreeMap::new);
     labels.insert(BATCH_LABEL.into(), batch.into());
@@ -520,6 +563,67 @@ mod tests {
             (owner[0].kind.as_str(), owner[0].name.as_str()),
             ("JukiNode", "cs-131016")
         );
+    }
+
+    #[test]
+    fn batches_write_backups_to_a_claim_of_their_own_whatever_the_database() {
+        let mut node = cs();
+        let (calendar, extensions) = (json!({}), json!([]));
+        let ctx = |sqlite_volume| Context {
+            calendar_json: &calendar,
+            extensions_json: &extensions,
+            upstream_url: None,
+            node_clock: None,
+            delivery_keys: None,
+            sqlite_volume,
+        };
+        for kind in [DatabaseKind::Sqlite, DatabaseKind::Postgres] {
+            node.spec.database = serde_json::from_value(json!({
+                "kind": kind, "postgres": {"urlSecretRef": {"name": "db", "key": "url"}},
+            }))
+            .unwrap();
+            let job = batch_job(&node, &ctx(SqliteVolume::Pvc), "backup", date(2026, 11, 30));
+            let pod = job.spec.unwrap().template.spec.unwrap();
+            let claims: Vec<String> = pod
+                .volumes
+                .unwrap()
+                .into_iter()
+                .filter_map(|v| v.persistent_volume_claim.map(|c| c.claim_name))
+                .collect();
+            let mut expected = vec!["cs-131016-backups".to_string()];
+            if kind == DatabaseKind::Sqlite {
+                expected.insert(0, "cs-131016-data".into());
+            }
+            assert_eq!(claims, expected, "{kind:?}");
+            let container = &pod.containers[0];
+            let mount = container.volume_mounts.as_ref().unwrap();
+            let backups = mount.iter().find(|m| m.name == "backups").unwrap();
+            assert_eq!(backups.mount_path, BACKUP_DIR);
+            let env = container.env.as_ref().unwrap();
+            let dir = env.iter().find(|e| e.name == "JUKI_BACKUP_DIR");
+            assert_eq!(dir.and_then(|e| e.value.as_deref()), Some(BACKUP_DIR));
+            // Not where the database is: a lost data volume keeps its backups.
+            assert!(!BACKUP_DIR.starts_with("/var/lib/juki/"));
+        }
+        // The claim: the spec's size, kept with the node gone unless asked otherwise.
+        node.spec.backups.storage_size = "5Gi".into();
+        let claim = backups_claim(&node);
+        assert_eq!(claim.metadata.name.as_deref(), Some("cs-131016-backups"));
+        assert_eq!(claim.metadata.owner_references, None);
+        let requests = claim.spec.unwrap().resources.unwrap().requests.unwrap();
+        assert_eq!(requests["storage"], Quantity("5Gi".into()));
+        node.spec.backups.when_deleted = ClaimPolicy::Delete;
+        assert!(backups_claim(&node).metadata.owner_references.is_some());
+        // Without a provisioner (kwok clusters) the volume goes with the pod.
+        let job = batch_job(
+            &node,
+            &ctx(SqliteVolume::EmptyDir),
+            "backup",
+            date(2026, 11, 30),
+        );
+        let volumes = job.spec.unwrap().template.spec.unwrap().volumes.unwrap();
+        let backups = volumes.iter().find(|v| v.name == "backups").unwrap();
+        assert!(backups.empty_dir.is_some() && backups.persistent_volume_claim.is_none());
     }
 
     #[test]

@@ -24,9 +24,9 @@ pub use extension::{
     ExtensionKind, ExtensionPhase, ServiceExtension, ServiceExtensionSpec, ServiceExtensionStatus,
 };
 pub use node::{
-    ClaimPolicy, Database, DatabaseKind, DeliveredFile, FinalAnswerStatus, JukiNode, JukiNodeSpec,
-    JukiNodeStatus, LastBatch, ManualOverride, NextTransition, NodePhase, NodeTemplate, NodeTls,
-    OverridePhase, PostgresDatabase, SecretKeyRef, SqliteDatabase,
+    BackupVolume, ClaimPolicy, Database, DatabaseKind, DeliveredFile, FinalAnswerStatus, JukiNode,
+    JukiNodeSpec, JukiNodeStatus, LastBatch, ManualOverride, NextTransition, NodePhase,
+    NodeTemplate, NodeTls, OverridePhase, PostgresDatabase, SecretKeyRef, SqliteDatabase,
 };
 pub use schedule::{
     CatchUp, Concurrency, DeadlinePolicy, Dependency, DependencyScope, JobSchedule,

@@ -88,6 +88,10 @@ pub struct JukiNodeSpec {
     /// Where the node keeps its records. Default: embedded SQLite on a volume.
     #[serde(default)]
     pub database: Database,
+    /// The volume the nightly `backup` batch writes to: a claim of its own (`<node>-backups`),
+    /// so that a backup outlives the database's volume and the pod, whatever the database.
+    #[serde(default)]
+    pub backups: BackupVolume,
     /// This prefecture's own online end, "HH:MM" (up to "29:59"); overrides the calendar's
     /// prefecture window end. Prefecture tier only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -251,6 +255,32 @@ pub struct SqliteDatabase {
     /// collector remove it with the node.
     #[serde(default)]
     pub when_deleted: ClaimPolicy,
+}
+
+/// The volume of a node's backups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupVolume {
+    /// Size of the volume. Default "1Gi".
+    #[serde(default = "default_storage_size")]
+    pub storage_size: String,
+    /// Storage class of the volume; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// What happens to the backups when the JukiNode is deleted: `Retain` (the default) keeps
+    /// the claim, `Delete` lets the garbage collector remove it with the node.
+    #[serde(default)]
+    pub when_deleted: ClaimPolicy,
+}
+
+impl Default for BackupVolume {
+    fn default() -> Self {
+        BackupVolume {
+            storage_size: default_storage_size(),
+            storage_class_name: None,
+            when_deleted: ClaimPolicy::Retain,
+        }
+    }
 }
 
 /// The fate of a node's data volume when the node is deleted.

@@ -251,7 +251,8 @@ fn observed_hash<K: Resource>(object: Option<&K>) -> Option<String> {
         .and_then(|a| a.get(HASH_ANNOTATION).cloned())
 }
 
-/// The ConfigMap, Service (and data claim) exist and are current; the Deployment has `replicas`.
+/// The ConfigMap, Service (and data and backups claims) exist and are current; the Deployment
+/// has `replicas`.
 async fn ensure_owned(
     node: &JukiNode,
     ctx: &Context,
@@ -265,7 +266,8 @@ async fn ensure_owned(
     let mut config = resources::config_map(node, rctx);
     let mut service = resources::service(node);
     let claim = rctx.sqlite_volume == SqliteVolume::Pvc;
-    let support_hash = content_hash(&(&config, &service, claim));
+    let backups = claim.then(|| resources::backups_claim(node));
+    let support_hash = content_hash(&(&config, &service, claim, &backups));
     // Only what the pods read once at start rolls them (node.json, the data claim). The calendar
     // does not: an OperatingCalendar edit must not restart every node mid-day, and the node
     // service reads calendar.json again when the kubelet updates the mounted ConfigMap.
@@ -291,10 +293,9 @@ async fn ensure_owned(
             ctx,
         )
         .await?;
-        if rctx.sqlite_volume == SqliteVolume::Pvc
-            && node.spec.database.kind == crate::api::DatabaseKind::Sqlite
-        {
-            let mut claim = resources::data_claim(node);
+        let data = (claim && node.spec.database.kind == crate::api::DatabaseKind::Sqlite)
+            .then(|| resources::data_claim(node));
+        for mut claim in data.into_iter().chain(backups) {
             apply_if_changed(
                 &Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns),
                 &mut claim,
