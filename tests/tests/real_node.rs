@@ -703,6 +703,43 @@ async fn the_operator_runs_a_national_node_as_real_pods_through_its_final_exchan
             "national-weekly-report-20261127"
         ]
     );
+    // The backup is on the node's backups claim, not beside the database, and restores from
+    // there (its sha256 and row counts checked) into a database that is not the node's.
+    let script = "set -e
+        ls /backups
+        test ! -e /data/backups
+        manifest=$(ls /backups/*.manifest.json)
+        juki-node restore --manifest \"$manifest\" --database-url sqlite:///tmp/restored.db
+        echo restored-ok";
+    let restore = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "restore"},
+        "spec": on_real_node(json!({
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": true, "fsGroup": 65532,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "restore", "image": juki_node_image(), "imagePullPolicy": "Never",
+                "command": ["/bin/sh", "-c", script],
+                "securityContext": {"allowPrivilegeEscalation": false,
+                                    "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": [
+                    {"name": "backups", "mountPath": "/backups", "readOnly": true},
+                    {"name": "data", "mountPath": "/data", "readOnly": true},
+                ],
+            }],
+            "volumes": [
+                {"name": "backups", "persistentVolumeClaim": {"claimName": "national-backups"}},
+                {"name": "data", "persistentVolumeClaim": {"claimName": "national-data"}},
+            ],
+        })),
+    });
+    cluster.apply(&restore, Some(&ns)).await.unwrap();
+    let (phase, log) = finished(&pods, "restore", WAIT).await;
+    assert_eq!(phase, "Succeeded", "{log}");
+    assert!(
+        log.contains(".manifest.json") && log.trim_end().ends_with("restored-ok"),
+        "{log}"
+    );
     for p in pods.list(&Default::default()).await.unwrap().items {
         assert_eq!(
             p.spec.as_ref().unwrap().node_name.as_deref(),
@@ -2198,4 +2235,127 @@ async fn a_tree_serving_mutual_tls_relays_and_answers_final_requests_between_rea
         let answer = status.final_answer.unwrap();
         assert_eq!(answer.outcome, "Received", "{name}: {answer:?}");
     }
+}
+
+/// A national node on PostgreSQL, the database in a pod of its own and its URL in a Secret,
+/// with two replicas: both serve one database (their migrations run one at a time), Friday
+/// night's backup Job dumps it with the image's pg_dump onto the node's backups claim, and the
+/// dump restores from that claim into another database.
+#[tokio::test]
+async fn a_node_on_postgresql_serves_from_two_replicas_and_its_backup_job_dumps_to_its_own_claim() {
+    use juki_operator::api::JukiNode;
+
+    let Some(cluster) = require_real_node!() else {
+        return;
+    };
+    cluster.install_crds().await;
+    let ns_guard = cluster.namespace().await;
+    let ns = ns_guard.name.clone();
+    let postgres = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "pg", "labels": {"app": "pg"}},
+        "spec": on_real_node(json!({
+            "containers": [{
+                "name": "postgres",
+                "image": format!("jukinet/test-postgres:{}", env!("CARGO_PKG_VERSION")),
+                "imagePullPolicy": "Never",
+                "env": [{"name": "POSTGRES_PASSWORD", "value": "juki-secret"}],
+                "readinessProbe": {"exec": {"command": ["pg_isready", "-h", "127.0.0.1"]},
+                                   "periodSeconds": 1},
+                "volumeMounts": [{"name": "pgdata", "mountPath": "/var/lib/pg"}],
+            }],
+            "volumes": [{"name": "pgdata", "emptyDir": {}}],
+        })),
+    });
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "pg"},
+        "spec": {"selector": {"app": "pg"}, "ports": [{"port": 5432}]},
+    });
+    let url = format!("postgres://postgres:juki-secret@pg.{ns}.svc:5432/postgres");
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "national-db"},
+        "stringData": {"url": url},
+    });
+    for object in [postgres, service, secret] {
+        cluster.apply(&object, Some(&ns)).await.unwrap();
+    }
+    let calendar = unique_name("real-pg");
+    let _calendar = cluster.guard("operatingcalendar", &calendar, None);
+    cluster
+        .apply_yaml(
+            &juki_tests::cluster::read_repo_file("examples/calendar.yaml")
+                .replace("name: japan", &format!("name: {calendar}")),
+            None,
+        )
+        .await
+        .expect("calendar accepted");
+    let spec = json!({
+        "tier": "National", "replicas": 2,
+        "database": {"kind": "Postgres", "postgres": {"urlSecretRef": {"name": "national-db", "key": "url"}}},
+    });
+    let national = real_juki_node("national", &calendar, spec);
+    cluster.apply(&national, Some(&ns)).await.unwrap();
+
+    // Friday 21:30, ×20: the window closes at 22:00 (90 s), then Friday's three batches.
+    let _op = real_operator(&cluster, &ns, "2026-11-27T21:30", 20, "-pg");
+    let nodes: Api<JukiNode> = Api::namespaced(cluster.client.clone(), &ns);
+    let serving = until_online(&nodes, "national").await;
+    let status = nodes.get_status("national").await.unwrap().status;
+    serving.unwrap_or_else(|e| panic!("{e}: {status:?}"));
+    // Online means every replica ready: both on the one database.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(cluster.client.clone(), &ns);
+    let ready = deployments.get("national").await.unwrap().status.unwrap();
+    assert_eq!(ready.ready_replicas, Some(2), "{ready:?}");
+
+    let done = poll_until(
+        "Friday's batches done",
+        Duration::from_secs(300),
+        || async {
+            nodes
+                .get_status("national")
+                .await
+                .ok()
+                .and_then(|n| n.status)
+                .and_then(|s| s.last_batch)
+                .is_some_and(|b| b.date == "2026-11-27")
+        },
+    )
+    .await;
+    let status = nodes.get_status("national").await.unwrap().status.unwrap();
+    done.unwrap_or_else(|e| panic!("{e}: {status:?}"));
+    let last = status.last_batch.unwrap();
+    assert_eq!(last.outcome, "Succeeded", "{last:?}");
+
+    // The dump is on the backups claim and restores into a fresh database of the same server.
+    let script = format!(
+        "set -e
+         manifest=$(ls /backups/*.manifest.json)
+         grep -q '\"postgres-pg_dump\"' \"$manifest\"
+         createdb -h pg.{ns}.svc -U postgres restored
+         juki-node restore --manifest \"$manifest\" \
+           --database-url postgres://postgres:juki-secret@pg.{ns}.svc:5432/restored
+         echo restored-ok"
+    );
+    let restore = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "restore"},
+        "spec": on_real_node(json!({
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": true, "fsGroup": 65532},
+            "containers": [{
+                "name": "restore", "image": juki_node_image(), "imagePullPolicy": "Never",
+                "command": ["/bin/sh", "-c", script],
+                "env": [{"name": "PGPASSWORD", "value": "juki-secret"}],
+                "volumeMounts": [{"name": "backups", "mountPath": "/backups", "readOnly": true}],
+            }],
+            "volumes": [
+                {"name": "backups", "persistentVolumeClaim": {"claimName": "national-backups"}},
+            ],
+        })),
+    });
+    cluster.apply(&restore, Some(&ns)).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+    let (phase, log) = finished(&pods, "restore", WAIT).await;
+    assert_eq!(phase, "Succeeded", "{log}");
+    assert!(log.trim_end().ends_with("restored-ok"), "{log}");
 }
