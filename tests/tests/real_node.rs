@@ -2359,3 +2359,145 @@ async fn a_node_on_postgresql_serves_from_two_replicas_and_its_backup_job_dumps_
     assert_eq!(phase, "Succeeded", "{log}");
     assert!(log.trim_end().ends_with("restored-ok"), "{log}");
 }
+
+/// The operator from its chart as two real pods under leader election: the leader pod is
+/// killed in the middle of a start wave, the standby takes the Lease over, and the wave goes on
+/// in dependency order (a node Online only after its upstream) until the whole tree serves.
+#[tokio::test]
+async fn killing_the_leader_pod_mid_wave_hands_the_wave_to_the_standby_in_order() {
+    use juki_operator::api::{JukiNode, NodePhase};
+    use k8s_openapi::api::coordination::v1::Lease;
+
+    let Some(cluster) = require_real_node!() else {
+        return;
+    };
+    cluster.install_crds().await;
+    let op_ns = cluster.namespace().await;
+    let ns_guard = cluster.namespace().await;
+    let ns = ns_guard.name.clone();
+    let calendar = unique_name("real-leader");
+    let _calendar = cluster.guard("operatingcalendar", &calendar, None);
+    cluster
+        .apply(&nights_only_calendar(&calendar), None)
+        .await
+        .expect("calendar accepted");
+    // Oita and its city's CS: names no other real-pod test has.
+    let tree = [
+        ("national", json!({"tier": "National"})),
+        (
+            "pref-44",
+            json!({"tier": "Prefecture", "prefecture": "44", "upstream": {"name": "national"}}),
+        ),
+        (
+            "cs-442011",
+            json!({"tier": "CS", "municipality": "442011", "upstream": {"name": "pref-44"}}),
+        ),
+    ];
+    for (name, spec) in &tree {
+        let node = real_juki_node(name, &calendar, spec.clone());
+        cluster.apply(&node, Some(&ns)).await.unwrap();
+    }
+    let recording = juki_tests::operator::Recording::start(&cluster, &ns);
+
+    // Wednesday 06:50, ×30: the national server starts at 07:00 (20 s), the prefecture at
+    // 07:30 (+60 s), the CS at 08:00 (+60 s).
+    let release = unique_name("jt-lead");
+    let full = format!("{release}-juki-operator");
+    let _role = cluster.guard("clusterrole", &full, None);
+    let _final_role = cluster.guard("clusterrole", &format!("{full}-final-request"), None);
+    let _binding = cluster.guard("clusterrolebinding", &full, None);
+    let chart = juki_tests::cluster::repo_root().join("charts/juki-operator");
+    let tolerations =
+        r#"tolerations=[{"key":"jukinet.io/real-node","operator":"Exists","effect":"NoSchedule"}]"#;
+    // helm splits --set at commas: the one in the clock is escaped.
+    let clock = format!("args.clock=fast:{}\\,x30", tokyo("2026-11-25T06:50"));
+    let watch = format!("args.watchNamespace={ns}");
+    let (ok, out, err) = cluster
+        .run(
+            "helm",
+            &[
+                "install",
+                &release,
+                &chart.display().to_string(),
+                "-n",
+                &op_ns,
+                "--set",
+                "image.pullPolicy=Never",
+                "--set-string",
+                "nodeSelector.jukinet\\.io/real-node=true",
+                "--set-json",
+                tolerations,
+                "--set",
+                &watch,
+                "--set",
+                &clock,
+                "--set",
+                "args.allowPlainHttp=true",
+                "--wait",
+                "--timeout",
+                "180s",
+            ],
+            None,
+        )
+        .await;
+    assert!(ok, "helm install of the operator: {err}\n{out}");
+
+    // Mid-wave: the national server serves, the prefecture does not yet.
+    let nodes: Api<JukiNode> = Api::namespaced(cluster.client.clone(), &ns);
+    until_online(&nodes, "national").await.unwrap();
+    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &op_ns);
+    let holder = || async {
+        leases
+            .get_opt("juki-operator")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec?.holder_identity)
+    };
+    let leader = holder().await.expect("a leader holds the Lease");
+    let pref = nodes.get_status("pref-44").await.unwrap().status;
+    assert_ne!(
+        pref.and_then(|s| s.phase),
+        Some(NodePhase::Online),
+        "the kill is to come before the prefecture serves"
+    );
+    cluster
+        .kubectl(&[
+            "-n",
+            &op_ns,
+            "delete",
+            "pod",
+            &leader,
+            "--grace-period=0",
+            "--force",
+        ])
+        .await;
+
+    // Another pod leads on: the standby, or the killed pod's replacement if it wins the race
+    // for the expired Lease (its fast clock then runs behind; the order holds either way).
+    let took_over = poll_until("the standby holds the Lease", WAIT, || async {
+        holder().await.is_some_and(|h| h != leader)
+    })
+    .await;
+    let now = holder().await;
+    took_over.unwrap_or_else(|e| panic!("{e}: holder {now:?}, killed {leader}"));
+    for (name, _) in &tree {
+        if let Err(e) = until_online(&nodes, name).await {
+            let status = nodes.get_status(name).await.ok().and_then(|n| n.status);
+            panic!("{e}: {status:?}");
+        }
+    }
+    // In order: each node first Online after its upstream.
+    let events = recording.events();
+    let first_online = |name: &str| {
+        events
+            .iter()
+            .position(|(n, p, _)| n == name && *p == NodePhase::Online)
+            .unwrap_or_else(|| panic!("{name} never Online: {events:#?}"))
+    };
+    assert!(
+        first_online("national") < first_online("pref-44")
+            && first_online("pref-44") < first_online("cs-442011"),
+        "{events:#?}"
+    );
+}
