@@ -360,6 +360,53 @@ fn the_node_charts_admit_to_each_node_only_its_callers_in_the_tree_and_the_opera
 }
 
 #[test]
+fn the_node_charts_give_each_node_its_backups_volume() {
+    let Some(objects) = template(
+        "juki-prefecture",
+        "juki-pref-44",
+        &[
+            "--set-string",
+            "prefecture=44,municipalities[0].code=442011",
+            "--set",
+            "cs.backups.storageSize=3Gi,cs.backups.whenDeleted=Delete",
+        ],
+    ) else {
+        return;
+    };
+    let backups = |name: &str| {
+        let node = objects
+            .iter()
+            .find(|(kind, o)| kind == "JukiNode" && o["metadata"]["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no JukiNode {name}"));
+        node.1["spec"]["backups"].clone()
+    };
+    assert_eq!(
+        backups("pref-44"),
+        yaml("{storageSize: '1Gi', whenDeleted: Retain}")
+    );
+    assert_eq!(
+        backups("cs-442011"),
+        yaml("{storageSize: '3Gi', whenDeleted: Delete}")
+    );
+    let national = template(
+        "juki-national",
+        "juki-national",
+        &[
+            "--set",
+            "calendar.name=c",
+            "--set",
+            "node.backups.storageClassName=slow",
+        ],
+    )
+    .unwrap();
+    let node = national
+        .iter()
+        .find(|(kind, _)| kind == "JukiNode")
+        .unwrap();
+    assert_eq!(node.1["spec"]["backups"]["storageClassName"], "slow");
+}
+
+#[test]
 fn the_prefecture_values_files_are_current() {
     let root = repo_root();
     let csv = root.join("data/municipalities.csv");

@@ -46,6 +46,12 @@ database:
     storageClassName: {{ . | quote }}
     {{- end }}
   {{- end }}
+backups:
+  storageSize: {{ .backups.storageSize | quote }}
+  whenDeleted: {{ .backups.whenDeleted | default "Retain" }}
+  {{- with .backups.storageClassName }}
+  storageClassName: {{ . | quote }}
+  {{- end }}
 {{- end -}}
 
 {{/* The peers admitted to every node of the release besides its callers in the tree: the
