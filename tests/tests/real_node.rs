@@ -832,12 +832,7 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
     cluster.install_crds().await;
     let ns_guard = cluster.namespace().await;
     let ns = ns_guard.name.clone();
-    let calendar = unique_name("real-delivery");
-    let _calendar = cluster.guard("operatingcalendar", &calendar, None);
-    cluster
-        .apply(&nights_only_calendar(&calendar), None)
-        .await
-        .expect("calendar accepted");
+    let (calendar, _calendar) = own_nights_only_calendar(&cluster, "real-delivery").await;
     let node = |name: &str, spec: serde_json::Value| real_juki_node(name, &calendar, spec);
     for object in [
         node("national", json!({"tier": "National"})),
@@ -1577,6 +1572,37 @@ fn nights_only_calendar(name: &str) -> serde_json::Value {
     })
 }
 
+/// A nights-only calendar of the test's own (a unique name), applied; its guard deletes it.
+async fn own_nights_only_calendar(
+    cluster: &juki_tests::cluster::TestCluster,
+    tag: &str,
+) -> (String, juki_tests::Guard) {
+    let calendar = unique_name(tag);
+    let guard = cluster.guard("operatingcalendar", &calendar, None);
+    cluster
+        .apply(&nights_only_calendar(&calendar), None)
+        .await
+        .expect("calendar accepted");
+    (calendar, guard)
+}
+
+/// The national server, prefecture `pref` and the CS of `municipality` below it, as (name,
+/// spec without the calendar) in start order.
+fn small_tree(pref: &str, municipality: &str) -> [(String, serde_json::Value); 3] {
+    let pref_name = format!("pref-{pref}");
+    [
+        ("national".to_string(), json!({"tier": "National"})),
+        (
+            pref_name.clone(),
+            json!({"tier": "Prefecture", "prefecture": pref, "upstream": {"name": "national"}}),
+        ),
+        (
+            format!("cs-{municipality}"),
+            json!({"tier": "CS", "municipality": municipality, "upstream": {"name": pref_name}}),
+        ),
+    ]
+}
+
 /// The image the pod template of node `name`'s Deployment runs, and those of its running pods.
 async fn node_images(
     cluster: &juki_tests::cluster::TestCluster,
@@ -1648,12 +1674,7 @@ async fn a_program_reaches_a_real_tree_wave_by_wave_only_at_starts_and_a_broken_
     juki_tests::real_node::tag_image(&format!("docker.io/{old}"), &format!("docker.io/{new}"));
     let broken = old.replace(env!("CARGO_PKG_VERSION"), "missing");
 
-    let calendar = unique_name("real-program");
-    let _calendar = cluster.guard("operatingcalendar", &calendar, None);
-    cluster
-        .apply(&nights_only_calendar(&calendar), None)
-        .await
-        .expect("calendar accepted");
+    let (calendar, _calendar) = own_nights_only_calendar(&cluster, "real-program").await;
     let node = |name: &str, spec: serde_json::Value| real_juki_node(name, &calendar, spec);
     let prefecture = |code: &str| {
         node(
@@ -1895,26 +1916,11 @@ async fn a_real_prefecture_cut_off_from_the_national_server_answers_done_false_a
     cluster.install_crds().await;
     let ns_guard = cluster.namespace().await;
     let ns = ns_guard.name.clone();
-    let calendar = unique_name("real-held");
-    let _calendar = cluster.guard("operatingcalendar", &calendar, None);
-    cluster
-        .apply(&nights_only_calendar(&calendar), None)
-        .await
-        .expect("calendar accepted");
-    let node = |name: &str, spec: serde_json::Value| real_juki_node(name, &calendar, spec);
+    let (calendar, _calendar) = own_nights_only_calendar(&cluster, "real-held").await;
     // Fukuoka, and Kitakyushu's CS: names no other real-pod test has.
-    for object in [
-        node("national", json!({"tier": "National"})),
-        node(
-            "pref-40",
-            json!({"tier": "Prefecture", "prefecture": "40", "upstream": {"name": "national"}}),
-        ),
-        node(
-            "cs-401005",
-            json!({"tier": "CS", "municipality": "401005", "upstream": {"name": "pref-40"}}),
-        ),
-    ] {
-        cluster.apply(&object, Some(&ns)).await.unwrap();
+    for (name, spec) in small_tree("40", "401005") {
+        let node = real_juki_node(&name, &calendar, spec);
+        cluster.apply(&node, Some(&ns)).await.unwrap();
     }
     // Wednesday 20:00, ×20: the CS stops at 21:00 (180 s), the prefecture at 21:30 (+90 s).
     let _op = real_operator(&cluster, &ns, "2026-11-25T20:00", 20, "-held");
@@ -2087,26 +2093,11 @@ async fn a_tree_serving_mutual_tls_relays_and_answers_final_requests_between_rea
     let op_ns = cluster.namespace().await;
     let ns_guard = cluster.namespace().await;
     let ns = ns_guard.name.clone();
-    let calendar = unique_name("real-tls");
-    let _calendar = cluster.guard("operatingcalendar", &calendar, None);
-    cluster
-        .apply(&nights_only_calendar(&calendar), None)
-        .await
-        .expect("calendar accepted");
+    let (calendar, _calendar) = own_nights_only_calendar(&cluster, "real-tls").await;
 
     // Kagoshima and its city's CS: names no other real-pod test has.
     let pki = juki_tests::pki::Pki::new("tls-tree");
-    let tree = [
-        ("national", json!({"tier": "National"})),
-        (
-            "pref-46",
-            json!({"tier": "Prefecture", "prefecture": "46", "upstream": {"name": "national"}}),
-        ),
-        (
-            "cs-462012",
-            json!({"tier": "CS", "municipality": "462012", "upstream": {"name": "pref-46"}}),
-        ),
-    ];
+    let tree = small_tree("46", "462012");
     for (name, spec) in &tree {
         let dns = vec![format!("{name}.{ns}.svc")];
         let secret = pki.secret(&format!("{name}-tls"), name, &dns);
@@ -2361,24 +2352,9 @@ async fn killing_the_leader_pod_mid_wave_hands_the_wave_to_the_standby_in_order(
     let op_ns = cluster.namespace().await;
     let ns_guard = cluster.namespace().await;
     let ns = ns_guard.name.clone();
-    let calendar = unique_name("real-leader");
-    let _calendar = cluster.guard("operatingcalendar", &calendar, None);
-    cluster
-        .apply(&nights_only_calendar(&calendar), None)
-        .await
-        .expect("calendar accepted");
+    let (calendar, _calendar) = own_nights_only_calendar(&cluster, "real-leader").await;
     // Oita and its city's CS: names no other real-pod test has.
-    let tree = [
-        ("national", json!({"tier": "National"})),
-        (
-            "pref-44",
-            json!({"tier": "Prefecture", "prefecture": "44", "upstream": {"name": "national"}}),
-        ),
-        (
-            "cs-442011",
-            json!({"tier": "CS", "municipality": "442011", "upstream": {"name": "pref-44"}}),
-        ),
-    ];
+    let tree = small_tree("44", "442011");
     for (name, spec) in &tree {
         let node = real_juki_node(name, &calendar, spec.clone());
         cluster.apply(&node, Some(&ns)).await.unwrap();
