@@ -1100,9 +1100,10 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
         .await
         .unwrap();
 
-    // Thursday morning: the nodes start, apply the code table, refuse the garbled list.
+    // Thursday morning: the nodes start, apply the code table and the big file, refuse the
+    // garbled list. Each node reports its applied files on its own; wait for all of them.
     let done = poll_until(
-        "the code table Delivered and the allow-list halted",
+        "the code table and the big file Delivered and the allow-list halted",
         Duration::from_secs(420),
         || async {
             let a = status_of("allow-list").await;
@@ -1110,14 +1111,15 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
                 && a.phase == Some(DeliveryPhase::Failed)
                 && a.failed == 2
                 && status_of("notice").await.phase == Some(DeliveryPhase::Delivered)
+                && status_of("big").await.phase == Some(DeliveryPhase::Delivered)
         },
     )
     .await;
     let (c, a) = (status_of("codes").await, status_of("allow-list").await);
-    let n = status_of("notice").await;
+    let (n, big) = (status_of("notice").await, status_of("big").await);
     let osaka = nodes.get_status("pref-27").await.unwrap().status;
     done.unwrap_or_else(|e| {
-        panic!("{e}: codes {c:?}, allow-list {a:?}, notice {n:?}, Osaka {osaka:?}")
+        panic!("{e}: codes {c:?}, allow-list {a:?}, notice {n:?}, big {big:?}, Osaka {osaka:?}")
     });
     assert_eq!((n.targets, n.applied), (1, 1), "{n:?}");
     assert_eq!((c.targets, c.applied, c.failed), (3, 3, 0), "{c:?}");
@@ -1159,7 +1161,6 @@ async fn the_operator_delivers_a_file_down_a_real_tree_overnight_and_halts_a_gar
             .any(|f| f["file"] == "big-table" && f["current"]["sha256"] == big_sha.as_str()),
         "{osaka}"
     );
-    let big = status_of("big").await;
     assert_eq!(
         (big.phase, big.applied),
         (Some(DeliveryPhase::Delivered), 3),
