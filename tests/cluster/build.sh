@@ -195,6 +195,43 @@ if stamp_ok amtool "$AMWANT"; then log "amtool $ALERTMANAGER_VERSION: up to date
   log "building amtool $ALERTMANAGER_VERSION"; timed amtool amtool_build; stamp_write amtool "$AMWANT"
 fi
 
+# ---------------------------------------------------------------- prometheus, alertmanager
+# The servers themselves, for the monitoring end-to-end test: Prometheus evaluates the shipped
+# rules against the operator's metrics and Alertmanager routes and inhibits what fires. The same
+# remove_all_sd build as promtool (the test scrapes static targets), so they share most objects.
+prometheus_build() {
+  local m="${PROMETHEUS_VERSION#v0.3}" v
+  v="3.$((10#${m%%.*})).${m#*.}"
+  (cd "$CACHE" && GOBIN="$BIN" go install -p "$P" -trimpath -tags remove_all_sd \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=$v" \
+    "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION")
+}
+PRWANT="prometheus $PROMETHEUS_VERSION remove_all_sd $GOVER"
+if stamp_ok prometheus "$PRWANT"; then log "prometheus $PROMETHEUS_VERSION: up to date"; else
+  log "building prometheus $PROMETHEUS_VERSION"; timed prometheus prometheus_build; stamp_write prometheus "$PRWANT"
+fi
+# Its web UI (ui/app/dist, embedded) is built with npm in the release process and is not in the
+# module zip: build from a copy of the module with an empty placeholder UI (the test uses the API).
+AMSRC="$CACHE/src/alertmanager"
+alertmanager_build() {
+  local mod
+  mod=$(cd "$CACHE" && go mod download -json "github.com/prometheus/alertmanager@$ALERTMANAGER_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  rm -rf "$AMSRC" && cp -r "$mod" "$AMSRC" && chmod -R u+w "$AMSRC"
+  for ui in elm mantine; do
+    mkdir -p "$AMSRC/ui/app/dist/$ui"
+    echo '<!doctype html><title>Alertmanager</title><p>Built without its web UI; the API serves.' \
+      >"$AMSRC/ui/app/dist/$ui/index.html"
+  done
+  (cd "$AMSRC" && go build -p "$P" -trimpath \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=${ALERTMANAGER_VERSION#v}" \
+    -o "$BIN/alertmanager" ./cmd/alertmanager)
+}
+AWANT="alertmanager $ALERTMANAGER_VERSION placeholder-ui $GOVER"
+if stamp_ok alertmanager "$AWANT"; then log "alertmanager $ALERTMANAGER_VERSION: up to date"; else
+  log "building alertmanager $ALERTMANAGER_VERSION"; timed alertmanager alertmanager_build; stamp_write alertmanager "$AWANT"
+fi
+
 # ---------------------------------------------------------------- coredns
 # A CoreDNS with only the plugins the cluster's Corefile uses (node.sh), the way CoreDNS documents
 # custom builds: far less to compile than the full plugin set.
