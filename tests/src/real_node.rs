@@ -99,3 +99,38 @@ pub async fn finished(pods: &Api<Pod>, name: &str, timeout: Duration) -> (String
         .unwrap_or_else(|e| panic!("log of pod {name}: {e}"));
     (phase, log)
 }
+
+/// `base` with the fields of `extra` added (both JSON objects).
+pub fn merged(mut base: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    if let (Some(b), serde_json::Value::Object(e)) = (base.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    base
+}
+
+/// The node service image built by `scripts/images` (imported into the real node by scripts/test).
+pub fn juki_node_image() -> String {
+    format!("jukinet/juki-node:{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// A JukiNode on the real node running the juki-node image, its SQLite on a 64Mi claim;
+/// `spec` adds the tier and its fields.
+pub fn real_juki_node(name: &str, calendar: &str, spec: serde_json::Value) -> serde_json::Value {
+    let placement = on_real_node(json!({}));
+    let spec = merged(
+        json!({
+            "calendar": calendar, "replicas": 1,
+            "template": {
+                "image": juki_node_image(),
+                "nodeSelector": placement["nodeSelector"],
+                "tolerations": placement["tolerations"],
+            },
+            "database": {"kind": "Sqlite", "sqlite": {"storageSize": "64Mi"}},
+        }),
+        spec,
+    );
+    json!({
+        "apiVersion": "jukinet.io/v1alpha1", "kind": "JukiNode",
+        "metadata": {"name": name}, "spec": spec,
+    })
+}

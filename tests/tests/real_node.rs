@@ -8,7 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use juki_tests::cluster::{poll_until, unique_name, wait_for};
-use juki_tests::real_node::{NODE_NAME, busybox, finished, on_real_node};
+use juki_tests::real_node::{
+    NODE_NAME, busybox, finished, juki_node_image, merged, on_real_node, real_juki_node,
+};
 use juki_tests::require_real_node;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams};
@@ -163,19 +165,6 @@ async fn a_claim_binds_on_the_real_node_and_its_data_outlives_the_pod_until_the_
     })
     .await
     .unwrap();
-}
-
-/// `base` with the fields of `extra` added (both JSON objects).
-fn merged(mut base: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
-    if let (Some(b), serde_json::Value::Object(e)) = (base.as_object_mut(), extra) {
-        b.extend(e);
-    }
-    base
-}
-
-/// The node service image built by `scripts/images` (imported into the real node by scripts/test).
-fn juki_node_image() -> String {
-    format!("jukinet/juki-node:{}", env!("CARGO_PKG_VERSION"))
 }
 
 #[tokio::test]
@@ -522,28 +511,6 @@ fn tokyo(text: &str) -> jiff::Timestamp {
         .parse::<jiff::Zoned>()
         .unwrap()
         .timestamp()
-}
-
-/// A JukiNode on the real node running the juki-node image, its SQLite on a 64Mi claim;
-/// `spec` adds the tier and its fields.
-fn real_juki_node(name: &str, calendar: &str, spec: serde_json::Value) -> serde_json::Value {
-    let placement = on_real_node(json!({}));
-    let spec = merged(
-        json!({
-            "calendar": calendar, "replicas": 1,
-            "template": {
-                "image": juki_node_image(),
-                "nodeSelector": placement["nodeSelector"],
-                "tolerations": placement["tolerations"],
-            },
-            "database": {"kind": "Sqlite", "sqlite": {"storageSize": "64Mi"}},
-        }),
-        spec,
-    );
-    json!({
-        "apiVersion": "jukinet.io/v1alpha1", "kind": "JukiNode",
-        "metadata": {"name": name}, "spec": spec,
-    })
 }
 
 /// The operator on a fast clock from `start` with the production defaults: a real final
@@ -2076,16 +2043,68 @@ async fn tls_node_text(
         .unwrap_or_else(|e| panic!("GET {path} of {ns}/{name} over HTTPS: {e}"))
 }
 
-/// The safe default install, for real: the operator from its chart with default values (plain
-/// HTTP not allowed) and its own certificate, and a tree whose nodes serve mutual TLS with
-/// certificates from Secrets. HTTPS probes pass, an update posted at the CS with the
-/// municipality's client certificate is relayed pod to pod over mutual TLS up to the national
-/// server, callers without a certificate or without TLS are turned away, and the operator's
-/// final requests go straight to the nodes with its client certificate.
+/// A node chart (`juki-national` or `juki-prefecture`) installed as release `release` into
+/// `ns` with `values` (JSON is YAML), as a platform team would.
+async fn install_node_chart(
+    cluster: &juki_tests::cluster::TestCluster,
+    release: &str,
+    chart: &str,
+    ns: &str,
+    values: &serde_json::Value,
+) {
+    let file = std::env::temp_dir().join(format!("{}-{release}.json", unique_name("values")));
+    std::fs::write(&file, values.to_string()).unwrap();
+    let chart = juki_tests::cluster::repo_root().join("charts").join(chart);
+    let (chart, path) = (chart.display().to_string(), file.display().to_string());
+    let args = ["install", release, &chart, "-n", ns, "-f", &path];
+    let (ok, out, err) = cluster.run("helm", &args, None).await;
+    let _ = std::fs::remove_file(&file);
+    assert!(ok, "helm install {release}: {err}\n{out}");
+}
+
+/// How the NetworkPolicies of `namespace` see each pod there, by the name in its
+/// `label` (the node's name, the operator's app name, ...).
+async fn endpoints(
+    cluster: &juki_tests::cluster::TestCluster,
+    namespace: &str,
+    label: &str,
+) -> std::collections::BTreeMap<String, juki_tests::network_policy::Endpoint> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let ns = Api::<Namespace>::all(cluster.client.clone())
+        .get(namespace)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), namespace);
+    let listed = pods.list(&Default::default()).await.unwrap().items;
+    listed
+        .into_iter()
+        .filter_map(|pod| {
+            let labels = pod.metadata.labels.unwrap_or_default();
+            let endpoint = juki_tests::network_policy::Endpoint {
+                namespace: namespace.to_owned(),
+                labels: labels.clone(),
+                namespace_labels: ns.metadata.labels.clone().unwrap_or_default(),
+            };
+            Some((labels.get(label)?.clone(), endpoint))
+        })
+        .collect()
+}
+
+/// The safe default install from the charts, for real: the operator from its chart with default
+/// values (plain HTTP not allowed) and its own certificate; the national server and a
+/// prefecture with two CSs from the `juki-national` and `juki-prefecture` charts with
+/// `tls.enabled`, their certificates in Secrets. HTTPS probes pass; updates posted at each CS
+/// with the municipality's client certificate are relayed pod to pod over mutual TLS up to the
+/// national server; callers without a certificate or without TLS are turned away; the operator's
+/// final requests go straight to the nodes with its client certificate; and the charts'
+/// NetworkPolicies, read against the real pods' labels, admit each node's callers in the tree
+/// and nobody else.
 #[tokio::test]
-async fn a_tree_serving_mutual_tls_relays_and_answers_final_requests_between_real_pods_under_the_chart_default_operator()
+async fn a_tree_installed_from_the_node_charts_serves_mutual_tls_between_real_pods_under_the_chart_default_operator()
  {
     use juki_operator::api::JukiNode;
+    use juki_tests::network_policy::{Endpoint, admits};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
 
     let Some(cluster) = require_real_node!() else {
         return;
@@ -2094,92 +2113,150 @@ async fn a_tree_serving_mutual_tls_relays_and_answers_final_requests_between_rea
     let op_ns = cluster.namespace().await;
     let ns_guard = cluster.namespace().await;
     let ns = ns_guard.name.clone();
-    let (calendar, _calendar) = own_nights_only_calendar(&cluster, "real-tls").await;
+    let calendar = unique_name("real-tls");
+    let _calendar = cluster.guard("operatingcalendar", &calendar, None);
 
-    // Kagoshima and its city's CS: names no other real-pod test has.
+    // Kagoshima and two of its cities: names no other real-pod test has.
+    let (city, town) = ("462012", "462039");
+    let css = [format!("cs-{city}"), format!("cs-{town}")];
     let pki = juki_tests::pki::Pki::new("tls-tree");
-    let tree = small_tree("46", "462012");
-    for (name, spec) in &tree {
+    for name in ["national", "pref-46", &css[0], &css[1]] {
         let dns = vec![format!("{name}.{ns}.svc")];
         let secret = pki.secret(&format!("{name}-tls"), name, &dns);
         cluster.apply(&secret, Some(&ns)).await.unwrap();
-        let spec = merged(
-            spec.clone(),
-            json!({"tls": {"secretName": format!("{name}-tls")}}),
-        );
-        let node = real_juki_node(name, &calendar, spec);
-        cluster.apply(&node, Some(&ns)).await.unwrap();
     }
-    let muni = pki.secret("muni-462012", "muni-462012", &[]);
-    cluster.apply(&muni, Some(&ns)).await.unwrap();
+    for code in [city, town] {
+        let muni = pki.secret(&format!("muni-{code}"), &format!("muni-{code}"), &[]);
+        cluster.apply(&muni, Some(&ns)).await.unwrap();
+    }
     let operator_tls = pki.secret("juki-operator-tls", "operator", &[]);
     cluster.apply(&operator_tls, Some(&op_ns)).await.unwrap();
 
     // The operator's chart, its defaults but the placement, the namespace and a fast clock:
-    // Wednesday 19:30, ×20, so the CS stops at 21:00 (270 s: the tree starts and the update is
-    // posted well before, even on a loaded machine) and the prefecture at 21:30.
+    // Wednesday 19:30, ×20, so the CSs stop at 21:00 (270 s: the tree starts and the updates
+    // are posted well before, even on a loaded machine) and the prefecture at 21:30.
     let sets = [
         "replicaCount=1".to_string(),
         format!("args.clock=fast:{}\\,x20", tokyo("2026-11-25T19:30")),
         "nodeTls.secretName=juki-operator-tls".to_string(),
     ];
-    let _operator = install_operator_chart(&cluster, &op_ns, &ns, &sets).await;
+    let (release, _operator) = install_operator_chart(&cluster, &op_ns, &ns, &sets).await;
+
+    // The node charts with mutual TLS, pointed at that operator release, their pods on the
+    // real node; the municipalities' systems are the NetworkPolicies' extra peers.
+    let operator_sa = format!("{release}-juki-operator");
+    let placement = on_real_node(json!({}));
+    let node = json!({
+        "image": juki_node_image(),
+        "nodeSelector": placement["nodeSelector"], "tolerations": placement["tolerations"],
+        "database": {"sqlite": {"storageSize": "64Mi"}}, "backups": {"storageSize": "64Mi"},
+    });
+    let common = json!({
+        "tls": {"enabled": true},
+        "operator": {"namespace": op_ns.name, "serviceAccount": operator_sa,
+                     "clusterRole": format!("{operator_sa}-final-request")},
+    });
+    let national = json!({"calendar": {"name": calendar, "spec": {"batches": []}}, "node": node});
+    install_node_chart(
+        &cluster,
+        "juki-national",
+        "juki-national",
+        &ns,
+        &merged(common.clone(), national),
+    )
+    .await;
+    let municipal_system = json!({"jukinet.io/test-role": "municipal-system"});
+    let kagoshima = json!({
+        "prefecture": "46", "calendar": calendar, "national": {"namespace": ns},
+        "prefectureNode": node, "cs": node,
+        "municipalities": [
+            {"code": city, "name": "鹿児島市", "kana": "かごしまし"},
+            {"code": town, "name": "鹿屋市", "kana": "かのやし"},
+        ],
+        "networkPolicy": {"extraFrom": [{"podSelector": {"matchLabels": municipal_system}}]},
+    });
+    install_node_chart(
+        &cluster,
+        "juki-pref-46",
+        "juki-prefecture",
+        &ns,
+        &merged(common, kagoshima),
+    )
+    .await;
 
     // Online only once the HTTPS readiness probes pass.
     let nodes: Api<JukiNode> = Api::namespaced(cluster.client.clone(), &ns);
-    for (name, _) in &tree {
+    for name in ["national", "pref-46", &css[0], &css[1]] {
         if let Err(e) = until_online(&nodes, name).await {
             let status = nodes.get_status(name).await.ok().and_then(|n| n.status);
             panic!("{e}: {status:?}");
         }
     }
 
-    // From a pod: the municipality's system posts an update at its CS with its certificate; a
+    // From a pod: each municipality's system posts an update at its CS with its certificate; a
     // caller without one is refused at the prefecture, and plain HTTP gets no answer at all.
-    let body = json!([{
-        "resident_code": "12345678903", "name": "西郷 隆子", "name_kana": "サイゴウ タカコ",
-        "birth_date": "1970-01-23", "sex": "女", "address": "山下町11-1",
-        "municipality_code": "462012", "reason": "転入", "change_date": "2026-11-25",
-    }]);
+    let update = |code: &str, resident: &str, name: &str, kana: &str| {
+        json!([{
+            "resident_code": resident, "name": name, "name_kana": kana,
+            "birth_date": "1970-01-23", "sex": "女", "address": "山下町11-1",
+            "municipality_code": code, "reason": "転入", "change_date": "2026-11-25",
+        }])
+    };
     let script = format!(
-        "curl -fsS --retry 10 --retry-connrefused --retry-delay 1 \
-           --cert /tls/tls.crt --key /tls/tls.key --cacert /tls/ca.crt \
-           -H 'content-type: application/json' -H 'idempotency-key: tls-1' \
-           --data-binary \"$BODY\" https://cs-462012.{ns}.svc:8080/v1/updates || exit 1
-         echo
-         code=$(curl -s -o /dev/null -w '%{{http_code}}' --cacert /tls/ca.crt -X POST \
+        "post() {{
+           curl -fsS --retry 10 --retry-connrefused --retry-delay 1 \
+             --cert /tls/$1/tls.crt --key /tls/$1/tls.key --cacert /tls/$1/ca.crt \
+             -H 'content-type: application/json' -H \"idempotency-key: tls-$1\" \
+             --data-binary \"$2\" https://cs-$1.{ns}.svc:8080/v1/updates || exit 1
+           echo
+         }}
+         post {city} \"$BODY_CITY\"
+         post {town} \"$BODY_TOWN\"
+         code=$(curl -s -o /dev/null -w '%{{http_code}}' --cacert /tls/{city}/ca.crt -X POST \
            -H 'content-type: application/json' -d '{{}}' https://pref-46.{ns}.svc:8080/v1/relay)
          echo \"anonymous=$code\"
          curl -s -m 5 -o /dev/null http://pref-46.{ns}.svc:8080/healthz
          echo \"plain=$?\""
     );
+    let mount =
+        |code: &str| json!({"name": code, "mountPath": format!("/tls/{code}"), "readOnly": true});
+    let volume =
+        |code: &str| json!({"name": code, "secret": {"secretName": format!("muni-{code}")}});
     let client = json!({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "muni-client"},
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "muni-client", "labels": municipal_system},
         "spec": on_real_node(json!({
             "restartPolicy": "Never",
             "containers": [{
                 "name": "client", "image": juki_node_image(), "imagePullPolicy": "Never",
                 "command": ["/bin/sh", "-c", script],
-                "env": [{"name": "BODY", "value": body.to_string()}],
-                "volumeMounts": [{"name": "tls", "mountPath": "/tls", "readOnly": true}],
+                "env": [
+                    {"name": "BODY_CITY", "value": update(city, "12345678903", "西郷 隆子", "サイゴウ タカコ").to_string()},
+                    {"name": "BODY_TOWN", "value": update(town, "23456789013", "大山 巌子", "オオヤマ イワコ").to_string()},
+                ],
+                "volumeMounts": [mount(city), mount(town)],
             }],
-            "volumes": [{"name": "tls", "secret": {"secretName": "muni-462012"}}],
+            "volumes": [volume(city), volume(town)],
         })),
     });
     cluster.apply(&client, Some(&ns)).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
     let (phase, log) = finished(&pods, "muni-client", WAIT).await;
-    let cs = nodes.get_status("cs-462012").await.unwrap().status;
+    let cs = nodes.get_status(&css[0]).await.unwrap().status;
     assert_eq!(phase, "Succeeded", "{log}\nthe CS: {cs:?}");
-    assert!(log.contains("\"results\""), "the CS took the update: {log}");
+    assert_eq!(
+        log.matches("\"results\"").count(),
+        2,
+        "both CSs took their update: {log}"
+    );
     assert!(log.contains("anonymous=401"), "{log}");
     // A plain request to a TLS port gets no HTTP answer (curl exits non-zero).
     assert!(!log.contains("plain=0"), "{log}");
 
     // Relayed CS → prefecture → national over mutual TLS between the pods.
-    let applied = "juki_node_updates_total{stage=\"applied\"} 1";
+    let applied = "juki_node_updates_total{stage=\"applied\"} 2";
     let arrived = poll_until(
-        "the update applied at the national server",
+        "both updates applied at the national server",
         WAIT,
         || async {
             tls_node_text(&cluster, &ns, "national", "/metrics")
@@ -2192,8 +2269,60 @@ async fn a_tree_serving_mutual_tls_relays_and_answers_final_requests_between_rea
     let pref = tls_node_text(&cluster, &ns, "pref-46", "/metrics").await;
     arrived.unwrap_or_else(|e| panic!("{e}: the prefecture's metrics {pref}"));
 
+    // The charts' NetworkPolicies against the labels of the real pods: each node admits its
+    // callers in the tree, the operator and the listed peers; a stranger, a CS of another
+    // prefecture and a CS calling its sibling are not admitted.
+    let policies: Vec<NetworkPolicy> = Api::namespaced(cluster.client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    let in_tree = endpoints(&cluster, &ns, "jukinet.io/node").await;
+    let operator =
+        endpoints(&cluster, &op_ns, "app.kubernetes.io/name").await["juki-operator"].clone();
+    let client = endpoints(&cluster, &ns, "jukinet.io/test-role").await["municipal-system"].clone();
+    let stranger = Endpoint {
+        labels: [("app".to_string(), "stranger".to_string())].into(),
+        ..client.clone()
+    };
+    let mut other_prefecture = in_tree[&css[0]].clone();
+    other_prefecture
+        .labels
+        .insert("jukinet.io/prefecture".into(), "40".into());
+    let pod = |name: &str| {
+        in_tree
+            .get(name)
+            .unwrap_or_else(|| panic!("no pod of {name}: {in_tree:?}"))
+    };
+    let expected = [
+        ("national", pod("pref-46"), true),
+        ("national", &operator, true),
+        ("national", pod(&css[0]), false),
+        ("national", &client, false),
+        ("national", &stranger, false),
+        ("pref-46", pod(&css[0]), true),
+        ("pref-46", pod(&css[1]), true),
+        ("pref-46", &operator, true),
+        ("pref-46", &client, true),
+        ("pref-46", &other_prefecture, false),
+        ("pref-46", &stranger, false),
+        (&css[0], &client, true),
+        (&css[0], &operator, true),
+        (&css[0], pod("pref-46"), false),
+        (&css[0], pod(&css[1]), false),
+        (&css[0], &stranger, false),
+    ];
+    for (target, source, admitted) in expected {
+        assert_eq!(
+            admits(&policies, pod(target), source, 8080),
+            admitted,
+            "{target} admits {:?}: {policies:?}",
+            source.labels
+        );
+    }
+
     // The operator's final requests, straight to the nodes with its certificate.
-    for name in ["cs-462012", "pref-46"] {
+    for name in [&css[0], &css[1], "pref-46"] {
         let answered = poll_until(
             &format!("{name}'s final answer"),
             Duration::from_secs(300),
