@@ -134,3 +134,53 @@ pub fn real_juki_node(name: &str, calendar: &str, spec: serde_json::Value) -> se
         "metadata": {"name": name}, "spec": spec,
     })
 }
+
+/// The real node's network namespace (node.sh): its pod bridge, kube-proxy's rules.
+pub const NODE_NETNS: &str = "/run/netns/jukinet-node";
+
+/// A broken link between two pods on the real node: a rule first in the FORWARD chain of the
+/// node's network namespace drops what pod IP `from` sends to pod IP `to` (a Service's address
+/// is already translated to the pod's there). Deleted when dropped, so a failing test leaves no
+/// rule behind.
+#[derive(Debug)]
+pub struct LinkCut {
+    rule: Vec<String>,
+}
+
+impl LinkCut {
+    pub fn new(from: &str, to: &str) -> LinkCut {
+        let rule: Vec<String> = ["FORWARD", "-s", from, "-d", to, "-j", "DROP"]
+            .map(String::from)
+            .to_vec();
+        node_iptables("-I", &rule).unwrap_or_else(|e| panic!("cutting the link: {e}"));
+        LinkCut { rule }
+    }
+}
+
+impl Drop for LinkCut {
+    fn drop(&mut self) {
+        // No panic here: this may run while a failed test unwinds.
+        if let Err(e) = node_iptables("-D", &self.rule) {
+            let _ = writeln!(std::io::stderr(), "mending the link: {e}");
+        }
+    }
+}
+
+/// `iptables ACTION RULE…` in the real node's network namespace.
+fn node_iptables(action: &str, rule: &[String]) -> Result<(), String> {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={NODE_NETNS}"))
+        .arg("iptables")
+        .arg(action)
+        .args(rule)
+        .output()
+        .map_err(|e| format!("running nsenter: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "iptables {action} {rule:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
