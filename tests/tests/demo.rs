@@ -1,16 +1,20 @@
 //! The core of scripts/demo, quickly: the charts installed into a test namespace (national and
-//! one prefecture with two CSs), then scripts/demo-timeline runs the operator with a fast clock
-//! through one Friday's start wave, online hours and stop wave, and its order checks pass.
+//! one prefecture with two CSs, as real pods on the real node, as the demo installs them), then
+//! scripts/demo-timeline runs the operator with a fast clock through one Friday's start wave,
+//! online hours (updates posted at the CSs reach the national server) and stop wave with the
+//! real final exchange and batch containers, and its order checks pass.
 
 use std::collections::BTreeSet;
 
 use juki_tests::cluster::{repo_root, unique_name};
 use juki_tests::operator::operator_binary;
-use juki_tests::require_cluster;
+use juki_tests::real_node::{juki_node_image, on_real_node};
+use juki_tests::require_real_node;
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_timeline_shows_a_whole_day_in_order() {
-    let Some(cluster) = require_cluster!() else {
+    let Some(cluster) = require_real_node!() else {
         return;
     };
     cluster.install_crds().await;
@@ -26,12 +30,28 @@ async fn the_demo_timeline_shows_a_whole_day_in_order() {
             assert!(ok, "helm {args:?}: {err}{out}");
         }
     };
+    // The node values scripts/demo gives the charts for real pods.
+    let placement = on_real_node(json!({}));
+    let node = json!({
+        "image": juki_node_image(),
+        "nodeSelector": placement["nodeSelector"], "tolerations": placement["tolerations"],
+        "database": {"sqlite": {"storageSize": "64Mi"}}, "backups": {"storageSize": "64Mi"},
+    });
+    let values = |name: &str, v: serde_json::Value| {
+        let path = std::env::temp_dir().join(format!("{}-{name}.json", ns.name));
+        std::fs::write(&path, v.to_string()).unwrap();
+        path.display().to_string()
+    };
+    let national_values = values("national", json!({"node": node}));
+    let pref_values = values("pref", json!({"prefectureNode": node, "cs": node}));
     helm(vec![
         "install".into(),
         "juki-national".into(),
         chart("juki-national"),
         "-n".into(),
         ns.name.clone(),
+        "-f".into(),
+        national_values,
         "--set".into(),
         format!("calendar.name={calendar}"),
     ])
@@ -42,6 +62,8 @@ async fn the_demo_timeline_shows_a_whole_day_in_order() {
         chart("juki-prefecture"),
         "-n".into(),
         ns.name.clone(),
+        "-f".into(),
+        pref_values,
         "--set-string".into(),
         format!(
             "prefecture=31,calendar={calendar},national.namespace={},municipalities[0].code=312011,municipalities[1].code=312029",
@@ -63,10 +85,13 @@ async fn the_demo_timeline_shows_a_whole_day_in_order() {
             "2026-12-04T06:55:00+09:00",
             "--factor",
             "1200",
+            "--real-pods",
+            "--updates",
+            "2",
             "--gears",
-            "2026-12-04T08:30:00+09:00=3600@online,2026-12-04T20:30:00+09:00=1200",
+            "2026-12-05T00:30:00+09:00=3600@offline",
             "--end",
-            "2026-12-05T00:30:00+09:00",
+            "2026-12-05T12:00:00+09:00",
             "--log",
         ])
         .arg(&log)
@@ -91,6 +116,44 @@ async fn the_demo_timeline_shows_a_whole_day_in_order() {
         stdout.contains("cs-312011  CS            Offline → Starting"),
         "{stdout}"
     );
+    // The updates reached the national server while the tree was Online, and the real batch
+    // containers counted them that night: one recorded at each CS, both relayed up by the
+    // prefecture, both recorded at the national server; every node's backup has bytes.
+    assert!(
+        stdout.contains("posted 2 updates (転入) at 2 CSs: cs-312011, cs-312029")
+            && stdout.contains("national applied all 2"),
+        "{stdout}"
+    );
+    let result = |node: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{node} ")) && l.contains("statistics"))
+            .unwrap_or_else(|| panic!("no batch result for {node}: {stdout}"))
+            .to_owned()
+    };
+    assert!(
+        result("national").contains("statistics 2026-12-04: updates recorded 2, relayed up 0"),
+        "{stdout}"
+    );
+    assert!(
+        result("pref-31").contains("updates recorded 2, relayed up 2, held 0"),
+        "{stdout}"
+    );
+    for cs in ["cs-312011", "cs-312029"] {
+        assert!(
+            result(cs).contains("updates recorded 1, relayed up 1, held 0"),
+            "{stdout}"
+        );
+    }
+    for node in ["national", "pref-31", "cs-312011", "cs-312029"] {
+        let line = result(node);
+        let bytes = line
+            .split("backup: ")
+            .nth(1)
+            .and_then(|b| b.split(' ').next())
+            .and_then(|b| b.parse::<u64>().ok());
+        assert!(bytes.is_some_and(|b| b > 0), "{node}: {line}");
+    }
     // The README's excerpt of the demo is what a run prints: each phase change it shows (tier,
     // from, to) is one this run printed too, and each reason is one this run gave (which reason
     // a change has can depend on timing: a prefecture's CSs still batching or not at its end).
