@@ -171,16 +171,17 @@ fi
 # Only ./cmd/promtool, for the alert rules' tests. remove_all_sd leaves out the service-discovery
 # plugins (cloud SDKs, client-go): rule checks and rule tests do not need them, and they are most of
 # the build on 2 cores. The -X flag is what Prometheus' own build sets, for `promtool --version`.
-promtool_build() {
+prometheus_cmd_build() { # promtool | prometheus
   local m="${PROMETHEUS_VERSION#v0.3}" v # v0.316.0 -> 3.16.0
   v="3.$((10#${m%%.*})).${m#*.}"
   (cd "$CACHE" && GOBIN="$BIN" go install -p "$P" -trimpath -tags remove_all_sd \
     -ldflags "-s -w -X github.com/prometheus/common/version.Version=$v" \
-    "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION")
+    "github.com/prometheus/prometheus/cmd/$1@$PROMETHEUS_VERSION")
 }
 PTWANT="promtool $PROMETHEUS_VERSION remove_all_sd $GOVER"
 if stamp_ok promtool "$PTWANT"; then log "promtool $PROMETHEUS_VERSION: up to date"; else
-  log "building promtool $PROMETHEUS_VERSION"; timed promtool promtool_build; stamp_write promtool "$PTWANT"
+  log "building promtool $PROMETHEUS_VERSION"; timed promtool prometheus_cmd_build promtool
+  stamp_write promtool "$PTWANT"
 fi
 
 # ---------------------------------------------------------------- amtool
@@ -199,16 +200,10 @@ fi
 # The servers themselves, for the monitoring end-to-end test: Prometheus evaluates the shipped
 # rules against the operator's metrics and Alertmanager routes and inhibits what fires. The same
 # remove_all_sd build as promtool (the test scrapes static targets), so they share most objects.
-prometheus_build() {
-  local m="${PROMETHEUS_VERSION#v0.3}" v
-  v="3.$((10#${m%%.*})).${m#*.}"
-  (cd "$CACHE" && GOBIN="$BIN" go install -p "$P" -trimpath -tags remove_all_sd \
-    -ldflags "-s -w -X github.com/prometheus/common/version.Version=$v" \
-    "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION")
-}
 PRWANT="prometheus $PROMETHEUS_VERSION remove_all_sd $GOVER"
 if stamp_ok prometheus "$PRWANT"; then log "prometheus $PROMETHEUS_VERSION: up to date"; else
-  log "building prometheus $PROMETHEUS_VERSION"; timed prometheus prometheus_build; stamp_write prometheus "$PRWANT"
+  log "building prometheus $PROMETHEUS_VERSION"; timed prometheus prometheus_cmd_build prometheus
+  stamp_write prometheus "$PRWANT"
 fi
 # Its web UI (ui/app/dist, embedded) is built with npm in the release process and is not in the
 # module zip: build from a copy of the module with an empty placeholder UI (the test uses the API).

@@ -279,6 +279,24 @@ impl Drop for Monitoring {
     }
 }
 
+/// The Prometheus and Alertmanager binaries build.sh made, or None when the test skips.
+fn monitoring_binaries() -> Option<(PathBuf, PathBuf)> {
+    Some((require_built("prometheus")?, require_built("alertmanager")?))
+}
+
+/// examples/calendar.yaml applied under a name starting with `prefix`; deleted with the guard.
+async fn example_calendar(
+    cluster: &juki_tests::TestCluster,
+    prefix: &str,
+) -> (String, juki_tests::cluster::Guard) {
+    let calendar = unique_name(prefix);
+    let guard = cluster.guard("operatingcalendar", &calendar, None);
+    let calendar_yaml = read_repo_file("examples/calendar.yaml")
+        .replace("name: japan", &format!("name: {calendar}"));
+    cluster.apply_yaml(&calendar_yaml, None).await.unwrap();
+    (calendar, guard)
+}
+
 fn node(name: &str, calendar: &str, spec: Value) -> Value {
     let mut spec = spec;
     spec["calendar"] = calendar.into();
@@ -387,18 +405,12 @@ async fn a_prefecture_down_in_its_window_alerts_once_for_its_tree_and_planned_do
     let Some(cluster) = require_cluster!() else {
         return;
     };
-    let (Some(prometheus_bin), Some(alertmanager_bin)) =
-        (require_built("prometheus"), require_built("alertmanager"))
-    else {
+    let Some((prometheus_bin, alertmanager_bin)) = monitoring_binaries() else {
         return;
     };
     cluster.install_crds().await;
     let (down_ns, planned_ns) = (cluster.namespace().await, cluster.namespace().await);
-    let calendar = unique_name("alerts-cal");
-    let _calendar = cluster.guard("operatingcalendar", &calendar, None);
-    let calendar_yaml = read_repo_file("examples/calendar.yaml")
-        .replace("name: japan", &format!("name: {calendar}"));
-    cluster.apply_yaml(&calendar_yaml, None).await.unwrap();
+    let (calendar, _calendar) = example_calendar(&cluster, "alerts-cal").await;
     // The prefecture of the first tree asks for a node no one has.
     let nowhere = json!({"nodeSelector": {"jukinet.io/nowhere": "true"}});
     tottori(&cluster, &down_ns, &calendar, nowhere).await;
@@ -617,19 +629,13 @@ async fn a_link_cut_between_real_pods_alerts_as_the_link_not_a_node_and_resolves
     let Some(cluster) = juki_tests::require_real_node!() else {
         return;
     };
-    let (Some(prometheus_bin), Some(alertmanager_bin)) =
-        (require_built("prometheus"), require_built("alertmanager"))
-    else {
+    let Some((prometheus_bin, alertmanager_bin)) = monitoring_binaries() else {
         return;
     };
     cluster.install_crds().await;
     let ns_guard = cluster.namespace().await;
     let ns = ns_guard.name.as_str();
-    let calendar = unique_name("link-cal");
-    let _calendar = cluster.guard("operatingcalendar", &calendar, None);
-    let calendar_yaml = read_repo_file("examples/calendar.yaml")
-        .replace("name: japan", &format!("name: {calendar}"));
-    cluster.apply_yaml(&calendar_yaml, None).await.unwrap();
+    let (calendar, _calendar) = example_calendar(&cluster, "link-cal").await;
     // Shimane and Matsue's CS, as real pods.
     let (pref, cs) = ("pref-32", "cs-322016");
     let tree = [
