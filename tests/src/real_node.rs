@@ -184,3 +184,16 @@ fn node_iptables(action: &str, rule: &[String]) -> Result<(), String> {
         ))
     }
 }
+
+/// The pods of JukiNode `node` in `namespace` that are not being deleted.
+pub async fn node_pods(cluster: &TestCluster, namespace: &str, node: &str) -> Vec<Pod> {
+    let selector = format!("{}={node}", juki_operator::resources::NODE_LABEL);
+    Api::<Pod>::namespaced(cluster.client.clone(), namespace)
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .unwrap_or_else(|e| panic!("listing the pods of {node}: {e}"))
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}

@@ -19,9 +19,8 @@ use jiff::Timestamp;
 use juki_operator::api::{JukiNode, NodePhase};
 use juki_tests::cluster::{poll_until, read_repo_file, require_built, unique_name};
 use juki_tests::operator::OperatorProcess;
-use juki_tests::real_node::{LinkCut, real_juki_node};
+use juki_tests::real_node::{LinkCut, node_pods, real_juki_node};
 use juki_tests::require_cluster;
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -677,18 +676,11 @@ async fn a_link_cut_between_real_pods_alerts_as_the_link_not_a_node_and_resolves
     online.unwrap_or_else(|e| panic!("{e}: {now:?}"));
 
     // Each node's pod IP, labelled as the PodMonitor labels it.
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
     let mut ips = BTreeMap::new();
     for (name, _) in &tree {
-        let selector = format!("{}={name}", juki_operator::resources::NODE_LABEL);
-        let listed = pods
-            .list(&kube::api::ListParams::default().labels(&selector))
+        let ip = node_pods(&cluster, ns, name)
             .await
-            .unwrap();
-        let ip = listed
-            .items
             .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
             .find_map(|p| p.status.as_ref()?.pod_ip.clone())
             .unwrap_or_else(|| panic!("no pod IP for {name}"));
         ips.insert(*name, ip);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use juki_tests::cluster::{poll_until, unique_name, wait_for};
 use juki_tests::real_node::{
-    NODE_NAME, busybox, finished, juki_node_image, merged, on_real_node, real_juki_node,
+    NODE_NAME, busybox, finished, juki_node_image, merged, node_pods, on_real_node, real_juki_node,
 };
 use juki_tests::require_real_node;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
@@ -1592,15 +1592,9 @@ async fn node_images(
             .as_ref()
             .and_then(|s| s.template.spec.as_ref()),
     );
-    let selector = format!("{}={name}", juki_operator::resources::NODE_LABEL);
-    let pods = Api::<Pod>::namespaced(cluster.client.clone(), ns)
-        .list(&kube::api::ListParams::default().labels(&selector))
+    let running = node_pods(cluster, ns, name)
         .await
-        .unwrap();
-    let running = pods
-        .items
         .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
         .map(|p| image_of(p.spec.as_ref()))
         .collect();
     (template, running)
