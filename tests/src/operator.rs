@@ -17,6 +17,15 @@ use tokio::process::{Child, Command};
 
 use crate::cluster::{TestCluster, repo_root};
 
+/// An instant written as Tokyo wall-clock time (`2026-11-25T07:25`): where the tests start
+/// the operator's fast clock.
+pub fn tokyo(text: &str) -> Timestamp {
+    format!("{text}[Asia/Tokyo]")
+        .parse::<jiff::Zoned>()
+        .unwrap_or_else(|e| panic!("a Tokyo time {text}: {e}"))
+        .timestamp()
+}
+
 /// A binary of the juki-operator package (`juki-operator`, `kubectl-juki`), built once per test
 /// process (cargo does nothing when it is current).
 pub fn binary(name: &'static str) -> PathBuf {

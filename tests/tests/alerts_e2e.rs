@@ -15,22 +15,14 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jiff::Timestamp;
 use juki_operator::api::{JukiNode, NodePhase};
 use juki_tests::cluster::{poll_until, read_repo_file, require_built, unique_name};
-use juki_tests::operator::OperatorProcess;
+use juki_tests::operator::{OperatorProcess, tokyo};
 use juki_tests::real_node::{LinkCut, node_pods, real_juki_node};
 use juki_tests::require_cluster;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-fn tokyo(text: &str) -> Timestamp {
-    format!("{text}[Asia/Tokyo]")
-        .parse::<jiff::Zoned>()
-        .unwrap()
-        .timestamp()
-}
 
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -14,7 +14,7 @@ use juki_operator::api::{JukiNode, NodePhase, OperatingCalendar, ServiceExtensio
 use juki_operator::forecast::order_violations;
 use juki_operator::topology::TopologyNode;
 use juki_tests::cluster::{poll_until, read_repo_file, unique_name};
-use juki_tests::operator::{OperatorProcess, Recording};
+use juki_tests::operator::{OperatorProcess, Recording, tokyo};
 use juki_tests::{TestCluster, require_cluster};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
@@ -24,13 +24,6 @@ use kube::{Resource, ResourceExt};
 
 /// Clock seconds per real second: a stop wave (about 15 real seconds) stays inside the night.
 const FACTOR: u32 = 1200;
-
-fn tokyo(text: &str) -> Timestamp {
-    format!("{text}[Asia/Tokyo]")
-        .parse::<jiff::Zoned>()
-        .unwrap()
-        .timestamp()
-}
 
 /// The example calendar under a unique name, and the example topology in one namespace, all
 /// following that calendar.

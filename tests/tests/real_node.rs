@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use juki_tests::cluster::{poll_until, unique_name, wait_for};
+use juki_tests::operator::tokyo;
 use juki_tests::real_node::{
     NODE_NAME, busybox, finished, juki_node_image, merged, node_pods, on_real_node, real_juki_node,
 };
@@ -504,13 +505,6 @@ async fn install_operator_chart(
         panic!("helm install of the operator failed: {err}\n{out}\n{logs}");
     }
     (release, guards)
-}
-
-fn tokyo(text: &str) -> jiff::Timestamp {
-    format!("{text}[Asia/Tokyo]")
-        .parse::<jiff::Zoned>()
-        .unwrap()
-        .timestamp()
 }
 
 /// The operator on a fast clock from `start` with the production defaults: a real final
