@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, LogParams};
 use serde_json::{Value, json};
 
-use crate::cluster::{TestCluster, test_name, wait_for};
+use crate::cluster::{TestCluster, repo_root, test_name, unique_name, wait_for};
 
 /// The real node's name (node.sh).
 pub const NODE_NAME: &str = "jukinet-node";
@@ -196,4 +196,30 @@ pub async fn node_pods(cluster: &TestCluster, namespace: &str, node: &str) -> Ve
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect()
+}
+
+/// The chart values scripts/demo installs its real pods with (scripts/demo-values, on the real
+/// node): `(national, prefecture)`, the files for `helm install -f`.
+pub fn demo_values() -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(unique_name("demo-values"));
+    let out = std::process::Command::new(repo_root().join("scripts/demo-values"))
+        .arg(&dir)
+        .output()
+        .expect("run scripts/demo-values");
+    assert!(
+        out.status.success(),
+        "scripts/demo-values: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (dir.join("national.json"), dir.join("prefecture.json"))
+}
+
+/// One node's chart values from [`demo_values`] (juki-national's `node`, the same object as
+/// juki-prefecture's `prefectureNode` and `cs`), to build other installs on.
+pub fn chart_node_values() -> Value {
+    let (national, _) = demo_values();
+    let text = std::fs::read_to_string(&national).unwrap();
+    let values: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", national.display()));
+    values["node"].clone()
 }

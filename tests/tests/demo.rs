@@ -8,9 +8,8 @@ use std::collections::BTreeSet;
 
 use juki_tests::cluster::{repo_root, unique_name};
 use juki_tests::operator::operator_binary;
-use juki_tests::real_node::{juki_node_image, on_real_node};
+use juki_tests::real_node::demo_values;
 use juki_tests::require_real_node;
-use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_timeline_shows_a_whole_day_in_order() {
@@ -31,19 +30,11 @@ async fn the_demo_timeline_shows_a_whole_day_in_order() {
         }
     };
     // The node values scripts/demo gives the charts for real pods.
-    let placement = on_real_node(json!({}));
-    let node = json!({
-        "image": juki_node_image(),
-        "nodeSelector": placement["nodeSelector"], "tolerations": placement["tolerations"],
-        "database": {"sqlite": {"storageSize": "64Mi"}}, "backups": {"storageSize": "64Mi"},
-    });
-    let values = |name: &str, v: serde_json::Value| {
-        let path = std::env::temp_dir().join(format!("{}-{name}.json", ns.name));
-        std::fs::write(&path, v.to_string()).unwrap();
-        path.display().to_string()
-    };
-    let national_values = values("national", json!({"node": node}));
-    let pref_values = values("pref", json!({"prefectureNode": node, "cs": node}));
+    let (national_values, pref_values) = demo_values();
+    let (national_values, pref_values) = (
+        national_values.display().to_string(),
+        pref_values.display().to_string(),
+    );
     helm(vec![
         "install".into(),
         "juki-national".into(),

@@ -10,7 +10,8 @@ use std::time::Duration;
 use juki_tests::cluster::{poll_until, unique_name, wait_for};
 use juki_tests::operator::tokyo;
 use juki_tests::real_node::{
-    NODE_NAME, busybox, finished, juki_node_image, merged, node_pods, on_real_node, real_juki_node,
+    NODE_NAME, busybox, chart_node_values, finished, juki_node_image, merged, node_pods,
+    on_real_node, real_juki_node,
 };
 use juki_tests::require_real_node;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
@@ -2133,12 +2134,7 @@ async fn a_tree_installed_from_the_node_charts_serves_mutual_tls_between_real_po
     // The node charts with mutual TLS, pointed at that operator release, their pods on the
     // real node; the municipalities' systems are the NetworkPolicies' extra peers.
     let operator_sa = format!("{release}-juki-operator");
-    let placement = on_real_node(json!({}));
-    let node = json!({
-        "image": juki_node_image(),
-        "nodeSelector": placement["nodeSelector"], "tolerations": placement["tolerations"],
-        "database": {"sqlite": {"storageSize": "64Mi"}}, "backups": {"storageSize": "64Mi"},
-    });
+    let node = chart_node_values();
     let common = json!({
         "tls": {"enabled": true},
         "operator": {"namespace": op_ns.name, "serviceAccount": operator_sa,
