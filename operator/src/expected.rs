@@ -366,7 +366,12 @@ fn compare(
         Expected::Online { since } => {
             let since = later(since).unwrap_or(now);
             let serving = phase == Online && node.ready_replicas > 0;
-            if !serving {
+            if phase == Online && !serving {
+                // It started and served, and its pods are dead: down now, whatever the start
+                // grace (the alert's `for` rides out a restart). Since when is not in the
+                // status.
+                found.now_holds(Fault::NotOnline, None);
+            } else if !serving {
                 found.from(Fault::NotOnline, plus(since, thresholds.grace), Some(since));
             } else if node.ready_replicas < node.replicas {
                 found.now_holds(Fault::Degraded, since_phase);
@@ -548,6 +553,11 @@ mod tests {
         assert_eq!(faults_at(&cal, &n, "2026-11-30T12:00"), [Fault::Degraded]);
         n.ready_replicas = 0;
         assert_eq!(faults_at(&cal, &n, "2026-11-30T12:00"), [Fault::NotOnline]);
+        // Online since 10:00 and its pods dead at 10:03: down now, with no start grace (it
+        // started; the alert's `for` rides out a restart).
+        let mut n = node(Tier::Cs, NodePhase::Online, "2026-11-30T10:00");
+        n.ready_replicas = 0;
+        assert_eq!(faults_at(&cal, &n, "2026-11-30T10:03"), [Fault::NotOnline]);
     }
 
     #[test]
