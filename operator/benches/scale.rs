@@ -13,6 +13,12 @@
 //! It prints a table with PASS/MISS per target and exits 0 whatever the figures; if the cluster is
 //! down it prints how to start it and exits 0. `JUKINET_SCALE_CS=N` runs a smaller network (N CSs
 //! spread over the prefectures). The operator's log goes to /tmp/scale-operator.log.
+//!
+//! The pods are kwok's fakes (the operator with `--final-exchange skip --sqlite-volume
+//! empty-dir`). `JUKINET_SCALE_REAL=1` runs the mid-size network the real node holds instead
+//! (1 national, Tottori and Shimane, 20 CSs; `JUKINET_SCALE_CS` changes the CSs) as real
+//! juki-node pods, both in the floor and under the operator, which then runs as in production:
+//! `--final-exchange call --sqlite-volume pvc`.
 
 mod common;
 
@@ -25,10 +31,10 @@ use common::*;
 use futures::{StreamExt, TryStreamExt, stream};
 use jiff::{SignedDuration, Timestamp};
 use juki_operator::api::{JukiNode, NodePhase, OperatingCalendar};
-use juki_operator::resources::{self, SqliteVolume};
+use juki_operator::resources;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -108,6 +114,7 @@ async fn floor(
     client: &Client,
     ns: &str,
     nodes: &[NodeSpec],
+    pods_kind: Pods,
     timeout: Duration,
 ) -> anyhow::Result<Floor> {
     create_namespace(client, ns).await?;
@@ -118,18 +125,39 @@ async fn floor(
         upstream_url: None,
         node_clock: None,
         delivery_keys: None,
-        sqlite_volume: SqliteVolume::EmptyDir,
+        sqlite_volume: pods_kind.sqlite_volume(),
     };
     let mut deployments = Vec::new();
     let mut services = Vec::new();
+    let mut claims = Vec::new();
+    let mut configs = Vec::new();
     for n in nodes {
-        let node: JukiNode = serde_json::from_value(n.manifest(ns, "unused"))?;
+        let node: JukiNode = serde_json::from_value(n.manifest(ns, "unused", pods_kind))?;
         deployments.push(resources::deployment(&node, &ctx, 0));
         services.push(resources::service(&node));
+        if pods_kind == Pods::Real {
+            configs.push(resources::config_map(&node, &ctx));
+            claims.push(resources::data_claim(&node));
+        }
     }
+    // A real pod mounts its node's configuration and its database's claim: made before the
+    // clock starts (the claims bind when their first pod is scheduled, in the up wave, as
+    // under the operator).
+    let claim_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let config_api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let post = PostParams::default();
+    stream::iter(&claims)
+        .map(|c| claim_api.create(&post, c))
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+    stream::iter(&configs)
+        .map(|c| config_api.create(&post, c))
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let created = Instant::now();
-    let post = PostParams::default();
     stream::iter(&deployments)
         .map(|d| api.create(&post, d))
         .buffer_unordered(CONCURRENCY)
@@ -395,6 +423,7 @@ async fn operator(
     ns: &str,
     calendar: &str,
     nodes: &[NodeSpec],
+    pods: Pods,
     window_s: i64,
     lead_s: i64,
 ) -> anyhow::Result<OperatorRun> {
@@ -439,7 +468,7 @@ async fn operator(
             let api = &api;
             let pp = &pp;
             async move {
-                api.patch(&n.name, pp, &Patch::Apply(n.manifest(ns, calendar)))
+                api.patch(&n.name, pp, &Patch::Apply(n.manifest(ns, calendar, pods)))
                     .await
             }
         })
@@ -476,6 +505,7 @@ async fn operator(
         (clock_start, FACTOR),
         &addr,
         LOG,
+        pods,
         &["--readiness-timeout", "3600"],
     )?;
     let started = Instant::now();
@@ -667,7 +697,7 @@ fn verdict(ok: Option<bool>) -> &'static str {
     }
 }
 
-fn report(floor: &Floor, op: &OperatorRun) {
+fn report(floor: &Floor, op: &OperatorRun, nodes: &[NodeSpec], pods: Pods) {
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,
@@ -683,10 +713,18 @@ fn report(floor: &Floor, op: &OperatorRun) {
     let mib = op.peak.hwm_kib as f64 / 1024.0;
 
     println!();
+    let count = |t: Tier| nodes.iter().filter(|n| n.tier == t).count();
     println!(
-        "## Scale benchmark: {} nodes (1 national, 47 prefectures, {} CSs)",
+        "## Scale benchmark: {} nodes (1 national, {} prefectures, {} CSs)",
         op.nodes,
-        op.nodes - 48
+        count(Tier::Prefecture),
+        count(Tier::Cs)
+    );
+    println!();
+    println!(
+        "{}; the operator with `{}` (fast clock ×{FACTOR})",
+        pods.describe(),
+        pods.operator_flags().join(" ")
     );
     println!();
     println!("| figure | floor | operator | ratio |");
@@ -829,6 +867,40 @@ fn log_summary() {
     }
 }
 
+/// Real pods need the local cluster's real node, Ready, and the juki-node image on it.
+async fn require_real_node(client: &Client) -> anyhow::Result<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    let real = api
+        .list(&ListParams::default().labels("jukinet.io/real-node=true"))
+        .await?;
+    let ready = real.items.iter().any(|n| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    });
+    // The kubelet lists the images it holds in the node's status (as `docker.io/…`).
+    let image = juki_node_image();
+    let has_image = real.items.iter().any(|n| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.images.as_ref())
+            .is_some_and(|i| {
+                i.iter()
+                    .flat_map(|i| i.names.iter().flatten())
+                    .any(|n| n.ends_with(&image))
+            })
+    });
+    if !ready || !has_image {
+        bail!(
+            "JUKINET_SCALE_REAL=1 needs the real node (found: {}) with {image} on it (found: {has_image}): \
+             JUKINET_REAL_NODE=1 bash tests/cluster/up.sh, then scripts/images --import juki-node",
+            if ready { "Ready" } else { "none Ready" }
+        );
+    }
+    Ok(())
+}
+
 async fn run() -> anyhow::Result<()> {
     let kubeconfig = kubeconfig_path();
     let Some(client) = connect(&kubeconfig, "scale").await else {
@@ -839,15 +911,24 @@ async fn run() -> anyhow::Result<()> {
         .map(|v| v.parse::<usize>())
         .transpose()
         .context("JUKINET_SCALE_CS")?;
-    let nodes = topology(cs)?;
+    let pods = Pods::from_env()?;
+    let nodes = match pods {
+        Pods::Fake => topology(cs, None)?,
+        // What the real node holds: 23 juki-node pods (plus their batch Jobs).
+        Pods::Real => topology(Some(cs.unwrap_or(20)), Some(&["31", "32"]))?,
+    };
     let lead_s: i64 = std::env::var("JUKINET_SCALE_LEAD")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
     println!(
-        "scale bench: {} nodes; building the release operator…",
-        nodes.len()
+        "scale bench: {} nodes, {}; building the release operator…",
+        nodes.len(),
+        pods.describe()
     );
+    if pods == Pods::Real {
+        require_real_node(&client).await?;
+    }
     let binary = build_operator()?;
     ensure_crds(&client).await?;
 
@@ -858,7 +939,7 @@ async fn run() -> anyhow::Result<()> {
     let timeout = Duration::from_secs(1800);
 
     println!("floor (namespace {floor_ns}):");
-    let floor_result = floor(&client, &floor_ns, &nodes, timeout).await;
+    let floor_result = floor(&client, &floor_ns, &nodes, pods, timeout).await;
     delete_namespace(&client, &floor_ns, Duration::from_secs(300)).await;
     let floor_result = floor_result?;
 
@@ -876,6 +957,7 @@ async fn run() -> anyhow::Result<()> {
         &op_ns,
         &calendar,
         &nodes,
+        pods,
         window_s,
         lead_s,
     )
@@ -884,7 +966,7 @@ async fn run() -> anyhow::Result<()> {
     let cals: Api<OperatingCalendar> = Api::all(client.clone());
     let _ = cals.delete(&calendar, &DeleteParams::default()).await;
     let op = op?;
-    report(&floor_result, &op);
+    report(&floor_result, &op, &nodes, pods);
     log_summary();
     Ok(())
 }

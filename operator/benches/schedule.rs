@@ -124,7 +124,7 @@ async fn floor(client: &Client, ns: &str, nodes: &[NodeSpec]) -> anyhow::Result<
     };
     let mut jobs: HashMap<(String, usize), Job> = HashMap::new();
     for n in nodes {
-        let node: JukiNode = serde_json::from_value(n.manifest(ns, "unused"))?;
+        let node: JukiNode = serde_json::from_value(n.manifest(ns, "unused", Pods::Fake))?;
         for (i, entry) in schedule.entries.iter().enumerate() {
             let key = RunKey {
                 namespace: ns.into(),
@@ -205,8 +205,12 @@ async fn operator(
         .map(|n| {
             let (api, pp) = (&api, &pp);
             async move {
-                api.patch(&n.name, pp, &Patch::Apply(n.manifest(ns, calendar)))
-                    .await
+                api.patch(
+                    &n.name,
+                    pp,
+                    &Patch::Apply(n.manifest(ns, calendar, Pods::Fake)),
+                )
+                .await
             }
         })
         .buffer_unordered(CONCURRENCY)
@@ -226,6 +230,7 @@ async fn operator(
         (clock_start, FACTOR),
         &addr,
         LOG,
+        Pods::Fake,
         &[],
     )?;
     let started = Instant::now();
@@ -315,7 +320,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|v| v.parse::<usize>())
         .transpose()
         .context("JUKINET_SCALE_CS must be a number")?;
-    let nodes = topology(cs)?;
+    let nodes = topology(cs, None)?;
     println!("schedule bench: {} nodes, 3 entries each", nodes.len());
     let binary = build_operator()?;
     let suffix = std::process::id();

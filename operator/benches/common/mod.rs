@@ -51,9 +51,71 @@ pub struct NodeSpec {
     pub municipality: Option<String>,
 }
 
+/// Where a bench's nodes run: kwok's fake pods (the default, for scale), or real juki-node pods
+/// on the local cluster's real node (`JUKINET_SCALE_REAL=1`: the production paths, at the size
+/// the machine holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pods {
+    Fake,
+    Real,
+}
+
+impl Pods {
+    pub fn from_env() -> anyhow::Result<Pods> {
+        match std::env::var("JUKINET_SCALE_REAL").as_deref() {
+            Err(_) | Ok("" | "0") => Ok(Pods::Fake),
+            Ok("1") => Ok(Pods::Real),
+            Ok(other) => bail!("JUKINET_SCALE_REAL={other}: expected 0 or 1"),
+        }
+    }
+
+    /// The operator's flags for these pods (besides `--allow-plain-http`: the bench's nodes
+    /// have no TLS).
+    pub fn operator_flags(self) -> [&'static str; 4] {
+        match self {
+            // A fake pod answers no request and mounts nothing.
+            Pods::Fake => ["--final-exchange", "skip", "--sqlite-volume", "empty-dir"],
+            // Production's: the final request through the API server's service proxy, and
+            // SQLite on a claim.
+            Pods::Real => ["--final-exchange", "call", "--sqlite-volume", "pvc"],
+        }
+    }
+
+    pub fn sqlite_volume(self) -> juki_operator::resources::SqliteVolume {
+        use juki_operator::resources::SqliteVolume;
+        match self {
+            Pods::Fake => SqliteVolume::EmptyDir,
+            Pods::Real => SqliteVolume::Pvc,
+        }
+    }
+
+    pub fn describe(self) -> String {
+        match self {
+            Pods::Fake => "kwok's fake pods".into(),
+            Pods::Real => format!("real pods of {} on the real node", juki_node_image()),
+        }
+    }
+}
+
+/// The image `scripts/images --import juki-node` puts on the real node.
+pub fn juki_node_image() -> String {
+    format!("jukinet/juki-node:{}", env!("CARGO_PKG_VERSION"))
+}
+
 impl NodeSpec {
-    pub fn manifest(&self, namespace: &str, calendar: &str) -> serde_json::Value {
+    pub fn manifest(&self, namespace: &str, calendar: &str, pods: Pods) -> serde_json::Value {
         let mut spec = json!({"tier": self.tier.as_str(), "calendar": calendar, "replicas": 1});
+        if pods == Pods::Real {
+            // The real node is tainted and labelled (tests/cluster/node.sh); 64Mi claims as in
+            // scripts/demo-values.
+            let key = "jukinet.io/real-node";
+            spec["template"] = json!({
+                "image": juki_node_image(),
+                "nodeSelector": {key: "true"},
+                "tolerations": [{"key": key, "operator": "Exists", "effect": "NoSchedule"}],
+            });
+            spec["database"] = json!({"kind": "Sqlite", "sqlite": {"storageSize": "64Mi"}});
+        }
         if let Some(p) = &self.prefecture {
             spec["prefecture"] = json!(p);
         }
@@ -76,8 +138,9 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// 1 national, 47 prefectures and `cs` CSs (all 1,741 by default, else spread evenly).
-pub fn topology(cs: Option<usize>) -> anyhow::Result<Vec<NodeSpec>> {
+/// 1 national, the prefectures (all 47, or `only` those codes) and `cs` of their CSs (all by
+/// default, else spread evenly).
+pub fn topology(cs: Option<usize>, only: Option<&[&str]>) -> anyhow::Result<Vec<NodeSpec>> {
     let path = std::env::var_os("JUKINET_MUNICIPALITIES").map_or_else(
         || repo_root().join("data/municipalities.csv"),
         PathBuf::from,
@@ -92,6 +155,9 @@ pub fn topology(cs: Option<usize>) -> anyhow::Result<Vec<NodeSpec>> {
             continue;
         }
         let (code, pref, kind) = (f[0], f[1], f[5]);
+        if only.is_some_and(|only| !only.contains(&pref)) {
+            continue;
+        }
         match kind {
             "prefecture" => prefectures.push(pref.to_string()),
             "city" | "designated_city" | "town" | "village" | "special_ward"
@@ -300,6 +366,11 @@ impl Scrape {
 }
 
 pub async fn scrape(addr: &str) -> anyhow::Result<Scrape> {
+    Ok(Scrape::parse(&scrape_text(addr).await?))
+}
+
+/// The operator's `/metrics` text.
+pub async fn scrape_text(addr: &str) -> anyhow::Result<String> {
     let mut conn = tokio::net::TcpStream::connect(addr).await?;
     conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
         .await?;
@@ -312,7 +383,7 @@ pub async fn scrape(addr: &str) -> anyhow::Result<Scrape> {
     if !head.contains(" 200 ") {
         bail!("/metrics answered {}", head.lines().next().unwrap_or(""));
     }
-    Ok(Scrape::parse(body))
+    Ok(body.to_string())
 }
 
 /// Peak memory and CPU of a process, from /proc.
@@ -347,25 +418,23 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 pub fn build_operator() -> anyhow::Result<PathBuf> {
+    build_release("juki-operator")
+}
+
+/// Builds binary `bin` of juki-operator with the release profile; its path.
+pub fn build_release(bin: &str) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "juki-operator",
-            "--bin",
-            "juki-operator",
-        ])
+        .args(["build", "--release", "--quiet", "-p", "juki-operator"])
+        .args(["--bin", bin])
         .current_dir(repo_root())
         .status()?;
     if !status.success() {
-        bail!("building the release juki-operator failed");
+        bail!("building the release {bin} failed");
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| repo_root().join("target"), PathBuf::from);
-    Ok(target.join("release/juki-operator"))
+    Ok(target.join("release").join(bin))
 }
 
 /// Polls `done` every 100 ms until it holds (Some(elapsed since `from`)) or `until` passes (None).
@@ -424,8 +493,8 @@ impl PeakSampler {
 }
 
 /// Starts the release operator on `namespace` with a fast clock from `clock` at `factor`, its
-/// metrics on `metrics_addr`, fake pods' settings (no final exchange, an emptyDir database) and
-/// `extra` flags; its output goes to `log`.
+/// metrics on `metrics_addr`, the settings of `pods` and `extra` flags; its output goes to `log`.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_operator(
     binary: &Path,
     kubeconfig: &Path,
@@ -433,6 +502,7 @@ pub fn spawn_operator(
     (clock, factor): (jiff::Timestamp, i64),
     metrics_addr: &str,
     log: &str,
+    pods: Pods,
     extra: &[&str],
 ) -> anyhow::Result<tokio::process::Child> {
     let log = std::fs::File::create(log)?;
@@ -443,8 +513,8 @@ pub fn spawn_operator(
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", rust_log)
         .args(["--clock", &clock, "--namespace", namespace])
-        .args(["--metrics-addr", metrics_addr, "--final-exchange", "skip"])
-        .args(["--sqlite-volume", "empty-dir", "--allow-plain-http"])
+        .args(["--metrics-addr", metrics_addr, "--allow-plain-http"])
+        .args(pods.operator_flags())
         .args(extra)
         .stdout(std::process::Stdio::from(log.try_clone()?))
         .stderr(std::process::Stdio::from(log))
