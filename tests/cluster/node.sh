@@ -96,7 +96,10 @@ node_down() {
   ip netns del "$NS" 2>/dev/null && log "deleted network namespace $NS" || true
   ip link del "$HOST_VETH" 2>/dev/null || true
   ip route del "$POD_CIDR" 2>/dev/null || true
-  # The node's volumes go with the cluster: its PVs are gone with etcd's data.
+  # The node's volumes go with the cluster: its PVs are gone with etcd's data (a test may have
+  # mounted over one: tests/src/real_node.rs FullVolume).
+  awk -v d="$VOLUME_ROOT/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r |
+    while read -r m; do umount -l "$m" 2>/dev/null || true; done
   rm -rf "$VOLUME_ROOT"
   [[ -d "$NODE_DIR" ]] && rm -rf "$NODE_DIR"
   kc delete node "$NODE_NAME" --ignore-not-found --wait=false >/dev/null 2>&1 || true

@@ -185,6 +185,116 @@ fn node_iptables(action: &str, rule: &[String]) -> Result<(), String> {
     }
 }
 
+/// A pod that keeps dying: every 200 ms its processes named `comm` (its containers' main
+/// processes, not the sandbox: the pod keeps its IP) get SIGKILL, as a crash or an OOM kill
+/// would, so the kubelet restarts them into CrashLoopBackOff. Stops killing when dropped.
+#[derive(Debug)]
+pub struct PodKiller {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl PodKiller {
+    pub fn start(pod_uid: &str, comm: &str) -> PodKiller {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (uid, comm, flag) = (pod_uid.to_string(), comm.to_string(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut killed = 0;
+            while !flag.load(Ordering::Relaxed) {
+                killed += kill_pod_processes(&uid, &comm);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            killed
+        });
+        PodKiller {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops killing; how many processes it killed.
+    pub fn stop(mut self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
+    }
+}
+
+impl Drop for PodKiller {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// SIGKILLs the processes named `comm` in pod `pod_uid`'s cgroups (the kubelet's cgroupfs
+/// driver names them `pod<uid>`); how many.
+fn kill_pod_processes(pod_uid: &str, comm: &str) -> usize {
+    let mark = format!("/pod{pod_uid}/");
+    let mut killed = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let read =
+            |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default();
+        if read("comm").trim() == comm && read("cgroup").contains(&mark) {
+            let status = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            killed += usize::from(status.is_ok_and(|s| s.success()));
+        }
+    }
+    killed
+}
+
+/// Where the real node's provisioner makes each volume: `pvc-<claim uid>` under this
+/// (tests/cluster/node.sh's VOLUME_ROOT, tests/cluster/node/local-volumes).
+pub const VOLUME_ROOT: &str = "/var/lib/jukinet/local-volumes";
+
+/// A full disk under a claim: a 4 KiB tmpfs mounted where the provisioner will put (or has
+/// put) the claim's volume, so whatever writes more there fails with ENOSPC. Unmounted when
+/// dropped (the provisioner's directory is left as it was).
+#[derive(Debug)]
+pub struct FullVolume {
+    path: std::path::PathBuf,
+}
+
+impl FullVolume {
+    pub fn mount(claim_uid: &str) -> FullVolume {
+        let path = std::path::Path::new(VOLUME_ROOT).join(format!("pvc-{claim_uid}"));
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4k", "jukinet-full-volume"])
+            .arg(&path)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a full volume at {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        FullVolume { path }
+    }
+}
+
+impl Drop for FullVolume {
+    fn drop(&mut self) {
+        // Lazy: a pod may still hold it; no panic while a failed test unwinds.
+        let out = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .output();
+        if !out.is_ok_and(|o| o.status.success()) {
+            let _ = writeln!(std::io::stderr(), "unmounting {}", self.path.display());
+        }
+    }
+}
+
 /// The pods of JukiNode `node` in `namespace` that are not being deleted.
 pub async fn node_pods(cluster: &TestCluster, namespace: &str, node: &str) -> Vec<Pod> {
     let selector = format!("{}={node}", juki_operator::resources::NODE_LABEL);

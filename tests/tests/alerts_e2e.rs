@@ -18,8 +18,9 @@ use std::time::Duration;
 use juki_operator::api::{JukiNode, NodePhase};
 use juki_tests::cluster::{poll_until, read_repo_file, require_built, unique_name};
 use juki_tests::operator::{OperatorProcess, tokyo};
-use juki_tests::real_node::{LinkCut, node_pods, real_juki_node};
+use juki_tests::real_node::{FullVolume, LinkCut, PodKiller, node_pods, real_juki_node};
 use juki_tests::require_cluster;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -42,6 +43,15 @@ fn daemon(binary: &Path, args: &[String], log: &Path) -> Daemon {
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
     Daemon(child)
+}
+
+/// Whether GET `url` answers 2xx.
+async fn answers(url: &str) -> bool {
+    let out = tokio::process::Command::new("curl")
+        .args(["-fsS", "-m", "5", "-o", "/dev/null", url])
+        .output()
+        .await;
+    out.is_ok_and(|o| o.status.success())
 }
 
 /// GET `url`, as JSON.
@@ -192,7 +202,8 @@ struct Monitoring {
 }
 
 impl Monitoring {
-    fn start(prometheus_bin: &Path, alertmanager_bin: &Path, scrape_configs: Value) -> Self {
+    /// Starts both and returns once both answer `/-/ready`.
+    async fn start(prometheus_bin: &Path, alertmanager_bin: &Path, scrape_configs: Value) -> Self {
         let dir = std::env::temp_dir().join(unique_name("alerts-e2e"));
         std::fs::create_dir_all(&dir).unwrap();
         let (prometheus_port, alertmanager_port, hook_port) =
@@ -239,13 +250,26 @@ impl Monitoring {
             ],
             &dir.join("prometheus.log"),
         );
-        Monitoring {
+        let monitoring = Monitoring {
             prometheus: format!("http://127.0.0.1:{prometheus_port}"),
             alertmanager: format!("http://127.0.0.1:{alertmanager_port}"),
             received,
             dir,
             _daemons: [prometheus, alertmanager],
-        }
+        };
+        // A query before Prometheus listens would fail the test (on a loaded machine it takes
+        // seconds to start).
+        let ready = poll_until(
+            "Prometheus and Alertmanager ready",
+            Duration::from_secs(60),
+            || async {
+                answers(&format!("{}/-/ready", monitoring.prometheus)).await
+                    && answers(&format!("{}/-/ready", monitoring.alertmanager)).await
+            },
+        )
+        .await;
+        ready.unwrap_or_else(|e| panic!("{e}\n{}", monitoring.logs()));
+        monitoring
     }
 
     /// The two daemons' logs, for a failure's message.
@@ -416,7 +440,8 @@ async fn a_prefecture_down_in_its_window_alerts_once_for_its_tree_and_planned_do
             "job_name": "juki-operator", "honor_labels": true,
             "static_configs": [{"targets": operators}],
         }]),
-    );
+    )
+    .await;
     let (prometheus, alertmanager) = (&monitoring.prometheus, &monitoring.alertmanager);
     let received = &monitoring.received;
     let logs = || monitoring.logs();
@@ -611,12 +636,54 @@ async fn query(prometheus: &str, query: &str) -> Vec<Value> {
     v["data"]["result"].as_array().cloned().unwrap_or_default()
 }
 
-/// A real tree on the real node, its pods scraped as the chart's PodMonitor scrapes them: the
-/// network between the CS and its prefecture is cut while both pods run. What fires is the
-/// link, named with its upstream, and nothing about either node; mending it resolves the alert
-/// at the receiver.
+/// National, prefecture `pref` and its CS `municipality` in `ns` as real pods on the real node
+/// (SQLite and backups on claims); their names, top down.
+async fn real_tree(
+    cluster: &juki_tests::TestCluster,
+    ns: &str,
+    calendar: &str,
+    pref: &str,
+    municipality: &str,
+) -> [String; 3] {
+    let names = [
+        "national".to_string(),
+        format!("pref-{pref}"),
+        format!("cs-{municipality}"),
+    ];
+    let specs = [
+        json!({"tier": "National"}),
+        json!({"tier": "Prefecture", "prefecture": pref, "upstream": {"name": names[0]}}),
+        json!({"tier": "CS", "municipality": municipality, "upstream": {"name": names[1]}}),
+    ];
+    for (name, spec) in names.iter().zip(specs) {
+        let node = real_juki_node(name, calendar, spec);
+        cluster.apply(&node, Some(ns)).await.unwrap();
+    }
+    names
+}
+
+/// The operator's flags for a real tree: production's final exchange and claims.
+fn real_tree_flags(metrics_addr: &str) -> [&str; 8] {
+    [
+        "--final-exchange",
+        "call",
+        "--sqlite-volume",
+        "pvc",
+        "--readiness-timeout",
+        "300",
+        "--metrics-addr",
+        metrics_addr,
+    ]
+}
+
+/// A real tree on the real node, its pods scraped as the chart's PodMonitor scrapes them:
+/// 1. the network between the CS and its prefecture is cut while both pods run. What fires is
+///    the link, named with its upstream, and nothing about either node; mending it resolves
+///    the alert at the receiver;
+/// 2. the CS's pod then keeps dying in its window: the CS's own alert, not the link's nor the
+///    nodes' above it, and resolved when the pod may live again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_link_cut_between_real_pods_alerts_as_the_link_not_a_node_and_resolves_when_mended() {
+async fn a_link_cut_and_a_dying_cs_pod_alert_as_what_they_are_and_resolve_when_mended() {
     let Some(cluster) = juki_tests::require_real_node!() else {
         return;
     };
@@ -627,35 +694,12 @@ async fn a_link_cut_between_real_pods_alerts_as_the_link_not_a_node_and_resolves
     let ns_guard = cluster.namespace().await;
     let ns = ns_guard.name.as_str();
     let (calendar, _calendar) = example_calendar(&cluster, "link-cal").await;
-    // Shimane and Matsue's CS, as real pods.
-    let (pref, cs) = ("pref-32", "cs-322016");
-    let tree = [
-        ("national", json!({"tier": "National"})),
-        (
-            pref,
-            json!({"tier": "Prefecture", "prefecture": "32", "upstream": {"name": "national"}}),
-        ),
-        (
-            cs,
-            json!({"tier": "CS", "municipality": "322016", "upstream": {"name": pref}}),
-        ),
-    ];
-    for (name, spec) in &tree {
-        let node = real_juki_node(name, &calendar, spec.clone());
-        cluster.apply(&node, Some(ns)).await.unwrap();
-    }
+    // Shimane and Matsue's CS.
+    let tree = real_tree(&cluster, ns, &calendar, "32", "322016").await;
+    let (pref, cs) = (tree[1].as_str(), tree[2].as_str());
     // Wednesday 10:00 at the speed of real time: inside every window for the whole test.
     let operator_addr = format!("127.0.0.1:{}", free_port());
-    let flags = [
-        "--final-exchange",
-        "call",
-        "--sqlite-volume",
-        "pvc",
-        "--readiness-timeout",
-        "300",
-        "--metrics-addr",
-        &operator_addr,
-    ];
+    let flags = real_tree_flags(&operator_addr);
     let _operator =
         OperatorProcess::start_with(&cluster, ns, tokyo("2026-11-25T10:00"), 1, "-link", &flags);
     let nodes: Api<JukiNode> = Api::namespaced(cluster.client.clone(), ns);
@@ -669,13 +713,13 @@ async fn a_link_cut_between_real_pods_alerts_as_the_link_not_a_node_and_resolves
 
     // Each node's pod IP, labelled as the PodMonitor labels it.
     let mut ips = BTreeMap::new();
-    for (name, _) in &tree {
+    for name in &tree {
         let ip = node_pods(&cluster, ns, name)
             .await
             .iter()
             .find_map(|p| p.status.as_ref()?.pod_ip.clone())
             .unwrap_or_else(|| panic!("no pod IP for {name}"));
-        ips.insert(*name, ip);
+        ips.insert(name.as_str(), ip);
     }
     let pod_targets: Vec<Value> = ips
         .iter()
@@ -692,11 +736,12 @@ async fn a_link_cut_between_real_pods_alerts_as_the_link_not_a_node_and_resolves
              "static_configs": [{"targets": [operator_addr]}]},
             {"job_name": "juki-node", "static_configs": pod_targets},
         ]),
-    );
+    )
+    .await;
     let prometheus = monitoring.prometheus.as_str();
-    let link_up = |node: &'static str| async move {
+    let link_up = |node: &str| {
         let q = format!("juki_node_link_up{{namespace=\"{ns}\",node=\"{node}\"}}");
-        scalar(prometheus, &q).await
+        async move { scalar(prometheus, &q).await }
     };
     let both_up = poll_until(
         "both links up in Prometheus",
@@ -789,4 +834,191 @@ async fn a_link_cut_between_real_pods_alerts_as_the_link_not_a_node_and_resolves
     .await;
     resolved.unwrap_or_else(|e| panic!("{e}: {:?}", monitoring.notifications()));
     assert_eq!(link_up(cs).await, Some(1.0));
+
+    // Then the CS's pod dies in its window, again and again (its process killed: the kubelet
+    // restarts it into CrashLoopBackOff): no ready replica while the calendar says Online. The
+    // CS's own JukiNodeNotOnline reaches the receiver with its tier and prefecture, and nothing
+    // about the nodes above it; once the pod may live, it comes back and the alert resolves.
+    let pod = node_pods(&cluster, ns, cs).await.into_iter().next();
+    let uid = pod.and_then(|p| p.metadata.uid).expect("the CS's pod");
+    let killer = PodKiller::start(&uid, "juki-node");
+    let not_online = |status: &'static str| {
+        let monitoring = &monitoring;
+        move || async move {
+            monitoring.notifications().iter().any(|n| {
+                n.alerts
+                    .iter()
+                    .any(|(name, node, s)| name == "JukiNodeNotOnline" && node == cs && s == status)
+            })
+        }
+    };
+    let fired = poll_until(
+        "JukiNodeNotOnline for the dying CS at the receiver",
+        Duration::from_secs(120),
+        not_online("firing"),
+    )
+    .await;
+    if let Err(e) = fired {
+        let now = alerts_now(prometheus, ns).await;
+        panic!("{e}: {now:?}\n{:?}", phases(&nodes).await);
+    }
+    let alert = query(
+        prometheus,
+        &format!("ALERTS{{namespace=\"{ns}\",alertname=\"JukiNodeNotOnline\"}}"),
+    )
+    .await;
+    let labels = |key: &str| {
+        alert
+            .iter()
+            .map(|a| a["metric"][key].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(labels("node"), [cs], "{alert:?}");
+    assert_eq!(labels("tier"), ["CS"], "{alert:?}");
+    assert_eq!(labels("prefecture"), ["32"], "{alert:?}");
+    assert_eq!(labels("severity"), ["critical"], "{alert:?}");
+    let above: Vec<_> = alerts_now(prometheus, ns)
+        .await
+        .into_iter()
+        .filter(|(_, node, _)| node != cs)
+        .collect();
+    assert!(above.is_empty(), "the nodes above serve on: {above:?}");
+    let killed = killer.stop();
+    assert!(
+        killed >= 1,
+        "no juki-node process of pod {uid} was found to kill"
+    );
+    let resolved = poll_until(
+        "the dying CS's alert resolved at the receiver",
+        Duration::from_secs(240),
+        not_online("resolved"),
+    )
+    .await;
+    if let Err(e) = resolved {
+        let now = alerts_now(prometheus, ns).await;
+        panic!("{e} ({killed} kills): {now:?}\n{:?}", phases(&nodes).await);
+    }
+    for (name, phase, _) in phases(&nodes).await {
+        assert_eq!(
+            phase,
+            Some(NodePhase::Online),
+            "{name} after the CS came back"
+        );
+    }
+}
+
+/// A real tree whose CS's backup volume is full (a 4 KiB tmpfs where the provisioner puts it):
+/// on Wednesday night the CS's real backup Job fails, and JukiBatchFailed reaches the receiver
+/// with the CS's labels; the volume mended, Thursday night's backup succeeds and the receiver
+/// hears the alert resolved. At ×600 a day lasts 144 real seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_failing_on_a_full_volume_alerts_for_its_node_until_a_night_succeeds() {
+    let Some(cluster) = juki_tests::require_real_node!() else {
+        return;
+    };
+    let Some((prometheus_bin, alertmanager_bin)) = monitoring_binaries() else {
+        return;
+    };
+    cluster.install_crds().await;
+    let ns_guard = cluster.namespace().await;
+    let ns = ns_guard.name.as_str();
+    let (calendar, _calendar) = example_calendar(&cluster, "batch-cal").await;
+    // Tottori and Tottori city's CS.
+    let [_, _, cs] = &real_tree(&cluster, ns, &calendar, "31", "312011").await;
+    let cs = cs.as_str();
+    let operator_addr = format!("127.0.0.1:{}", free_port());
+    let flags = real_tree_flags(&operator_addr);
+    // Wednesday 14:00: the CSs' window ends at 21:00, 42 real seconds later.
+    let _operator = OperatorProcess::start_with(
+        &cluster,
+        ns,
+        tokyo("2026-11-25T14:00"),
+        600,
+        "-batch",
+        &flags,
+    );
+    let monitoring = Monitoring::start(
+        &prometheus_bin,
+        &alertmanager_bin,
+        json!([{"job_name": "juki-operator", "honor_labels": true,
+                "static_configs": [{"targets": [operator_addr]}]}]),
+    )
+    .await;
+    let prometheus = monitoring.prometheus.as_str();
+
+    // The operator makes the CS's backups claim with the node; the provisioner makes its
+    // volume when the first backup Job is scheduled, on the full disk.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client.clone(), ns);
+    let claim_name = format!("{cs}-backups");
+    let claim = poll_until(
+        "the CS's backups claim",
+        Duration::from_secs(60),
+        || async { claims.get_opt(&claim_name).await.ok().flatten().is_some() },
+    )
+    .await;
+    claim.unwrap_or_else(|e| panic!("{e}"));
+    let claim = claims.get(&claim_name).await.unwrap();
+    let full = FullVolume::mount(claim.metadata.uid.as_deref().unwrap());
+
+    let nodes: Api<JukiNode> = Api::namespaced(cluster.client.clone(), ns);
+    let batch_failed = |status: &'static str| {
+        let monitoring = &monitoring;
+        move || async move {
+            monitoring.notifications().iter().any(|n| {
+                n.alerts
+                    .iter()
+                    .any(|(name, node, s)| name == "JukiBatchFailed" && node == cs && s == status)
+            })
+        }
+    };
+    let fired = poll_until(
+        "JukiBatchFailed for the CS at the receiver",
+        Duration::from_secs(240),
+        batch_failed("firing"),
+    )
+    .await;
+    if let Err(e) = fired {
+        let now = alerts_now(prometheus, ns).await;
+        panic!("{e}: {now:?}\n{:?}", phases(&nodes).await);
+    }
+    let alert = query(
+        prometheus,
+        &format!("ALERTS{{namespace=\"{ns}\",alertname=\"JukiBatchFailed\"}}"),
+    )
+    .await;
+    let labels = |key: &str| {
+        alert
+            .iter()
+            .map(|a| a["metric"][key].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(labels("node"), [cs], "{alert:?}");
+    assert_eq!(labels("tier"), ["CS"], "{alert:?}");
+    assert_eq!(labels("prefecture"), ["31"], "{alert:?}");
+    assert_eq!(labels("severity"), ["critical"], "{alert:?}");
+    let last_batch = |n: JukiNode| {
+        let b = n.status.and_then(|s| s.last_batch);
+        b.map(|b| (b.date, b.outcome))
+    };
+    assert_eq!(
+        last_batch(nodes.get(cs).await.unwrap()),
+        Some(("2026-11-25".into(), "Failed".into()))
+    );
+
+    // Mended: Thursday night's backup goes to the claim's own directory again.
+    drop(full);
+    let resolved = poll_until(
+        "the CS's JukiBatchFailed resolved at the receiver",
+        Duration::from_secs(360),
+        batch_failed("resolved"),
+    )
+    .await;
+    if let Err(e) = resolved {
+        let now = alerts_now(prometheus, ns).await;
+        panic!("{e}: {now:?}\n{:?}", phases(&nodes).await);
+    }
+    assert_eq!(
+        last_batch(nodes.get(cs).await.unwrap()),
+        Some(("2026-11-26".into(), "Succeeded".into()))
+    );
 }
