@@ -19,7 +19,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use common::*;
 use futures::{StreamExt, TryStreamExt, stream};
 use jiff::Timestamp;
@@ -65,16 +64,13 @@ impl NodeSeries {
     }
 }
 
-async fn run() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let kubeconfig = kubeconfig_path();
     let Some(client) = connect(&kubeconfig, "monitoring").await else {
         return Ok(());
     };
-    let cs = std::env::var("JUKINET_SCALE_CS")
-        .ok()
-        .map(|v| v.parse::<usize>())
-        .transpose()
-        .context("JUKINET_SCALE_CS must be a number")?;
+    let cs = scale_cs()?;
     let nodes = topology(cs, None)?;
     println!(
         "monitoring bench: {} nodes; building the release operator and kubectl-juki…",
@@ -247,15 +243,4 @@ async fn measure(
         }
     );
     Ok(())
-}
-
-fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    if let Err(e) = rt.block_on(run()) {
-        eprintln!("monitoring bench failed: {e:#}");
-        std::process::exit(1);
-    }
 }

@@ -906,11 +906,7 @@ async fn run() -> anyhow::Result<()> {
     let Some(client) = connect(&kubeconfig, "scale").await else {
         return Ok(());
     };
-    let cs = std::env::var("JUKINET_SCALE_CS")
-        .ok()
-        .map(|v| v.parse::<usize>())
-        .transpose()
-        .context("JUKINET_SCALE_CS")?;
+    let cs = scale_cs()?;
     let pods = Pods::from_env()?;
     let nodes = match pods {
         Pods::Fake => topology(cs, None)?,

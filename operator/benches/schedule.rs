@@ -315,11 +315,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     };
     ensure_crds(&client).await?;
-    let cs = std::env::var("JUKINET_SCALE_CS")
-        .ok()
-        .map(|v| v.parse::<usize>())
-        .transpose()
-        .context("JUKINET_SCALE_CS must be a number")?;
+    let cs = scale_cs()?;
     let nodes = topology(cs, None)?;
     println!("schedule bench: {} nodes, 3 entries each", nodes.len());
     let binary = build_operator()?;

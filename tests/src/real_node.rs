@@ -135,6 +135,29 @@ pub fn real_juki_node(name: &str, calendar: &str, spec: serde_json::Value) -> se
     })
 }
 
+/// The operator as production runs it against real pods (the final request through the
+/// service proxy, SQLite and backups on claims, a 300 s readiness timeout), on a clock from
+/// `start` at `factor`, with `extra` flags.
+pub fn real_operator(
+    cluster: &TestCluster,
+    namespace: &str,
+    start: jiff::Timestamp,
+    factor: u32,
+    tag: &str,
+    extra: &[&str],
+) -> crate::operator::OperatorProcess {
+    let mut args = vec![
+        "--final-exchange",
+        "call",
+        "--sqlite-volume",
+        "pvc",
+        "--readiness-timeout",
+        "300",
+    ];
+    args.extend_from_slice(extra);
+    crate::operator::OperatorProcess::start_with(cluster, namespace, start, factor, tag, &args)
+}
+
 /// The real node's network namespace (node.sh): its pod bridge, kube-proxy's rules.
 pub const NODE_NETNS: &str = "/run/netns/jukinet-node";
 

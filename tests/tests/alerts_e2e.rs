@@ -18,7 +18,9 @@ use std::time::Duration;
 use juki_operator::api::{JukiNode, NodePhase};
 use juki_tests::cluster::{poll_until, read_repo_file, require_built, unique_name};
 use juki_tests::operator::{OperatorProcess, tokyo};
-use juki_tests::real_node::{FullVolume, LinkCut, PodKiller, node_pods, real_juki_node};
+use juki_tests::real_node::{
+    FullVolume, LinkCut, PodKiller, node_pods, real_juki_node, real_operator,
+};
 use juki_tests::require_cluster;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, Patch, PatchParams};
@@ -285,6 +287,35 @@ impl Monitoring {
     /// The notifications received so far.
     fn notifications(&self) -> Vec<Notification> {
         self.received.lock().unwrap().clone()
+    }
+
+    /// Waits until the receiver hears `(alertname, node, status)`; on timeout, fails with the
+    /// alerts Prometheus holds in `ns` and the phases of `nodes`.
+    async fn until_heard(
+        &self,
+        nodes: &Api<JukiNode>,
+        ns: &str,
+        (alertname, node, status): (&str, &str, &str),
+        timeout: Duration,
+    ) {
+        let what = format!("{alertname} {status} for {node} at the receiver");
+        let heard = poll_until(&what, timeout, || async {
+            self.heard(alertname, node, status)
+        })
+        .await;
+        if let Err(e) = heard {
+            let now = alerts_now(&self.prometheus, ns).await;
+            panic!("{e}: {now:?}\n{:?}", phases(nodes).await);
+        }
+    }
+
+    /// Whether the receiver has heard `alertname` for `node` with `status` (firing, resolved).
+    fn heard(&self, alertname: &str, node: &str, status: &str) -> bool {
+        self.notifications().iter().any(|n| {
+            n.alerts
+                .iter()
+                .any(|(name, nd, s)| name == alertname && nd == node && s == status)
+        })
     }
 }
 
@@ -625,6 +656,27 @@ async fn a_prefecture_down_in_its_window_alerts_once_for_its_tree_and_planned_do
     tokio::join!(down_tree, planned_downtime);
 }
 
+/// Asserts that Prometheus holds exactly one `alertname` series in `ns`, with `labels` and
+/// `prefecture`.
+async fn assert_only_alert(
+    prometheus: &str,
+    ns: &str,
+    alertname: &str,
+    labels: &[(&str, &str)],
+    prefecture: &str,
+) {
+    let q = format!("ALERTS{{namespace=\"{ns}\",alertname=\"{alertname}\"}}");
+    let alert = query(prometheus, &q).await;
+    assert_eq!(alert.len(), 1, "{alert:?}");
+    for (key, value) in labels.iter().chain(&[("prefecture", prefecture)]) {
+        assert_eq!(
+            alert[0]["metric"][key].as_str(),
+            Some(*value),
+            "{key}: {alert:?}"
+        );
+    }
+}
+
 /// The result vector of an instant query.
 async fn query(prometheus: &str, query: &str) -> Vec<Value> {
     let v = get_json(&format!(
@@ -662,20 +714,6 @@ async fn real_tree(
     names
 }
 
-/// The operator's flags for a real tree: production's final exchange and claims.
-fn real_tree_flags(metrics_addr: &str) -> [&str; 8] {
-    [
-        "--final-exchange",
-        "call",
-        "--sqlite-volume",
-        "pvc",
-        "--readiness-timeout",
-        "300",
-        "--metrics-addr",
-        metrics_addr,
-    ]
-}
-
 /// A real tree on the real node, its pods scraped as the chart's PodMonitor scrapes them:
 /// 1. the network between the CS and its prefecture is cut while both pods run. What fires is
 ///    the link, named with its upstream, and nothing about either node; mending it resolves
@@ -699,9 +737,8 @@ async fn a_link_cut_and_a_dying_cs_pod_alert_as_what_they_are_and_resolve_when_m
     let (pref, cs) = (tree[1].as_str(), tree[2].as_str());
     // Wednesday 10:00 at the speed of real time: inside every window for the whole test.
     let operator_addr = format!("127.0.0.1:{}", free_port());
-    let flags = real_tree_flags(&operator_addr);
-    let _operator =
-        OperatorProcess::start_with(&cluster, ns, tokyo("2026-11-25T10:00"), 1, "-link", &flags);
+    let flags = ["--metrics-addr", &operator_addr];
+    let _operator = real_operator(&cluster, ns, tokyo("2026-11-25T10:00"), 1, "-link", &flags);
     let nodes: Api<JukiNode> = Api::namespaced(cluster.client.clone(), ns);
     let online = poll_until("the tree Online", Duration::from_secs(240), || async {
         let now = phases(&nodes).await;
@@ -842,41 +879,16 @@ async fn a_link_cut_and_a_dying_cs_pod_alert_as_what_they_are_and_resolve_when_m
     let pod = node_pods(&cluster, ns, cs).await.into_iter().next();
     let uid = pod.and_then(|p| p.metadata.uid).expect("the CS's pod");
     let killer = PodKiller::start(&uid, "juki-node");
-    let not_online = |status: &'static str| {
-        let monitoring = &monitoring;
-        move || async move {
-            monitoring.notifications().iter().any(|n| {
-                n.alerts
-                    .iter()
-                    .any(|(name, node, s)| name == "JukiNodeNotOnline" && node == cs && s == status)
-            })
-        }
-    };
-    let fired = poll_until(
-        "JukiNodeNotOnline for the dying CS at the receiver",
-        Duration::from_secs(120),
-        not_online("firing"),
-    )
-    .await;
-    if let Err(e) = fired {
-        let now = alerts_now(prometheus, ns).await;
-        panic!("{e}: {now:?}\n{:?}", phases(&nodes).await);
-    }
-    let alert = query(
-        prometheus,
-        &format!("ALERTS{{namespace=\"{ns}\",alertname=\"JukiNodeNotOnline\"}}"),
-    )
-    .await;
-    let labels = |key: &str| {
-        alert
-            .iter()
-            .map(|a| a["metric"][key].as_str().unwrap_or_default().to_string())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(labels("node"), [cs], "{alert:?}");
-    assert_eq!(labels("tier"), ["CS"], "{alert:?}");
-    assert_eq!(labels("prefecture"), ["32"], "{alert:?}");
-    assert_eq!(labels("severity"), ["critical"], "{alert:?}");
+    monitoring
+        .until_heard(
+            &nodes,
+            ns,
+            ("JukiNodeNotOnline", cs, "firing"),
+            Duration::from_secs(120),
+        )
+        .await;
+    let cs_labels = [("node", cs), ("tier", "CS"), ("severity", "critical")];
+    assert_only_alert(prometheus, ns, "JukiNodeNotOnline", &cs_labels, "32").await;
     let above: Vec<_> = alerts_now(prometheus, ns)
         .await
         .into_iter()
@@ -888,16 +900,14 @@ async fn a_link_cut_and_a_dying_cs_pod_alert_as_what_they_are_and_resolve_when_m
         killed >= 1,
         "no juki-node process of pod {uid} was found to kill"
     );
-    let resolved = poll_until(
-        "the dying CS's alert resolved at the receiver",
-        Duration::from_secs(240),
-        not_online("resolved"),
-    )
-    .await;
-    if let Err(e) = resolved {
-        let now = alerts_now(prometheus, ns).await;
-        panic!("{e} ({killed} kills): {now:?}\n{:?}", phases(&nodes).await);
-    }
+    monitoring
+        .until_heard(
+            &nodes,
+            ns,
+            ("JukiNodeNotOnline", cs, "resolved"),
+            Duration::from_secs(240),
+        )
+        .await;
     for (name, phase, _) in phases(&nodes).await {
         assert_eq!(
             phase,
@@ -927,9 +937,9 @@ async fn a_backup_failing_on_a_full_volume_alerts_for_its_node_until_a_night_suc
     let [_, _, cs] = &real_tree(&cluster, ns, &calendar, "31", "312011").await;
     let cs = cs.as_str();
     let operator_addr = format!("127.0.0.1:{}", free_port());
-    let flags = real_tree_flags(&operator_addr);
+    let flags = ["--metrics-addr", &operator_addr];
     // Wednesday 14:00: the CSs' window ends at 21:00, 42 real seconds later.
-    let _operator = OperatorProcess::start_with(
+    let _operator = real_operator(
         &cluster,
         ns,
         tokyo("2026-11-25T14:00"),
@@ -961,41 +971,16 @@ async fn a_backup_failing_on_a_full_volume_alerts_for_its_node_until_a_night_suc
     let full = FullVolume::mount(claim.metadata.uid.as_deref().unwrap());
 
     let nodes: Api<JukiNode> = Api::namespaced(cluster.client.clone(), ns);
-    let batch_failed = |status: &'static str| {
-        let monitoring = &monitoring;
-        move || async move {
-            monitoring.notifications().iter().any(|n| {
-                n.alerts
-                    .iter()
-                    .any(|(name, node, s)| name == "JukiBatchFailed" && node == cs && s == status)
-            })
-        }
-    };
-    let fired = poll_until(
-        "JukiBatchFailed for the CS at the receiver",
-        Duration::from_secs(240),
-        batch_failed("firing"),
-    )
-    .await;
-    if let Err(e) = fired {
-        let now = alerts_now(prometheus, ns).await;
-        panic!("{e}: {now:?}\n{:?}", phases(&nodes).await);
-    }
-    let alert = query(
-        prometheus,
-        &format!("ALERTS{{namespace=\"{ns}\",alertname=\"JukiBatchFailed\"}}"),
-    )
-    .await;
-    let labels = |key: &str| {
-        alert
-            .iter()
-            .map(|a| a["metric"][key].as_str().unwrap_or_default().to_string())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(labels("node"), [cs], "{alert:?}");
-    assert_eq!(labels("tier"), ["CS"], "{alert:?}");
-    assert_eq!(labels("prefecture"), ["31"], "{alert:?}");
-    assert_eq!(labels("severity"), ["critical"], "{alert:?}");
+    monitoring
+        .until_heard(
+            &nodes,
+            ns,
+            ("JukiBatchFailed", cs, "firing"),
+            Duration::from_secs(240),
+        )
+        .await;
+    let cs_labels = [("node", cs), ("tier", "CS"), ("severity", "critical")];
+    assert_only_alert(prometheus, ns, "JukiBatchFailed", &cs_labels, "31").await;
     let last_batch = |n: JukiNode| {
         let b = n.status.and_then(|s| s.last_batch);
         b.map(|b| (b.date, b.outcome))
@@ -1007,16 +992,14 @@ async fn a_backup_failing_on_a_full_volume_alerts_for_its_node_until_a_night_suc
 
     // Mended: Thursday night's backup goes to the claim's own directory again.
     drop(full);
-    let resolved = poll_until(
-        "the CS's JukiBatchFailed resolved at the receiver",
-        Duration::from_secs(360),
-        batch_failed("resolved"),
-    )
-    .await;
-    if let Err(e) = resolved {
-        let now = alerts_now(prometheus, ns).await;
-        panic!("{e}: {now:?}\n{:?}", phases(&nodes).await);
-    }
+    monitoring
+        .until_heard(
+            &nodes,
+            ns,
+            ("JukiBatchFailed", cs, "resolved"),
+            Duration::from_secs(360),
+        )
+        .await;
     assert_eq!(
         last_batch(nodes.get(cs).await.unwrap()),
         Some(("2026-11-26".into(), "Succeeded".into()))

@@ -529,16 +529,7 @@ fn real_operator_with(
     tag: &str,
     extra: &[&str],
 ) -> juki_tests::operator::OperatorProcess {
-    let mut args = vec![
-        "--final-exchange",
-        "call",
-        "--sqlite-volume",
-        "pvc",
-        "--readiness-timeout",
-        "300",
-    ];
-    args.extend_from_slice(extra);
-    juki_tests::operator::OperatorProcess::start_with(cluster, ns, tokyo(start), factor, tag, &args)
+    juki_tests::real_node::real_operator(cluster, ns, tokyo(start), factor, tag, extra)
 }
 
 /// Waits until JukiNode `name` is Online.

@@ -138,6 +138,15 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// `JUKINET_SCALE_CS`: how many CSs a bench runs (None: its default).
+pub fn scale_cs() -> anyhow::Result<Option<usize>> {
+    std::env::var("JUKINET_SCALE_CS")
+        .ok()
+        .map(|v| v.parse::<usize>())
+        .transpose()
+        .context("JUKINET_SCALE_CS must be a number")
+}
+
 /// 1 national, the prefectures (all 47, or `only` those codes) and `cs` of their CSs (all by
 /// default, else spread evenly).
 pub fn topology(cs: Option<usize>, only: Option<&[&str]>) -> anyhow::Result<Vec<NodeSpec>> {
