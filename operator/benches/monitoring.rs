@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures::{StreamExt, TryStreamExt, stream};
 use jiff::Timestamp;
 use juki_operator::api::{JukiNode, NodePhase, OperatingCalendar};
 use kube::Client;
@@ -115,18 +114,7 @@ async fn measure(
     let cals: Api<OperatingCalendar> = Api::all(client.clone());
     cals.patch(calendar, &pp, &Patch::Apply(&cal)).await?;
     create_namespace(client, ns).await?;
-    let api: Api<JukiNode> = Api::namespaced(client.clone(), ns);
-    stream::iter(nodes)
-        .map(|n| {
-            let (api, pp) = (&api, &pp);
-            async move {
-                let manifest = n.manifest(ns, calendar, Pods::Fake);
-                api.patch(&n.name, pp, &Patch::Apply(manifest)).await
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect::<Vec<_>>()
-        .await?;
+    apply_nodes(client, ns, calendar, nodes, Pods::Fake).await?;
     let store = watch_store::<JukiNode>(client, ns).await;
 
     let addr = format!("127.0.0.1:{}", free_port()?);

@@ -461,20 +461,8 @@ async fn operator(
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     cals.patch(calendar, &pp, &Patch::Apply(&cal)).await?;
     create_namespace(client, ns).await?;
-    let api: Api<JukiNode> = Api::namespaced(client.clone(), ns);
     let applied = Instant::now();
-    stream::iter(nodes)
-        .map(|n| {
-            let api = &api;
-            let pp = &pp;
-            async move {
-                api.patch(&n.name, pp, &Patch::Apply(n.manifest(ns, calendar, pods)))
-                    .await
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect::<Vec<_>>()
-        .await?;
+    apply_nodes(client, ns, calendar, nodes, pods).await?;
     out.apply_s = applied.elapsed().as_secs_f64();
     println!(
         "  operator: applied {} JukiNodes (server-side apply, {CONCURRENCY} in flight) in {:.1} s",

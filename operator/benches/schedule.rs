@@ -200,24 +200,7 @@ async fn operator(
     cals.patch(calendar, &pp, &Patch::Apply(calendar_manifest(calendar)))
         .await?;
     create_namespace(client, ns).await?;
-    let api: Api<JukiNode> = Api::namespaced(client.clone(), ns);
-    stream::iter(nodes)
-        .map(|n| {
-            let (api, pp) = (&api, &pp);
-            async move {
-                api.patch(
-                    &n.name,
-                    pp,
-                    &Patch::Apply(n.manifest(ns, calendar, Pods::Fake)),
-                )
-                .await
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
+    apply_nodes(client, ns, calendar, nodes, Pods::Fake).await?;
     let node_store = watch_store::<JukiNode>(client, ns).await;
     let job_store = watch_store::<Job>(client, ns).await;
 

@@ -200,6 +200,33 @@ pub fn topology(cs: Option<usize>, only: Option<&[&str]>) -> anyhow::Result<Vec<
     Ok(nodes)
 }
 
+/// Applies `nodes` into `ns` following `calendar` (server-side apply, [`CONCURRENCY`] in
+/// flight).
+pub async fn apply_nodes(
+    client: &Client,
+    ns: &str,
+    calendar: &str,
+    nodes: &[NodeSpec],
+    pods: Pods,
+) -> anyhow::Result<()> {
+    let api: Api<juki_operator::api::JukiNode> = Api::namespaced(client.clone(), ns);
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    futures::stream::iter(nodes)
+        .map(|n| {
+            let (api, pp) = (&api, &pp);
+            async move {
+                let manifest = n.manifest(ns, calendar, pods);
+                api.patch(&n.name, pp, &Patch::Apply(manifest)).await
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(())
+}
+
 pub fn kubeconfig_path() -> PathBuf {
     if let Some(p) = std::env::var_os("KUBECONFIG") {
         return PathBuf::from(p);
