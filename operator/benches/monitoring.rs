@@ -9,7 +9,9 @@
 //! - the per-node series of the operator's `/metrics` (`juki_node_expected_online`,
 //!   `juki_node_phase`, `juki_node_fault`): how many per node, and the size and time of a scrape;
 //! - `kubectl juki status` (the release `kubectl-juki`, output piped, so plain): 5 runs over the
-//!   whole country, wall time each (target < 2 s).
+//!   whole country, wall time each (target < 2 s);
+//! - the series' cost: the whole run again with `--node-health-series=false`, and the operator's
+//!   peak memory and CPU of both runs (target: < 10% more with them).
 //!
 //! It prints a table with PASS/MISS and exits 0 whatever the figures; if the cluster is down it
 //! says how to start it and exits 0. The operator's log goes to /tmp/monitoring-operator.log.
@@ -63,6 +65,23 @@ impl NodeSeries {
     }
 }
 
+/// One run's figures.
+struct Run {
+    online_s: f64,
+    /// Peak memory and CPU from the operator's start until every node is Online and
+    /// [`STEADY`] more.
+    usage: Usage,
+    series: NodeSeries,
+    scrape_s: f64,
+    /// `kubectl juki status` wall times, sorted, and the lines it printed.
+    status_runs: Vec<f64>,
+    status_lines: usize,
+    phases: BTreeMap<String, usize>,
+}
+
+/// How long the operator runs on after every node is Online, in the steady state of a day.
+const STEADY: Duration = Duration::from_secs(60);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let kubeconfig = kubeconfig_path();
@@ -79,33 +98,45 @@ async fn main() -> anyhow::Result<()> {
     let kubectl_juki = build_release("kubectl-juki")?;
     ensure_crds(&client).await?;
     let id = std::process::id();
-    let (ns, calendar) = (
-        format!("juki-monitoring-{id}"),
-        format!("juki-monitoring-{id}"),
-    );
-    let result = measure(
-        &client,
-        &kubeconfig,
-        (&operator, &kubectl_juki),
-        &ns,
-        &calendar,
-        &nodes,
-    )
-    .await;
-    delete_namespace(&client, &ns, Duration::from_secs(120)).await;
-    let cals: Api<OperatingCalendar> = Api::all(client.clone());
-    let _ = cals.delete(&calendar, &DeleteParams::default()).await;
-    result
+    let mut runs = Vec::new();
+    // With the per-node health series (the default), then without (--node-health-series=false),
+    // each on a namespace of its own.
+    for health in [true, false] {
+        let name = format!(
+            "juki-monitoring-{id}-{}",
+            if health { "with" } else { "without" }
+        );
+        println!(
+            "run {}: the per-node health series {}",
+            runs.len() + 1,
+            if health { "on" } else { "off" }
+        );
+        let result = measure(
+            &client,
+            &kubeconfig,
+            (&operator, &kubectl_juki),
+            (&name, &name),
+            &nodes,
+            health,
+        )
+        .await;
+        delete_namespace(&client, &name, Duration::from_secs(300)).await;
+        let cals: Api<OperatingCalendar> = Api::all(client.clone());
+        let _ = cals.delete(&name, &DeleteParams::default()).await;
+        runs.push(result?);
+    }
+    report(&nodes, &runs[0], &runs[1]);
+    Ok(())
 }
 
 async fn measure(
     client: &Client,
     kubeconfig: &std::path::Path,
     (operator, kubectl_juki): (&std::path::Path, &std::path::Path),
-    ns: &str,
-    calendar: &str,
+    (ns, calendar): (&str, &str),
     nodes: &[NodeSpec],
-) -> anyhow::Result<()> {
+    node_health_series: bool,
+) -> anyhow::Result<Run> {
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     // The example calendar's windows and batches, under the bench's own name.
     let text = std::fs::read_to_string(repo_root().join("examples/calendar.yaml"))?;
@@ -119,6 +150,7 @@ async fn measure(
 
     let addr = format!("127.0.0.1:{}", free_port()?);
     let clock: Timestamp = CLOCK.parse()?;
+    let health_flag = format!("--node-health-series={node_health_series}");
     let mut child = spawn_operator(
         operator,
         kubeconfig,
@@ -127,9 +159,10 @@ async fn measure(
         &addr,
         LOG,
         Pods::Fake,
-        &[],
+        &[&health_flag],
     )?;
     let started = Instant::now();
+    let sampler = PeakSampler::start(child.id().unwrap_or_default());
     let online = wait_until(started, started + Duration::from_secs(900), || {
         let state = store.state();
         state.len() == nodes.len()
@@ -138,19 +171,19 @@ async fn measure(
                 .all(|n| n.status.as_ref().and_then(|s| s.phase) == Some(NodePhase::Online))
     })
     .await;
-    let Some(online) = online else {
+    let Some(online_s) = online else {
         let _ = child.kill().await;
         anyhow::bail!("not every node was Online within 900 s (log {LOG})");
     };
-    // The per-node series follow the statuses: one more second for the last ones.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(STEADY).await;
+    let usage = sampler.stop();
     let scrape_start = Instant::now();
     let text = scrape_text(&addr).await?;
     let scrape_s = scrape_start.elapsed().as_secs_f64();
     let series = NodeSeries::of(&text);
 
-    let mut runs = Vec::new();
-    let mut lines = 0;
+    let mut status_runs = Vec::new();
+    let mut status_lines = 0;
     for _ in 0..STATUS_RUNS {
         let t = Instant::now();
         let out = tokio::process::Command::new(kubectl_juki)
@@ -158,7 +191,7 @@ async fn measure(
             .args(["status", "-n", ns])
             .output()
             .await?;
-        runs.push(t.elapsed().as_secs_f64());
+        status_runs.push(t.elapsed().as_secs_f64());
         if !out.status.success() {
             let _ = child.kill().await;
             anyhow::bail!(
@@ -166,8 +199,9 @@ async fn measure(
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        lines = out.stdout.iter().filter(|b| **b == b'\n').count();
+        status_lines = out.stdout.iter().filter(|b| **b == b'\n').count();
     }
+    status_runs.sort_by(f64::total_cmp);
     let phases = store
         .state()
         .iter()
@@ -177,58 +211,108 @@ async fn measure(
             m
         });
     let _ = child.kill().await;
+    Ok(Run {
+        online_s,
+        usage,
+        series,
+        scrape_s,
+        status_runs,
+        status_lines,
+        phases,
+    })
+}
 
-    runs.sort_by(f64::total_cmp);
-    let median = runs[runs.len() / 2];
+fn verdict(pass: bool) -> &'static str {
+    if pass { "PASS" } else { "MISS" }
+}
+
+fn report(nodes: &[NodeSpec], with: &Run, without: &Run) {
+    let median = with.status_runs[with.status_runs.len() / 2];
+    let mib = |u: &Usage| u.hwm_kib as f64 / 1024.0;
+    let more = |a: f64, b: f64| (a / b - 1.0) * 100.0;
     println!();
     println!("## Monitoring benchmark: {} nodes", nodes.len());
     println!();
     println!(
-        "kwok's fake pods; the operator with `{}` (clock from {CLOCK}, ×{FACTOR}); phases at the \
-         measurement: {phases:?}",
-        Pods::Fake.operator_flags().join(" ")
+        "kwok's fake pods; the operator with `{}` (clock from {CLOCK}, ×{FACTOR}), run twice: \
+         with the per-node health series (the default) and with `--node-health-series=false`; \
+         peak memory (VmHWM) and CPU (user + system) from its start until every node is Online \
+         and {} s more; phases at the measurement: {:?}",
+        Pods::Fake.operator_flags().join(" "),
+        STEADY.as_secs(),
+        with.phases
     );
     println!();
-    println!("| figure | value |");
-    println!("|---|---|");
-    println!("| operator start until every node is Online | {online:.1} s |");
-    for (name, count) in &series.by_name {
-        println!("| `{name}` series | {count} |");
+    println!("| figure | with the series | without |");
+    println!("|---|---|---|");
+    println!(
+        "| operator start until every node is Online | {:.1} s | {:.1} s |",
+        with.online_s, without.online_s
+    );
+    println!(
+        "| peak memory | {:.1} MiB | {:.1} MiB |",
+        mib(&with.usage),
+        mib(&without.usage)
+    );
+    println!(
+        "| CPU | {:.1} s | {:.1} s |",
+        with.usage.cpu_s, without.usage.cpu_s
+    );
+    for (name, count) in &with.series.by_name {
+        println!(
+            "| `{name}` series | {count} | {} |",
+            without.series.by_name.get(name).unwrap_or(&0)
+        );
     }
     println!(
-        "| per-node series, per node | {:.2} ({} nodes in /metrics) |",
-        series.per_node(),
-        series.nodes
+        "| per-node series, per node | {:.2} ({} nodes in /metrics) | {:.2} |",
+        with.series.per_node(),
+        with.series.nodes,
+        without.series.per_node()
     );
     println!(
-        "| /metrics: all series, size, one scrape | {} series, {:.0} KiB, {:.3} s |",
-        series.all_series,
-        series.bytes as f64 / 1024.0,
-        scrape_s
+        "| /metrics: all series, size, one scrape | {} series, {:.0} KiB, {:.3} s | {} series, {:.0} KiB, {:.3} s |",
+        with.series.all_series,
+        with.series.bytes as f64 / 1024.0,
+        with.scrape_s,
+        without.series.all_series,
+        without.series.bytes as f64 / 1024.0,
+        without.scrape_s
     );
     println!(
-        "| `kubectl juki status -n NS` ({STATUS_RUNS} runs, {lines} lines): min / median / max | {:.2} / {:.2} / {:.2} s |",
-        runs[0],
+        "| `kubectl juki status -n NS` ({STATUS_RUNS} runs, {} lines): min / median / max | {:.2} / {:.2} / {:.2} s | |",
+        with.status_lines,
+        with.status_runs[0],
         median,
-        runs[runs.len() - 1]
+        with.status_runs[with.status_runs.len() - 1]
     );
+    let memory_more = more(mib(&with.usage), mib(&without.usage));
+    let cpu_more = more(with.usage.cpu_s, without.usage.cpu_s);
     println!();
     println!("| target | value | verdict |");
     println!("|---|---|---|");
     println!(
+        "| the series' extra peak memory < 10% | {memory_more:+.1}% | {} |",
+        verdict(memory_more < 10.0)
+    );
+    println!(
+        "| the series' extra CPU < 10% | {cpu_more:+.1}% | {} |",
+        verdict(cpu_more < 10.0)
+    );
+    println!(
         "| `kubectl juki status` < 2 s at {} nodes (median) | {median:.2} s | {} |",
         nodes.len(),
-        if median < 2.0 { "PASS" } else { "MISS" }
+        verdict(median < 2.0)
     );
     println!(
         "| every node in /metrics | {} of {} | {} |",
-        series.nodes,
+        with.series.nodes,
         nodes.len(),
-        if series.nodes == nodes.len() {
-            "PASS"
-        } else {
-            "MISS"
-        }
+        verdict(with.series.nodes == nodes.len())
     );
-    Ok(())
+    println!(
+        "| no per-node series without them | {} | {} |",
+        without.series.nodes,
+        verdict(without.series.nodes == 0)
+    );
 }

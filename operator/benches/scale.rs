@@ -125,6 +125,7 @@ async fn floor(
         upstream_url: None,
         node_clock: None,
         delivery_keys: None,
+        otlp_endpoint: None,
         sqlite_volume: pods_kind.sqlite_volume(),
     };
     let mut deployments = Vec::new();

@@ -120,6 +120,7 @@ async fn floor(client: &Client, ns: &str, nodes: &[NodeSpec]) -> anyhow::Result<
         upstream_url: None,
         node_clock: None,
         delivery_keys: None,
+        otlp_endpoint: None,
         sqlite_volume: SqliteVolume::EmptyDir,
     };
     let mut jobs: HashMap<(String, usize), Job> = HashMap::new();

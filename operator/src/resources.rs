@@ -44,6 +44,8 @@ pub const BACKUP_DIR: &str = "/var/lib/juki-backups";
 pub const PREFECTURE_LABEL: &str = "jukinet.io/prefecture";
 /// The node service's opt-in to plain HTTP on a pod address (juki-node's --insecure-plain-http).
 pub const INSECURE_PLAIN_HTTP_ENV: &str = "JUKI_INSECURE_PLAIN_HTTP";
+/// Where a node's pods export their spans (the operator's own `--otlp-endpoint`).
+pub const OTLP_ENDPOINT_ENV: &str = juki_telemetry::ENDPOINT_ENV;
 
 /// The URL at which the tier below and the operator reach a node's Service.
 pub fn service_url(name: &str, namespace: &str, tls: bool) -> String {
@@ -77,6 +79,9 @@ pub struct Context<'a> {
     /// `--delivery-keys`: the Ed25519 public keys (hex, comma-separated) whose signature a
     /// delivery needs before the node stages it; None: not checked.
     pub delivery_keys: Option<String>,
+    /// The collector the node services export their spans to (OTLP base URL, given to their
+    /// pods as `OTEL_EXPORTER_OTLP_ENDPOINT`); None: they export none.
+    pub otlp_endpoint: Option<String>,
 }
 
 fn name(node: &JukiNode) -> String {
@@ -260,6 +265,13 @@ fn pod_parts(node: &JukiNode, ctx: &Context<'_>) -> (Vec<Volume>, Vec<VolumeMoun
         value: Some("/etc/juki/node.json".into()),
         ..EnvVar::default()
     }];
+    if let Some(endpoint) = &ctx.otlp_endpoint {
+        env.push(EnvVar {
+            name: OTLP_ENDPOINT_ENV.into(),
+            value: Some(endpoint.clone()),
+            ..EnvVar::default()
+        });
+    }
     match (node.spec.database.kind, &node.spec.database.postgres) {
         (DatabaseKind::Postgres, Some(pg)) => env.push(EnvVar {
             name: "DATABASE_URL".into(),
@@ -575,6 +587,7 @@ mod tests {
             upstream_url: None,
             node_clock: None,
             delivery_keys: None,
+            otlp_endpoint: None,
             sqlite_volume,
         };
         for kind in [DatabaseKind::Sqlite, DatabaseKind::Postgres] {
@@ -663,6 +676,7 @@ mod tests {
             upstream_url: None,
             node_clock: None,
             delivery_keys: None,
+            otlp_endpoint: None,
             sqlite_volume: SqliteVolume::Pvc,
         };
         let service = deployment(&node, &ctx, 1)
@@ -718,6 +732,7 @@ mod tests {
             sqlite_volume: SqliteVolume::EmptyDir,
             node_clock: None,
             delivery_keys: None,
+            otlp_endpoint: None,
         };
         let d = deployment(&node, &ctx, 2);
         assert_eq!(d.spec.as_ref().unwrap().replicas, Some(2));
@@ -738,6 +753,7 @@ mod tests {
         let fast = Context {
             node_clock: Some("fast:2026-11-25T01:00:00Z@2026-12-06T05:00:00Z,x300".into()),
             delivery_keys: Some("ab".repeat(32)),
+            otlp_endpoint: None,
             ..ctx.clone()
         };
         let node_json: serde_json::Value =
@@ -771,6 +787,49 @@ mod tests {
     }
 
     #[test]
+    fn the_pods_and_jobs_export_spans_only_to_the_operators_collector() {
+        let node = cs();
+        let quiet = Context {
+            calendar_json: &json!({}),
+            extensions_json: &json!([]),
+            upstream_url: None,
+            sqlite_volume: SqliteVolume::EmptyDir,
+            node_clock: None,
+            delivery_keys: None,
+            otlp_endpoint: None,
+        };
+        let traced = Context {
+            otlp_endpoint: Some("http://collector.monitoring:4318".into()),
+            ..quiet.clone()
+        };
+        let endpoint_of = |ctx: &Context<'_>| -> [Option<String>; 2] {
+            let service = deployment(&node, ctx, 1)
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap();
+            let batch = batch_job(&node, ctx, "backup", date(2026, 11, 30))
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap();
+            [service, batch].map(|pod| {
+                pod.containers[0]
+                    .env
+                    .iter()
+                    .flatten()
+                    .find(|e| e.name == OTLP_ENDPOINT_ENV)
+                    .and_then(|e| e.value.clone())
+            })
+        };
+        assert_eq!(endpoint_of(&quiet), [None, None]);
+        let url = Some("http://collector.monitoring:4318".to_string());
+        assert_eq!(endpoint_of(&traced), [url.clone(), url]);
+    }
+
+    #[test]
     fn a_tls_node_mounts_its_secret_serves_https_and_is_reached_over_https() {
         let mut node = cs();
         let plain = Context {
@@ -779,6 +838,7 @@ mod tests {
             upstream_url: None,
             node_clock: None,
             delivery_keys: None,
+            otlp_endpoint: None,
             sqlite_volume: SqliteVolume::EmptyDir,
         };
         let container =

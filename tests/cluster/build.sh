@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the local control plane binaries (kube-apiserver, kube-controller-manager, kube-scheduler,
-# kubectl, etcd, kwok, helm, promtool, amtool) and the real node's (kubelet, kube-proxy, CoreDNS, the pause binary,
-# the local-volumes provisioner, and the pause and CoreDNS images) from the Go module proxy into a
-# cache OUTSIDE the clone.
+# kubectl, etcd, kwok, helm), the monitoring ones (promtool, amtool, prometheus, alertmanager,
+# otelcol) and the real node's (kubelet, kube-proxy, CoreDNS, the pause binary, the local-volumes
+# provisioner, and the pause and CoreDNS images) from the Go module proxy into a cache OUTSIDE the
+# clone.
 # Idempotent: each binary has a stamp file; a second run with the same versions does nothing.
 #
 #   JUKINET_CLUSTER_CACHE  cache dir (default ~/.cache/jukinet/cluster)
@@ -242,6 +243,29 @@ coredns_build() {
 CDWANT="coredns $COREDNS_VERSION $GOVER $(sha256sum <"$HERE/node/coredns/main.go" | cut -c1-12)"
 if stamp_ok coredns "$CDWANT"; then log "coredns $COREDNS_VERSION: up to date"; else
   log "building coredns $COREDNS_VERSION"; timed coredns coredns_build; stamp_write coredns "$CDWANT"
+fi
+
+# ---------------------------------------------------------------- otelcol
+# An OpenTelemetry Collector with only the components the trace test uses (otelcol/main.go, what
+# the collector's builder would generate for them). Every collector module at one release.
+OSRC="$CACHE/src/otelcol"
+otelcol_build() {
+  local core=go.opentelemetry.io/collector
+  mkdir -p "$OSRC"
+  cp "$HERE/otelcol/main.go" "$OSRC/main.go"
+  printf 'module jukinet.local/otelcol\n\ngo 1.26.0\n' >"$OSRC/go.mod"
+  rm -f "$OSRC/go.sum"
+  (cd "$OSRC" &&
+    go get "$core/otelcol@$OTELCOL_VERSION" "$core/receiver/otlpreceiver@$OTELCOL_VERSION" \
+      "$core/processor/batchprocessor@$OTELCOL_VERSION" \
+      "$core/confmap@$OTELCOL_V1_VERSION" "$core/confmap/provider/fileprovider@$OTELCOL_V1_VERSION" \
+      "github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter@$OTELCOL_VERSION" &&
+    go mod tidy &&
+    go build -p "$P" -trimpath -ldflags "-s -w -X main.version=$OTELCOL_VERSION" -o "$BIN/otelcol" .)
+}
+OCWANT="otelcol $OTELCOL_VERSION $OTELCOL_V1_VERSION $GOVER $(sha256sum <"$HERE/otelcol/main.go" | cut -c1-12)"
+if stamp_ok otelcol "$OCWANT"; then log "otelcol $OTELCOL_VERSION: up to date"; else
+  log "building otelcol $OTELCOL_VERSION"; timed otelcol otelcol_build; stamp_write otelcol "$OCWANT"
 fi
 
 # ---------------------------------------------------------------- node helpers (our own Go)

@@ -3,6 +3,7 @@
 //! server-side apply, install the CRDs and wait for conditions.
 
 pub mod cluster;
+pub mod collector;
 pub mod network_policy;
 pub mod operator;
 pub mod pki;

@@ -242,6 +242,63 @@ fn the_operator_chart_installs_the_tested_alert_rules_as_a_config_map_for_a_plai
     );
 }
 
+/// The operator's container environment, as (name, value) pairs.
+fn operator_env(objects: &[(String, serde_yaml::Value)]) -> Vec<(String, String)> {
+    let deployment = objects
+        .iter()
+        .find(|(k, _)| k == "Deployment")
+        .map(|(_, v)| v)
+        .expect("the operator's Deployment");
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let text = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            (text("name"), text("value"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_operator_chart_exports_spans_only_to_a_configured_plain_http_collector() {
+    let Some(default) = template_operator(&[]) else {
+        return;
+    };
+    assert!(
+        operator_env(&default)
+            .iter()
+            .all(|(name, _)| !name.starts_with("OTEL_")),
+        "no span leaves by default"
+    );
+    let endpoint = "http://otel-collector.monitoring:4318";
+    let set = template_operator(&[
+        "--set",
+        &format!("monitoring.traces.otlpEndpoint={endpoint}"),
+    ])
+    .unwrap();
+    assert!(
+        operator_env(&set).contains(&("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.into())),
+        "{:?}",
+        operator_env(&set)
+    );
+    // The schema refuses what the operator would refuse at its start.
+    let helm = juki_tests::cluster::require_built("helm").unwrap();
+    let out = Command::new(helm)
+        .args(["template", "t", &chart("juki-operator")])
+        .args([
+            "--set",
+            "monitoring.traces.otlpEndpoint=https://collector:4318",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("otlpEndpoint"),
+        "{stderr}"
+    );
+}
+
 /// The NetworkPolicies a chart renders: (name, the pods it selects, the peers it admits).
 fn network_policies(
     name: &str,

@@ -1849,6 +1849,140 @@ async fn post_update(
         .unwrap_or_else(|e| panic!("POST /v1/updates {key} at {cs}: {e}"));
 }
 
+/// Spans leave the processes: given `--otlp-endpoint`, the operator exports a span per reconcile
+/// and hands the endpoint to the pods it runs; an update posted at the CS pod inside the
+/// municipality's trace is one trace in a real OpenTelemetry Collector, from the CS pod through
+/// the prefecture's to the national pod, each span the child of the one before.
+#[tokio::test]
+async fn one_update_is_one_trace_from_the_cs_pod_through_the_prefecture_to_the_national_pod_in_a_real_collector()
+ {
+    use juki_tests::collector::{Collector, ExportedSpan};
+
+    let Some(cluster) = require_real_node!() else {
+        return;
+    };
+    let Some(otelcol) = juki_tests::cluster::require_built("otelcol") else {
+        return;
+    };
+    cluster.install_crds().await;
+    let ns_guard = cluster.namespace().await;
+    let ns = ns_guard.name.clone();
+    let collector = Collector::start(&otelcol).await;
+    let (calendar, _calendar) = own_nights_only_calendar(&cluster, "real-traces").await;
+    // Saga and its capital's CS: names no other real-pod test has.
+    for (name, spec) in small_tree("41", "412015") {
+        let node = real_juki_node(&name, &calendar, spec);
+        cluster.apply(&node, Some(&ns)).await.unwrap();
+    }
+    let endpoint = collector.endpoint();
+    let _op = real_operator_with(
+        &cluster,
+        &ns,
+        "2026-11-25T10:00",
+        1,
+        "-traces",
+        &["--otlp-endpoint", &endpoint],
+    );
+    let nodes: Api<juki_operator::api::JukiNode> = Api::namespaced(cluster.client.clone(), &ns);
+    for name in ["national", "pref-41", "cs-412015"] {
+        until_online(&nodes, name).await.unwrap();
+    }
+
+    // The municipality's system sends the update inside a trace of its own.
+    let (trace_id, caller_span) = ("5a1e2c3d4b5f60718293a4b5c6d7e8f9", "0123456789abcdef");
+    let body = json!([{
+        "resident_code": "12345678903", "name": "山田 花子", "name_kana": "ヤマダ ハナコ",
+        "birth_date": "1985-06-01", "sex": "女", "address": "城内1丁目",
+        "municipality_code": "412015", "reason": "転入", "change_date": "2026-11-25",
+    }]);
+    let request = http::Request::post(format!(
+        "/api/v1/namespaces/{ns}/services/cs-412015:8080/proxy/v1/updates"
+    ))
+    .header("content-type", "application/json")
+    .header("idempotency-key", "traced")
+    .header("x-juki-identity", "muni-412015")
+    .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+    .body(body.to_string().into_bytes())
+    .unwrap();
+    cluster
+        .client
+        .request_text(request)
+        .await
+        .unwrap_or_else(|e| panic!("POST /v1/updates at the CS: {e}"));
+
+    let of_trace = || -> Vec<ExportedSpan> {
+        collector
+            .spans()
+            .into_iter()
+            .filter(|s| s.trace_id == trace_id)
+            .collect()
+    };
+    let exported = poll_until("the update's spans of all three tiers", WAIT, || async {
+        of_trace().len() >= 3
+    })
+    .await;
+    exported.unwrap_or_else(|e| panic!("{e}: {:#?}\n{}", of_trace(), collector.log()));
+    let trace = of_trace();
+    let at = |node: &str| -> &ExportedSpan {
+        let found: Vec<&ExportedSpan> = trace
+            .iter()
+            .filter(|s| s.resource.get("juki.node").map(String::as_str) == Some(node))
+            .collect();
+        assert_eq!(found.len(), 1, "one span of {node}: {trace:#?}");
+        found[0]
+    };
+    let (cs, pref, national) = (at("cs-412015"), at("pref-41"), at("national"));
+    assert_eq!(trace.len(), 3, "{trace:#?}");
+    for (span, tier) in [(cs, "cs"), (pref, "prefecture"), (national, "national")] {
+        assert_eq!(span.service, "juki-node", "{span:?}");
+        assert_eq!(span.resource["juki.tier"], tier, "{span:?}");
+        assert_eq!(span.status, 0, "{span:?}");
+    }
+    assert_eq!((cs.name.as_str(), cs.kind), ("record update", 2), "{cs:?}");
+    assert_eq!(
+        cs.parent_span_id, caller_span,
+        "under the caller's span: {cs:?}"
+    );
+    assert_eq!(cs.attributes["juki.municipality"], "412015", "{cs:?}");
+    for (span, parent) in [(pref, cs), (national, pref)] {
+        assert_eq!(
+            (span.name.as_str(), span.kind),
+            ("apply relayed update", 5),
+            "{span:?}"
+        );
+        assert_eq!(
+            span.parent_span_id, parent.span_id,
+            "{span:?} under {parent:?}"
+        );
+    }
+    assert_eq!(pref.attributes["juki.sender"], "cs-412015", "{pref:?}");
+    assert_eq!(
+        national.attributes["juki.sender"], "cs-412015",
+        "the origin: {national:?}"
+    );
+
+    // A reconcile is a span of the operator's, naming its node.
+    let reconciles: Vec<ExportedSpan> = collector
+        .spans()
+        .into_iter()
+        .filter(|s| s.service == "juki-operator" && s.name == "reconcile JukiNode")
+        .collect();
+    for node in ["national", "pref-41", "cs-412015"] {
+        assert!(
+            reconciles
+                .iter()
+                .any(
+                    |s| s.attributes.get("juki.node").map(String::as_str) == Some(node)
+                        && s.attributes.get("k8s.namespace.name") == Some(&ns)
+                        && s.parent_span_id.is_empty()
+                        && s.trace_id.len() == 32
+                ),
+            "a reconcile span of {node}: {reconciles:#?}"
+        );
+    }
+    drop(ns_guard);
+}
+
 /// The stop of a real prefecture whose upstream is unreachable: its node service answers the
 /// final request `done: false` with the updates it holds, and the operator records that answer
 /// (outcome Held, the node's reason and count) and warns, instead of taking any 2xx as received.

@@ -82,12 +82,23 @@ struct Args {
     /// and nothing of it runs: demos and tests only, or behind NetworkPolicies.
     #[arg(long, env = "JUKI_ALLOW_PLAIN_HTTP")]
     allow_plain_http: bool,
+    /// The OpenTelemetry collector (OTLP/HTTP base URL, http://HOST:PORT) the operator exports
+    /// its reconcile spans to, and its nodes' pods their update spans. Unset: no span leaves.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = otlp_endpoint)]
+    otlp_endpoint: Option<String>,
+    /// Publish per node what the calendar expects of it, its phase and its faults
+    /// (juki_node_expected_online, juki_node_phase, juki_node_fault: what the alert rules
+    /// evaluate). `false` leaves them out, for a cluster watched otherwise or to measure their
+    /// cost (the monitoring bench).
+    #[arg(long, env = "JUKI_NODE_HEALTH_SERIES", default_value_t = true, action = clap::ArgAction::Set)]
+    node_health_series: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(args.log_json);
+    let exporting = juki_telemetry::init(args.otlp_endpoint.as_deref(), "juki-operator", vec![])?;
     let clock = parse_clock(&args.clock)?;
     let client = kube::Client::try_default().await?;
     let metrics = Metrics::new();
@@ -121,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
-    tracing::info!(clock = ?clock, "juki-operator running");
+    tracing::info!(clock = ?clock, spans = exporting, "juki-operator running");
 
     let settings = Settings {
         readiness_timeout: Duration::from_secs(args.readiness_timeout),
@@ -135,6 +146,8 @@ async fn main() -> anyhow::Result<()> {
         max_batch_nodes: args.max_batch_nodes,
         delivery_keys: args.delivery_keys.clone(),
         allow_plain_http: args.allow_plain_http,
+        otlp_endpoint: args.otlp_endpoint.clone(),
+        node_health_series: args.node_health_series,
         namespace: args.namespace.clone(),
         node_tls: match (args.node_tls_cert, args.node_tls_key, args.node_tls_ca) {
             (Some(cert), Some(key), Some(ca)) => {
@@ -173,7 +186,15 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    juki_telemetry::flush();
     Ok(())
+}
+
+/// `--otlp-endpoint`: an OTLP/HTTP base URL, checked here so that a typo fails the operator's
+/// start rather than every node's span export.
+fn otlp_endpoint(text: &str) -> Result<String, String> {
+    juki_telemetry::check_endpoint(text.trim()).map_err(|e| e.to_string())?;
+    Ok(text.trim().to_owned())
 }
 
 /// `--delivery-keys`: each key 64 hex digits, checked here so that a typo fails the operator's
@@ -202,6 +223,16 @@ fn delivery_keys(text: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_otlp_endpoint_is_a_plain_http_base_url() {
+        assert_eq!(
+            otlp_endpoint(" http://collector:4318 "),
+            Ok("http://collector:4318".into())
+        );
+        let refused = otlp_endpoint("collector:4318").unwrap_err();
+        assert!(refused.contains("must start with http://"), "{refused}");
+    }
 
     #[test]
     fn delivery_keys_are_64_hex_digits_each_and_a_bad_one_is_named() {

@@ -448,6 +448,7 @@ async fn rerun(
         upstream_url: None,
         node_clock: None,
         delivery_keys: None,
+        otlp_endpoint: None,
         sqlite_volume: if pvc.is_some() {
             juki_operator::resources::SqliteVolume::Pvc
         } else {

@@ -106,6 +106,10 @@ pub struct Settings {
     pub delivery_keys: Option<String>,
     /// Plan nodes without spec.tls (plain HTTP); refused otherwise.
     pub allow_plain_http: bool,
+    /// The collector the nodes' pods export spans to; None: they export none.
+    pub otlp_endpoint: Option<String>,
+    /// Publish the per-node health series (and wake to update them as time makes faults).
+    pub node_health_series: bool,
 }
 
 impl Settings {

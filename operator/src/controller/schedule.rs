@@ -481,6 +481,7 @@ fn pod_context(ctx: &Context) -> resources::Context<'static> {
         upstream_url: None,
         node_clock: None,
         delivery_keys: None,
+        otlp_endpoint: None,
         sqlite_volume: ctx.settings.sqlite_volume,
     }
 }

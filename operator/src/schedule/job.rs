@@ -122,6 +122,7 @@ mod tests {
             upstream_url: None,
             node_clock: None,
             delivery_keys: None,
+            otlp_endpoint: None,
             sqlite_volume: SqliteVolume::EmptyDir,
         };
         let job = job(
@@ -171,6 +172,7 @@ mod tests {
             upstream_url: None,
             node_clock: None,
             delivery_keys: None,
+            otlp_endpoint: None,
             sqlite_volume: SqliteVolume::EmptyDir,
         };
         let job = job(

@@ -261,6 +261,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => Arc::new(SystemClock),
     };
     let (state, applied) = prepare_logged(&args, &config, clock).await?;
+    let spans = juki_telemetry::init(
+        args.otlp_endpoint.as_deref(),
+        "juki-node",
+        vec![
+            ("juki.node", state.identity.sender_id()),
+            ("juki.tier", state.identity.role.as_str().to_owned()),
+        ],
+    )?;
     if let Some(files) = &config.tls {
         crate::relay::client::set_tls(files.client_config()?);
     }
@@ -278,6 +286,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         delivery_dir = %config.delivery_dir.display(),
         migrations_applied = applied.len(),
         migrations = ?applied,
+        spans,
         "juki-node serving"
     );
     // The background tasks take what they need, not the HTTP state.
@@ -293,6 +302,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Arc::clone(&state.relay),
     ));
     start().await?;
+    juki_telemetry::flush();
     tracing::info!("juki-node stopped");
     Ok(())
 }

@@ -208,6 +208,10 @@ pub struct ServeArgs {
     /// How long one long poll of the upstream's mailbox waits, in seconds (at most 30).
     #[arg(long, env = "JUKI_MAILBOX_WAIT_SECS", default_value_t = 20)]
     pub mailbox_wait_secs: u64,
+    /// The OpenTelemetry collector (OTLP/HTTP base URL, http://HOST:PORT) this node exports
+    /// the spans of the updates it records to. Unset: no span leaves the node.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl ServeArgs {

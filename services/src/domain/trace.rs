@@ -3,6 +3,7 @@
 //! one per update); every tier records the trace id in its history row and forwards the update
 //! with a child span of its own, and relay requests carry the `traceparent` header.
 
+use juki_telemetry::Span;
 use ring::rand::{SecureRandom, SystemRandom};
 
 /// A parsed `traceparent` (version 00).
@@ -14,6 +15,9 @@ pub struct TraceParent {
     pub span_id: String,
     /// 2 hex digits (01 = sampled).
     pub flags: String,
+    /// Started here ([`TraceParent::root`]), not received: its span is no span of a caller's,
+    /// so a span made under it names no parent.
+    pub local: bool,
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
@@ -56,6 +60,7 @@ impl TraceParent {
             trace_id: (*trace_id).to_owned(),
             span_id: (*span_id).to_owned(),
             flags: (*flags).to_owned(),
+            local: false,
         })
     }
 
@@ -65,6 +70,7 @@ impl TraceParent {
             trace_id: random_hex(16),
             span_id: random_hex(8),
             flags: "01".into(),
+            local: true,
         }
     }
 
@@ -74,11 +80,22 @@ impl TraceParent {
             trace_id: self.trace_id.clone(),
             span_id: random_hex(8),
             flags: self.flags.clone(),
+            local: false,
         }
     }
 
     pub fn header(&self) -> String {
         format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
+    }
+
+    /// This node's span of an update, `under` the span that brought it (none when this node
+    /// started the trace), to be exported when it ends.
+    pub fn exported_span(&self, name: &'static str, under: Option<&TraceParent>) -> Span {
+        let span = Span::start(name, &self.trace_id, &self.span_id);
+        match under {
+            Some(parent) if !parent.local => span.child_of(&parent.span_id, true),
+            _ => span,
+        }
     }
 }
 
@@ -105,6 +122,7 @@ mod tests {
             assert!(TraceParent::parse(bad).is_none(), "{bad}");
         }
         let root = TraceParent::root();
+        assert!(root.local && !tp.local && !child.local);
         assert!(TraceParent::parse(&root.header()).is_some());
         assert_ne!(root.trace_id, TraceParent::root().trace_id);
     }

@@ -17,6 +17,7 @@ use crate::store::db::DbConnection;
 use crate::store::models::{HistoryRow, OutboxRow, ResidentRow};
 use crate::store::schema::{change_history, inbox, outbox};
 use crate::store::{BatchResidents, CHUNK, insert_rows, lock_writes, reserve_ids};
+use juki_telemetry::SpanKind;
 
 /// Applies a relayed batch in one transaction: each new `(sender, seq)` writes the record, the
 /// history row, the inbox row and (at a prefecture) an outbox row toward the national server;
@@ -138,6 +139,8 @@ fn apply_items(
     fresh: Vec<(usize, &RelayItem, Envelope)>,
     recorded_at: &str,
 ) -> Result<(), Error> {
+    let began = std::time::SystemTime::now();
+    let mut spans = Vec::with_capacity(fresh.len());
     let codes: Vec<&str> = fresh
         .iter()
         .filter_map(|(_, _, e)| e.update.as_ref().map(|u| u.resident_code.as_str()))
@@ -161,11 +164,18 @@ fn apply_items(
             );
         };
         // This tier's span of the update's trace (the CS started it).
-        let span = envelope
-            .traceparent
-            .as_deref()
-            .and_then(TraceParent::parse)
-            .map(|p| p.child());
+        let under = envelope.traceparent.as_deref().and_then(TraceParent::parse);
+        let span = under.as_ref().map(TraceParent::child);
+        if let Some(span) = &span {
+            spans.push(
+                span.exported_span("apply relayed update", under.as_ref())
+                    .kind(SpanKind::Consumer)
+                    .started_at(began)
+                    .attr("juki.history_id", first_history + k as i64)
+                    .attr("juki.sender", envelope.sender.clone())
+                    .attr("juki.seq", envelope.seq),
+            );
+        }
         let status = domain::status_after(update.reason);
         let current = residents
             .get(&update.resident_code)
@@ -227,5 +237,6 @@ fn apply_items(
     insert_rows!(conn, change_history::table, history);
     insert_rows!(conn, inbox::table, inbox_rows);
     insert_rows!(conn, outbox::table, outbox_rows);
+    spans.into_iter().for_each(juki_telemetry::Span::end);
     Ok(())
 }

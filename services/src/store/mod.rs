@@ -18,6 +18,7 @@ use crate::store::db::DbConnection;
 use crate::store::models::{HistoryRow, OutboxRow, ResidentRow};
 use crate::store::schema::{change_history, counters, outbox, residents};
 use crate::store::views::{Accepted, HistoryView, ResidentView};
+use juki_telemetry::SpanKind;
 
 /// Takes the node-wide write lock (a row lock on PostgreSQL, the database write lock on SQLite)
 /// so writers are serialised and the state checks see every earlier commit.
@@ -177,6 +178,7 @@ pub(crate) fn apply_parsed(
     trace: Option<&TraceParent>,
 ) -> Result<Vec<Accepted>, Error> {
     let at = |i: usize| batch.then_some(i);
+    let began = std::time::SystemTime::now();
     let updates: Vec<&Update> = parsed.iter().filter_map(|u| u.as_ref().ok()).collect();
     let codes: Vec<&str> = updates.iter().map(|u| u.resident_code.as_str()).collect();
     let numbers: Vec<&str> = updates
@@ -200,6 +202,7 @@ pub(crate) fn apply_parsed(
     let mut results = Vec::with_capacity(n);
     let mut history = Vec::with_capacity(n);
     let mut outbox_rows = Vec::with_capacity(n);
+    let mut spans = Vec::with_capacity(n);
     for (i, update) in parsed.into_iter().enumerate() {
         let update = update.map_err(|e| e.in_batch(at(i)))?;
         let current = residents.get(&update.resident_code);
@@ -259,6 +262,15 @@ pub(crate) fn apply_parsed(
         let seq = first_seq + i as i64;
         let payload = serde_json::to_string(&update).map_err(|e| Error::Corrupt(e.to_string()))?;
         let span = trace.map_or_else(TraceParent::root, TraceParent::child);
+        spans.push(
+            span.exported_span("record update", trace)
+                .kind(SpanKind::Server)
+                .started_at(began)
+                .attr("juki.history_id", history_id)
+                .attr("juki.seq", seq)
+                .attr("juki.reason", update.reason.code())
+                .attr("juki.municipality", update.municipality_code.clone()),
+        );
         // The envelope, written around the update's JSON (serialised once, above).
         let envelope = format!(
             r#"{{"history_id":{history_id},"recorded_at":{},"sender":{},"seq":{seq},"traceparent":{},"update":{payload}}}"#,
@@ -295,6 +307,7 @@ pub(crate) fn apply_parsed(
     residents.finish(conn)?;
     insert_rows!(conn, change_history::table, history);
     insert_rows!(conn, outbox::table, outbox_rows);
+    spans.into_iter().for_each(juki_telemetry::Span::end);
     Ok(results)
 }
 

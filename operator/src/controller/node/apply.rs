@@ -42,6 +42,7 @@ pub(super) async fn apply(
         sqlite_volume: ctx.settings.sqlite_volume,
         node_clock: ctx.clock.shared(),
         delivery_keys: ctx.settings.delivery_keys.clone(),
+        otlp_endpoint: ctx.settings.otlp_endpoint.clone(),
     };
     let scale = async {
         match plan.replicas {

@@ -187,18 +187,29 @@ fn error_policy(node: Arc<JukiNode>, error: &Error, _ctx: Arc<Context>) -> Reque
 }
 
 /// One reconcile, in a span that names the node and a trace id of its own, so that every log
-/// line of it (and of the calls it makes) can be told from the other nodes' interleaved ones.
+/// line of it (and of the calls it makes) can be told from the other nodes' interleaved ones;
+/// the same ids are the exported span's (with `--otlp-endpoint`).
 async fn reconcile(node: Arc<JukiNode>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
+    let trace_id = random_hex::<16>();
     let span = tracing::info_span!(
         "reconcile",
         node = %node_name(&node),
-        trace_id = %new_trace_id(),
+        trace_id = %trace_id,
     );
+    let mut exported =
+        juki_telemetry::Span::start("reconcile JukiNode", &trace_id, &random_hex::<8>())
+            .attr("k8s.namespace.name", node.namespace().unwrap_or_default())
+            .attr("juki.node", node.name_any());
     let result = reconcile_node(&node, &ctx).instrument(span).await;
     let seconds = started.elapsed().as_secs_f64();
     let failed_step = result.as_ref().err().map(Error::step);
     ctx.metrics.reconcile(NODE_KIND, seconds, failed_step);
+    if let Err(error) = &result {
+        exported = exported.attr("juki.step", error.step());
+        exported.fail(error.to_string());
+    }
+    exported.end();
     result
 }
 
@@ -335,10 +346,10 @@ fn requeue_after(
 /// The shortest look-again: a wake at the current instant does not spin.
 const MIN_REQUEUE: Duration = Duration::from_millis(20);
 
-/// 16 random bytes in hex, a W3C trace id: the reconcile's span carries it.
-fn new_trace_id() -> String {
+/// N random bytes in hex: 16 make a W3C trace id, 8 a span id.
+fn random_hex<const N: usize>() -> String {
     use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 16];
+    let mut bytes = [0u8; N];
     // The system's randomness does not fail on the platforms the operator runs on; an all-zero
     // id (invalid by the W3C rule) would only mark the one reconcile.
     let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
@@ -433,7 +444,8 @@ const STOP_BUDGET: Duration = Duration::from_secs(60 * 60);
 
 /// Shows on `/metrics` what the node should be doing and its faults, given the status just
 /// decided (`view` gives the window-shaping facts; its phase and batch facts are taken from
-/// `status`). Returns when a fault may appear with time alone.
+/// `status`). Returns when a fault may appear with time alone. Nothing with
+/// `--node-health-series=false`.
 fn show_health(
     ctx: &Context,
     node: &JukiNode,
@@ -442,6 +454,9 @@ fn show_health(
     status: &JukiNodeStatus,
     now: Timestamp,
 ) -> Option<Timestamp> {
+    if !ctx.settings.node_health_series {
+        return None;
+    }
     let observed = expected::Observed::of(status);
     let view = expected::with_status(view, status);
     let thresholds = expected::Thresholds {
@@ -497,7 +512,8 @@ mod tests {
 
     #[test]
     fn each_reconcile_has_a_trace_id_of_its_own() {
-        let (a, b) = (new_trace_id(), new_trace_id());
+        let (a, b) = (random_hex::<16>(), random_hex::<16>());
+        assert_eq!(random_hex::<8>().len(), 16);
         for id in [&a, &b] {
             assert_eq!(id.len(), 32, "{id}");
             assert!(
