@@ -1826,9 +1826,20 @@ async fn a_program_reaches_a_real_tree_wave_by_wave_only_at_starts_and_a_broken_
 async fn post_update(
     cluster: &juki_tests::cluster::TestCluster,
     ns: &str,
-    (cs, code): (&str, &str),
+    cs: (&str, &str),
     key: &str,
     resident: &str,
+) {
+    post_update_in_trace(cluster, ns, cs, (key, resident), None).await;
+}
+
+/// As [`post_update`], inside the caller's trace when given a `traceparent`.
+async fn post_update_in_trace(
+    cluster: &juki_tests::cluster::TestCluster,
+    ns: &str,
+    (cs, code): (&str, &str),
+    (key, resident): (&str, &str),
+    traceparent: Option<&str>,
 ) {
     let body = json!([{
         "resident_code": resident, "name": "山田 花子", "name_kana": "ヤマダ ハナコ",
@@ -1836,12 +1847,14 @@ async fn post_update(
         "municipality_code": code, "reason": "転入", "change_date": "2026-11-25",
     }]);
     let uri = format!("/api/v1/namespaces/{ns}/services/{cs}:8080/proxy/v1/updates");
-    let request = http::Request::post(uri)
+    let mut request = http::Request::post(uri)
         .header("content-type", "application/json")
         .header("idempotency-key", key)
-        .header("x-juki-identity", format!("muni-{code}"))
-        .body(body.to_string().into_bytes())
-        .unwrap();
+        .header("x-juki-identity", format!("muni-{code}"));
+    if let Some(traceparent) = traceparent {
+        request = request.header("traceparent", traceparent);
+    }
+    let request = request.body(body.to_string().into_bytes()).unwrap();
     cluster
         .client
         .request_text(request)
@@ -1890,25 +1903,15 @@ async fn one_update_is_one_trace_from_the_cs_pod_through_the_prefecture_to_the_n
 
     // The municipality's system sends the update inside a trace of its own.
     let (trace_id, caller_span) = ("5a1e2c3d4b5f60718293a4b5c6d7e8f9", "0123456789abcdef");
-    let body = json!([{
-        "resident_code": "12345678903", "name": "山田 花子", "name_kana": "ヤマダ ハナコ",
-        "birth_date": "1985-06-01", "sex": "女", "address": "城内1丁目",
-        "municipality_code": "412015", "reason": "転入", "change_date": "2026-11-25",
-    }]);
-    let request = http::Request::post(format!(
-        "/api/v1/namespaces/{ns}/services/cs-412015:8080/proxy/v1/updates"
-    ))
-    .header("content-type", "application/json")
-    .header("idempotency-key", "traced")
-    .header("x-juki-identity", "muni-412015")
-    .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
-    .body(body.to_string().into_bytes())
-    .unwrap();
-    cluster
-        .client
-        .request_text(request)
-        .await
-        .unwrap_or_else(|e| panic!("POST /v1/updates at the CS: {e}"));
+    let traceparent = format!("00-{trace_id}-{caller_span}-01");
+    post_update_in_trace(
+        &cluster,
+        &ns,
+        ("cs-412015", "412015"),
+        ("traced", "12345678903"),
+        Some(&traceparent),
+    )
+    .await;
 
     let of_trace = || -> Vec<ExportedSpan> {
         collector
