@@ -76,6 +76,8 @@ struct Run {
     /// `kubectl juki status` wall times, sorted, and the lines it printed.
     status_runs: Vec<f64>,
     status_lines: usize,
+    /// One more `kubectl juki status --color always`, for the README's picture.
+    status_colored: String,
     phases: BTreeMap<String, usize>,
 }
 
@@ -126,7 +128,78 @@ async fn main() -> anyhow::Result<()> {
         runs.push(result?);
     }
     report(&nodes, &runs[0], &runs[1]);
+    if cs.is_none() {
+        picture(&runs[0].status_colored)?;
+    }
     Ok(())
+}
+
+/// Where the full-size run draws `kubectl juki status` for the README (headless Chromium).
+const PICTURE: &str = "docs/kubectl-juki-status.png";
+/// The picture's first lines: the tiers, the prefectures and the faults fit; the CSs' own
+/// lines do not.
+const PICTURE_LINES: usize = 64;
+
+/// Draws the top of a coloured `kubectl juki status` as a terminal would, into [`PICTURE`].
+fn picture(colored: &str) -> anyhow::Result<()> {
+    let lines: Vec<&str> = colored.lines().take(PICTURE_LINES).collect();
+    let html = format!(
+        "<!doctype html><meta charset=utf-8><style>body{{margin:0;background:#1e1e1e}}\
+         pre{{margin:0;padding:12px;color:#d4d4d4;font:14px/1.35 'Noto Sans Mono CJK JP',monospace}}\
+         .c1{{font-weight:bold}}.c2{{color:#8a8a8a}}.c31{{color:#f14c4c}}.c32{{color:#23d18b}}\
+         .c33{{color:#f5f543}}.c36{{color:#29b8db}}</style><pre>{}</pre>",
+        ansi_to_html(&lines.join("\n"))
+    );
+    let dir = std::env::temp_dir().join(format!("juki-status-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let page = dir.join("status.html");
+    std::fs::write(&page, html)?;
+    let out = repo_root().join(PICTURE);
+    let height = 24 + lines.len() * 19;
+    let status = std::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .arg(format!("--window-size=1100,{height}"))
+        .arg(format!("--screenshot={}", out.display()))
+        .arg(format!("file://{}", page.display()))
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    anyhow::ensure!(status.success(), "chromium could not draw {PICTURE}");
+    println!("\n{PICTURE}: the first {} lines of `kubectl juki status --color always`", lines.len());
+    Ok(())
+}
+
+/// SGR colour codes as spans of class `c<code>`; the text HTML-escaped.
+fn ansi_to_html(text: &str) -> String {
+    let mut html = String::new();
+    let mut open = 0;
+    let mut rest = text;
+    while let Some(at) = rest.find("\x1b[") {
+        html.push_str(&escape(&rest[..at]));
+        let after = &rest[at + 2..];
+        let Some(end) = after.find('m') else {
+            rest = after;
+            continue;
+        };
+        for code in after[..end].split(';') {
+            if code == "0" || code.is_empty() {
+                html.push_str(&"</span>".repeat(open));
+                open = 0;
+            } else {
+                html.push_str(&format!("<span class=c{code}>"));
+                open += 1;
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    html.push_str(&escape(rest));
+    html.push_str(&"</span>".repeat(open));
+    html
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 async fn measure(
@@ -188,7 +261,7 @@ async fn measure(
         let t = Instant::now();
         let out = tokio::process::Command::new(kubectl_juki)
             .env("KUBECONFIG", kubeconfig)
-            .args(["status", "-n", ns])
+            .args(["status", "-n", ns, "--at", &operator_now(clock, started)])
             .output()
             .await?;
         status_runs.push(t.elapsed().as_secs_f64());
@@ -202,6 +275,13 @@ async fn measure(
         status_lines = out.stdout.iter().filter(|b| **b == b'\n').count();
     }
     status_runs.sort_by(f64::total_cmp);
+    let colored = tokio::process::Command::new(kubectl_juki)
+        .env("KUBECONFIG", kubeconfig)
+        .args(["status", "-n", ns, "--color", "always"])
+        .args(["--at", &operator_now(clock, started)])
+        .output()
+        .await?;
+    let status_colored = String::from_utf8_lossy(&colored.stdout).into_owned();
     let phases = store
         .state()
         .iter()
@@ -218,8 +298,17 @@ async fn measure(
         scrape_s,
         status_runs,
         status_lines,
+        status_colored,
         phases,
     })
+}
+
+/// The operator's clock now (its fast clock started at `clock` when it was started): what
+/// `kubectl juki status --at` judges the nodes at, as the operator does.
+fn operator_now(clock: Timestamp, started: Instant) -> String {
+    let elapsed = jiff::SignedDuration::try_from(started.elapsed() * FACTOR as u32)
+        .unwrap_or(jiff::SignedDuration::ZERO);
+    clock.saturating_add(elapsed).unwrap_or(clock).to_string()
 }
 
 fn verdict(pass: bool) -> &'static str {
