@@ -157,7 +157,12 @@ fn picture(colored: &str) -> anyhow::Result<()> {
     let out = repo_root().join(PICTURE);
     let height = 24 + lines.len() * 19;
     let status = std::process::Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
         .arg(format!("--user-data-dir={}", dir.join("profile").display()))
         .arg(format!("--window-size=1100,{height}"))
         .arg(format!("--screenshot={}", out.display()))
@@ -166,7 +171,10 @@ fn picture(colored: &str) -> anyhow::Result<()> {
         .status()?;
     let _ = std::fs::remove_dir_all(&dir);
     anyhow::ensure!(status.success(), "chromium could not draw {PICTURE}");
-    println!("\n{PICTURE}: the first {} lines of `kubectl juki status --color always`", lines.len());
+    println!(
+        "\n{PICTURE}: the first {} lines of `kubectl juki status --color always`",
+        lines.len()
+    );
     Ok(())
 }
 
@@ -199,7 +207,9 @@ fn ansi_to_html(text: &str) -> String {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 async fn measure(
