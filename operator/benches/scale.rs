@@ -137,7 +137,7 @@ fn batches() -> &'static [&'static str] {
 /// The floor's first pass: everything the operator's first pass writes for each node (its
 /// ConfigMap, Service and Deployment at 0 replicas, with real pods its claims, then its status),
 /// created by a bare client in that order, [`FIRST_PASS_CONCURRENCY`] nodes at once. Returns the
-/// Deployments and the number of writes.
+/// number of writes.
 async fn first_pass_floor(
     client: &Client,
     ns: &str,
@@ -269,12 +269,8 @@ async fn floor(
     apply_nodes(client, ns, "unused", nodes, pods).await?;
     let juki_nodes = nodes
         .iter()
-        .map(|n| {
-            let mut node: JukiNode = serde_json::from_value(n.manifest(ns, "unused", pods))?;
-            node.metadata.namespace = Some(ns.to_string());
-            anyhow::Ok(node)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|n| serde_json::from_value(n.manifest(ns, "unused", pods)))
+        .collect::<Result<Vec<JukiNode>, _>>()?;
     let mut out = Floor::default();
     let created = Instant::now();
     out.first_pass_writes = first_pass_floor(client, ns, &juki_nodes, &ctx, pods).await?;
@@ -472,7 +468,15 @@ async fn api_requests(client: &Client) -> BTreeMap<String, f64> {
 
 /// The most frequent API requests since `before`, the heaviest first.
 async fn requests_line(client: &Client, what: &str, before: &BTreeMap<String, f64>) -> String {
-    let now = api_requests(client).await;
+    requests_text(what, before, &api_requests(client).await)
+}
+
+/// One line of the API requests between `before` and `now`, the heaviest first.
+fn requests_text(
+    what: &str,
+    before: &BTreeMap<String, f64>,
+    now: &BTreeMap<String, f64>,
+) -> String {
     let mut delta: Vec<(String, f64)> = now
         .iter()
         .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
@@ -856,16 +860,13 @@ async fn operator(
         out.stop_writes = m3.minus(&m2);
         out.cpu_stop_wave = usage(pid).map_or(0.0, |u| u.cpu_s) - cpu2;
         println!("{}", cpu_line("operator stop wave", &plane2));
+        let requests3 = api_requests(client).await;
         println!(
             "{}",
-            requests_line(client, "operator stop wave", &requests2).await
+            requests_text("operator stop wave", &requests2, &requests3)
         );
-        out.stop_pod_gets = api_requests(client)
-            .await
-            .get("GET pods")
-            .copied()
-            .unwrap_or(0.0)
-            - requests2.get("GET pods").copied().unwrap_or(0.0);
+        let pod_gets = |r: &BTreeMap<String, f64>| r.get("GET pods").copied().unwrap_or(0.0);
+        out.stop_pod_gets = pod_gets(&requests3) - pod_gets(&requests2);
         out.failed_seen = failed.len();
         Ok(())
     }
@@ -954,7 +955,7 @@ fn report(floor: &Floor, op: &OperatorRun, nodes: &[NodeSpec], pods: Pods) {
         "| **start wave** | {} | {} | {} |",
         fmt_s(floor.up_total()),
         fmt_s(op.up_total()),
-        up_ratio.map_or("—".into(), |r| format!("{r:.2}×"))
+        times(up_ratio)
     );
     for t in Tier::ALL.into_iter().rev() {
         println!(
@@ -969,7 +970,7 @@ fn report(floor: &Floor, op: &OperatorRun, nodes: &[NodeSpec], pods: Pods) {
         "| **stop wave without batches** (critical path less batch time) | {} | {} | {} |",
         fmt_s(floor.down_total()),
         fmt_s(op.down_without_batches()),
-        down_ratio.map_or("—".into(), |r| format!("{r:.2}×"))
+        times(down_ratio)
     );
     for t in Tier::ALL.into_iter().rev() {
         println!(
@@ -1094,15 +1095,15 @@ fn report(floor: &Floor, op: &OperatorRun, nodes: &[NodeSpec], pods: Pods) {
     );
 }
 
-fn log_summary(log: &str) {
-    let Ok(text) = std::fs::read_to_string(log) else {
+fn log_summary() {
+    let Ok(text) = std::fs::read_to_string(LOG) else {
         return;
     };
     let errors = text.lines().filter(|l| l.contains("ERROR")).count();
     let warns = text.lines().filter(|l| l.contains("WARN")).count();
     println!();
     println!(
-        "operator log {log}: {} lines, {errors} ERROR, {warns} WARN",
+        "operator log {LOG}: {} lines, {errors} ERROR, {warns} WARN",
         text.lines().count()
     );
     for l in text
@@ -1214,7 +1215,7 @@ async fn run() -> anyhow::Result<()> {
     let _ = cals.delete(&calendar, &DeleteParams::default()).await;
     let op = op?;
     report(&floor_result, &op, &nodes, pods);
-    log_summary(LOG);
+    log_summary();
     Ok(())
 }
 
